@@ -1,0 +1,18 @@
+//! The image layer of comir: one float image type and the operations registration needs.
+//!
+//! * [`Image`] holds `f32` pixels, row-major, channels interleaved. Coordinates are `(x, y)` with
+//!   `x` the column and `y` the row; pixel centres sit at integer coordinates, so the top-left pixel
+//!   covers `[-0.5, 0.5)²`. Every crate above this one uses the same convention.
+//! * [`io`] loads PNG, TIFF (8/16-bit integer, 32-bit float) and JPEG, gray or RGB, and saves PNG
+//!   and float TIFF. Every failure names the file and the reason.
+//! * [`ops`] has Gaussian smoothing, subsampling, pyramids, bilinear sampling and warping.
+
+pub mod io;
+pub mod ops;
+
+mod error;
+mod image;
+
+pub use crate::error::Error;
+pub use crate::image::Image;
+pub use crate::io::{load, load_gray, save_png, save_tiff_f32};

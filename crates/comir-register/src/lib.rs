@@ -1,0 +1,263 @@
+//! The common ground of comir's registration methods.
+//!
+//! A registration method (α-AMD, Mattes mutual information, feature matching, global FFT search)
+//! lives in its own crate and implements [`Registrar`]: given a fixed image, a moving image and an
+//! initial transform, it returns an [`Outcome`]. Everything above (evaluation, the CLI) talks to
+//! methods only through this trait, so each one can be replaced on its own, as in ITK and elastix.
+//!
+//! Conventions shared by every method:
+//! * images are single-channel [`Image`]s; the transform maps fixed to moving points
+//!   ([`Rigid2`], see `comir-transform`);
+//! * [`Outcome::metric_value`] is "lower is better" for every method (MI is reported negated), so
+//!   [`MultiStart`] can pick the best start without knowing the method;
+//! * same inputs and seed give the same result, whatever the number of threads.
+
+use comir_image::Image;
+use comir_transform::Rigid2;
+
+/// Why a method stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The optimiser's convergence test passed.
+    Converged,
+    /// The iteration budget ran out.
+    MaxIterations,
+    /// An exhaustive search finished.
+    SearchComplete,
+    /// Too few sample points fell inside the moving image.
+    TooFewSamples,
+}
+
+/// The result of one registration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Fixed-to-moving transform.
+    pub transform: Rigid2,
+    /// The method's cost at the result; lower is better.
+    pub metric_value: f64,
+    /// Optimiser iterations (or candidates evaluated) in total.
+    pub iterations: usize,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// Errors of registration methods.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An image is too small to register.
+    #[error("the {which} image is {width}×{height}; registration needs at least {min}×{min} pixels")]
+    TooSmall {
+        /// `fixed` or `moving`.
+        which: &'static str,
+        /// Its width.
+        width: usize,
+        /// Its height.
+        height: usize,
+        /// The smallest size accepted.
+        min: usize,
+    },
+    /// An image has the same value everywhere: there is nothing to align.
+    #[error("the {which} image is constant: there is no structure to register")]
+    Constant {
+        /// `fixed` or `moving`.
+        which: &'static str,
+    },
+    /// An image holds NaN or infinite values.
+    #[error("the {which} image contains NaN or infinite values")]
+    NonFinite {
+        /// `fixed` or `moving`.
+        which: &'static str,
+    },
+    /// An image has more than one channel where one is needed.
+    #[error("the {which} image has {channels} channels; convert it to gray first")]
+    NotGray {
+        /// `fixed` or `moving`.
+        which: &'static str,
+        /// Its channel count.
+        channels: usize,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid setting: {0}")]
+    InvalidConfig(String),
+    /// The method ran but could not produce a transform (e.g. too few feature matches).
+    #[error("{method} failed: {reason}")]
+    Failed {
+        /// The method.
+        method: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The smallest image side any method accepts.
+pub const MIN_SIZE: usize = 16;
+
+/// Checks that both images can be registered: single channel, at least `min`×`min` pixels,
+/// finite, not constant.
+///
+/// # Errors
+/// The first problem found, naming the image.
+pub fn check_inputs(fixed: &Image, moving: &Image, min: usize) -> Result<(), Error> {
+    for (which, img) in [("fixed", fixed), ("moving", moving)] {
+        if img.channels() != 1 {
+            return Err(Error::NotGray {
+                which,
+                channels: img.channels(),
+            });
+        }
+        if img.width() < min || img.height() < min {
+            return Err(Error::TooSmall {
+                which,
+                width: img.width(),
+                height: img.height(),
+                min,
+            });
+        }
+        if !img.is_finite() {
+            return Err(Error::NonFinite { which });
+        }
+        if img.is_constant() {
+            return Err(Error::Constant { which });
+        }
+    }
+    Ok(())
+}
+
+/// The default starting transform: no rotation, image centres aligned, rotation about the fixed
+/// image's centre.
+pub fn centered_identity(fixed: &Image, moving: &Image) -> Rigid2 {
+    let (cf, cm) = (fixed.center(), moving.center());
+    Rigid2::new(0.0, [cm[0] - cf[0], cm[1] - cf[1]], cf)
+}
+
+/// A rigid registration method.
+pub trait Registrar: Send + Sync {
+    /// Short name, as used on the command line (`aamd`, `mi`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Registers `moving` to `fixed`, starting from `init` (fixed-to-moving).
+    ///
+    /// # Errors
+    /// Unusable inputs (see [`check_inputs`]) or a method-specific failure.
+    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error>;
+}
+
+/// Runs a method from several initial rotations (about the fixed centre) and keeps the start with
+/// the lowest final metric value. The starts run in parallel; ties go to the earlier start, so the
+/// result does not depend on the number of threads.
+pub struct MultiStart<R> {
+    /// The method run from each start.
+    pub inner: R,
+    /// Rotation offsets in radians added to the initial transform.
+    pub angles_rad: Vec<f64>,
+}
+
+impl<R: Registrar> MultiStart<R> {
+    /// The MultiRegEval / α-AMD reference starts: 0 and ±0.4 rad.
+    pub fn reference(inner: R) -> MultiStart<R> {
+        MultiStart {
+            inner,
+            angles_rad: vec![0.0, -0.4, 0.4],
+        }
+    }
+}
+
+impl<R: Registrar> Registrar for MultiStart<R> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+        use rayon::prelude::*;
+        let results: Vec<Result<Outcome, Error>> = self
+            .angles_rad
+            .par_iter()
+            .map(|&a| {
+                let mut start = *init;
+                start.angle_rad += a;
+                self.inner.register(fixed, moving, &start)
+            })
+            .collect();
+        let mut best: Option<Outcome> = None;
+        let mut first_err = None;
+        let mut total_iters = 0;
+        for r in results {
+            match r {
+                Ok(o) => {
+                    total_iters += o.iterations;
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| o.metric_value < b.metric_value)
+                    {
+                        best = Some(o);
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match (best, first_err) {
+            (Some(mut b), _) => {
+                b.iterations = total_iters;
+                Ok(b)
+            }
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(Error::InvalidConfig("multi-start needs at least one angle".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake method whose cost is the distance of the start angle from 0.35 rad.
+    struct Bowl;
+    impl Registrar for Bowl {
+        fn name(&self) -> &'static str {
+            "bowl"
+        }
+        fn register(&self, _: &Image, _: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+            Ok(Outcome {
+                transform: *init,
+                metric_value: (init.angle_rad - 0.35).abs(),
+                iterations: 1,
+                stop: StopReason::Converged,
+            })
+        }
+    }
+
+    #[test]
+    fn multi_start_keeps_the_lowest_cost() {
+        let img = Image::from_fn(20, 20, |x, _| x as f32);
+        let ms = MultiStart::reference(Bowl);
+        let o = ms
+            .register(&img, &img, &centered_identity(&img, &img))
+            .expect("ok");
+        assert!((o.transform.angle_rad - 0.4).abs() < 1e-12);
+        assert_eq!(o.iterations, 3);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let good = Image::from_fn(20, 20, |x, y| (x * y) as f32);
+        let tiny = Image::from_fn(1, 1, |_, _| 0.0);
+        let flat = Image::from_fn(20, 20, |_, _| 3.0);
+        let e = check_inputs(&good, &tiny, MIN_SIZE).expect_err("tiny");
+        assert!(e.to_string().contains("moving image is 1×1"), "{e}");
+        let e = check_inputs(&flat, &good, MIN_SIZE).expect_err("flat");
+        assert!(e.to_string().contains("fixed image is constant"), "{e}");
+        check_inputs(&good, &good, MIN_SIZE).expect("fine");
+    }
+
+    #[test]
+    fn centered_identity_aligns_centres() {
+        let f = Image::zeros(21, 11, 1);
+        let m = Image::zeros(31, 41, 1);
+        let t = centered_identity(&f, &m);
+        assert_eq!(t.apply(f.center()), m.center());
+    }
+}
