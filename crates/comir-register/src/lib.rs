@@ -210,6 +210,28 @@ impl<R: Registrar> Registrar for MultiStart<R> {
     }
 }
 
+/// Runs `first` (typically a global search), then `then` (a local optimiser) starting from the
+/// first result. The outcome is the second method's; iterations are added up.
+pub struct Chained<A, B> {
+    /// The method that finds the starting point.
+    pub first: A,
+    /// The method that refines it.
+    pub then: B,
+}
+
+impl<A: Registrar, B: Registrar> Registrar for Chained<A, B> {
+    fn name(&self) -> &'static str {
+        self.then.name()
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+        let start = self.first.register(fixed, moving, init)?;
+        let mut out = self.then.register(fixed, moving, &start.transform)?;
+        out.iterations += start.iterations;
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +261,37 @@ mod tests {
             .expect("ok");
         assert!((o.transform.angle_rad - 0.4).abs() < 1e-12);
         assert_eq!(o.iterations, 3);
+    }
+
+    #[test]
+    fn chained_starts_the_second_method_where_the_first_ended() {
+        struct Jump;
+        impl Registrar for Jump {
+            fn name(&self) -> &'static str {
+                "jump"
+            }
+            fn register(&self, _: &Image, _: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+                let mut t = *init;
+                t.angle_rad = 0.3;
+                Ok(Outcome {
+                    transform: t,
+                    metric_value: 9.0,
+                    iterations: 5,
+                    stop: StopReason::SearchComplete,
+                })
+            }
+        }
+        let img = Image::from_fn(20, 20, |x, _| x as f32);
+        let c = Chained {
+            first: Jump,
+            then: Bowl,
+        };
+        let o = c
+            .register(&img, &img, &centered_identity(&img, &img))
+            .expect("ok");
+        assert_eq!(c.name(), "bowl");
+        assert!((o.metric_value - 0.05).abs() < 1e-12);
+        assert_eq!(o.iterations, 6);
     }
 
     #[test]

@@ -1,0 +1,213 @@
+use comir_image::ops::{warp, Border};
+use comir_image::Image;
+use comir_transform::{corner_error, Rigid2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::Error;
+
+/// Settings of the protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Protocol {
+    /// Transformation levels to run (1..=4 in MultiRegEval; higher levels extend the ranges).
+    pub levels: Vec<u32>,
+    /// Seed of the random displacements.
+    pub seed: u64,
+    /// Rotation step per level in degrees (5 in MultiRegEval).
+    pub rotation_step_deg: f64,
+    /// Translation step per level as a fraction of the width (7/300 in MultiRegEval).
+    pub translation_step_frac: f64,
+    /// Success threshold as a fraction of the width (0.02).
+    pub success_frac: f64,
+    /// How the displaced image is filled outside B: MultiRegEval reflects whole tiles.
+    pub border: Border,
+}
+
+impl Default for Protocol {
+    fn default() -> Protocol {
+        Protocol {
+            levels: vec![1, 2, 3, 4],
+            seed: 0,
+            rotation_step_deg: 5.0,
+            translation_step_frac: 7.0 / 300.0,
+            success_frac: 0.02,
+            border: Border::Reflect,
+        }
+    }
+}
+
+impl Protocol {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for empty or zero levels or non-positive fractions.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.levels.is_empty() || self.levels.contains(&0) {
+            return Err(Error::InvalidConfig(
+                "levels must be a non-empty list of integers ≥ 1".into(),
+            ));
+        }
+        if !(self.success_frac > 0.0 && self.rotation_step_deg >= 0.0) {
+            return Err(Error::InvalidConfig(
+                "success fraction must be > 0 and rotation step ≥ 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The displacement applied to B: rotation θ and translation t, as in MultiRegEval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Displacement {
+    /// θ in degrees.
+    pub angle_deg: f64,
+    /// t = (tx, ty) in pixels.
+    pub translation: [f64; 2],
+}
+
+/// FNV-1a, so that case seeds do not depend on the standard library's hasher.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Draws the displacement of one pair at one level for an image of width `width`.
+pub fn draw_displacement(protocol: &Protocol, pair: &str, level: u32, width: usize) -> Displacement {
+    let seed = protocol.seed ^ fnv1a(pair) ^ (level as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let l = level as f64;
+    let mut signed = |step: f64| {
+        let mag = if step > 0.0 {
+            rng.gen_range(step * (l - 1.0)..step * l)
+        } else {
+            0.0
+        };
+        if rng.gen_bool(0.5) {
+            -mag
+        } else {
+            mag
+        }
+    };
+    let s = protocol.translation_step_frac * width as f64;
+    let angle_deg = signed(protocol.rotation_step_deg);
+    let tx = signed(s);
+    let ty = signed(s);
+    Displacement {
+        angle_deg,
+        translation: [tx, ty],
+    }
+}
+
+/// One evaluation case: the fixed image, the displaced moving image and the true transform.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// Modality A, untouched.
+    pub fixed: Image,
+    /// Modality B displaced by `G`.
+    pub moving: Image,
+    /// The displacement drawn.
+    pub displacement: Displacement,
+    /// The true fixed-to-moving transform (G⁻¹).
+    pub truth: Rigid2,
+    /// Mean corner displacement before registration, in pixels.
+    pub initial_error_px: f64,
+}
+
+/// Builds the case for a pair: `moving(p) = B(G(p))` with `G(p) = R(θ)(p + t − c) + c`.
+pub fn make_case(a: &Image, b: &Image, d: Displacement) -> Case {
+    make_case_with_border(a, b, d, Border::Reflect)
+}
+
+pub(crate) fn make_case_with_border(a: &Image, b: &Image, d: Displacement, border: Border) -> Case {
+    let c = b.center();
+    let theta = d.angle_deg.to_radians();
+    let (s, co) = theta.sin_cos();
+    let [tx, ty] = d.translation;
+    // G(p) = R(p − c) + c + R t, as a comir transform about c.
+    let g = Rigid2::new(theta, [co * tx - s * ty, s * tx + co * ty], c);
+    let moving = warp(b, b.width(), b.height(), border, |p| g.apply(p));
+    let truth = g.inverse();
+    let (w, h) = (a.width() as f64, a.height() as f64);
+    let initial_error_px = corner_error(&Rigid2::identity(c), &truth, w, h);
+    Case {
+        fixed: a.clone(),
+        moving,
+        displacement: d,
+        truth,
+        initial_error_px,
+    }
+}
+
+impl Protocol {
+    /// The case of `pair` at `level` for images `a` and `b`.
+    pub fn case(&self, pair: &str, level: u32, a: &Image, b: &Image) -> Case {
+        let d = draw_displacement(self, pair, level, a.width());
+        make_case_with_border(a, b, d, self.border)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displacements_fall_in_their_level_ranges() {
+        let p = Protocol::default();
+        for level in 1..=4u32 {
+            for i in 0..50 {
+                let d = draw_displacement(&p, &format!("pair{i}"), level, 300);
+                let l = level as f64;
+                assert!(d.angle_deg.abs() >= 5.0 * (l - 1.0) && d.angle_deg.abs() < 5.0 * l);
+                for t in d.translation {
+                    assert!(t.abs() >= 7.0 * (l - 1.0) && t.abs() < 7.0 * l, "{t}");
+                }
+            }
+        }
+        // Same seed, pair and level: same draw; another seed: another draw.
+        assert_eq!(draw_displacement(&p, "x", 2, 300), draw_displacement(&p, "x", 2, 300));
+        let q = Protocol { seed: 1, ..p.clone() };
+        assert_ne!(draw_displacement(&p, "x", 2, 300), draw_displacement(&q, "x", 2, 300));
+    }
+
+    #[test]
+    fn truth_undoes_the_displacement() {
+        let b = Image::from_fn(60, 40, |x, y| 2.0 * x as f32 + 3.0 * y as f32); // bilinear is exact on planes
+        let d = Displacement {
+            angle_deg: 12.0,
+            translation: [3.0, -5.0],
+        };
+        let case = make_case_with_border(&b, &b, d, Border::Zero);
+        // moving(truth(p)) = b(p) at an interior pixel centre.
+        let q = case.truth.apply([30.0, 20.0]);
+        let v = comir_image::ops::sample_bilinear(&case.moving, q[0], q[1], 0).expect("inside");
+        assert!((v - b.get(30, 20, 0)).abs() < 1e-3, "{v}");
+    }
+
+    #[test]
+    fn initial_error_matches_multiregeval_displacement() {
+        // MultiRegEval's Displacement is the mean over the corners of |G(corner) − corner|.
+        let b = Image::zeros(300, 300, 1);
+        let d = Displacement {
+            angle_deg: -8.0,
+            translation: [10.0, 4.0],
+        };
+        let case = make_case_with_border(&b, &b, d, Border::Zero);
+        let c = 149.5;
+        let (s, co) = d.angle_deg.to_radians().sin_cos();
+        let g = |p: [f64; 2]| {
+            let (x, y) = (p[0] + 10.0 - c, p[1] + 4.0 - c);
+            [co * x - s * y + c, s * x + co * y + c]
+        };
+        let corners = comir_transform::corners(300.0, 300.0);
+        let expect = corners
+            .iter()
+            .map(|&p| {
+                let q = g(p);
+                ((q[0] - p[0]).powi(2) + (q[1] - p[1]).powi(2)).sqrt()
+            })
+            .sum::<f64>()
+            / 4.0;
+        assert!((case.initial_error_px - expect).abs() < 1e-9);
+    }
+}

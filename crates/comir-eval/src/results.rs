@@ -1,0 +1,244 @@
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The result of registering one case. These are the columns of `results.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// Pair name (the shared file name).
+    pub pair: String,
+    /// Transformation level.
+    pub level: u32,
+    /// Registration method.
+    pub method: String,
+    /// Mean corner error after registration in pixels (NaN when the method failed).
+    pub error_px: f64,
+    /// Image width (the success threshold is a fraction of it).
+    pub width: usize,
+    /// Error ≤ threshold.
+    pub success: bool,
+    /// Wall-clock seconds of the registration (including representation, if any).
+    pub seconds: f64,
+    /// Mean corner displacement before registration in pixels.
+    pub initial_error_px: f64,
+    /// The applied rotation in degrees.
+    pub true_angle_deg: f64,
+    /// The applied x translation in pixels.
+    pub true_tx: f64,
+    /// The applied y translation in pixels.
+    pub true_ty: f64,
+    /// The rotation the method found, in degrees (NaN on failure).
+    pub found_angle_deg: f64,
+    /// The method's metric value at the result (lower is better; NaN on failure).
+    pub metric_value: f64,
+    /// `ok`, or why the method failed.
+    pub status: String,
+}
+
+/// Writes results as CSV, atomically.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Csv`] naming the file.
+pub fn write_csv(path: impl AsRef<Path>, rows: &[CaseResult]) -> Result<(), Error> {
+    let path = path.as_ref();
+    let csv_err = |e: csv::Error| Error::Csv {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(csv_err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::Csv {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    comir_image::io::write_atomically(path, &bytes)?;
+    Ok(())
+}
+
+/// Reads results written by [`write_csv`].
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Csv`] naming the file and the bad row.
+pub fn read_csv(path: impl AsRef<Path>) -> Result<Vec<CaseResult>, Error> {
+    let path = path.as_ref();
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::Csv {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    r.deserialize()
+        .map(|row| {
+            row.map_err(|e| Error::Csv {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Success and error statistics of a group of cases.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LevelSummary {
+    /// The level, or `None` for all levels together.
+    pub level: Option<u32>,
+    /// Number of cases.
+    pub cases: usize,
+    /// Successful cases.
+    pub successes: usize,
+    /// Median corner error in pixels (failures count as +∞).
+    pub median_error_px: f64,
+    /// Median seconds per case.
+    pub median_seconds: f64,
+}
+
+impl LevelSummary {
+    /// Success rate in percent.
+    pub fn success_rate(&self) -> f64 {
+        if self.cases == 0 {
+            0.0
+        } else {
+            100.0 * self.successes as f64 / self.cases as f64
+        }
+    }
+}
+
+/// Per-level and overall statistics of one method's results.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// The method.
+    pub method: String,
+    /// One row per level, in increasing order.
+    pub levels: Vec<LevelSummary>,
+    /// All levels together.
+    pub overall: LevelSummary,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn group(level: Option<u32>, rows: &[&CaseResult]) -> LevelSummary {
+    LevelSummary {
+        level,
+        cases: rows.len(),
+        successes: rows.iter().filter(|r| r.success).count(),
+        // A failed registration has no error: count it as infinitely wrong.
+        median_error_px: median(
+            rows.iter()
+                .map(|r| {
+                    if r.error_px.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        r.error_px
+                    }
+                })
+                .collect(),
+        ),
+        median_seconds: median(rows.iter().map(|r| r.seconds).collect()),
+    }
+}
+
+/// Summarises the results of one method (rows of other methods are ignored).
+pub fn summarize(method: &str, rows: &[CaseResult]) -> Summary {
+    let mine: Vec<&CaseResult> = rows.iter().filter(|r| r.method == method).collect();
+    let mut levels: Vec<u32> = mine.iter().map(|r| r.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    Summary {
+        method: method.to_string(),
+        levels: levels
+            .iter()
+            .map(|&l| {
+                let rows: Vec<&CaseResult> =
+                    mine.iter().copied().filter(|r| r.level == l).collect();
+                group(Some(l), &rows)
+            })
+            .collect(),
+        overall: group(None, &mine),
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "method: {}", self.method)?;
+        writeln!(
+            f,
+            "{:<7} {:>6} {:>9} {:>9} {:>16} {:>11}",
+            "level", "cases", "success", "rate %", "median error px", "median s"
+        )?;
+        for s in self.levels.iter().chain(std::iter::once(&self.overall)) {
+            let name = s.level.map_or("all".to_string(), |l| l.to_string());
+            writeln!(
+                f,
+                "{:<7} {:>6} {:>9} {:>9.1} {:>16.2} {:>11.3}",
+                name,
+                s.cases,
+                s.successes,
+                s.success_rate(),
+                s.median_error_px,
+                s.median_seconds
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(level: u32, err: f64, ok: bool) -> CaseResult {
+        CaseResult {
+            pair: format!("p{level}{err}"),
+            level,
+            method: "mi".into(),
+            error_px: err,
+            width: 100,
+            success: ok,
+            seconds: 0.5,
+            initial_error_px: 10.0,
+            true_angle_deg: 1.0,
+            true_tx: 2.0,
+            true_ty: 3.0,
+            found_angle_deg: 1.0,
+            metric_value: -0.3,
+            status: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn summary_counts_failures_as_worst() {
+        let rows = vec![row(1, 0.5, true), row(1, f64::NAN, false), row(2, 3.0, false)];
+        let s = summarize("mi", &rows);
+        assert_eq!(s.overall.cases, 3);
+        assert_eq!(s.overall.successes, 1);
+        assert!((s.overall.success_rate() - 100.0 / 3.0).abs() < 1e-9);
+        assert_eq!(s.levels[0].median_error_px, f64::INFINITY); // median of {0.5, ∞}
+        assert_eq!(s.overall.median_error_px, 3.0);
+        assert!(s.to_string().contains("all"));
+    }
+
+    #[test]
+    fn csv_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("r.csv");
+        let rows = vec![row(1, 0.25, true), row(3, 7.0, false)];
+        write_csv(&p, &rows).expect("write");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.starts_with("pair,level,method,error_px,width,success,seconds"));
+        assert_eq!(read_csv(&p).expect("read"), rows);
+    }
+}
