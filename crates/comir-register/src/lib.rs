@@ -144,6 +144,16 @@ pub trait Registrar: Send + Sync {
     fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error>;
 }
 
+impl<R: Registrar + ?Sized> Registrar for Box<R> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+        (**self).register(fixed, moving, init)
+    }
+}
+
 /// Runs a method from several initial rotations (about the fixed centre) and keeps the start with
 /// the lowest final metric value. The starts run in parallel; ties go to the earlier start, so the
 /// result does not depend on the number of threads.
