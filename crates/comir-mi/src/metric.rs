@@ -1,0 +1,378 @@
+//! The Mattes mutual-information metric on one pyramid level: joint histogram with a box window on
+//! the fixed image and a cubic B-spline Parzen window on the moving image, and its analytic
+//! derivative with respect to the rigid parameters `(θ, tx, ty)`.
+
+use comir_image::Image;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Bins of padding on each side of the moving-intensity range, so the B-spline window (support ±2)
+/// always falls inside the histogram (as in ITK's `MattesMutualInformationImageToImageMetric`).
+const PAD: f64 = 2.0;
+
+/// One fixed-image sample: its offset from the rotation centre in full-resolution pixels and its
+/// fixed-intensity bin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sample {
+    dx: f64,
+    dy: f64,
+    fbin: u32,
+}
+
+/// Everything the metric needs at one pyramid level.
+#[derive(Clone, Debug)]
+pub(crate) struct Level {
+    /// Shrink factor of this level (level pixel = `factor` full-resolution pixels).
+    pub(crate) factor: f64,
+    /// The moving image at this level (smoothed and subsampled).
+    moving: Image,
+    /// Minimum of the moving level image.
+    m_min: f64,
+    /// Continuous moving bins per intensity unit: `(bins − 4) / (max − min)`.
+    m_scale: f64,
+    /// Rotation centre in full-resolution pixels.
+    center: [f64; 2],
+    /// The fixed sample points.
+    samples: Vec<Sample>,
+    /// Histogram bins (per image).
+    bins: usize,
+}
+
+/// Per-sample quantities kept between the histogram pass and the derivative pass.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pending {
+    /// Row offset `fbin · bins + first moving bin`.
+    base: u32,
+    /// `κ₀ − m`: the B-spline argument of the first of the four moving bins.
+    u0: f64,
+    /// `∂m/∂(θ, tx, ty)`.
+    dm: [f64; 3],
+}
+
+/// Reusable buffers, so an iteration allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    joint: Vec<f64>,
+    log_ratio: Vec<f64>,
+    pending: Vec<Pending>,
+}
+
+/// The metric at one transform.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Eval {
+    /// Mutual information in nats (≥ 0).
+    pub(crate) mi: f64,
+    /// `∂MI/∂(θ, tx, ty)` (zero when not requested).
+    pub(crate) grad: [f64; 3],
+    /// Samples that fell inside the moving image.
+    pub(crate) valid: usize,
+}
+
+/// Cubic B-spline β³(u).
+#[inline]
+fn bspline3(u: f64) -> f64 {
+    let a = u.abs();
+    if a < 1.0 {
+        2.0 / 3.0 - a * a + 0.5 * a * a * a
+    } else if a < 2.0 {
+        let b = 2.0 - a;
+        b * b * b / 6.0
+    } else {
+        0.0
+    }
+}
+
+/// Derivative of the cubic B-spline, β³′(u).
+#[inline]
+fn bspline3_deriv(u: f64) -> f64 {
+    let a = u.abs();
+    if a < 1.0 {
+        -2.0 * u + 1.5 * u * a
+    } else if a < 2.0 {
+        let b = 2.0 - a;
+        -0.5 * b * b * u.signum()
+    } else {
+        0.0
+    }
+}
+
+/// Bilinear value and gradient (per level pixel) of `img` at `(x, y)`, the gradient being the exact
+/// derivative of the bilinear interpolant. `None` outside `[0, w−1] × [0, h−1]`.
+#[inline(always)]
+fn bilinear_with_grad(img: &Image, x: f64, y: f64) -> Option<(f64, f64, f64)> {
+    let (w, h) = (img.width(), img.height());
+    if !(x >= 0.0 && y >= 0.0 && x <= (w - 1) as f64 && y <= (h - 1) as f64) {
+        return None;
+    }
+    // x, y ≥ 0 here, so truncation is the floor (and avoids a libm call).
+    let x0 = (x as usize).min(w.saturating_sub(2));
+    let y0 = (y as usize).min(h.saturating_sub(2));
+    let fx = x - x0 as f64;
+    let fy = y - y0 as f64;
+    let d = img.data();
+    let i = y0 * w + x0;
+    let v00 = d[i] as f64;
+    let v10 = d[i + 1] as f64;
+    let v01 = d[i + w] as f64;
+    let v11 = d[i + w + 1] as f64;
+    let top = v00 + fx * (v10 - v00);
+    let bot = v01 + fx * (v11 - v01);
+    let v = top + fy * (bot - top);
+    let gx = (1.0 - fy) * (v10 - v00) + fy * (v11 - v01);
+    let gy = bot - top;
+    Some((v, gx, gy))
+}
+
+impl Level {
+    /// Prepares a level.
+    ///
+    /// * `fixed`, `moving`: the level images (already smoothed and shrunk by `factor`, so level
+    ///   pixel `q` sits at full-resolution position `factor · q`); both must be at least 2×2.
+    /// * `full_size`: the full-resolution fixed image's `(width, height)`.
+    /// * `center`: the rotation centre in full-resolution pixels.
+    /// * `max_samples`: the sample points are full-resolution fixed pixel positions: all of them
+    ///   when there are at most this many, otherwise a uniformly random subset of this size
+    ///   (without replacement, drawn from `rng`, sorted in raster order for memory locality).
+    ///   Their fixed value is the level image interpolated bilinearly at `position / factor`, so a
+    ///   coarse level keeps as many samples as a fine one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        fixed: &Image,
+        moving: Image,
+        factor: usize,
+        full_size: (usize, usize),
+        center: [f64; 2],
+        bins: usize,
+        max_samples: usize,
+        clip: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Level {
+        let (fmin, fmax) = quantile_range(fixed, clip);
+        let (fmin, fmax) = (fmin as f64, fmax as f64);
+        let frange = if fmax > fmin { fmax - fmin } else { 1.0 };
+        let (mmin, mmax) = quantile_range(&moving, clip);
+        let (mmin, mmax) = (mmin as f64, mmax as f64);
+        let mrange = if mmax > mmin { mmax - mmin } else { 1.0 };
+        let (fw, fh) = full_size;
+        let n = fw * fh;
+        let indices: Vec<usize> = if n <= max_samples {
+            (0..n).collect()
+        } else {
+            let mut v = rand::seq::index::sample(rng, n, max_samples).into_vec();
+            v.sort_unstable();
+            v
+        };
+        let f = factor as f64;
+        let samples = indices
+            .into_iter()
+            .filter_map(|i| {
+                let (px, py) = ((i % fw) as f64, (i / fw) as f64);
+                let v = bilinear_with_grad(fixed, px / f, py / f)?.0;
+                let b = (((v - fmin) / frange) * bins as f64).floor();
+                let fbin = b.clamp(0.0, (bins - 1) as f64) as u32;
+                Some(Sample {
+                    dx: px - center[0],
+                    dy: py - center[1],
+                    fbin,
+                })
+            })
+            .collect();
+        Level {
+            factor: f,
+            moving,
+            m_min: mmin,
+            m_scale: (bins as f64 - 2.0 * PAD) / mrange,
+            center,
+            samples,
+            bins,
+        }
+    }
+
+    /// Number of fixed samples at this level.
+    pub(crate) fn n_samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Root-mean-square distance of the samples from the rotation centre (full-resolution pixels):
+    /// the lever arm that turns a rotation into a point displacement.
+    pub(crate) fn rms_radius(&self) -> f64 {
+        if self.samples.is_empty() {
+            return 1.0;
+        }
+        let s: f64 = self.samples.iter().map(|p| p.dx * p.dx + p.dy * p.dy).sum();
+        (s / self.samples.len() as f64).sqrt().max(1.0)
+    }
+
+    /// MI (and, with `want_grad`, its gradient) at the rigid transform `(theta, t)` about the
+    /// level's centre. Samples mapped outside the moving image are dropped.
+    pub(crate) fn evaluate(
+        &self,
+        theta: f64,
+        t: [f64; 2],
+        want_grad: bool,
+        scratch: &mut Scratch,
+    ) -> Eval {
+        let b = self.bins;
+        scratch.joint.clear();
+        scratch.joint.resize(b * b, 0.0);
+        scratch.pending.clear();
+        let (s, c) = theta.sin_cos();
+        let inv_f = 1.0 / self.factor;
+        let ox = self.center[0] + t[0];
+        let oy = self.center[1] + t[1];
+        let m_hi = b as f64 - PAD - 1e-9;
+        let mut valid = 0usize;
+        for p in &self.samples {
+            let x = (c * p.dx - s * p.dy + ox) * inv_f;
+            let y = (s * p.dx + c * p.dy + oy) * inv_f;
+            let Some((v, gx, gy)) = bilinear_with_grad(&self.moving, x, y) else {
+                continue;
+            };
+            valid += 1;
+            let m_raw = (v - self.m_min) * self.m_scale + PAD;
+            let m = m_raw.clamp(PAD, m_hi);
+            // A clamped intensity does not move with the transform.
+            let slope = if m == m_raw { self.m_scale } else { 0.0 };
+            let k0 = m as usize - 1; // m ≥ 2: truncation is the floor
+
+            let u0 = k0 as f64 - m;
+            let base = p.fbin as usize * b + k0;
+            let row = &mut scratch.joint[base..base + 4];
+            for (j, h) in row.iter_mut().enumerate() {
+                *h += bspline3(u0 + j as f64);
+            }
+            if want_grad {
+                // ∂m/∂(moving position) in full-resolution pixels.
+                let mx = slope * gx * inv_f;
+                let my = slope * gy * inv_f;
+                // ∂T/∂θ = R′(θ)(p − c).
+                let jx = -s * p.dx - c * p.dy;
+                let jy = c * p.dx - s * p.dy;
+                scratch.pending.push(Pending {
+                    base: base as u32,
+                    u0,
+                    dm: [mx * jx + my * jy, mx, my],
+                });
+            }
+        }
+        if valid == 0 {
+            return Eval {
+                mi: 0.0,
+                grad: [0.0; 3],
+                valid,
+            };
+        }
+        let norm = 1.0 / valid as f64;
+        // Marginals (of the un-normalised histogram; normalised below).
+        let mut pf = vec![0.0; b];
+        let mut pm = vec![0.0; b];
+        for (row, pfi) in scratch.joint.chunks_exact(b).zip(pf.iter_mut()) {
+            for (&h, pmk) in row.iter().zip(pm.iter_mut()) {
+                *pfi += h;
+                *pmk += h;
+            }
+        }
+        // MI = Σ p log(p / (pf pm)), p = h / N. With counts: Σ (h/N) log(h N / (hf hm)).
+        let ln_n = (valid as f64).ln();
+        let ln_pm: Vec<f64> = pm
+            .iter()
+            .map(|&v| if v > 0.0 { v.ln() } else { 0.0 })
+            .collect();
+        scratch.log_ratio.clear();
+        scratch.log_ratio.resize(b * b, 0.0);
+        let mut mi = 0.0;
+        let rows = scratch
+            .joint
+            .chunks_exact(b)
+            .zip(scratch.log_ratio.chunks_exact_mut(b))
+            .zip(&pf);
+        for ((row, lr_row), &pfi) in rows {
+            if pfi <= 0.0 {
+                continue;
+            }
+            let ln_pf = pfi.ln();
+            for ((&h, lr), &lpm) in row.iter().zip(lr_row.iter_mut()).zip(&ln_pm) {
+                if h > 0.0 {
+                    let lh = h.ln();
+                    mi += h * (lh + ln_n - ln_pf - lpm);
+                    // log(p(ι,κ) / p_m(κ)) — the normalisation cancels.
+                    *lr = lh - lpm;
+                }
+            }
+        }
+        mi *= norm;
+        let mut grad = [0.0; 3];
+        if want_grad {
+            // dMI/dμ = Σ_{ι,κ} ∂p(ι,κ)/∂μ · log(p(ι,κ)/p_m(κ)), and
+            // ∂p(ι,κ)/∂μ = −(1/N) Σ_x [ι = ι(x)] β³′(κ − m(x)) ∂m(x)/∂μ.
+            let lr = &scratch.log_ratio;
+            for q in &scratch.pending {
+                let base = q.base as usize;
+                let mut acc = 0.0;
+                for j in 0..4 {
+                    acc += lr[base + j] * bspline3_deriv(q.u0 + j as f64);
+                }
+                for (g, d) in grad.iter_mut().zip(q.dm) {
+                    *g -= acc * d;
+                }
+            }
+            for g in &mut grad {
+                *g *= norm;
+            }
+        }
+        Eval {
+            mi: mi.max(0.0),
+            grad,
+            valid,
+        }
+    }
+}
+
+/// The intensity range mapped onto the histogram bins: `[min, max]` when `clip` is 0, otherwise
+/// the `clip` and `1 − clip` quantiles (from a 4096-bin histogram of the values), so that a few
+/// extreme pixels do not squeeze the rest of the image into a couple of bins.
+pub(crate) fn quantile_range(img: &Image, clip: f64) -> (f32, f32) {
+    let (lo, hi) = img.min_max();
+    if clip <= 0.0 || hi <= lo {
+        return (lo, hi);
+    }
+    const NB: usize = 4096;
+    let mut hist = vec![0usize; NB];
+    let scale = NB as f32 / (hi - lo);
+    for &v in img.data() {
+        let b = ((v - lo) * scale) as usize;
+        hist[b.min(NB - 1)] += 1;
+    }
+    let n = img.data().len();
+    let target = (clip * n as f64) as usize;
+    let mut acc = 0;
+    let mut qlo = 0;
+    for (i, &c) in hist.iter().enumerate() {
+        acc += c;
+        if acc > target {
+            qlo = i;
+            break;
+        }
+    }
+    acc = 0;
+    let mut qhi = NB - 1;
+    for (i, &c) in hist.iter().enumerate().rev() {
+        acc += c;
+        if acc > target {
+            qhi = i;
+            break;
+        }
+    }
+    let bin = (hi - lo) / NB as f32;
+    let (a, b) = (lo + qlo as f32 * bin, lo + (qhi + 1) as f32 * bin);
+    if b > a {
+        (a, b.min(hi))
+    } else {
+        (lo, hi)
+    }
+}
+
+/// A deterministic generator for the sample draws of one registration.
+pub(crate) fn sample_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}

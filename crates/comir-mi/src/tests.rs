@@ -1,0 +1,348 @@
+use super::*;
+use comir_image::ops::Border;
+use comir_register::{centered_identity, MultiStart};
+use comir_testkit::{moved_by, phantom_pair};
+use comir_transform::corner_error;
+
+fn smooth_pair(w: usize, h: usize) -> (Image, Image) {
+    let fixed = Image::from_fn(w, h, |x, y| {
+        let (x, y) = (x as f32, y as f32);
+        (x / 7.0).sin() + (y / 9.0).cos() + 0.3 * ((x + y) / 5.0).sin()
+    });
+    // A non-monotonic function of a different smooth pattern: a "second modality".
+    let moving = Image::from_fn(w + 24, h + 24, |x, y| {
+        let (x, y) = (x as f32 - 11.0, y as f32 - 13.0);
+        let v = (x / 7.0).sin() + (y / 9.0).cos() + 0.3 * ((x + y) / 5.0).sin();
+        (v - 0.4).powi(2) + 0.1 * (x / 13.0).cos()
+    });
+    (fixed, moving)
+}
+
+fn finite_difference_check(factor: usize, clip: f64) {
+    let (fixed, moving) = smooth_pair(40, 40);
+    // With factor > 1 the images play the part of level `factor` of bigger images.
+    let f = factor as f64;
+    let center = [19.5 * f, 19.5 * f];
+    let mut rng = metric::sample_rng(7);
+    let full = (39 * factor + 1, 39 * factor + 1);
+    let level = Level::new(
+        &fixed, moving, factor, full, center, 32, 100_000, clip, &mut rng,
+    );
+    let mut scratch = Scratch::default();
+    // Maps the fixed grid well inside the moving image (margin ≥ 5 level pixels).
+    let theta = 0.07;
+    let t = [12.3 * f, 11.6 * f];
+    let e = level.evaluate(theta, t, true, &mut scratch);
+    assert_eq!(e.valid, level.n_samples());
+    assert!(e.mi > 0.05, "MI {}", e.mi);
+    let mi_at = |th: f64, tt: [f64; 2], s: &mut Scratch| {
+        let e = level.evaluate(th, tt, false, s);
+        assert_eq!(e.valid, level.n_samples());
+        e.mi
+    };
+    let ht = 1e-4 * f;
+    let hth = 2e-6;
+    let fd = [
+        (mi_at(theta + hth, t, &mut scratch) - mi_at(theta - hth, t, &mut scratch)) / (2.0 * hth),
+        (mi_at(theta, [t[0] + ht, t[1]], &mut scratch)
+            - mi_at(theta, [t[0] - ht, t[1]], &mut scratch))
+            / (2.0 * ht),
+        (mi_at(theta, [t[0], t[1] + ht], &mut scratch)
+            - mi_at(theta, [t[0], t[1] - ht], &mut scratch))
+            / (2.0 * ht),
+    ];
+    for (k, (&a, &n)) in e.grad.iter().zip(&fd).enumerate() {
+        assert!(
+            n.abs() > 1e-4,
+            "component {k}: gradient too small to test ({n})"
+        );
+        assert!(
+            (a - n).abs() <= 2e-3 * n.abs() + 1e-7,
+            "factor {factor}, clip {clip}, component {k}: analytic {a}, finite difference {n}"
+        );
+    }
+}
+
+#[test]
+fn analytic_gradient_matches_finite_differences() {
+    finite_difference_check(1, 0.0);
+    finite_difference_check(1, 0.05);
+}
+
+#[test]
+fn analytic_gradient_matches_finite_differences_on_a_coarse_level() {
+    finite_difference_check(4, 0.0);
+}
+
+#[test]
+fn mi_is_maximal_at_the_true_alignment() {
+    let (a, b) = phantom_pair(128, 128, 3);
+    let mut rng = metric::sample_rng(1);
+    let level = Level::new(&a, b, 1, (128, 128), a.center(), 32, 4096, 0.0, &mut rng);
+    let mut s = Scratch::default();
+    let best = level.evaluate(0.0, [0.0, 0.0], false, &mut s).mi;
+    for d in [-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0] {
+        for t in [[d, 0.0], [0.0, d], [d, -d]] {
+            let mi = level.evaluate(0.0, t, false, &mut s).mi;
+            assert!(mi < best, "shift {t:?}: MI {mi} ≥ aligned {best}");
+        }
+    }
+    for th in [-0.05, -0.02, -0.01, 0.01, 0.02, 0.05] {
+        let mi = level.evaluate(th, [0.0, 0.0], false, &mut s).mi;
+        assert!(mi < best, "rotation {th}: MI {mi} ≥ aligned {best}");
+    }
+    // And the registrar's metric value is −MI.
+    let reg = MattesMi::new(MattesMiConfig::default()).expect("config");
+    let (a, b) = phantom_pair(96, 96, 3);
+    let o = reg
+        .register(&a, &b, &centered_identity(&a, &b))
+        .expect("register");
+    assert!(o.metric_value < -0.3, "metric {}", o.metric_value);
+}
+
+fn register_known(
+    w: usize,
+    seed: u64,
+    angle_deg: f64,
+    shift: [f64; 2],
+) -> (Outcome, Rigid2, f64, f64) {
+    let (a, b) = phantom_pair(w, w, seed);
+    let truth = Rigid2::new(angle_deg.to_radians(), shift, a.center());
+    let moving = moved_by(&b, &truth, Border::Zero);
+    let reg = MattesMi::new(MattesMiConfig::default()).expect("config");
+    let o = reg
+        .register(&a, &moving, &centered_identity(&a, &moving))
+        .expect("register");
+    let err = corner_error(&o.transform, &truth, w as f64, w as f64);
+    (o, truth, err, w as f64)
+}
+
+#[test]
+fn recovers_rotation_and_translation_on_the_multimodal_phantom() {
+    for (w, seed, deg, shift) in [
+        (128, 11, 6.0, [5.0, -3.0]),
+        (128, 12, -8.0, [-6.0, 4.0]),
+        (112, 13, 10.0, [8.0, -6.0]),
+    ] {
+        let (o, truth, err, w) = register_known(w, seed, deg, shift);
+        assert!(
+            err < 0.005 * w,
+            "seed {seed}: corner error {err:.3} px (w = {w}); got {:?}, truth {:?}",
+            o.transform,
+            truth
+        );
+        assert_eq!(o.transform.center, truth.center);
+        assert!(o.metric_value < 0.0);
+        assert_ne!(o.stop, StopReason::TooFewSamples);
+    }
+}
+
+#[test]
+fn identity_gives_near_zero_error() {
+    let (a, b) = phantom_pair(96, 96, 5);
+    let reg = MattesMi::new(MattesMiConfig::default()).expect("config");
+    let init = centered_identity(&a, &b);
+    let o = reg.register(&a, &b, &init).expect("register");
+    let err = corner_error(&o.transform, &init, 96.0, 96.0);
+    assert!(err < 0.15, "corner error {err}");
+}
+
+#[test]
+fn multi_start_recovers_a_large_rotation() {
+    let (a, b) = phantom_pair(96, 96, 21);
+    let truth = Rigid2::new(0.45, [3.0, -2.0], a.center());
+    let moving = moved_by(&b, &truth, Border::Zero);
+    let reg = MultiStart::reference(MattesMi::new(MattesMiConfig::default()).expect("config"));
+    let o = reg
+        .register(&a, &moving, &centered_identity(&a, &moving))
+        .expect("register");
+    let err = corner_error(&o.transform, &truth, 96.0, 96.0);
+    assert!(err < 0.02 * 96.0, "corner error {err}");
+}
+
+#[test]
+fn deterministic_across_runs_and_thread_counts() {
+    let (a, b) = phantom_pair(96, 96, 8);
+    let truth = Rigid2::new(0.1, [4.0, -2.5], a.center());
+    let moving = moved_by(&b, &truth, Border::Zero);
+    let cfg = MattesMiConfig {
+        max_samples: 1000,
+        seed: 42,
+        ..MattesMiConfig::default()
+    };
+    let reg = MattesMi::new(cfg).expect("config");
+    let init = centered_identity(&a, &moving);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(|| reg.register(&a, &moving, &init).expect("register"))
+    };
+    let o1 = run(1);
+    let o2 = run(3);
+    let o3 = run(1);
+    assert_eq!(o1, o2);
+    assert_eq!(o1, o3);
+    // A different seed draws different samples (a different, equally valid answer).
+    let other = MattesMi::new(MattesMiConfig {
+        seed: 43,
+        ..reg.config().clone()
+    })
+    .expect("config")
+    .register(&a, &moving, &init)
+    .expect("register");
+    assert_ne!(o1.metric_value, other.metric_value);
+}
+
+#[test]
+fn too_few_samples_is_reported() {
+    let (a, b) = phantom_pair(64, 64, 2);
+    let reg = MattesMi::new(MattesMiConfig::default()).expect("config");
+    // Start so far off that almost nothing overlaps.
+    let init = Rigid2::new(0.0, [58.0, 58.0], a.center());
+    let o = reg.register(&a, &b, &init).expect("register");
+    assert_eq!(o.stop, StopReason::TooFewSamples);
+    assert_eq!(o.metric_value, 0.0);
+}
+
+#[test]
+fn bad_inputs_and_settings_are_rejected() {
+    let good = Image::from_fn(32, 32, |x, y| (x * y) as f32);
+    let flat = Image::from_fn(32, 32, |_, _| 1.0);
+    let reg = MattesMi::new(MattesMiConfig::default()).expect("config");
+    assert_eq!(reg.name(), "mi");
+    let e = reg
+        .register(&good, &flat, &centered_identity(&good, &flat))
+        .expect_err("constant");
+    assert!(e.to_string().contains("moving image is constant"), "{e}");
+    for (cfg, needle) in [
+        (
+            MattesMiConfig {
+                bins: 4,
+                ..Default::default()
+            },
+            "bins",
+        ),
+        (
+            MattesMiConfig {
+                shrink_factors: vec![2, 4],
+                ..Default::default()
+            },
+            "strictly decreasing",
+        ),
+        (
+            MattesMiConfig {
+                shrink_factors: vec![],
+                ..Default::default()
+            },
+            "shrink_factors",
+        ),
+        (
+            MattesMiConfig {
+                min_step: 3.0,
+                ..Default::default()
+            },
+            "min_step",
+        ),
+        (
+            MattesMiConfig {
+                relaxation: 1.0,
+                ..Default::default()
+            },
+            "relaxation",
+        ),
+        (
+            MattesMiConfig {
+                min_valid_fraction: 0.0,
+                ..Default::default()
+            },
+            "min_valid_fraction",
+        ),
+        (
+            MattesMiConfig {
+                sigma_per_factor: f64::NAN,
+                ..Default::default()
+            },
+            "sigma_per_factor",
+        ),
+        (
+            MattesMiConfig {
+                max_iterations: 0,
+                ..Default::default()
+            },
+            "max_iterations",
+        ),
+        (
+            MattesMiConfig {
+                max_samples: 10,
+                ..Default::default()
+            },
+            "max_samples",
+        ),
+    ] {
+        let e = MattesMi::new(cfg).expect_err("invalid");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+}
+
+#[test]
+fn config_serde_round_trip_and_unknown_fields() {
+    let cfg = MattesMiConfig {
+        bins: 48,
+        ..Default::default()
+    };
+    let text = serde_json::to_string(&cfg).expect("ser");
+    let back: MattesMiConfig = serde_json::from_str(&text).expect("de");
+    assert_eq!(back, cfg);
+    let partial: MattesMiConfig = serde_json::from_str("{\"seed\": 5}").expect("de");
+    assert_eq!(partial.seed, 5);
+    assert_eq!(partial.bins, 32);
+    assert!(serde_json::from_str::<MattesMiConfig>("{\"binz\": 5}").is_err());
+}
+
+#[test]
+fn small_images_get_fewer_levels() {
+    let cfg = MattesMiConfig::default();
+    let small = Image::zeros(40, 50, 1);
+    let big = Image::zeros(512, 512, 1);
+    assert_eq!(cfg.effective_factors(&small, &small), vec![2, 1]);
+    assert_eq!(cfg.effective_factors(&big, &big), vec![8, 4, 2, 1]);
+    assert_eq!(cfg.effective_factors(&big, &small), vec![2, 1]);
+}
+
+#[test]
+fn blur_subsample_matches_blur_then_subsample() {
+    use comir_image::ops::{gaussian_blur, subsample};
+    let (a, _) = phantom_pair(37, 30, 4);
+    for (sigma, f) in [(0.5, 1), (0.9, 2), (2.0, 3), (0.0, 2)] {
+        let fast = blur_subsample(&a, sigma, f);
+        let slow = subsample(&gaussian_blur(&a, sigma), f);
+        assert_eq!((fast.width(), fast.height()), (slow.width(), slow.height()));
+        for (x, y) in fast.data().iter().zip(slow.data()) {
+            assert!((x - y).abs() < 1e-5, "σ {sigma}, factor {f}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn incremental_pyramid_matches_direct_smoothing() {
+    use comir_image::ops::pyramid_level;
+    let (a, _) = phantom_pair(128, 128, 4);
+    let levels = pyramid(&a, &[8, 4, 2, 1], 0.5);
+    for (img, f) in levels.iter().zip([8usize, 4, 2, 1]) {
+        let direct = pyramid_level(&a, f, 0.5 * f as f64);
+        assert_eq!(
+            (img.width(), img.height()),
+            (direct.width(), direct.height())
+        );
+        let mad: f32 = img
+            .data()
+            .iter()
+            .zip(direct.data())
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f32>()
+            / img.data().len() as f32;
+        assert!(mad < 0.02, "factor {f}: mean abs difference {mad}");
+    }
+}
