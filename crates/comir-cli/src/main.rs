@@ -26,7 +26,7 @@ enum Command {
     Register(commands::register::RegisterArgs),
     /// Evaluate a method on aligned pairs with the MultiRegEval protocol.
     Eval(commands::eval::EvalArgs),
-    /// Run the demonstration on the bundled MR pairs: every raw-image method, one table.
+    /// Run the demonstration on the bundled MR pairs: the multimodal methods (mi, global), one table.
     Demo(commands::demo::DemoArgs),
 }
 

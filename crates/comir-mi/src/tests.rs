@@ -307,7 +307,9 @@ fn small_images_get_fewer_levels() {
     let small = Image::zeros(40, 50, 1);
     let big = Image::zeros(512, 512, 1);
     assert_eq!(cfg.effective_factors(&small, &small), vec![2, 1]);
-    assert_eq!(cfg.effective_factors(&big, &big), vec![8, 4, 2, 1]);
+    assert_eq!(cfg.effective_factors(&big, &big), vec![16, 8, 4, 2, 1]);
+    let mr = Image::zeros(182, 218, 1);
+    assert_eq!(cfg.effective_factors(&mr, &mr), vec![8, 4, 2, 1]);
     assert_eq!(cfg.effective_factors(&big, &small), vec![2, 1]);
 }
 
