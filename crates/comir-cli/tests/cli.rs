@@ -22,7 +22,11 @@ fn stderr(o: &Output) -> String {
 fn assert_clean_error(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "more than one line: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "more than one line: {err}"
+    );
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -119,37 +123,71 @@ fn bad_inputs_fail_cleanly() {
     let out = out.to_str().expect("utf8");
     let missing = dir.path().join("nope.png");
     let o = comir(&[
-        "register", "--fixed", f, "--moving", missing.to_str().expect("utf8"), "--method", "mi",
-        "--out", out,
+        "register",
+        "--fixed",
+        f,
+        "--moving",
+        missing.to_str().expect("utf8"),
+        "--method",
+        "mi",
+        "--out",
+        out,
     ]);
     assert_clean_error(&o, "nope.png");
 
     let junk = dir.path().join("junk.png");
     std::fs::write(&junk, b"\x89PNG\r\n\x1a\n garbage").expect("write");
     let o = comir(&[
-        "register", "--fixed", junk.to_str().expect("utf8"), "--moving", f, "--method", "aamd",
-        "--out", out,
+        "register",
+        "--fixed",
+        junk.to_str().expect("utf8"),
+        "--moving",
+        f,
+        "--method",
+        "aamd",
+        "--out",
+        out,
     ]);
     assert_clean_error(&o, "junk.png");
 
     let tiny = dir.path().join("tiny.png");
     comir_image::save_png(&tiny, &Image::from_fn(1, 1, |_, _| 0.5)).expect("save");
     let o = comir(&[
-        "register", "--fixed", f, "--moving", tiny.to_str().expect("utf8"), "--method", "global",
-        "--out", out,
+        "register",
+        "--fixed",
+        f,
+        "--moving",
+        tiny.to_str().expect("utf8"),
+        "--method",
+        "global",
+        "--out",
+        out,
     ]);
     assert_clean_error(&o, "1×1");
 
     let flat = dir.path().join("flat.png");
     comir_image::save_png(&flat, &Image::from_fn(48, 48, |_, _| 0.5)).expect("save");
     let o = comir(&[
-        "register", "--fixed", flat.to_str().expect("utf8"), "--moving", f, "--method",
-        "features", "--out", out,
+        "register",
+        "--fixed",
+        flat.to_str().expect("utf8"),
+        "--moving",
+        f,
+        "--method",
+        "features",
+        "--out",
+        out,
     ]);
     assert_clean_error(&o, "constant");
 
     let o = comir(&[
-        "eval", "--pairs", dir.path().to_str().expect("utf8"), "--method", "mi", "--out", out,
+        "eval",
+        "--pairs",
+        dir.path().to_str().expect("utf8"),
+        "--method",
+        "mi",
+        "--out",
+        out,
     ]);
     assert_clean_error(&o, "A/ and B/");
 }

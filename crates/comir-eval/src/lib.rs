@@ -162,7 +162,14 @@ mod tests {
         let id: &Prepare<'_> = &|f: &Image, m: &Image| Ok((f.clone(), m.clone()));
         let r = evaluate_case(&p, "x.png", 3, &case, &Oracle(case.truth), id);
         assert!(r.error_px < 1e-9 && r.success);
-        let r = evaluate_case(&p, "x.png", 3, &case, &Oracle(Rigid2::identity(a.center())), id);
+        let r = evaluate_case(
+            &p,
+            "x.png",
+            3,
+            &case,
+            &Oracle(Rigid2::identity(a.center())),
+            id,
+        );
         assert!((r.error_px - case.initial_error_px).abs() < 1e-9);
         assert!(!r.success);
     }

@@ -73,7 +73,12 @@ fn fnv1a(s: &str) -> u64 {
 }
 
 /// Draws the displacement of one pair at one level for an image of width `width`.
-pub fn draw_displacement(protocol: &Protocol, pair: &str, level: u32, width: usize) -> Displacement {
+pub fn draw_displacement(
+    protocol: &Protocol,
+    pair: &str,
+    level: u32,
+    width: usize,
+) -> Displacement {
     let seed = protocol.seed ^ fnv1a(pair) ^ (level as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let l = level as f64;
@@ -165,9 +170,18 @@ mod tests {
             }
         }
         // Same seed, pair and level: same draw; another seed: another draw.
-        assert_eq!(draw_displacement(&p, "x", 2, 300), draw_displacement(&p, "x", 2, 300));
-        let q = Protocol { seed: 1, ..p.clone() };
-        assert_ne!(draw_displacement(&p, "x", 2, 300), draw_displacement(&q, "x", 2, 300));
+        assert_eq!(
+            draw_displacement(&p, "x", 2, 300),
+            draw_displacement(&p, "x", 2, 300)
+        );
+        let q = Protocol {
+            seed: 1,
+            ..p.clone()
+        };
+        assert_ne!(
+            draw_displacement(&p, "x", 2, 300),
+            draw_displacement(&q, "x", 2, 300)
+        );
     }
 
     #[test]

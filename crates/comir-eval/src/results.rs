@@ -221,7 +221,11 @@ mod tests {
 
     #[test]
     fn summary_counts_failures_as_worst() {
-        let rows = vec![row(1, 0.5, true), row(1, f64::NAN, false), row(2, 3.0, false)];
+        let rows = vec![
+            row(1, 0.5, true),
+            row(1, f64::NAN, false),
+            row(2, 3.0, false),
+        ];
         let s = summarize("mi", &rows);
         assert_eq!(s.overall.cases, 3);
         assert_eq!(s.overall.successes, 1);

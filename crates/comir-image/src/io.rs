@@ -147,7 +147,10 @@ fn load_tiff(path: &Path) -> Result<Image, Error> {
     };
     let (w, h) = (w as usize, h as usize);
     if data.len() != w * h * channels {
-        return Err(decode_err(path, "pixel data is shorter than the header says"));
+        return Err(decode_err(
+            path,
+            "pixel data is shorter than the header says",
+        ));
     }
     let img = Image::from_vec(w, h, channels, data).map_err(|e| decode_err(path, e))?;
     // Drop alpha: keep gray or RGB.

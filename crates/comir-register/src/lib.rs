@@ -47,7 +47,9 @@ pub struct Outcome {
 #[non_exhaustive]
 pub enum Error {
     /// An image is too small to register.
-    #[error("the {which} image is {width}×{height}; registration needs at least {min}×{min} pixels")]
+    #[error(
+        "the {which} image is {width}×{height}; registration needs at least {min}×{min} pixels"
+    )]
     TooSmall {
         /// `fixed` or `moving`.
         which: &'static str,
@@ -215,7 +217,9 @@ impl<R: Registrar> Registrar for MultiStart<R> {
                 Ok(b)
             }
             (None, Some(e)) => Err(e),
-            (None, None) => Err(Error::InvalidConfig("multi-start needs at least one angle".into())),
+            (None, None) => Err(Error::InvalidConfig(
+                "multi-start needs at least one angle".into(),
+            )),
         }
     }
 }

@@ -59,7 +59,9 @@ pub fn phantom_pair(width: usize, height: usize, seed: u64) -> (Image, Image) {
 /// The moving image whose true fixed-to-moving transform is `t`: `moving(t(p)) = fixed(p)`.
 pub fn moved_by(fixed: &Image, t: &Rigid2, border: Border) -> Image {
     let inv = t.inverse();
-    warp(fixed, fixed.width(), fixed.height(), border, |p| inv.apply(p))
+    warp(fixed, fixed.width(), fixed.height(), border, |p| {
+        inv.apply(p)
+    })
 }
 
 /// The folder of shared real datasets: `$COMIR_DATASETS`, or `shared/datasets` beside the

@@ -230,7 +230,11 @@ pub fn read_json(path: impl AsRef<Path>) -> Result<TransformRecord, Error> {
         reason: e.to_string(),
     })?;
     let finite = rec.angle_deg.is_finite()
-        && rec.translation.iter().chain(&rec.center).all(|v| v.is_finite());
+        && rec
+            .translation
+            .iter()
+            .chain(&rec.center)
+            .all(|v| v.is_finite());
     if !finite {
         return Err(Error::Parse {
             path: path.to_path_buf(),

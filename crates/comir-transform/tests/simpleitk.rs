@@ -59,10 +59,7 @@ fn tfm_matches_simpleitk_points_and_resampling() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    for (line, p) in text
-        .lines()
-        .zip([[0.0, 0.0], [10.5, 3.0], [40.0, 25.0]])
-    {
+    for (line, p) in text.lines().zip([[0.0, 0.0], [10.5, 3.0], [40.0, 25.0]]) {
         let q: Vec<f64> = line
             .split_whitespace()
             .map(|v| v.parse().expect("float"))
@@ -74,7 +71,9 @@ fn tfm_matches_simpleitk_points_and_resampling() {
         );
     }
     let theirs = comir_image::load(&out_path).expect("load");
-    let ours = warp(&img, img.width(), img.height(), Border::Zero, |p| t.apply(p));
+    let ours = warp(&img, img.width(), img.height(), Border::Zero, |p| {
+        t.apply(p)
+    });
     // Compare away from the border, where both interpolate inside the image.
     let mut worst = 0f32;
     for y in 3..img.height() - 3 {

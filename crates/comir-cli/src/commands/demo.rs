@@ -9,7 +9,9 @@ use crate::methods::MethodName;
 
 /// Arguments of `comir demo`.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  comir demo            # all 12 bundled pairs, levels 1-4\n  comir demo --quick    # 3 pairs, levels 1-2")]
+#[command(
+    after_help = "Example:\n  comir demo            # all 12 bundled pairs, levels 1-4\n  comir demo --quick    # 3 pairs, levels 1-2"
+)]
 pub struct DemoArgs {
     /// Folder with A/ and B/ pairs (default: the bundled MNI152 T1/T2 slices in data/demo).
     #[arg(long)]
@@ -41,7 +43,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let eval = EvalArgs {
         pairs: pairs.clone(),
         method: methods.clone(),
-        levels: if args.quick { vec![1, 2] } else { vec![1, 2, 3, 4] },
+        levels: if args.quick {
+            vec![1, 2]
+        } else {
+            vec![1, 2, 3, 4]
+        },
         seed: 0,
         limit: if args.quick { Some(3) } else { None },
         out: args.out.join("results.csv"),

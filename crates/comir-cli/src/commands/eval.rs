@@ -13,7 +13,9 @@ use crate::progress;
 
 /// Arguments of `comir eval`.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  comir eval --pairs data/demo --method mi,aamd --levels 1,2,3,4 --seed 0 --out results.csv")]
+#[command(
+    after_help = "Example:\n  comir eval --pairs data/demo --method mi,aamd --levels 1,2,3,4 --seed 0 --out results.csv"
+)]
 pub struct EvalArgs {
     /// Folder with A/ and B/ holding aligned pairs with matching file names.
     #[arg(long)]

@@ -11,7 +11,9 @@ use crate::methods::{build, MethodName, MethodsConfig};
 
 /// Arguments of `comir register`.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  comir register --fixed shg.png --moving he.png --method mi \\\n      --out t.json --tfm t.tfm --warped he_in_shg_frame.png")]
+#[command(
+    after_help = "Example:\n  comir register --fixed shg.png --moving he.png --method mi \\\n      --out t.json --tfm t.tfm --warped he_in_shg_frame.png"
+)]
 pub struct RegisterArgs {
     /// The fixed (reference) image.
     #[arg(long)]
@@ -83,7 +85,11 @@ pub fn run(args: RegisterArgs) -> Result<()> {
             comir_image::save_tiff_f32(path, &out)?;
         } else {
             let (lo, hi) = out.min_max();
-            let out = if lo < 0.0 || hi > 1.0 { out.normalized() } else { out };
+            let out = if lo < 0.0 || hi > 1.0 {
+                out.normalized()
+            } else {
+                out
+            };
             comir_image::save_png(path, &out)?;
         }
     }
