@@ -76,6 +76,37 @@ fn register_mi_recovers_a_known_transform_and_writes_all_outputs() {
 }
 
 #[test]
+fn global_init_lets_a_local_method_recover_a_large_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = comir_testkit::phantom_pair(96, 96, 5);
+    let truth = Rigid2::new(110f64.to_radians(), [6.0, -4.0], a.center());
+    let (f, m) = (dir.path().join("f.png"), dir.path().join("m.png"));
+    comir_image::save_png(&f, &a).expect("save");
+    comir_image::save_png(&m, &comir_testkit::moved_by(&b, &truth, Border::Zero)).expect("save");
+    let error = |init: &str| {
+        let out = dir.path().join(format!("{init}.json"));
+        let o = comir(&[
+            "register",
+            "--fixed",
+            f.to_str().expect("utf8"),
+            "--moving",
+            m.to_str().expect("utf8"),
+            "--method",
+            "mi",
+            "--init",
+            init,
+            "--out",
+            out.to_str().expect("utf8"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        corner_error(&read_json(&out).expect("json").rigid(), &truth, 96.0, 96.0)
+    };
+    // 110° is far outside a local optimiser's reach, even with the ±0.4 rad starts.
+    assert!(error("identity") > 0.02 * 96.0);
+    assert!(error("global") < 0.02 * 96.0);
+}
+
+#[test]
 fn eval_writes_csv_with_the_protocol_columns_and_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     for sub in ["A", "B"] {

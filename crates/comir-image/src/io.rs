@@ -293,6 +293,19 @@ mod tests {
     }
 
     #[test]
+    fn jpeg_rgb_loads_as_three_channels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.jpg");
+        let buf = image::RgbImage::from_fn(16, 8, |x, _| image::Rgb([(x * 16) as u8, 128, 40]));
+        buf.save(&p).expect("save");
+        let img = load(&p).expect("load");
+        assert_eq!((img.width(), img.height(), img.channels()), (16, 8, 3));
+        // Lossy, but close: the green channel is flat at 128/255.
+        assert!((img.get(7, 4, 1) - 128.0 / 255.0).abs() < 0.03);
+        assert_eq!(load_gray(&p).expect("gray").channels(), 1);
+    }
+
+    #[test]
     fn rgb_to_gray_uses_bt601_weights() {
         let img = Image::from_vec(1, 1, 3, vec![1.0, 0.5, 0.25]).expect("img");
         let g = img.to_gray();
