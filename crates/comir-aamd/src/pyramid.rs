@@ -5,19 +5,7 @@
 //! float rounding, but the horizontal pass runs only at every `f`-th column and the vertical pass
 //! only at every `f`-th row, so a σ = 12, f = 4 level of a 512² image costs ~16× less.
 
-use comir_image::ops::gaussian_kernel;
-
-/// Index mirrored into `[0, n)` with the edge repeated (scipy `reflect`).
-#[inline]
-fn mirror_index(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * n;
-    let m = i.rem_euclid(period);
-    (if m >= n { period - 1 - m } else { m }) as usize
-}
+use comir_image::ops::{gaussian_kernel, mirror_index};
 
 /// A single-channel level: values, width, height.
 pub(crate) struct Level {

@@ -152,64 +152,35 @@ fn bad_inputs_fail_cleanly() {
     let f = f.to_str().expect("utf8");
     let out = dir.path().join("t.json");
     let out = out.to_str().expect("utf8");
+    // `comir register` with the given images and method; the output path is always valid.
+    let register = |fixed: &str, moving: &str, method: &str| {
+        comir(&[
+            "register", "--fixed", fixed, "--moving", moving, "--method", method, "--out", out,
+        ])
+    };
     let missing = dir.path().join("nope.png");
-    let o = comir(&[
-        "register",
-        "--fixed",
-        f,
-        "--moving",
-        missing.to_str().expect("utf8"),
-        "--method",
-        "mi",
-        "--out",
-        out,
-    ]);
-    assert_clean_error(&o, "nope.png");
+    assert_clean_error(
+        &register(f, missing.to_str().expect("utf8"), "mi"),
+        "nope.png",
+    );
 
     let junk = dir.path().join("junk.png");
     std::fs::write(&junk, b"\x89PNG\r\n\x1a\n garbage").expect("write");
-    let o = comir(&[
-        "register",
-        "--fixed",
-        junk.to_str().expect("utf8"),
-        "--moving",
-        f,
-        "--method",
-        "aamd",
-        "--out",
-        out,
-    ]);
-    assert_clean_error(&o, "junk.png");
+    assert_clean_error(
+        &register(junk.to_str().expect("utf8"), f, "aamd"),
+        "junk.png",
+    );
 
     let tiny = dir.path().join("tiny.png");
     comir_image::save_png(&tiny, &Image::from_fn(1, 1, |_, _| 0.5)).expect("save");
-    let o = comir(&[
-        "register",
-        "--fixed",
-        f,
-        "--moving",
-        tiny.to_str().expect("utf8"),
-        "--method",
-        "global",
-        "--out",
-        out,
-    ]);
-    assert_clean_error(&o, "1×1");
+    assert_clean_error(&register(f, tiny.to_str().expect("utf8"), "global"), "1×1");
 
     let flat = dir.path().join("flat.png");
     comir_image::save_png(&flat, &Image::from_fn(48, 48, |_, _| 0.5)).expect("save");
-    let o = comir(&[
-        "register",
-        "--fixed",
-        flat.to_str().expect("utf8"),
-        "--moving",
-        f,
-        "--method",
-        "features",
-        "--out",
-        out,
-    ]);
-    assert_clean_error(&o, "constant");
+    assert_clean_error(
+        &register(flat.to_str().expect("utf8"), f, "features"),
+        "constant",
+    );
 
     let o = comir(&[
         "eval",

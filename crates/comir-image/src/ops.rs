@@ -31,7 +31,7 @@ fn mirror(v: f64, n: usize) -> f64 {
 
 /// Index mirrored into `[0, n)` with the edge repeated (scipy `reflect`), used for filtering.
 #[inline]
-fn mirror_index(i: isize, n: usize) -> usize {
+pub fn mirror_index(i: isize, n: usize) -> usize {
     let n = n as isize;
     if n == 1 {
         return 0;
