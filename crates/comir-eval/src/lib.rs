@@ -10,11 +10,10 @@
 //! Cases depend only on the pair name, the level and the seed, never on the method, so every
 //! method sees the same displaced images.
 
-mod pairs;
 mod protocol;
 mod results;
 
-pub use pairs::{find_pairs, Pair};
+pub use comir_data::{find_pairs, Pair};
 pub use protocol::{draw_displacement, make_case, Case, Displacement, Protocol};
 pub use results::{read_csv, summarize, write_csv, CaseResult, LevelSummary, Summary};
 
@@ -32,31 +31,12 @@ pub enum Error {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// The pairs folder is not laid out as `A/` and `B/` with matching file names.
-    #[error("{path}: {reason}")]
-    Layout {
-        /// The folder.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// An image could not be loaded.
+    /// A results file could not be written.
     #[error(transparent)]
     Image(#[from] comir_image::Error),
-    /// The two images of a pair differ in size.
-    #[error("pair '{pair}': A is {a_w}×{a_h} but B is {b_w}×{b_h}; aligned pairs must have the same size")]
-    SizeMismatch {
-        /// The pair name.
-        pair: String,
-        /// A's width.
-        a_w: usize,
-        /// A's height.
-        a_h: usize,
-        /// B's width.
-        b_w: usize,
-        /// B's height.
-        b_h: usize,
-    },
+    /// The pairs could not be listed or loaded.
+    #[error(transparent)]
+    Data(#[from] comir_data::Error),
     /// A results CSV is malformed.
     #[error("{path}: {reason}")]
     Csv {

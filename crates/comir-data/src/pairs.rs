@@ -81,7 +81,30 @@ pub fn find_pairs(dir: impl AsRef<Path>) -> Result<Vec<Pair>, Error> {
             });
         }
     }
-    let (na, nb) = (image_names(&da)?, image_names(&db)?);
+    find_pairs_in(&da, &db).map_err(|e| match e {
+        Error::Layout { reason, .. } => Error::Layout {
+            path: dir.to_path_buf(),
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Lists the pairs of two folders (modality A and modality B), matched by file name.
+///
+/// # Errors
+/// As [`find_pairs`]; the error names `da`.
+pub fn find_pairs_in(da: &Path, db: &Path) -> Result<Vec<Pair>, Error> {
+    let dir = da;
+    for d in [da, db] {
+        if !d.is_dir() {
+            return Err(Error::Layout {
+                path: d.to_path_buf(),
+                reason: "not a folder".into(),
+            });
+        }
+    }
+    let (na, nb) = (image_names(da)?, image_names(db)?);
     let only_a: Vec<&String> = na.difference(&nb).collect();
     let only_b: Vec<&String> = nb.difference(&na).collect();
     if !only_a.is_empty() || !only_b.is_empty() {

@@ -1,0 +1,63 @@
+//! Aligned multimodal image pairs for evaluation and training.
+//!
+//! * [`find_pairs`] / [`find_pairs_in`] match the files of modality A and modality B by name.
+//! * [`split_by_name`] makes a deterministic train/validation split by name, so that a pair is
+//!   never trained on and evaluated at once.
+//! * [`PatchSampler`] draws training patches the way the CoMIR reference does
+//!   (method-notes §1.6, MultiRegEval `train_comir.py`): a random pair (with replacement), a random
+//!   position, a random rotation in [−180°, 180°) with symmetric (edge-repeating) padding, a
+//!   horizontal flip with probability ½, an optional Gaussian blur, and the centre `size × size`
+//!   crop — all with **identical geometry for both modalities**. Patches come out channel-first
+//!   (`C × H × W`), ready for a network.
+
+mod pairs;
+mod patches;
+mod split;
+
+use std::path::PathBuf;
+
+pub use pairs::{find_pairs, find_pairs_in, Pair};
+pub use patches::{Batch, PatchConfig, PatchSampler};
+pub use split::split_by_name;
+
+/// Errors of the data layer; each names the folder, file or pair involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A folder could not be listed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The folders are not laid out as two sets of images with matching file names.
+    #[error("{path}: {reason}")]
+    Layout {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An image could not be loaded.
+    #[error(transparent)]
+    Image(#[from] comir_image::Error),
+    /// The two images of a pair differ in size.
+    #[error("pair '{pair}': A is {a_w}×{a_h} but B is {b_w}×{b_h}; aligned pairs must have the same size")]
+    SizeMismatch {
+        /// The pair name.
+        pair: String,
+        /// A's width.
+        a_w: usize,
+        /// A's height.
+        a_h: usize,
+        /// B's width.
+        b_w: usize,
+        /// B's height.
+        b_h: usize,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    InvalidConfig(String),
+}
