@@ -275,6 +275,19 @@ struct Job {
     origin: [i64; 2],
 }
 
+impl Job {
+    /// The job for `angle` whose translation window of half-size `(hx, hy)` is centred on `u`.
+    fn around(angle: f64, u: [f64; 2], hx: usize, hy: usize) -> Job {
+        Job {
+            angle,
+            origin: [
+                u[0].round() as i64 - hx as i64,
+                u[1].round() as i64 - hy as i64,
+            ],
+        }
+    }
+}
+
 /// The smallest power of two `f` with `ceil(side / f) ≤ target`.
 fn pow2_factor(side: usize, target: usize) -> usize {
     let mut f = 1;
@@ -454,16 +467,7 @@ impl GlobalSearch {
         let init_t = cfg.use_init.then_some(init.translation);
         let jobs: Vec<Job> = angles
             .iter()
-            .map(|&a| {
-                let u = window_centre(a, init_t, fl);
-                Job {
-                    angle: a,
-                    origin: [
-                        u[0].round() as i64 - hx as i64,
-                        u[1].round() as i64 - hy as i64,
-                    ],
-                }
-            })
+            .map(|&a| Job::around(a, window_centre(a, init_t, fl), hx, hy))
             .collect();
         let plan = Plan::new(
             &coarse.fixed,
@@ -565,14 +569,7 @@ impl GlobalSearch {
                 .flat_map(|cand| {
                     offsets.iter().map(move |&o| {
                         let a = cand.angle + o;
-                        let u = window_centre(a, Some(cand.t), fl);
-                        Job {
-                            angle: a,
-                            origin: [
-                                u[0].round() as i64 - hr as i64,
-                                u[1].round() as i64 - hr as i64,
-                            ],
-                        }
+                        Job::around(a, window_centre(a, Some(cand.t), fl), hr, hr)
                     })
                 })
                 .collect();

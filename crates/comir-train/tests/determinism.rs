@@ -2,24 +2,15 @@
 //! burn draws initial weights from a per-device generator that concurrent tests would share.
 
 use burn::tensor::Device;
-use comir_data::{PatchConfig, PatchSampler};
+mod common;
+
 use comir_model::DenseUNetConfig;
 use comir_train::{StepStats, TrainSettings, Trainer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn run(seed: u64) -> Vec<StepStats> {
-    let pairs = (0..2)
-        .map(|i| {
-            let (a, b) = comir_testkit::phantom_pair(48, 48, i);
-            (format!("p{i}"), a, b)
-        })
-        .collect();
-    let cfg = PatchConfig {
-        size: 16,
-        ..PatchConfig::default()
-    };
-    let sampler = PatchSampler::new(pairs, cfg).expect("sampler");
+    let sampler = common::phantom_sampler(2, 48, 16);
     let net = DenseUNetConfig {
         in_channels: 1,
         out_channels: 1,

@@ -2,7 +2,8 @@
 //! (Determinism has its own test binary: burn's weight RNG is per device and shared by threads.)
 
 use burn::tensor::Device;
-use comir_data::{PatchConfig, PatchSampler};
+mod common;
+
 use comir_model::DenseUNetConfig;
 use comir_train::{OptimizerSettings, TrainSettings, Trainer};
 use rand::SeedableRng;
@@ -22,20 +23,6 @@ fn tiny(in_channels: usize) -> DenseUNetConfig {
     }
 }
 
-fn sampler() -> PatchSampler {
-    let pairs = (0..4)
-        .map(|i| {
-            let (a, b) = comir_testkit::phantom_pair(64, 64, i);
-            (format!("p{i}"), a, b)
-        })
-        .collect();
-    let cfg = PatchConfig {
-        size: 16,
-        ..PatchConfig::default()
-    };
-    PatchSampler::new(pairs, cfg).expect("sampler")
-}
-
 fn settings(seed: u64) -> TrainSettings {
     TrainSettings {
         optimizer: OptimizerSettings::Adam {
@@ -48,7 +35,7 @@ fn settings(seed: u64) -> TrainSettings {
 }
 
 fn run(steps: usize, seed: u64) -> Vec<comir_train::StepStats> {
-    let s = sampler();
+    let s = common::phantom_sampler(4, 64, 16);
     let mut trainer =
         Trainer::new(&tiny(1), &tiny(1), settings(seed), &Device::flex()).expect("trainer");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
