@@ -7,6 +7,7 @@
 mod commands;
 mod methods;
 mod progress;
+mod representation;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,10 @@ enum Command {
     Register(commands::register::RegisterArgs),
     /// Evaluate a method on aligned pairs with the MultiRegEval protocol.
     Eval(commands::eval::EvalArgs),
+    /// Train a CoMIR (one network per modality) on aligned image pairs.
+    Train(commands::train::TrainArgs),
+    /// Map an image to its learned representation with a trained model.
+    Represent(commands::represent::RepresentArgs),
     /// Run the demonstration on the bundled MR pairs: the multimodal methods (mi, global), one table.
     Demo(commands::demo::DemoArgs),
 }
@@ -36,6 +41,8 @@ fn main() -> ExitCode {
         Command::Register(args) => commands::register::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Represent(args) => commands::represent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,13 +15,18 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// Loads both images as single-channel images and checks that their sizes match.
+    /// Loads both images with their channels and checks that their sizes match.
     ///
     /// # Errors
     /// Unreadable images (naming the file) or a size mismatch (naming the pair).
-    pub fn load_gray(&self) -> Result<(comir_image::Image, comir_image::Image), Error> {
-        let a = comir_image::load_gray(&self.a)?;
-        let b = comir_image::load_gray(&self.b)?;
+    pub fn load(&self) -> Result<(comir_image::Image, comir_image::Image), Error> {
+        let a = comir_image::load(&self.a)?;
+        let b = comir_image::load(&self.b)?;
+        self.check_sizes(&a, &b)?;
+        Ok((a, b))
+    }
+
+    fn check_sizes(&self, a: &comir_image::Image, b: &comir_image::Image) -> Result<(), Error> {
         if (a.width(), a.height()) != (b.width(), b.height()) {
             return Err(Error::SizeMismatch {
                 pair: self.name.clone(),
@@ -31,6 +36,17 @@ impl Pair {
                 b_h: b.height(),
             });
         }
+        Ok(())
+    }
+
+    /// Loads both images as single-channel images and checks that their sizes match.
+    ///
+    /// # Errors
+    /// Unreadable images (naming the file) or a size mismatch (naming the pair).
+    pub fn load_gray(&self) -> Result<(comir_image::Image, comir_image::Image), Error> {
+        let a = comir_image::load_gray(&self.a)?;
+        let b = comir_image::load_gray(&self.b)?;
+        self.check_sizes(&a, &b)?;
         Ok((a, b))
     }
 }

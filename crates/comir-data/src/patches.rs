@@ -5,7 +5,8 @@ use rand::Rng;
 use crate::{Error, Pair};
 
 /// How training patches are drawn (defaults: the CoMIR / MultiRegEval recipe, method-notes §1.6).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PatchConfig {
     /// Side of the square patch in pixels (default 128).
     pub size: usize,

@@ -53,10 +53,12 @@
 pub mod densenet;
 pub mod error;
 pub mod loss;
+pub mod store;
 pub mod unet;
 
 pub use densenet::{DenseUNet, DenseUNetConfig};
 pub use error::ModelError;
+pub use store::{InputTransform, Model, ModelCard, NetworkPair, StoreError};
 pub use unet::{UNet, UNetConfig};
 
 use burn::module::{Module, ModuleVisitor, Param};

@@ -14,11 +14,14 @@
 //! per network (`clip_grad_norm_(·, 1.0)`), so with clipping on the two differ when several
 //! parameters exceed the norm. This is a documented deviation until a total-norm clip lands.
 
+pub mod run;
+
+use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
 use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, Critic};
-use comir_model::{DenseUNet, DenseUNetConfig};
+use comir_model::{DenseUNet, DenseUNetConfig, NetworkPair};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -33,6 +36,9 @@ pub enum Error {
     /// A network could not be built or run.
     #[error(transparent)]
     Model(#[from] comir_model::ModelError),
+    /// A saved training state does not fit this trainer.
+    #[error("cannot restore the training state: {0}")]
+    State(String),
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step}: the loss is {loss}")]
     Diverged {
@@ -159,6 +165,21 @@ pub struct StepStats {
     pub positive_mse: f64,
 }
 
+/// A trainer's complete state (see [`Trainer::state`]); byte fields are burnpack records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerState {
+    /// Steps done.
+    pub steps: usize,
+    /// Both networks ([`NetworkPair::to_bytes`]).
+    pub weights: Vec<u8>,
+    /// Optimiser state of network A.
+    pub optimizer_a: Vec<u8>,
+    /// Optimiser state of network B.
+    pub optimizer_b: Vec<u8>,
+    /// Position of the rotation RNG.
+    pub rng_word_pos: u128,
+}
+
 /// Two networks and their optimisers.
 pub struct Trainer {
     net_a: DenseUNet,
@@ -248,12 +269,117 @@ impl Trainer {
         self.steps
     }
 
+    /// The two networks as they are used for inference (batch-norm running statistics, no
+    /// autodiff), on the device the trainer was built for.
+    pub fn inference_networks(&self) -> NetworkPair {
+        NetworkPair {
+            a: self.net_a.valid(),
+            b: self.net_b.valid(),
+        }
+    }
+
+    /// Scores a batch without training: no rotations, inference-mode networks.
+    ///
+    /// # Errors
+    /// Wrong patch sizes or channels for the networks.
+    pub fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
+        let nets = self.inference_networks();
+        let device = self.device.clone().inner();
+        let (n, s) = (batch.n, batch.size);
+        let xa = Tensor::<4>::from_data(
+            TensorData::new(batch.a.clone(), [n, batch.channels_a, s, s]),
+            &device,
+        );
+        let xb = Tensor::<4>::from_data(
+            TensorData::new(batch.b.clone(), [n, batch.channels_b, s, s]),
+            &device,
+        );
+        let za = nets.a.try_forward(xa)?.representation;
+        let zb = nets.b.try_forward(xb)?.representation;
+        let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean());
+        let contrastive = scalar(info_nce(za, zb, self.settings.critic, self.settings.tau));
+        Ok(StepStats {
+            loss: contrastive,
+            contrastive,
+            positive_mse,
+        })
+    }
+
+    /// Everything a later run needs to continue exactly where this one is: weights, batch-norm
+    /// statistics, optimiser state (momentum, Adam moments), the rotation RNG and the step count.
+    ///
+    /// # Errors
+    /// burn could not encode a record.
+    pub fn state(&self) -> Result<TrainerState, Error> {
+        let pair = NetworkPair {
+            a: self.net_a.clone(),
+            b: self.net_b.clone(),
+        };
+        let enc = |e: String| Error::State(e);
+        Ok(TrainerState {
+            steps: self.steps,
+            weights: pair.to_bytes().map_err(enc)?,
+            optimizer_a: self
+                .opt_a
+                .into_bytes()
+                .map_err(|e| enc(e.to_string()))?
+                .to_vec(),
+            optimizer_b: self
+                .opt_b
+                .into_bytes()
+                .map_err(|e| enc(e.to_string()))?
+                .to_vec(),
+            rng_word_pos: self.rng.get_word_pos(),
+        })
+    }
+
+    /// Continues from a [`TrainerState`] of a trainer built with the same configurations and
+    /// settings.
+    ///
+    /// # Errors
+    /// The state does not fit these networks.
+    pub fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
+        let pair = NetworkPair {
+            a: self.net_a.clone(),
+            b: self.net_b.clone(),
+        }
+        .load_bytes(&state.weights)
+        .map_err(Error::State)?;
+        // The optimiser records are burnpack too; reject garbage before burn sees it, since its
+        // loader assumes well-formed records.
+        for bytes in [&state.optimizer_a, &state.optimizer_b] {
+            burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(
+                bytes.clone(),
+            ))
+            .map_err(|e| Error::State(format!("optimiser state: {e}")))?;
+        }
+        self.opt_a = optimizer(&self.settings)
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(
+                state.optimizer_a.clone(),
+            ))
+            .map_err(|e| Error::State(e.to_string()))?;
+        self.opt_b = optimizer(&self.settings)
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(
+                state.optimizer_b.clone(),
+            ))
+            .map_err(|e| Error::State(e.to_string()))?;
+        self.net_a = pair.a;
+        self.net_b = pair.b;
+        self.rng.set_word_pos(state.rng_word_pos);
+        self.steps = state.steps;
+        Ok(())
+    }
+
     /// One optimisation step on a batch of patch pairs.
     ///
     /// # Errors
     /// Wrong patch sizes or channels for the networks, or a non-finite loss
     /// ([`Error::Diverged`]; the networks are left as they were before the step).
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
+        // burn's own RNG (dropout) is reseeded per step so that a resumed run draws what an
+        // uninterrupted one would.
+        self.device
+            .seed(self.settings.seed ^ (self.steps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let (n, s) = (batch.n, batch.size);
         let xa = Tensor::<4>::from_data(
             TensorData::new(batch.a.clone(), [n, batch.channels_a, s, s]),

@@ -56,13 +56,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
         init: "identity".into(),
         config: None,
         export_cases: None,
+        model: None,
+        fixed_modality: comir_represent::Modality::A,
+        raw_method: Vec::new(),
     };
     println!(
         "comir demo: registering T2 to T1 MR slices from {} (MultiRegEval protocol, raw images)",
         pairs.display()
     );
     let rows = evaluate(&eval)?;
-    print_summaries(&methods, &rows);
+    print_summaries(&super::eval::method_labels(&eval), &rows);
     println!("results: {}", eval.out.display());
     Ok(())
 }

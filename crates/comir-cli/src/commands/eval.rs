@@ -10,6 +10,8 @@ use comir_image::Image;
 
 use crate::methods::{build, MethodName, MethodsConfig};
 use crate::progress;
+use crate::representation::ModelPrep;
+use comir_represent::Modality;
 
 /// Arguments of `comir eval`.
 #[derive(clap::Args)]
@@ -47,29 +49,72 @@ pub struct EvalArgs {
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Register learned representations instead of the raw images (a `comir train` folder).
+    /// Pairs the model was trained or validated on are skipped.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Which modality the fixed image is (the moving one is the other).
+    #[arg(long, default_value = "a")]
+    pub fixed_modality: Modality,
+    /// Method(s) run on the raw images in the same run, for comparison (with --model).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub raw_method: Vec<MethodName>,
     /// Also write every case (fixed and displaced moving image as float TIFF, true transform in
     /// cases.csv) to this folder, so that other tools can be run on exactly the same cases.
     #[arg(long)]
     pub export_cases: Option<PathBuf>,
 }
 
+/// A case's representations (or why they could not be computed).
+type Prepared = std::result::Result<(Image, Image), String>;
+
 /// Runs `comir eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
     let rows = evaluate(&args)?;
-    print_summaries(&args.method, &rows);
+    print_summaries(&method_labels(&args), &rows);
     println!("results: {}", args.out.display());
     Ok(())
 }
 
 /// Prints one table per method.
-pub fn print_summaries(methods: &[MethodName], rows: &[CaseResult]) {
-    for m in methods {
-        println!("{}", summarize(m.as_str(), rows));
+pub fn print_summaries(labels: &[String], rows: &[CaseResult]) {
+    for m in labels {
+        println!("{}", summarize(m, rows));
     }
 }
 
-fn select_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<Pair>> {
-    let mut pairs = find_pairs(dir)?;
+/// Each method's name in the results (`comir+aamd` on representations), with whether it
+/// registers representations.
+fn methods(args: &EvalArgs) -> Vec<(String, MethodName, bool)> {
+    let on_model = args.model.is_some();
+    let mut out: Vec<(String, MethodName, bool)> = args
+        .method
+        .iter()
+        .map(|&m| {
+            let label = if on_model {
+                format!("comir+{}", m.as_str())
+            } else {
+                m.as_str().to_string()
+            };
+            (label, m, on_model)
+        })
+        .collect();
+    if on_model {
+        out.extend(
+            args.raw_method
+                .iter()
+                .map(|&m| (m.as_str().to_string(), m, false)),
+        );
+    }
+    out
+}
+
+/// The names of the methods as they appear in the results.
+pub fn method_labels(args: &EvalArgs) -> Vec<String> {
+    methods(args).into_iter().map(|(l, ..)| l).collect()
+}
+
+fn limit_pairs(mut pairs: Vec<Pair>, limit: Option<usize>) -> Result<Vec<Pair>> {
     if let Some(n) = limit {
         if n == 0 {
             bail!("--limit must be at least 1");
@@ -92,12 +137,38 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
         ..Protocol::default()
     };
     protocol.validate()?;
-    let pairs = select_pairs(&args.pairs, args.limit)?;
+    if !args.raw_method.is_empty() && args.model.is_none() {
+        bail!("--raw-method compares with a model: give --model too (or list the methods in --method)");
+    }
+    let model = args
+        .model
+        .as_deref()
+        .map(|dir| ModelPrep::load(dir, args.fixed_modality))
+        .transpose()?;
+    let mut pairs = find_pairs(&args.pairs)?;
+    if let Some(m) = &model {
+        let seen = m.seen_pairs();
+        let before = pairs.len();
+        pairs.retain(|p| !seen.contains(&p.name));
+        if before != pairs.len() {
+            println!(
+                "skipping {} of {} pairs: the model was trained or validated on them",
+                before - pairs.len(),
+                before
+            );
+        }
+        if pairs.is_empty() {
+            bail!(
+                "{}: every pair was used to train the model; evaluate on other pairs",
+                args.pairs.display()
+            );
+        }
+    }
+    let pairs = limit_pairs(pairs, args.limit)?;
     let cfg = MethodsConfig::load(args.config.as_deref())?.with_seed(args.seed);
-    let registrars = args
-        .method
-        .iter()
-        .map(|&m| build(m, &cfg, args.init == "global"))
+    let registrars = methods(args)
+        .into_iter()
+        .map(|(label, m, on_model)| Ok((label, build(m, &cfg, args.init == "global")?, on_model)))
         .collect::<Result<Vec<_>>>()?;
 
     let mut rows: Vec<CaseResult> = if args.resume && args.out.exists() {
@@ -119,20 +190,65 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     let pb = progress::bar(total, "eval");
     let identity = |f: &Image, m: &Image| Ok((f.clone(), m.clone()));
     for pair in &pairs {
-        let (a, b) = pair
-            .load_gray()
-            .with_context(|| format!("loading pair '{}'", pair.name))?;
+        // With a model the images keep their channels (the networks may take RGB); the raw
+        // methods always see gray images.
+        let (a, b) = if model.is_some() {
+            pair.load()
+        } else {
+            pair.load_gray()
+        }
+        .with_context(|| format!("loading pair '{}'", pair.name))?;
         for &level in &protocol.levels {
             let case = protocol.case(&pair.name, level, &a, &b);
             if let Some(ex) = exporter.as_mut() {
                 ex.add(&pair.name, level, &case)?;
             }
-            for reg in &registrars {
-                if done.contains(&(pair.name.clone(), level, reg.name().to_string())) {
+            let todo = |label: &str| !done.contains(&(pair.name.clone(), level, label.to_string()));
+            // Representations are computed once per case and their time is added to every
+            // method that registers them.
+            let mut reps: Option<(Prepared, f64)> = None;
+            let gray = (case.fixed.to_gray(), case.moving.to_gray());
+            for (label, reg, on_model) in &registrars {
+                if !todo(label) {
                     pb.inc(1);
                     continue;
                 }
-                let r = evaluate_case(&protocol, &pair.name, level, &case, reg.as_ref(), &identity);
+                let mut extra = 0.0;
+                let r = match (on_model, &model) {
+                    (true, Some(m)) => {
+                        let (prepared, secs) = reps.get_or_insert_with(|| {
+                            let t = std::time::Instant::now();
+                            let p = m
+                                .prepare(&case.fixed, &case.moving)
+                                .map_err(|e| format!("{e:#}"));
+                            (p, t.elapsed().as_secs_f64())
+                        });
+                        extra = *secs;
+                        let prepared = prepared.clone();
+                        let prep = move |_: &Image, _: &Image| prepared.clone();
+                        evaluate_case(&protocol, &pair.name, level, &case, reg.as_ref(), &prep)
+                    }
+                    _ => {
+                        let gray_case = comir_eval::Case {
+                            fixed: gray.0.clone(),
+                            moving: gray.1.clone(),
+                            ..case.clone()
+                        };
+                        evaluate_case(
+                            &protocol,
+                            &pair.name,
+                            level,
+                            &gray_case,
+                            reg.as_ref(),
+                            &identity,
+                        )
+                    }
+                };
+                let r = CaseResult {
+                    method: label.clone(),
+                    seconds: r.seconds + extra,
+                    ..r
+                };
                 pb.set_message(format!(
                     "{} L{} {}: {:.2} px",
                     pair.name, level, r.method, r.error_px

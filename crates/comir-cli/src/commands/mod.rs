@@ -3,3 +3,5 @@
 pub mod demo;
 pub mod eval;
 pub mod register;
+pub mod represent;
+pub mod train;

@@ -8,6 +8,8 @@ use comir_image::ops::{warp, Border};
 use comir_transform::{write_itk_tfm, write_json, TransformRecord};
 
 use crate::methods::{build, MethodName, MethodsConfig};
+use crate::representation::ModelPrep;
+use comir_represent::Modality;
 
 /// Arguments of `comir register`.
 #[derive(clap::Args)]
@@ -42,16 +44,30 @@ pub struct RegisterArgs {
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Register the learned representations of the two images (a `comir train` folder).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Which modality the fixed image is (the moving one is the other); with --model.
+    #[arg(long, default_value = "a")]
+    fixed_modality: Modality,
 }
 
 /// Runs `comir register`.
 pub fn run(args: RegisterArgs) -> Result<()> {
-    let fixed = comir_image::load_gray(&args.fixed)?;
+    let fixed_full = comir_image::load(&args.fixed)?;
     let moving_full = comir_image::load(&args.moving)?;
-    let moving = moving_full.to_gray();
     let cfg = MethodsConfig::load(args.config.as_deref())?.with_seed(args.seed);
     let registrar = build(args.method, &cfg, args.init == "global")?;
+    let model = args
+        .model
+        .as_deref()
+        .map(|dir| ModelPrep::load(dir, args.fixed_modality))
+        .transpose()?;
     let start = Instant::now();
+    let (fixed, moving) = match &model {
+        Some(m) => m.prepare(&fixed_full, &moving_full)?,
+        None => (fixed_full.to_gray(), moving_full.to_gray()),
+    };
     let init = comir_register::centered_identity(&fixed, &moving);
     let outcome = registrar
         .register(&fixed, &moving, &init)
@@ -64,7 +80,11 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         })?;
     let seconds = start.elapsed().as_secs_f64();
     let t = outcome.transform;
-    let record = TransformRecord::new(&t, args.method.as_str(), outcome.metric_value, seconds);
+    let label = match &model {
+        Some(_) => format!("comir+{}", args.method.as_str()),
+        None => args.method.as_str().to_string(),
+    };
+    let record = TransformRecord::new(&t, &label, outcome.metric_value, seconds);
     write_json(&args.out, &record)?;
     if let Some(path) = &args.tfm {
         write_itk_tfm(path, &t)?;
@@ -95,7 +115,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
     }
     println!(
         "{}: angle {:.3}°, translation ({:.2}, {:.2}) px about ({:.1}, {:.1}), metric {:.5}, {:.3} s -> {}",
-        args.method.as_str(),
+        label,
         record.angle_deg,
         t.translation[0],
         t.translation[1],

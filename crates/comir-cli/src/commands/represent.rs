@@ -1,0 +1,84 @@
+//! `comir represent`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use comir_represent::{for_registration, sigmoid_image, Modality, Representer};
+
+/// Arguments of `comir represent`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  comir represent --model models/he --modality a --input shg.png --out shg_comir.tif\n  \
+    comir represent --model models/he --modality b --input he.png --out he_comir.png\n\n\
+    .tif/.tiff: the raw float representation (1 or 3 channels);\n\
+    .png: 8-bit sigmoid(x) as the reference saves it (1 channel gray, 3 channels RGB, other counts\n\
+    reduced to gray by PCA)."
+)]
+pub struct RepresentArgs {
+    /// Model folder written by `comir train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Which network to run: a or b (the --a / --b folders of training).
+    #[arg(long)]
+    pub modality: Modality,
+    /// Image to represent (any size: large images are processed in tiles).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output image: .tif (float) or .png (8-bit sigmoid).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Largest tile side in pixels (memory bound); larger images are tiled.
+    #[arg(long, default_value_t = 640)]
+    pub max_tile: usize,
+}
+
+/// Runs `comir represent`.
+pub fn run(args: RepresentArgs) -> Result<()> {
+    let ext = args
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if !matches!(ext.as_str(), "tif" | "tiff" | "png") {
+        bail!(
+            "{}: the output must end in .tif, .tiff or .png",
+            args.out.display()
+        );
+    }
+    let device = burn::tensor::Device::flex();
+    let mut r = Representer::load(&args.model, &device)?;
+    r.max_tile = args.max_tile;
+    let img = comir_image::load(&args.input)?;
+    let start = Instant::now();
+    let rep = r
+        .represent(&img, args.modality)
+        .with_context(|| format!("{}", args.input.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let d = rep.channels();
+    if ext == "png" {
+        let out = if d == 1 || d == 3 {
+            sigmoid_image(&rep)
+        } else {
+            for_registration(&rep, &rep).0
+        };
+        comir_image::save_png(&args.out, &out)?;
+    } else {
+        if d != 1 && d != 3 {
+            bail!(
+                "{}: a float TIFF holds 1 or 3 channels, this model has {d}; write a .png (PCA to gray)",
+                args.out.display()
+            );
+        }
+        comir_image::save_tiff_f32(&args.out, &rep)?;
+    }
+    let (lo, hi) = rep.min_max();
+    println!(
+        "{}×{} image → {d}-channel representation in [{lo:.3}, {hi:.3}], {seconds:.2} s -> {}",
+        img.width(),
+        img.height(),
+        args.out.display()
+    );
+    Ok(())
+}

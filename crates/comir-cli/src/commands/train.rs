@@ -1,0 +1,164 @@
+//! `comir train`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use comir_model::loss::Critic;
+use comir_train::run::{
+    has_checkpoint, saved_config, train, HistoryRow, Observer, Preset, RunPaths, TrainConfig,
+};
+use indicatif::ProgressBar;
+
+use crate::progress;
+
+/// Arguments of `comir train`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  comir train --a data/demo/A --b data/demo/B --out models/mr --steps 300\n  \
+    comir train --a shg/ --b he/ --out models/he --preset histology --config train.toml --resume\n\n\
+    The model folder gets model.json, weights.bpk (what inference needs), checkpoint.bin and history.csv."
+)]
+pub struct TrainArgs {
+    /// Folder of modality-A images.
+    #[arg(long)]
+    pub a: PathBuf,
+    /// Folder of modality-B images, file names matching A's.
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Model folder to write (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Network size: small (≈0.17 M parameters, default) or histology (≈1.05 M).
+    #[arg(long)]
+    pub preset: Option<Preset>,
+    /// Training settings (TOML: preset, out_channels, [train], [patches], [schedule], [split]);
+    /// flags given on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Optimisation steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Patch pairs per step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Similarity critic: mse, cosine, l1, euclidean, l3, linf, huber, dot.
+    #[arg(long)]
+    pub critic: Option<Critic>,
+    /// InfoNCE temperature.
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Seed of weights, sampling and augmentation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of pairs held out as a test set (recorded in model.json; eval skips the rest).
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// Continue a killed run from the model folder's checkpoint (--steps may extend it).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+struct Bar {
+    pb: ProgressBar,
+    last_val: Option<(f64, f64)>,
+}
+
+impl Observer for Bar {
+    fn start(&mut self, first: usize, total: usize) {
+        self.pb.set_length(total as u64);
+        self.pb.set_position(first as u64);
+        self.pb.reset_eta();
+    }
+    fn step(&mut self, row: &HistoryRow) {
+        if let (Some(l), Some(p)) = (row.val_loss, row.val_positive_mse) {
+            self.last_val = Some((l, p));
+        }
+        let val = self
+            .last_val
+            .map_or(String::new(), |(l, p)| format!(" | val {l:.4} pos {p:.4}"));
+        self.pb.set_message(format!(
+            "loss {:.4} pos {:.4}{val}",
+            row.loss, row.positive_mse
+        ));
+        self.pb.set_position(row.step as u64);
+    }
+}
+
+/// Runs `comir train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    if !args.resume && has_checkpoint(&args.out) {
+        bail!(
+            "{}: holds a training run already; pass --resume to continue it or choose another --out",
+            args.out.display()
+        );
+    }
+    if args.resume && !has_checkpoint(&args.out) {
+        bail!("{}: no checkpoint to resume from", args.out.display());
+    }
+    // A resumed run starts from its saved settings; flags on top must agree with them (only
+    // --steps may change), which the trainer checks.
+    let mut config = match (&args.config, args.resume) {
+        (Some(p), _) => TrainConfig::from_toml_file(p)?,
+        (None, true) => saved_config(&args.out)?,
+        (None, false) => TrainConfig::default(),
+    };
+    if let Some(p) = args.preset {
+        config.preset = p;
+        config.network = None;
+    }
+    if let Some(s) = args.steps {
+        config.schedule.steps = s;
+    }
+    if let Some(b) = args.batch {
+        config.schedule.batch = b;
+    }
+    if let Some(c) = args.critic {
+        config.train.critic = c;
+    }
+    if let Some(t) = args.tau {
+        config.train.tau = t;
+    }
+    if let Some(s) = args.seed {
+        config.train.seed = s;
+    }
+    if let Some(f) = args.test_fraction {
+        config.split.test_fraction = f;
+    }
+    let paths = RunPaths {
+        a: args.a,
+        b: args.b,
+        out: args.out,
+    };
+    let mut bar = Bar {
+        pb: progress::bar(config.schedule.steps as u64, "train"),
+        last_val: None,
+    };
+    let device = burn::tensor::Device::flex();
+    let summary = train(&config, &paths, args.resume, &device, &mut bar)?;
+    bar.pb.finish_and_clear();
+    let last = summary.history.last();
+    let val = summary
+        .history
+        .iter()
+        .rev()
+        .find_map(|r| r.val_loss.zip(r.val_positive_mse));
+    println!(
+        "trained {} steps ({} in this session) on {} pairs ({} validation, {} held out for testing)",
+        summary.steps,
+        summary.steps_this_session,
+        summary.split.train.len(),
+        summary.split.validation.len(),
+        summary.split.test.len()
+    );
+    if let Some(r) = last {
+        println!(
+            "last step: loss {:.4}, positive-pair error {:.5}, {:.1} s of training",
+            r.loss, r.positive_mse, r.seconds
+        );
+    }
+    if let Some((l, p)) = val {
+        println!("validation: loss {l:.4}, positive-pair error {p:.5}");
+    }
+    println!("model: {}", paths.out.display());
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Registering through a trained model: both images are mapped to their representations first.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use comir_image::Image;
+use comir_represent::{for_registration, Modality, Representer};
+
+/// A loaded model and which modality the fixed image is.
+pub struct ModelPrep {
+    representer: Representer,
+    fixed_modality: Modality,
+}
+
+impl ModelPrep {
+    /// Loads a model folder on the CPU.
+    pub fn load(dir: &Path, fixed_modality: Modality) -> Result<ModelPrep> {
+        let device = burn::tensor::Device::flex();
+        let representer = Representer::load(dir, &device)?;
+        Ok(ModelPrep {
+            representer,
+            fixed_modality,
+        })
+    }
+
+    /// The names of the pairs the model was trained or validated on (from model.json).
+    pub fn seen_pairs(&self) -> HashSet<String> {
+        let split = &self.representer.card().training["split"];
+        ["train", "validation"]
+            .iter()
+            .filter_map(|k| split[k].as_array())
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The gray images to register: the representations of `fixed` (as the fixed modality) and
+    /// `moving` (as the other one).
+    pub fn prepare(&self, fixed: &Image, moving: &Image) -> Result<(Image, Image)> {
+        let moving_modality = match self.fixed_modality {
+            Modality::A => Modality::B,
+            Modality::B => Modality::A,
+        };
+        let f = self
+            .representer
+            .represent(fixed, self.fixed_modality)
+            .context("fixed image")?;
+        let m = self
+            .representer
+            .represent(moving, moving_modality)
+            .context("moving image")?;
+        Ok(for_registration(&f, &m))
+    }
+}

@@ -1,0 +1,215 @@
+//! End-to-end tests of learning through the `comir` binary: train, resume, represent, and
+//! register / evaluate through a model, on generated pairs with a tiny network.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn comir(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comir"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ok(o: &Output) -> String {
+    let (out, err) = text(o);
+    assert!(o.status.success(), "failed: {err}\n{out}");
+    out
+}
+
+fn clean_error(o: &Output, needle: &str) {
+    let (_, err) = text(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in {err}");
+}
+
+const TINY: &str = r#"
+[network]
+init_filters = 4
+down_blocks = [1, 1]
+up_blocks = [1, 1]
+bottleneck_layers = 1
+growth_rate = 4
+
+[patches]
+size = 32
+
+[schedule]
+batch = 4
+checkpoint_every = 2
+validate_every = 2
+validation_batches = 1
+"#;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+#[test]
+fn train_resume_represent_register_and_eval_through_a_model() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    for sub in ["A", "B"] {
+        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+    }
+    for i in 0..8u64 {
+        let (a, b) = comir_testkit::phantom_pair(64, 64, i);
+        comir_image::save_png(d.join("A").join(format!("p{i}.png")), &a).expect("save");
+        comir_image::save_png(d.join("B").join(format!("p{i}.png")), &b).expect("save");
+    }
+    let cfg = d.join("tiny.toml");
+    std::fs::write(&cfg, TINY).expect("write");
+    let model = d.join("model");
+    let (dir_a, dir_b) = (d.join("A"), d.join("B"));
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--a",
+            s(&dir_a),
+            "--b",
+            s(&dir_b),
+            "--out",
+            s(&model),
+        ];
+        args.extend_from_slice(extra);
+        comir(&args)
+    };
+    let out = ok(&train(&[
+        "--config",
+        s(&cfg),
+        "--steps",
+        "4",
+        "--test-fraction",
+        "0.25",
+    ]));
+    assert!(out.contains("trained 4 steps"), "{out}");
+    for f in ["model.json", "weights.bpk", "checkpoint.bin", "history.csv"] {
+        assert!(model.join(f).is_file(), "{f} missing");
+    }
+    // A second run into the same folder must not overwrite it silently.
+    clean_error(&train(&["--steps", "4"]), "--resume");
+    // Resume with more steps: the saved settings are used.
+    let out = ok(&train(&["--resume", "--steps", "6"]));
+    assert!(out.contains("trained 6 steps (2 in this session)"), "{out}");
+    // ... but not with different ones.
+    clean_error(
+        &train(&["--resume", "--steps", "8", "--tau", "0.2"]),
+        "other settings",
+    );
+
+    // Represent: float TIFF of the same size, and an 8-bit PNG.
+    let tif = d.join("rep.tif");
+    ok(&comir(&[
+        "represent",
+        "--model",
+        s(&model),
+        "--modality",
+        "a",
+        "--input",
+        s(&d.join("A/p0.png")),
+        "--out",
+        s(&tif),
+    ]));
+    let rep = comir_image::load(&tif).expect("tif");
+    assert_eq!((rep.width(), rep.height(), rep.channels()), (64, 64, 1));
+    assert!(!rep.is_constant());
+    let png = d.join("rep.png");
+    ok(&comir(&[
+        "represent",
+        "--model",
+        s(&model),
+        "--modality",
+        "b",
+        "--input",
+        s(&d.join("B/p0.png")),
+        "--out",
+        s(&png),
+    ]));
+    assert!(png.is_file());
+
+    // Register through the model.
+    let json = d.join("t.json");
+    let out = ok(&comir(&[
+        "register",
+        "--model",
+        s(&model),
+        "--fixed",
+        s(&d.join("A/p1.png")),
+        "--moving",
+        s(&d.join("B/p1.png")),
+        "--method",
+        "aamd",
+        "--out",
+        s(&json),
+    ]));
+    assert!(out.starts_with("comir+aamd"), "{out}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(record["method"], "comir+aamd");
+
+    // Evaluate: only the held-out pairs, representation and raw methods side by side.
+    let csv = d.join("eval.csv");
+    let out = ok(&comir(&[
+        "eval",
+        "--pairs",
+        s(d),
+        "--model",
+        s(&model),
+        "--method",
+        "aamd",
+        "--raw-method",
+        "mi",
+        "--levels",
+        "1",
+        "--out",
+        s(&csv),
+    ]));
+    assert!(out.contains("skipping 6 of 8 pairs"), "{out}");
+    let rows = std::fs::read_to_string(&csv).expect("csv");
+    let data: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(data.len(), 4, "2 test pairs × 1 level × 2 methods:\n{rows}");
+    assert_eq!(
+        data.iter().filter(|l| l.contains(",comir+aamd,")).count(),
+        2
+    );
+    assert_eq!(data.iter().filter(|l| l.contains(",mi,")).count(), 2);
+
+    // Bad model folders.
+    clean_error(
+        &comir(&[
+            "represent",
+            "--model",
+            s(&d.join("nope")),
+            "--modality",
+            "a",
+            "--input",
+            s(&d.join("A/p0.png")),
+            "--out",
+            s(&tif),
+        ]),
+        "model.json",
+    );
+    std::fs::write(model.join("weights.bpk"), b"garbage").expect("write");
+    clean_error(
+        &comir(&[
+            "represent",
+            "--model",
+            s(&model),
+            "--modality",
+            "a",
+            "--input",
+            s(&d.join("A/p0.png")),
+            "--out",
+            s(&tif),
+        ]),
+        "weights.bpk",
+    );
+}

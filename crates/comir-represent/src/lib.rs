@@ -1,0 +1,444 @@
+//! CoMIR inference: maps an image of modality A or B to its learned representation, and turns
+//! representations into the gray images the registration methods take.
+//!
+//! * [`Representer::represent`] runs a trained network (loaded from a model folder, see
+//!   `comir_model::store`) on an image of any size. The image is padded by mirroring (edge
+//!   repeated) with a margin on every side, as MultiRegEval's `inference_comir.py` pads before
+//!   its single pass, and cut into tiles when it is larger than [`Representer::max_tile`]: each
+//!   tile's centre is kept, its margin only gives the network context, so memory stays bounded
+//!   for any image size. The networks' spatial sizes must be multiples of `2^depth`; tiles are.
+//! * [`for_registration`] maps a pair of representations to gray `[0, 1]` images: `sigmoid(x)`
+//!   for one channel (the reference's `uint8(sigmoid(x)·255)`, without the 8-bit rounding), and
+//!   for several channels the first principal component — fitted on the pixels of **both**
+//!   images together, so that the two gray images cannot come out with opposite signs (the
+//!   reference fits one PCA per image, whose sign is arbitrary).
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use comir_image::ops::mirror_index;
+use comir_image::Image;
+use comir_model::{DenseUNet, Model, ModelCard};
+
+/// Errors of inference; each says what is wrong with which input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model folder could not be loaded.
+    #[error(transparent)]
+    Store(#[from] comir_model::StoreError),
+    /// The image does not fit the network.
+    #[error("{0}")]
+    Input(String),
+    /// The network failed.
+    #[error(transparent)]
+    Model(#[from] comir_model::ModelError),
+}
+
+/// Which network to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Modality {
+    /// The network of modality A (the `--a` folder of training).
+    A,
+    /// The network of modality B.
+    B,
+}
+
+impl std::str::FromStr for Modality {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Modality, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "a" => Ok(Modality::A),
+            "b" => Ok(Modality::B),
+            _ => Err(format!("modality must be 'a' or 'b', got '{s}'")),
+        }
+    }
+}
+
+/// A loaded model ready to represent images.
+#[derive(Debug)]
+pub struct Representer {
+    card: ModelCard,
+    net_a: DenseUNet,
+    net_b: DenseUNet,
+    device: Device,
+    /// Largest tile side in pixels, margin included (default 640; rounded down to a multiple of
+    /// `2^depth`). Bounds memory: inference of the `small` preset needs roughly 0.5 KiB per tile
+    /// pixel.
+    pub max_tile: usize,
+    /// Context margin on every side, in pixels (default 64; rounded up to a multiple of
+    /// `2^depth`).
+    pub margin: usize,
+}
+
+fn round_up(v: usize, m: usize) -> usize {
+    v.div_ceil(m) * m
+}
+
+impl Representer {
+    /// Loads a model folder for inference on `device`.
+    ///
+    /// # Errors
+    /// See `comir_model::Model::load`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Representer, Error> {
+        Ok(Representer::new(Model::load(dir, device)?, device))
+    }
+
+    /// Wraps a model already in memory.
+    pub fn new(model: Model, device: &Device) -> Representer {
+        Representer {
+            card: model.card,
+            net_a: model.networks.a,
+            net_b: model.networks.b,
+            device: device.clone(),
+            max_tile: 640,
+            margin: 64,
+        }
+    }
+
+    /// What the model folder says.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Representation channels D.
+    pub fn out_channels(&self) -> usize {
+        self.card.network_a.out_channels
+    }
+
+    /// Brings an image to the network's input: channel count and the training intensity
+    /// transform.
+    fn prepare(&self, img: &Image, modality: Modality) -> Result<Image, Error> {
+        let (cfg, log) = match modality {
+            Modality::A => (&self.card.network_a, self.card.input.log_a),
+            Modality::B => (&self.card.network_b, self.card.input.log_b),
+        };
+        let mut x = match (img.channels(), cfg.in_channels) {
+            (c, n) if c == n => img.clone(),
+            (3 | 4, 1) => img.to_gray(),
+            (c, n) => {
+                return Err(Error::Input(format!(
+                    "the image has {c} channel(s) but the modality-{} network takes {n}",
+                    if modality == Modality::A { "A" } else { "B" }
+                )))
+            }
+        };
+        if !x.is_finite() {
+            return Err(Error::Input(
+                "the image holds NaN or infinite values".to_string(),
+            ));
+        }
+        if log {
+            x.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = v.max(0.0).ln_1p());
+        }
+        Ok(x)
+    }
+
+    /// The raw representation (D channels, unbounded floats) of `img`, same width and height.
+    ///
+    /// # Errors
+    /// The image has a channel count the network cannot take, or holds NaN/Inf.
+    pub fn represent(&self, img: &Image, modality: Modality) -> Result<Image, Error> {
+        let x = self.prepare(img, modality)?;
+        let net = match modality {
+            Modality::A => &self.net_a,
+            Modality::B => &self.net_b,
+        };
+        let m = net.required_multiple();
+        let margin = round_up(self.margin, m);
+        let max_tile = (self.max_tile / m * m).max(2 * margin + m);
+        let max_core = max_tile - 2 * margin;
+        let (w, h) = (x.width(), x.height());
+        // Split each axis into equal cores (multiples of m) no larger than max_core.
+        let cores = |n: usize| -> (usize, usize) {
+            let count = n.div_ceil(max_core).max(1);
+            (count, round_up(n.div_ceil(count), m))
+        };
+        let (nx, core_w) = cores(w);
+        let (ny, core_h) = cores(h);
+        let d = net.out_channels();
+        let c = x.channels();
+        let mut out = Image::zeros(w, h, d);
+        let (tw, th) = (core_w + 2 * margin, core_h + 2 * margin);
+        for ty in 0..ny {
+            for tx in 0..nx {
+                let (x0, y0) = (tx * core_w, ty * core_h);
+                if x0 >= w || y0 >= h {
+                    continue;
+                }
+                let mut tile = vec![0.0f32; c * th * tw];
+                for yy in 0..th {
+                    let sy = mirror_index(y0 as isize + yy as isize - margin as isize, h);
+                    for xx in 0..tw {
+                        let sx = mirror_index(x0 as isize + xx as isize - margin as isize, w);
+                        for ch in 0..c {
+                            tile[(ch * th + yy) * tw + xx] = x.get(sx, sy, ch);
+                        }
+                    }
+                }
+                let input =
+                    Tensor::<4>::from_data(TensorData::new(tile, [1, c, th, tw]), &self.device);
+                let y: Vec<f32> = net
+                    .try_forward(input)?
+                    .representation
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| Error::Input(format!("{e:?}")))?;
+                for yy in 0..core_h.min(h - y0) {
+                    for xx in 0..core_w.min(w - x0) {
+                        for ch in 0..d {
+                            let v = y[(ch * th + yy + margin) * tw + xx + margin];
+                            out.set(x0 + xx, y0 + yy, ch, v);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// `sigmoid(x)` per value: the reference's display and registration mapping, in `[0, 1]`.
+pub fn sigmoid_image(rep: &Image) -> Image {
+    let mut out = rep.clone();
+    out.data_mut().iter_mut().for_each(|v| *v = sigmoid(*v));
+    out
+}
+
+/// The leading principal direction of the pixels (D-vectors) of all `images`, by power
+/// iteration on the D×D covariance; its sign makes its largest component positive.
+pub fn principal_direction(images: &[&Image]) -> Vec<f64> {
+    let d = images.first().map_or(1, |i| i.channels());
+    let mut mean = vec![0.0f64; d];
+    let mut count = 0usize;
+    for img in images {
+        for px in img.data().chunks_exact(d) {
+            for (m, &v) in mean.iter_mut().zip(px) {
+                *m += f64::from(v);
+            }
+            count += 1;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= count.max(1) as f64);
+    let mut cov = vec![0.0f64; d * d];
+    for img in images {
+        for px in img.data().chunks_exact(d) {
+            for i in 0..d {
+                let a = f64::from(px[i]) - mean[i];
+                for j in 0..d {
+                    cov[i * d + j] += a * (f64::from(px[j]) - mean[j]);
+                }
+            }
+        }
+    }
+    let mut v = vec![1.0 / (d as f64).sqrt(); d];
+    for _ in 0..500 {
+        let mut next = vec![0.0f64; d];
+        for i in 0..d {
+            next[i] = (0..d).map(|j| cov[i * d + j] * v[j]).sum();
+        }
+        let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            break;
+        }
+        next.iter_mut().for_each(|x| *x /= norm);
+        let change: f64 = next.iter().zip(&v).map(|(a, b)| (a - b).abs()).sum();
+        v = next;
+        if change < 1e-12 {
+            break;
+        }
+    }
+    let lead = v
+        .iter()
+        .copied()
+        .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+    if lead < 0.0 {
+        v.iter_mut().for_each(|x| *x = -*x);
+    }
+    v
+}
+
+/// Gray `[0, 1]` images of a fixed and a moving representation for registration (see the crate
+/// docs): `sigmoid` for D = 1; for D > 1 the projection of `sigmoid(x)` on the principal
+/// direction of both images' pixels, min-max scaled with one range for both.
+pub fn for_registration(fixed: &Image, moving: &Image) -> (Image, Image) {
+    let (f, m) = (sigmoid_image(fixed), sigmoid_image(moving));
+    if f.channels() == 1 {
+        return (f, m);
+    }
+    let dir = principal_direction(&[&f, &m]);
+    let project = |img: &Image| {
+        let d = img.channels();
+        let data = img
+            .data()
+            .chunks_exact(d)
+            .map(|px| {
+                px.iter()
+                    .zip(&dir)
+                    .map(|(&v, &w)| f64::from(v) * w)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        Image::from_vec(img.width(), img.height(), 1, data).unwrap_or_else(|_| img.channel(0))
+    };
+    let (pf, pm) = (project(&f), project(&m));
+    let (lo_f, hi_f) = pf.min_max();
+    let (lo_m, hi_m) = pm.min_max();
+    let (lo, hi) = (lo_f.min(lo_m), hi_f.max(hi_m));
+    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+    let norm = |mut img: Image| {
+        img.data_mut()
+            .iter_mut()
+            .for_each(|v| *v = (*v - lo) * scale);
+        img
+    };
+    (norm(pf), norm(pm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comir_model::{DenseUNetConfig, InputTransform, NetworkPair};
+
+    fn model(device: &Device) -> Model {
+        let cfg = DenseUNetConfig {
+            init_filters: 4,
+            down_blocks: vec![1, 1],
+            up_blocks: vec![1, 1],
+            bottleneck_layers: 1,
+            growth_rate: 3,
+            ..DenseUNetConfig::small(1)
+        };
+        device.seed(5);
+        Model {
+            card: ModelCard::new(cfg.clone(), cfg.clone(), InputTransform::default()),
+            networks: NetworkPair {
+                a: cfg.init(device),
+                b: cfg.init(device),
+            },
+        }
+    }
+
+    fn test_image(w: usize, h: usize) -> Image {
+        Image::from_fn(w, h, |x, y| {
+            let (x, y) = (x as f32, y as f32);
+            0.5 + 0.3 * (x * 0.21).sin() * (y * 0.13).cos() + 0.1 * ((x + 2.0 * y) * 0.05).sin()
+        })
+    }
+
+    /// Runs the network once on a mirror-padded copy: what tiling must reproduce.
+    fn whole(r: &Representer, img: &Image, pad: usize) -> Image {
+        let m = 4;
+        let (w, h) = (img.width(), img.height());
+        let (pw, ph) = (round_up(w + 2 * pad, m), round_up(h + 2 * pad, m));
+        let mut t = vec![0.0f32; pw * ph];
+        for y in 0..ph {
+            for x in 0..pw {
+                t[y * pw + x] = img.get(
+                    mirror_index(x as isize - pad as isize, w),
+                    mirror_index(y as isize - pad as isize, h),
+                    0,
+                );
+            }
+        }
+        let input = Tensor::<4>::from_data(TensorData::new(t, [1, 1, ph, pw]), &r.device);
+        let y: Vec<f32> = r
+            .net_a
+            .forward(input)
+            .representation
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        Image::from_fn(w, h, |x, yy| y[(yy + pad) * pw + x + pad])
+    }
+
+    #[test]
+    fn one_pass_equals_the_network_on_the_padded_image() {
+        let device = Device::flex();
+        let r = Representer::new(model(&device), &device);
+        // 37×29 is not a multiple of 4: padding must handle it; one tile covers it.
+        let img = test_image(37, 29);
+        let rep = r.represent(&img, Modality::A).expect("represent");
+        assert_eq!((rep.width(), rep.height(), rep.channels()), (37, 29, 1));
+        let reference = whole(&r, &img, 64);
+        // Same margin on the top-left; the bottom-right padding differs by the rounding, which
+        // the network's receptive field barely reaches at this margin.
+        let diff = rep
+            .data()
+            .iter()
+            .zip(reference.data())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    #[test]
+    fn tiles_agree_with_one_pass() {
+        let device = Device::flex();
+        let mut r = Representer::new(model(&device), &device);
+        let img = test_image(90, 70);
+        r.margin = 24;
+        r.max_tile = 1024;
+        let one = r.represent(&img, Modality::B).expect("one pass");
+        r.max_tile = 24 * 2 + 32; // cores of ≤ 32 px: a 3×3 grid of tiles
+        let tiled = r.represent(&img, Modality::B).expect("tiled");
+        let diff = one
+            .data()
+            .iter()
+            .zip(tiled.data())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let (lo, hi) = one.min_max();
+        // Batch norm uses running statistics at inference, so the network is translation
+        // equivariant and a tile with enough context reproduces the one-pass result up to the
+        // borders' reach.
+        assert!(diff < 1e-3 * (hi - lo).max(1e-3), "max difference {diff}");
+    }
+
+    #[test]
+    fn wrong_channels_and_nan_are_refused() {
+        let device = Device::flex();
+        let r = Representer::new(model(&device), &device);
+        let two = Image::zeros(16, 16, 2);
+        assert!(r.represent(&two, Modality::A).is_err());
+        let mut nan = test_image(16, 16);
+        nan.set(3, 3, 0, f32::NAN);
+        let e = r.represent(&nan, Modality::A).expect_err("nan");
+        assert!(e.to_string().contains("NaN"));
+        // RGB is converted to gray for a one-channel network.
+        let rgb = Image::from_fn(16, 16, |_, _| 0.5);
+        let rgb = Image::from_vec(16, 16, 3, rgb.data().repeat(3)).expect("rgb");
+        assert!(r.represent(&rgb, Modality::A).is_ok());
+    }
+
+    #[test]
+    fn pca_finds_the_direction_of_a_known_covariance_and_keeps_signs_consistent() {
+        // Pixels along (2, 1) / √5 with small noise in the orthogonal direction.
+        let n = 200;
+        let data: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                let t = (i as f32 / n as f32 - 0.5) * 4.0;
+                let e = 0.01 * ((i * 7) % 5) as f32;
+                [2.0 * t - e, t + 2.0 * e]
+            })
+            .collect();
+        let img = Image::from_vec(n, 1, 2, data).expect("img");
+        let v = principal_direction(&[&img]);
+        let want = [2.0 / 5f64.sqrt(), 1.0 / 5f64.sqrt()];
+        assert!(
+            (v[0] - want[0]).abs() < 1e-2 && (v[1] - want[1]).abs() < 1e-2,
+            "{v:?}"
+        );
+        // A representation and its copy map to the same gray image.
+        let (f, m) = for_registration(&img, &img.clone());
+        assert_eq!(f.data(), m.data());
+        let (lo, hi) = f.min_max();
+        assert!(lo >= 0.0 && hi <= 1.0 && hi - lo > 0.5);
+    }
+}

@@ -1,0 +1,684 @@
+//! A whole training run: data split, patch sampling, steps, validation, checkpoints, resume, and
+//! the model folder that inference reads.
+//!
+//! The model folder (see `comir_model::store`) gets, besides `model.json` and `weights.bpk`:
+//! * `checkpoint.bin`: weights, optimiser states, RNG positions, the configuration and the
+//!   history — everything to continue a killed run so that it ends with the same weights as a
+//!   run that was never killed (same machine and thread count);
+//! * `history.csv`: one row per step (loss, positive-pair error; validation where measured).
+//!
+//! Every file is written to a temporary file and renamed. `model.json` and `weights.bpk` are
+//! refreshed at every checkpoint, so a killed run still leaves a usable model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use comir_data::{find_pairs_in, split_by_name, Batch, Pair, PatchConfig, PatchSampler};
+use comir_model::store::{save_parts, write_atomically};
+use comir_model::{DenseUNetConfig, InputTransform, ModelCard};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, StepStats, TrainSettings, Trainer, TrainerState};
+
+/// Network size presets (method-notes §1.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The reference histology DenseUNet (≈ 1.05 M parameters).
+    Histology,
+    /// The reference Zurich DenseUNet (≈ 0.165 M parameters), the default: it trains about five
+    /// times faster on a CPU.
+    #[default]
+    Small,
+}
+
+impl Preset {
+    /// The network configuration for `in_channels` input channels.
+    pub fn network(self, in_channels: usize) -> DenseUNetConfig {
+        match self {
+            Preset::Histology => DenseUNetConfig::histology(in_channels),
+            Preset::Small => DenseUNetConfig::small(in_channels),
+        }
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Preset, String> {
+        match s {
+            "histology" => Ok(Preset::Histology),
+            "small" => Ok(Preset::Small),
+            _ => Err(format!("unknown preset '{s}'; valid: histology, small")),
+        }
+    }
+}
+
+/// How long to train and how to split and watch it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Schedule {
+    /// Optimisation steps (default 2000).
+    pub steps: usize,
+    /// Patch pairs per step (default 8, MultiRegEval).
+    pub batch: usize,
+    /// Validate every this many steps (default 100; 0 disables).
+    pub validate_every: usize,
+    /// Batches of the fixed validation set (default 4).
+    pub validation_batches: usize,
+    /// Write a checkpoint every this many steps (default 50).
+    pub checkpoint_every: usize,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            steps: 2000,
+            batch: 8,
+            validate_every: 100,
+            validation_batches: 4,
+            checkpoint_every: 50,
+        }
+    }
+}
+
+/// How the pairs are divided, by a seeded hash of their names (`comir_data::split_by_name`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitSettings {
+    /// Fraction of pairs held out as a test set, never trained or validated on (default 0: the
+    /// folder is for training; `comir eval --model` then skips every pair the model has seen).
+    pub test_fraction: f64,
+    /// Fraction of the remaining pairs used for validation (default 0.15).
+    pub validation_fraction: f64,
+    /// Seed of the split (default 0).
+    pub seed: u64,
+}
+
+impl Default for SplitSettings {
+    fn default() -> Self {
+        SplitSettings {
+            test_fraction: 0.0,
+            validation_fraction: 0.15,
+            seed: 0,
+        }
+    }
+}
+
+/// Everything a training run does; the TOML of `comir train --config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Network preset (default `small`), used when `network` is not given.
+    pub preset: Preset,
+    /// Explicit network configuration for both modalities (input channels are taken from the
+    /// data); overrides `preset`.
+    pub network: Option<DenseUNetConfig>,
+    /// Representation channels D (default 1).
+    pub out_channels: usize,
+    /// Loss, optimiser and seed.
+    pub train: TrainSettings,
+    /// Patch sampling and augmentation.
+    pub patches: PatchConfig,
+    /// Steps, batch size, validation and checkpoint cadence.
+    pub schedule: Schedule,
+    /// Train / validation / test split.
+    pub split: SplitSettings,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            preset: Preset::default(),
+            network: None,
+            out_channels: 1,
+            train: TrainSettings::default(),
+            patches: PatchConfig::default(),
+            schedule: Schedule::default(),
+            split: SplitSettings::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; unknown keys are errors.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed (message names the file).
+    pub fn from_toml_file(path: &Path) -> Result<TrainConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            Error::InvalidConfig(format!("{}: {}", path.display(), e.message().trim()))
+        })
+    }
+
+    /// The network of a modality with `in_channels` input channels.
+    pub fn network_for(&self, in_channels: usize) -> DenseUNetConfig {
+        let mut c = self
+            .network
+            .clone()
+            .unwrap_or_else(|| self.preset.network(in_channels));
+        c.in_channels = in_channels;
+        c.out_channels = self.out_channels;
+        c
+    }
+
+    /// Checks every value that the parts do not check themselves.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the value.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        self.train.validate()?;
+        self.patches
+            .validate()
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let s = &self.schedule;
+        if s.steps == 0 {
+            return bad("schedule.steps must be at least 1".into());
+        }
+        if s.batch < 2 {
+            return bad(format!(
+                "schedule.batch must be at least 2 (InfoNCE needs negatives), got {}",
+                s.batch
+            ));
+        }
+        if s.checkpoint_every == 0 {
+            return bad("schedule.checkpoint_every must be at least 1".into());
+        }
+        if self.out_channels == 0 {
+            return bad("out_channels must be at least 1".into());
+        }
+        for (name, f) in [
+            ("split.test_fraction", self.split.test_fraction),
+            ("split.validation_fraction", self.split.validation_fraction),
+        ] {
+            if !(0.0..1.0).contains(&f) {
+                return bad(format!("{name} must lie in [0, 1), got {f}"));
+            }
+        }
+        let net = self.network_for(1);
+        net.validate()?;
+        let m = net.required_multiple();
+        if self.patches.size % m != 0 {
+            return bad(format!(
+                "patch size {} must be a multiple of {m} for this network (2^depth)",
+                self.patches.size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The pairs of each part of the split.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitNames {
+    /// Trained on.
+    pub train: Vec<String>,
+    /// Validated on.
+    pub validation: Vec<String>,
+    /// Held out.
+    pub test: Vec<String>,
+}
+
+/// Splits the pairs as `settings` says: first the test set, then validation from the rest.
+pub fn split_pairs(pairs: &[Pair], settings: &SplitSettings) -> (Vec<Pair>, Vec<Pair>, Vec<Pair>) {
+    let (rest, test) = if settings.test_fraction > 0.0 {
+        split_by_name(pairs, settings.test_fraction, settings.seed)
+    } else {
+        (pairs.to_vec(), Vec::new())
+    };
+    let (train, val) = if settings.validation_fraction > 0.0 {
+        split_by_name(
+            &rest,
+            settings.validation_fraction,
+            settings.seed.wrapping_add(1),
+        )
+    } else {
+        (rest, Vec::new())
+    };
+    (train, val, test)
+}
+
+/// One row of `history.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// Step number (1-based: the row after the first step is step 1).
+    pub step: usize,
+    /// Wall-clock seconds of training so far (summed over resumed sessions).
+    pub seconds: f64,
+    /// Training loss.
+    pub loss: f64,
+    /// Its InfoNCE part.
+    pub contrastive: f64,
+    /// Mean squared difference of corresponding representations in the batch.
+    pub positive_mse: f64,
+    /// Validation InfoNCE, where measured.
+    pub val_loss: Option<f64>,
+    /// Validation positive-pair error, where measured.
+    pub val_positive_mse: Option<f64>,
+}
+
+/// What a run reports as it goes (the CLI draws a progress bar from this).
+pub trait Observer {
+    /// Called once before the first step with the step to start from and the total.
+    fn start(&mut self, _first_step: usize, _total_steps: usize) {}
+    /// Called after every step.
+    fn step(&mut self, _row: &HistoryRow) {}
+    /// Called after every checkpoint.
+    fn checkpoint(&mut self, _step: usize) {}
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Where the data and the model are.
+#[derive(Clone, Debug)]
+pub struct RunPaths {
+    /// Folder of modality-A images.
+    pub a: PathBuf,
+    /// Folder of modality-B images (file names matching A's).
+    pub b: PathBuf,
+    /// Model folder to write.
+    pub out: PathBuf,
+}
+
+/// What a finished run returns.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Steps done in total.
+    pub steps: usize,
+    /// Steps done by this call (less than `steps` after a resume).
+    pub steps_this_session: usize,
+    /// The split used.
+    pub split: SplitNames,
+    /// The history of all sessions.
+    pub history: Vec<HistoryRow>,
+}
+
+const CHECKPOINT_FILE: &str = "checkpoint.bin";
+const HISTORY_FILE: &str = "history.csv";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"COMIRCKP";
+const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointHeader {
+    config: TrainConfig,
+    split: SplitNames,
+    steps: usize,
+    trainer_rng_word_pos: String,
+    sampler_rng_word_pos: String,
+    history: Vec<HistoryRow>,
+}
+
+struct Checkpoint {
+    header: CheckpointHeader,
+    state: TrainerState,
+}
+
+fn encode_checkpoint(c: &Checkpoint) -> Result<Vec<u8>, Error> {
+    let header = serde_json::to_vec(&c.header).map_err(|e| Error::State(e.to_string()))?;
+    let mut out = Vec::new();
+    out.extend_from_slice(CHECKPOINT_MAGIC);
+    out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    for part in [
+        &header,
+        &c.state.weights,
+        &c.state.optimizer_a,
+        &c.state.optimizer_b,
+    ] {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    Ok(out)
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
+    if bytes.len() < 12 || &bytes[..8] != CHECKPOINT_MAGIC {
+        return Err("not a comir checkpoint".into());
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != CHECKPOINT_VERSION {
+        return Err(format!(
+            "checkpoint version {version} is not supported (this comir reads {CHECKPOINT_VERSION})"
+        ));
+    }
+    let mut rest = &bytes[12..];
+    let mut parts = Vec::with_capacity(4);
+    for _ in 0..4 {
+        if rest.len() < 8 {
+            return Err("truncated checkpoint".into());
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&rest[..8]);
+        let len = u64::from_le_bytes(len) as usize;
+        rest = &rest[8..];
+        if rest.len() < len {
+            return Err("truncated checkpoint".into());
+        }
+        parts.push(rest[..len].to_vec());
+        rest = &rest[len..];
+    }
+    let header: CheckpointHeader =
+        serde_json::from_slice(&parts[0]).map_err(|e| format!("bad checkpoint header: {e}"))?;
+    let word_pos = header
+        .trainer_rng_word_pos
+        .parse::<u128>()
+        .map_err(|e| format!("bad RNG position: {e}"))?;
+    let optimizer_b = parts.pop().unwrap_or_default();
+    let optimizer_a = parts.pop().unwrap_or_default();
+    let weights = parts.pop().unwrap_or_default();
+    Ok(Checkpoint {
+        state: TrainerState {
+            steps: header.steps,
+            weights,
+            optimizer_a,
+            optimizer_b,
+            rng_word_pos: word_pos,
+        },
+        header,
+    })
+}
+
+/// The configuration a checkpointed run in `dir` was started with (to resume it with changes
+/// on top, e.g. more steps).
+///
+/// # Errors
+/// No readable checkpoint in `dir`.
+pub fn saved_config(dir: &Path) -> Result<TrainConfig, Error> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+    decode_checkpoint(&bytes)
+        .map(|c| c.header.config)
+        .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+}
+
+/// `true` when `dir` holds a checkpoint to resume from.
+pub fn has_checkpoint(dir: &Path) -> bool {
+    dir.join(CHECKPOINT_FILE).is_file()
+}
+
+fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| Error::State(e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| Error::State(e.to_string()))?;
+    write_atomically(path, &bytes).map_err(|e| Error::State(e.to_string()))
+}
+
+fn sampler_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x5A3B_1E5D)
+}
+
+/// Trains a CoMIR on the pairs in `paths.a` / `paths.b` and writes the model folder.
+///
+/// With `resume`, the run continues from `paths.out/checkpoint.bin`; the configuration saved
+/// there is used, except that `config.schedule.steps` may extend the run. The result is
+/// bit-identical to an uninterrupted run on the same machine with the same thread count.
+///
+/// # Errors
+/// Bad folders or images (naming them), an invalid configuration, a checkpoint that does not
+/// fit, a diverging loss ([`Error::Diverged`]; the last checkpoint is kept), unwritable output.
+pub fn train(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    resume: bool,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary, Error> {
+    let data_err = |e: comir_data::Error| Error::InvalidConfig(e.to_string());
+    let checkpoint = if resume {
+        let path = paths.out.join(CHECKPOINT_FILE);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::State(format!("{}: {e} (nothing to resume)", path.display())))?;
+        Some(
+            decode_checkpoint(&bytes)
+                .map_err(|e| Error::State(format!("{}: {e}", path.display())))?,
+        )
+    } else {
+        None
+    };
+    let config = match &checkpoint {
+        Some(c) => {
+            let mut saved = c.header.config.clone();
+            let mut asked = config.clone();
+            asked.schedule.steps = saved.schedule.steps;
+            if asked != saved {
+                return Err(Error::InvalidConfig(format!(
+                    "{}: the run was started with other settings; resume with the same ones (only the step count may change)",
+                    paths.out.join(CHECKPOINT_FILE).display()
+                )));
+            }
+            saved.schedule.steps = config.schedule.steps.max(c.header.steps);
+            saved
+        }
+        None => config.clone(),
+    };
+    config.validate()?;
+
+    let pairs = find_pairs_in(&paths.a, &paths.b).map_err(data_err)?;
+    let (train_pairs, val_pairs, test_pairs) = split_pairs(&pairs, &config.split);
+    let split = SplitNames {
+        train: train_pairs.iter().map(|p| p.name.clone()).collect(),
+        validation: val_pairs.iter().map(|p| p.name.clone()).collect(),
+        test: test_pairs.iter().map(|p| p.name.clone()).collect(),
+    };
+    if let Some(c) = &checkpoint {
+        if c.header.split != split {
+            return Err(Error::InvalidConfig(
+                "the image folders changed since the run started (the split differs); resume needs the same pairs".into(),
+            ));
+        }
+    }
+    if train_pairs.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "{}: no pairs left to train on after the split",
+            paths.a.display()
+        )));
+    }
+    let sampler = PatchSampler::load(&train_pairs, config.patches.clone()).map_err(data_err)?;
+    let (ca, cb) = sampler.channels();
+    let validation: Vec<Batch> = if val_pairs.is_empty() || config.schedule.validate_every == 0 {
+        Vec::new()
+    } else {
+        let vs = PatchSampler::load(&val_pairs, config.patches.clone()).map_err(data_err)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.split.seed ^ 0x7A11_DA7E);
+        (0..config.schedule.validation_batches)
+            .map(|_| vs.batch(config.schedule.batch, &mut rng))
+            .collect()
+    };
+    let (net_a, net_b) = (config.network_for(ca), config.network_for(cb));
+    let mut trainer = Trainer::new(&net_a, &net_b, config.train.clone(), device)?;
+    let mut rng = sampler_rng(config.train.seed);
+    let mut history = Vec::new();
+    if let Some(c) = checkpoint {
+        trainer.restore(&c.state)?;
+        let pos = c
+            .header
+            .sampler_rng_word_pos
+            .parse::<u128>()
+            .map_err(|e| Error::State(format!("bad RNG position: {e}")))?;
+        rng.set_word_pos(pos);
+        history = c.header.history;
+    }
+    let mut card = ModelCard::new(
+        net_a,
+        net_b,
+        InputTransform {
+            log_a: config.patches.log_a,
+            log_b: config.patches.log_b,
+        },
+    );
+    std::fs::create_dir_all(&paths.out)
+        .map_err(|e| Error::State(format!("{}: {e}", paths.out.display())))?;
+
+    let first = trainer.steps();
+    let total = config.schedule.steps;
+    observer.start(first, total);
+    let offset = history.last().map_or(0.0, |r: &HistoryRow| r.seconds);
+    let clock = Instant::now();
+    let save = |trainer: &Trainer,
+                rng: &ChaCha8Rng,
+                history: &[HistoryRow],
+                card: &mut ModelCard|
+     -> Result<(), Error> {
+        let state = trainer.state()?;
+        let header = CheckpointHeader {
+            config: config.clone(),
+            split: split.clone(),
+            steps: state.steps,
+            trainer_rng_word_pos: state.rng_word_pos.to_string(),
+            sampler_rng_word_pos: rng.get_word_pos().to_string(),
+            history: history.to_vec(),
+        };
+        let bytes = encode_checkpoint(&Checkpoint { header, state })?;
+        write_atomically(&paths.out.join(CHECKPOINT_FILE), &bytes)
+            .map_err(|e| Error::State(e.to_string()))?;
+        card.training = serde_json::json!({
+            "config": config,
+            "split": split,
+            "steps": trainer.steps(),
+            "data": { "a": paths.a, "b": paths.b },
+            "last": history.last(),
+        });
+        save_parts(&paths.out, card, &trainer.inference_networks())
+            .map_err(|e| Error::State(e.to_string()))?;
+        write_history(&paths.out.join(HISTORY_FILE), history)
+    };
+    for step in first..total {
+        let batch = sampler.batch(config.schedule.batch, &mut rng);
+        let stats: StepStats = trainer.step(&batch)?;
+        let mut row = HistoryRow {
+            step: step + 1,
+            seconds: offset + clock.elapsed().as_secs_f64(),
+            loss: stats.loss,
+            contrastive: stats.contrastive,
+            positive_mse: stats.positive_mse,
+            val_loss: None,
+            val_positive_mse: None,
+        };
+        let every = config.schedule.validate_every;
+        if !validation.is_empty() && (row.step % every == 0 || row.step == total) {
+            let (mut l, mut p) = (0.0, 0.0);
+            for b in &validation {
+                let s = trainer.evaluate(b)?;
+                l += s.contrastive;
+                p += s.positive_mse;
+            }
+            row.val_loss = Some(l / validation.len() as f64);
+            row.val_positive_mse = Some(p / validation.len() as f64);
+        }
+        history.push(row);
+        observer.step(history.last().expect("just pushed"));
+        if row_is_checkpoint(step + 1, total, config.schedule.checkpoint_every) {
+            save(&trainer, &rng, &history, &mut card)?;
+            observer.checkpoint(step + 1);
+        }
+    }
+    if first >= total {
+        // Nothing to do (already trained that far): still make sure the model files exist.
+        save(&trainer, &rng, &history, &mut card)?;
+    }
+    Ok(RunSummary {
+        steps: trainer.steps(),
+        steps_this_session: trainer.steps() - first,
+        split,
+        history,
+    })
+}
+
+fn row_is_checkpoint(step: usize, total: usize, every: usize) -> bool {
+    step % every == 0 || step == total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_and_torn_ones_are_refused() {
+        let c = Checkpoint {
+            header: CheckpointHeader {
+                config: TrainConfig::default(),
+                split: SplitNames::default(),
+                steps: 7,
+                trainer_rng_word_pos: "123".into(),
+                sampler_rng_word_pos: "456".into(),
+                history: Vec::new(),
+            },
+            state: TrainerState {
+                steps: 7,
+                weights: vec![1, 2, 3],
+                optimizer_a: vec![4],
+                optimizer_b: vec![5, 6],
+                rng_word_pos: 123,
+            },
+        };
+        let bytes = encode_checkpoint(&c).expect("encode");
+        let back = decode_checkpoint(&bytes).expect("decode");
+        assert_eq!(back.state, c.state);
+        for cut in [0, 5, 12, bytes.len() - 1] {
+            assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_the_value() {
+        let mut c = TrainConfig::default();
+        c.schedule.batch = 1;
+        assert!(c
+            .validate()
+            .expect_err("invalid")
+            .to_string()
+            .contains("batch"));
+        let mut c = TrainConfig::default();
+        c.patches.size = 100; // small preset needs multiples of 8
+        assert!(c
+            .validate()
+            .expect_err("invalid")
+            .to_string()
+            .contains("multiple of 8"));
+        let mut c = TrainConfig::default();
+        c.train.tau = -1.0;
+        assert!(c
+            .validate()
+            .expect_err("invalid")
+            .to_string()
+            .contains("tau"));
+        let mut c = TrainConfig::default();
+        c.split.test_fraction = 1.0;
+        assert!(c.validate().is_err());
+        assert!(TrainConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn the_split_never_shares_a_pair_between_parts() {
+        let pairs: Vec<Pair> = (0..30)
+            .map(|i| Pair {
+                name: format!("p{i:02}.png"),
+                a: PathBuf::from("a"),
+                b: PathBuf::from("b"),
+            })
+            .collect();
+        let s = SplitSettings {
+            test_fraction: 0.3,
+            validation_fraction: 0.2,
+            seed: 4,
+        };
+        let (tr, va, te) = split_pairs(&pairs, &s);
+        assert_eq!(tr.len() + va.len() + te.len(), 30);
+        assert_eq!(te.len(), 9);
+        for p in &tr {
+            assert!(!va.contains(p) && !te.contains(p));
+        }
+        for p in &va {
+            assert!(!te.contains(p));
+        }
+    }
+}

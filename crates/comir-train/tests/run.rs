@@ -1,0 +1,190 @@
+//! Whole training runs on generated pairs written to disk: the model folder, validation,
+//! refusing bad settings, and resuming a stopped run to the same weights.
+//!
+//! Its own test binary because burn's weight RNG is process-wide: runs that must be
+//! bit-identical cannot share a process with other tests building networks at the same time.
+
+use std::path::Path;
+
+use comir_model::DenseUNetConfig;
+use comir_train::run::{train, RunPaths, Silent, TrainConfig};
+
+fn write_pairs(dir: &Path, n: u64, side: usize) {
+    for sub in ["A", "B"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    for i in 0..n {
+        let (a, b) = comir_testkit::phantom_pair(side, side, i);
+        comir_image::save_png(dir.join("A").join(format!("p{i}.png")), &a).expect("save");
+        comir_image::save_png(dir.join("B").join(format!("p{i}.png")), &b).expect("save");
+    }
+}
+
+fn tiny_config(steps: usize) -> TrainConfig {
+    let mut c = TrainConfig {
+        network: Some(DenseUNetConfig {
+            init_filters: 4,
+            down_blocks: vec![1, 1],
+            up_blocks: vec![1, 1],
+            bottleneck_layers: 1,
+            growth_rate: 4,
+            ..DenseUNetConfig::small(1)
+        }),
+        ..TrainConfig::default()
+    };
+    c.patches.size = 32;
+    c.schedule.steps = steps;
+    c.schedule.batch = 4;
+    c.schedule.checkpoint_every = 2;
+    c.schedule.validate_every = 2;
+    c.schedule.validation_batches = 1;
+    c.split.validation_fraction = 0.25;
+    c.split.test_fraction = 0.2;
+    c
+}
+
+fn paths(data: &Path, out: &Path) -> RunPaths {
+    RunPaths {
+        a: data.join("A"),
+        b: data.join("B"),
+        out: out.to_path_buf(),
+    }
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+    let data = tempfile::tempdir().expect("tmp");
+    write_pairs(data.path(), 10, 48);
+    let device = burn::tensor::Device::flex();
+
+    let whole = tempfile::tempdir().expect("tmp");
+    let full = train(
+        &tiny_config(6),
+        &paths(data.path(), whole.path()),
+        false,
+        &device,
+        &mut Silent,
+    )
+    .expect("uninterrupted run");
+    assert_eq!(full.steps, 6);
+    // 10 pairs: 2 held out for testing, 2 of the remaining 8 for validation.
+    assert_eq!(full.split.test.len(), 2);
+    assert_eq!(full.split.validation.len(), 2);
+    assert!(full.history.iter().any(|r| r.val_loss.is_some()));
+
+    // The same run stopped after 3 steps (its last checkpoint is at step 3, the end of that
+    // session), then resumed to 6.
+    let parts = tempfile::tempdir().expect("tmp");
+    let first = train(
+        &tiny_config(3),
+        &paths(data.path(), parts.path()),
+        false,
+        &device,
+        &mut Silent,
+    )
+    .expect("first part");
+    assert_eq!(first.steps, 3);
+    let second = train(
+        &tiny_config(6),
+        &paths(data.path(), parts.path()),
+        true,
+        &device,
+        &mut Silent,
+    )
+    .expect("resumed part");
+    assert_eq!((second.steps, second.steps_this_session), (6, 3));
+
+    let losses = |h: &[comir_train::run::HistoryRow]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&full.history), losses(&second.history));
+    // Same weights: both models give bit-identical representations (the weight files differ in
+    // their parameter ids, which are random per process).
+    let outputs = |dir: &Path| {
+        let m = comir_model::Model::load(dir, &device).expect("model loads");
+        let x = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(
+                (0..2 * 32 * 32)
+                    .map(|i| ((i * 37) % 101) as f32 / 101.0)
+                    .collect::<Vec<f32>>(),
+                [2, 1, 32, 32],
+            ),
+            &device,
+        );
+        let mut all: Vec<f32> = Vec::new();
+        for net in [&m.networks.a, &m.networks.b] {
+            let y: Vec<f32> = net
+                .forward(x.clone())
+                .representation
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            all.extend(y);
+        }
+        all
+    };
+    let (o1, o2) = (outputs(whole.path()), outputs(parts.path()));
+    assert!(
+        o1 == o2,
+        "resumed weights differ from the uninterrupted run's"
+    );
+
+    // The folder is a complete model: inference loads it.
+    let model = comir_model::Model::load(whole.path(), &device).expect("model loads");
+    assert_eq!(model.card.network_a.init_filters, 4);
+    assert_eq!(
+        model.card.training["split"]["test"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(2)
+    );
+    let history = std::fs::read_to_string(whole.path().join("history.csv")).expect("history");
+    assert_eq!(history.lines().count(), 7, "header + one row per step");
+
+    // Resuming with other settings is refused; so is a missing checkpoint.
+    let mut other = tiny_config(8);
+    other.train.tau = 0.1;
+    let e = train(
+        &other,
+        &paths(data.path(), parts.path()),
+        true,
+        &device,
+        &mut Silent,
+    )
+    .expect_err("changed settings");
+    assert!(e.to_string().contains("other settings"), "{e}");
+    let empty = tempfile::tempdir().expect("tmp");
+    let e = train(
+        &tiny_config(2),
+        &paths(data.path(), empty.path()),
+        true,
+        &device,
+        &mut Silent,
+    )
+    .expect_err("nothing to resume");
+    assert!(e.to_string().contains("checkpoint.bin"), "{e}");
+}
+
+#[test]
+fn bad_folders_and_settings_give_clear_errors() {
+    let device = burn::tensor::Device::flex();
+    let data = tempfile::tempdir().expect("tmp");
+    write_pairs(data.path(), 3, 40);
+    let out = tempfile::tempdir().expect("tmp");
+    let mut c = tiny_config(2);
+    c.schedule.batch = 0;
+    let e = train(
+        &c,
+        &paths(data.path(), out.path()),
+        false,
+        &device,
+        &mut Silent,
+    )
+    .expect_err("zero batch");
+    assert!(e.to_string().contains("batch"), "{e}");
+    let missing = RunPaths {
+        a: data.path().join("nope"),
+        b: data.path().join("B"),
+        out: out.path().to_path_buf(),
+    };
+    let e = train(&tiny_config(2), &missing, false, &device, &mut Silent).expect_err("missing");
+    assert!(e.to_string().contains("nope"), "{e}");
+}
