@@ -197,7 +197,8 @@ def main():
     except ImportError:
         fail("PyTorch is not installed for this Python "
              f"({sys.executable}); install it with "
-             "`pip install torch --index-url https://download.pytorch.org/whl/cpu`", code=3)
+             "`pip install torch --index-url https://download.pytorch.org/whl/cpu` "
+             "(or `pip install torch`), or run bench/train-step, which sets up bench/.venv", code=3)
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
