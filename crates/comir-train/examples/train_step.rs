@@ -103,6 +103,18 @@ fn json_mib(v: Option<f64>) -> String {
     v.map_or("null".to_string(), |m| format!("{m:.1}"))
 }
 
+/// CPU time (user + system, all threads) of this process in seconds, from `/proc/self/stat`
+/// (clock ticks of `USER_HZ` = 100 per second, Linux's fixed userspace unit).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
@@ -155,16 +167,19 @@ fn run(o: &Options) -> Result<String, String> {
     let batch = synthetic_batch(o.batch, o.size);
     let rss_before = json_mib(proc_status_mib("VmRSS"));
     let mut times = Vec::with_capacity(o.steps);
+    let mut cpu_times = Vec::with_capacity(o.steps);
     let mut losses = Vec::with_capacity(o.warmup + o.steps);
     for i in 0..o.warmup + o.steps {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let stats = trainer.step(&batch).map_err(|e| format!("step {i}: {e}"))?;
         let dt = t0.elapsed().as_secs_f64();
+        let cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
         let kind = if i < o.warmup { "warm-up" } else { "timed" };
         eprintln!("comir {kind} step {i}: {dt:.3} s, loss {:.5}", stats.loss);
         losses.push(stats.loss);
         if i >= o.warmup {
             times.push(dt);
+            cpu_times.extend(cpu);
         }
     }
     let list = |v: &[f64]| {
@@ -174,10 +189,16 @@ fn run(o: &Options) -> Result<String, String> {
             .join(", ")
     };
     let rss = json_mib(proc_status_mib("VmHWM"));
+    let cpu_median = if cpu_times.len() == times.len() {
+        format!("{:.3}", median(&cpu_times))
+    } else {
+        "null".to_string()
+    };
     Ok(format!(
         "{{\"impl\": \"comir\", \"version\": \"{}\", \"backend\": \"burn-flex\", \
          \"preset\": \"{}\", \"batch\": {}, \"size\": {}, \"threads\": {}, \"warmup\": {}, \
          \"steps\": {}, \"params\": {params}, \"median_s\": {:.6}, \"step_s\": [{}], \
+         \"cpu_median_s\": {cpu_median}, \
          \"losses\": [{}], \"rss_before_mib\": {rss_before}, \"peak_rss_mib\": {rss}}}",
         env!("CARGO_PKG_VERSION"),
         o.preset,
