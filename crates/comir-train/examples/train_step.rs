@@ -13,8 +13,9 @@
 //!
 //! `--threads N` sets `RAYON_NUM_THREADS` (burn's `flex` backend parallelises with rayon) before
 //! the first tensor operation. Progress goes to stderr; stdout gets a single JSON object with the
-//! median and every timed step in seconds, the peak resident memory (`VmHWM` of
-//! `/proc/self/status`, in MiB) and the trainable parameter count of one network.
+//! median and every timed step in seconds, the median CPU time per step (user + system, all
+//! threads), the resident memory before the first step and at its peak (`VmRSS` / `VmHWM` of
+//! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network.
 
 use comir_data::Batch;
 use comir_model::DenseUNetConfig;
