@@ -1,0 +1,237 @@
+//! Times CoMIR training steps of [`comir_train::Trainer`] on synthetic patches and prints one
+//! JSON line (the comir half of `bench/train-step`, which compares it with PyTorch).
+//!
+//! ```text
+//! cargo run --release -p comir-train --example train_step -- \
+//!     [--preset histology|small] [--batch 8] [--size 128] [--steps 5] [--warmup 1] [--threads 2]
+//! ```
+//!
+//! One step is what `Trainer::step` does with `TrainSettings::default()`: both networks
+//! (modality A and B) forward on C4-rotated patches, InfoNCE (mse critic, τ = 0.5), L1 + L2
+//! activation decay, one backward pass, and SGD (lr 1e-2, momentum 0.9, weight decay 1e-5) with
+//! gradient-norm clipping 1.0 for each network.
+//!
+//! `--threads N` sets `RAYON_NUM_THREADS` (burn's `flex` backend parallelises with rayon) before
+//! the first tensor operation. Progress goes to stderr; stdout gets a single JSON object with the
+//! median and every timed step in seconds, the median CPU time per step (user + system, all
+//! threads), the resident memory before the first step and at its peak (`VmRSS` / `VmHWM` of
+//! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network.
+
+use comir_data::Batch;
+use comir_model::DenseUNetConfig;
+use comir_train::{TrainSettings, Trainer};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Command-line options.
+struct Options {
+    preset: String,
+    batch: usize,
+    size: usize,
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+}
+
+const USAGE: &str = "usage: train_step [--preset histology|small] [--batch N] [--size S] \
+                     [--steps N] [--warmup N] [--threads N]";
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        preset: "histology".into(),
+        batch: 8,
+        size: 128,
+        steps: 5,
+        warmup: 1,
+        threads: 2,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.into());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("{flag} needs a non-negative integer, got {value:?}"))
+        };
+        match flag.as_str() {
+            "--preset" => o.preset = value.clone(),
+            "--batch" => o.batch = number()?,
+            "--size" => o.size = number()?,
+            "--steps" => o.steps = number()?,
+            "--warmup" => o.warmup = number()?,
+            "--threads" => o.threads = number()?,
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    if o.batch < 2 {
+        return Err("--batch must be at least 2 (InfoNCE needs negatives)".into());
+    }
+    if o.steps == 0 || o.threads == 0 {
+        return Err("--steps and --threads must be positive".into());
+    }
+    Ok(o)
+}
+
+/// The network configuration of a preset name (one input channel, D = 1).
+fn preset(name: &str) -> Result<DenseUNetConfig, String> {
+    match name {
+        "histology" => Ok(DenseUNetConfig::histology(1)),
+        "small" => Ok(DenseUNetConfig::small(1)),
+        _ => Err(format!(
+            "unknown preset {name:?} (histology or small)\n{USAGE}"
+        )),
+    }
+}
+
+/// A memory field of `/proc/self/status` in MiB (`VmHWM`: peak resident set, `VmRSS`: current),
+/// if `/proc` is there.
+fn proc_status_mib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A MiB value as JSON (`null` when unknown).
+fn json_mib(v: Option<f64>) -> String {
+    v.map_or("null".to_string(), |m| format!("{m:.1}"))
+}
+
+/// CPU time (user + system, all threads) of this process in seconds, from `/proc/self/stat`
+/// (clock ticks of `USER_HZ` = 100 per second, Linux's fixed userspace unit).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Deterministic, image-like patch pairs in [0, 1] (B is an inverted, shifted copy of A).
+fn synthetic_batch(n: usize, size: usize) -> Batch {
+    let mut a = Vec::with_capacity(n * size * size);
+    for k in 0..n {
+        for y in 0..size {
+            for x in 0..size {
+                let (fx, fy) = (x as f32 / size as f32, y as f32 / size as f32);
+                let v = 0.5
+                    + 0.25 * (6.0 * fx + k as f32).sin() * (4.0 * fy).cos()
+                    + 0.2 * (((x * 7919 + y * 104_729 + k * 31) % 101) as f32 / 101.0 - 0.5);
+                a.push(v.clamp(0.0, 1.0));
+            }
+        }
+    }
+    let b = a.iter().map(|v| 1.0 - v * v).collect();
+    Batch {
+        n,
+        size,
+        channels_a: 1,
+        channels_b: 1,
+        a,
+        b,
+    }
+}
+
+fn run(o: &Options) -> Result<String, String> {
+    let cfg = preset(&o.preset)?;
+    if o.size % cfg.required_multiple() != 0 {
+        return Err(format!(
+            "--size must be a multiple of {} for the {} preset",
+            cfg.required_multiple(),
+            o.preset
+        ));
+    }
+    let device = burn::tensor::Device::flex();
+    let mut trainer = Trainer::new(&cfg, &cfg, TrainSettings::default(), &device)
+        .map_err(|e| format!("cannot build the trainer: {e}"))?;
+    let params = trainer.networks().0.num_trainable_params();
+    let batch = synthetic_batch(o.batch, o.size);
+    let rss_before = json_mib(proc_status_mib("VmRSS"));
+    let mut times = Vec::with_capacity(o.steps);
+    let mut cpu_times = Vec::with_capacity(o.steps);
+    let mut losses = Vec::with_capacity(o.warmup + o.steps);
+    for i in 0..o.warmup + o.steps {
+        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let stats = trainer.step(&batch).map_err(|e| format!("step {i}: {e}"))?;
+        let dt = t0.elapsed().as_secs_f64();
+        let cpu = c0.zip(cpu_seconds()).map(|(a, b)| b - a);
+        let kind = if i < o.warmup { "warm-up" } else { "timed" };
+        eprintln!("comir {kind} step {i}: {dt:.3} s, loss {:.5}", stats.loss);
+        losses.push(stats.loss);
+        if i >= o.warmup {
+            times.push(dt);
+            cpu_times.extend(cpu);
+        }
+    }
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.6}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rss = json_mib(proc_status_mib("VmHWM"));
+    let cpu_median = if cpu_times.len() == times.len() {
+        format!("{:.3}", median(&cpu_times))
+    } else {
+        "null".to_string()
+    };
+    Ok(format!(
+        "{{\"impl\": \"comir\", \"version\": \"{}\", \"backend\": \"burn-flex\", \
+         \"preset\": \"{}\", \"batch\": {}, \"size\": {}, \"threads\": {}, \"warmup\": {}, \
+         \"steps\": {}, \"params\": {params}, \"median_s\": {:.6}, \"step_s\": [{}], \
+         \"cpu_median_s\": {cpu_median}, \
+         \"losses\": [{}], \"rss_before_mib\": {rss_before}, \"peak_rss_mib\": {rss}}}",
+        env!("CARGO_PKG_VERSION"),
+        o.preset,
+        o.batch,
+        o.size,
+        o.threads,
+        o.warmup,
+        o.steps,
+        median(&times),
+        list(&times),
+        list(&losses),
+    ))
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Must happen before rayon's global pool is first used (the first parallel tensor op).
+    std::env::set_var("RAYON_NUM_THREADS", options.threads.to_string());
+    match run(&options) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("train_step: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
