@@ -5,6 +5,7 @@
 //! line, and the process exits with status 2.
 
 mod commands;
+mod device;
 mod methods;
 mod progress;
 mod representation;

@@ -14,9 +14,9 @@ pub struct ModelPrep {
 }
 
 impl ModelPrep {
-    /// Loads a model folder on the CPU.
-    pub fn load(dir: &Path, fixed_modality: Modality) -> Result<ModelPrep> {
-        let device = burn::tensor::Device::flex();
+    /// Loads a model folder onto `device`.
+    pub fn load(dir: &Path, fixed_modality: Modality, device: &str) -> Result<ModelPrep> {
+        let device = crate::device::select(device)?;
         let representer = Representer::load(dir, &device)?;
         Ok(ModelPrep {
             representer,

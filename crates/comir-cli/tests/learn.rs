@@ -182,6 +182,26 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     );
     assert_eq!(data.iter().filter(|l| l.contains(",mi,")).count(), 2);
 
+    // A GPU device in a CPU-only build.
+    if !cfg!(feature = "wgpu") {
+        clean_error(
+            &comir(&[
+                "represent",
+                "--model",
+                s(&model),
+                "--modality",
+                "a",
+                "--input",
+                s(&d.join("A/p0.png")),
+                "--out",
+                s(&tif),
+                "--device",
+                "wgpu",
+            ]),
+            "--features wgpu",
+        );
+    }
+
     // Bad model folders.
     clean_error(
         &comir(&[

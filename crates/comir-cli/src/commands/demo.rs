@@ -59,6 +59,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         model: None,
         fixed_modality: comir_represent::Modality::A,
         raw_method: Vec::new(),
+        device: "cpu".into(),
     };
     println!(
         "comir demo: registering T2 to T1 MR slices from {} (MultiRegEval protocol, raw images)",

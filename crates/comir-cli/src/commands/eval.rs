@@ -56,6 +56,9 @@ pub struct EvalArgs {
     /// Which modality the fixed image is (the moving one is the other).
     #[arg(long, default_value = "a")]
     pub fixed_modality: Modality,
+    /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Method(s) run on the raw images in the same run, for comparison (with --model).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub raw_method: Vec<MethodName>,
@@ -143,7 +146,7 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     let model = args
         .model
         .as_deref()
-        .map(|dir| ModelPrep::load(dir, args.fixed_modality))
+        .map(|dir| ModelPrep::load(dir, args.fixed_modality, &args.device))
         .transpose()?;
     let mut pairs = find_pairs(&args.pairs)?;
     if let Some(m) = &model {

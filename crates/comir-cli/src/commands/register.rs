@@ -50,6 +50,9 @@ pub struct RegisterArgs {
     /// Which modality the fixed image is (the moving one is the other); with --model.
     #[arg(long, default_value = "a")]
     fixed_modality: Modality,
+    /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Runs `comir register`.
@@ -61,7 +64,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
     let model = args
         .model
         .as_deref()
-        .map(|dir| ModelPrep::load(dir, args.fixed_modality))
+        .map(|dir| ModelPrep::load(dir, args.fixed_modality, &args.device))
         .transpose()?;
     let start = Instant::now();
     let (fixed, moving) = match &model {

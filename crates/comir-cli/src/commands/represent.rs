@@ -28,6 +28,9 @@ pub struct RepresentArgs {
     /// Output image: .tif (float) or .png (8-bit sigmoid).
     #[arg(long)]
     pub out: PathBuf,
+    /// Compute device: cpu (default), wgpu or cuda (GPU builds only).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Largest tile side in pixels (memory bound); larger images are tiled.
     #[arg(long, default_value_t = 640)]
     pub max_tile: usize,
@@ -47,7 +50,7 @@ pub fn run(args: RepresentArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let device = burn::tensor::Device::flex();
+    let device = crate::device::select(&args.device)?;
     let mut r = Representer::load(&args.model, &device)?;
     r.max_tile = args.max_tile;
     let img = comir_image::load(&args.input)?;

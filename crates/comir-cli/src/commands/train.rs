@@ -53,6 +53,9 @@ pub struct TrainArgs {
     /// Fraction of pairs held out as a test set (recorded in model.json; eval skips the rest).
     #[arg(long)]
     pub test_fraction: Option<f64>,
+    /// Compute device: cpu (default), wgpu or cuda (GPU builds only).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Continue a killed run from the model folder's checkpoint (--steps may extend it).
     #[arg(long)]
     pub resume: bool,
@@ -133,7 +136,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         pb: progress::bar(config.schedule.steps as u64, "train"),
         last_val: None,
     };
-    let device = burn::tensor::Device::flex();
+    let device = crate::device::select(&args.device)?;
     let summary = train(&config, &paths, args.resume, &device, &mut bar)?;
     bar.pb.finish_and_clear();
     let last = summary.history.last();
