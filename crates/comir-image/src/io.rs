@@ -174,14 +174,31 @@ fn load_tiff(path: &Path) -> Result<Image, Error> {
 /// [`Error::Io`] naming `path`.
 pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
     let path = path.as_ref();
+    write_file_atomically(path, bytes).map_err(|e| io_err(path, e))
+}
+
+/// The one place where comir writes a file: a temporary file in the same folder, flushed to
+/// disk, then renamed over `path`, so that a crash at any moment leaves the old file or the new
+/// one, never a torn one. The file gets the usual `rw-r--r--` permissions (a bare temporary file
+/// would be private to its owner).
+///
+/// # Errors
+/// What the operating system says.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -258,6 +275,23 @@ mod tests {
 
     fn ramp() -> Image {
         Image::from_fn(7, 5, |x, y| (x + 7 * y) as f32 / 34.0)
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_file_and_are_readable_by_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("out.csv");
+        write_atomically(&p, b"old").expect("write");
+        write_atomically(&p, b"new").expect("rewrite");
+        assert_eq!(std::fs::read(&p).expect("read"), b"new");
+        // Only the target is left: no temporary files behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644);
+        }
     }
 
     #[test]

@@ -187,19 +187,10 @@ impl TransformRecord {
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write;
-    let io = |source| Error::Io {
+    comir_image::io::write_file_atomically(path, text.as_bytes()).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// Writes a record as pretty JSON (atomically: temporary file, then rename).
