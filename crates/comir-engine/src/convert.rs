@@ -85,7 +85,9 @@ impl FastDenseUNet {
             path: Vec::new(),
             out: HashMap::new(),
         };
-        net.visit(&mut collect);
+        // `valid()` syncs the running statistics (burn keeps per-thread pending updates that a
+        // plain visit would miss: the values would lag one step behind).
+        net.valid().visit(&mut collect);
         let total = engine.specs.len() + engine.running_specs.len();
         if collect.out.len() != total {
             return Err(Error::Convert(format!(
