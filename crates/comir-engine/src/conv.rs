@@ -146,6 +146,7 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Fills the zero-padded band for output rows `y0 .. y0 + rows` (plane stride `ps`).
+#[allow(clippy::too_many_arguments)]
 fn fill_band(
     src: &dyn RowSource,
     cin: usize,

@@ -10,10 +10,13 @@ use comir_model::{DenseUNet, DenseUNetConfig};
 use crate::net::FastDenseUNet;
 use crate::Error;
 
+/// Shape and values (or the read error) of one tensor.
+type Collected = (Vec<usize>, Result<Vec<f32>, String>);
+
 /// Collects every float tensor of a module under its path.
 struct Collect {
     path: Vec<String>,
-    out: HashMap<String, (Vec<usize>, Result<Vec<f32>, String>)>,
+    out: HashMap<String, Collected>,
 }
 
 impl ModuleVisitor for Collect {

@@ -759,6 +759,7 @@ fn bn_conv_backward(
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn block_backward(
     params: &[f32],
     grads: &mut [f32],

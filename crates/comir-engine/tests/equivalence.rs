@@ -230,9 +230,7 @@ fn dropout_and_bad_inputs_are_refused() {
     assert!(engine
         .forward_train(&vec![0.0; 2 * 15 * 15], 1, 15, 15, &mut ws)
         .is_err());
-    assert!(engine
-        .forward_train(&vec![0.0; 5], 1, 16, 16, &mut ws)
-        .is_err());
+    assert!(engine.forward_train(&[0.0; 5], 1, 16, 16, &mut ws).is_err());
     let mut grads = Vec::new();
     assert!(engine
         .backward(&mut ws, &[0.0; 4], None, &mut grads)
