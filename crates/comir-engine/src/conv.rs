@@ -9,6 +9,7 @@
 //! dropped. Bands keep the working set in L2 and bound the scratch memory for large images.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -77,6 +78,17 @@ impl RowSource for Upsample<'_> {
     }
 }
 
+/// Target size of a padded input band (bytes); see [`set_band_bytes`].
+static BAND_BYTES: AtomicUsize = AtomicUsize::new(384 * 1024);
+
+/// Sets the target size in bytes of the padded input band a convolution works on (default
+/// 384 KiB, about what stays in a 512 KiB–1 MiB L2 cache next to the other operands; at least
+/// two image rows are always used). A tuning knob: results do not depend on it beyond f32
+/// rounding. Global for the process.
+pub fn set_band_bytes(bytes: usize) {
+    BAND_BYTES.store(bytes.max(1), Ordering::Relaxed);
+}
+
 /// Geometry of a convolution.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvShape {
@@ -112,9 +124,10 @@ impl ConvShape {
 
     /// Rows per band: keeps the padded input band near `BAND_BYTES`.
     fn band_rows(&self) -> usize {
-        const BAND_BYTES: usize = 384 * 1024;
         let per_row = self.cin.max(self.cout * self.k * self.k) * (self.w + 2) * 4;
-        (BAND_BYTES / per_row).clamp(2, self.h.max(2)).min(self.h)
+        (BAND_BYTES.load(Ordering::Relaxed) / per_row)
+            .clamp(2, self.h.max(2))
+            .min(self.h)
     }
 
     fn bands(&self) -> Vec<(usize, usize)> {

@@ -33,6 +33,7 @@ mod engine;
 mod net;
 pub mod optim;
 
+pub use conv::set_band_bytes;
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
 

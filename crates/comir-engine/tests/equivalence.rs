@@ -16,6 +16,12 @@ use comir_model::{DenseUNet, DenseUNetConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Tiny bands so that the tests cross band boundaries (3 rows of 16 at the top level, so
+/// the last band is shorter; 5 + 3 rows one level down).
+fn small_bands() {
+    comir_engine::set_band_bytes(6 * 1024);
+}
+
 /// Two levels, odd channel counts, compression < 1, D = 2.
 fn tiny() -> DenseUNetConfig {
     DenseUNetConfig {
@@ -38,6 +44,7 @@ fn rand_vec(rng: &mut ChaCha8Rng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
 /// A burn network (autodiff device) and the engine, both with random weights, random BN
 /// affine parameters and random running statistics.
 fn pair(seed: u64) -> (DenseUNet, FastDenseUNet, Device) {
+    small_bands();
     let device = Device::flex().autodiff();
     device.seed(seed);
     let cfg = tiny();
@@ -334,6 +341,7 @@ fn parameter_gradients_match_burn_autodiff() {
 
 #[test]
 fn gradients_match_finite_differences() {
+    small_bands();
     let cfg = tiny();
     let mut engine = FastDenseUNet::new(&cfg, 7).expect("engine");
     let x = input(8, &cfg);
