@@ -14,7 +14,8 @@
 //!
 //! and [`optim`] provides SGD (momentum, dampening, weight decay) and Adam with burn's
 //! semantics, plus total-norm (PyTorch `clip_grad_norm_`) and burn's per-parameter norm
-//! gradient clipping.
+//! gradient clipping. [`FastTrainer`] runs `comir_train::Trainer`'s step on two engine
+//! networks (the loss and its gradient w.r.t. the representations still come from burn).
 //!
 //! # Why it is fast
 //!
@@ -32,10 +33,12 @@ mod convert;
 mod engine;
 mod net;
 pub mod optim;
+mod trainer;
 
 pub use conv::set_band_bytes;
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
+pub use trainer::{Clipping, FastTrainer};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
