@@ -1,0 +1,479 @@
+//! Convolution kernels (1×1 and 3×3, stride 1, "same" zero padding) on one sample, in row
+//! bands.
+//!
+//! A band of `R` output rows is computed from a zero-padded copy of the `R + 2` input rows
+//! around it (`[cin][(R+2)·(W+2) + 2]`, filled by a [`RowSource`] that can fuse batch norm +
+//! ReLU or nearest upsampling into the copy). On the padded grid every tap of the kernel is a
+//! constant offset, so the convolution is a sum of plain matrix products (one per tap, no
+//! im2col); outputs are computed for all `W + 2` grid columns and the two junk columns
+//! dropped. Bands keep the working set in L2 and bound the scratch memory for large images.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+/// Writes rows of one input channel of a convolution.
+pub(crate) trait RowSource: Sync {
+    /// Writes image row `y` of input channel `c` (`dst.len()` = image width).
+    fn row(&self, c: usize, y: usize, dst: &mut [f32]);
+}
+
+/// Receives rows of the gradient w.r.t. a convolution's input.
+pub(crate) trait RowSink {
+    /// Gradient of image row `y` of input channel `c`.
+    fn row(&mut self, c: usize, y: usize, grad: &[f32]);
+}
+
+/// Plain copy of `[c][h·w]` planes.
+pub(crate) struct Plain<'a> {
+    pub x: &'a [f32],
+    pub hw: usize,
+    pub w: usize,
+}
+
+impl RowSource for Plain<'_> {
+    fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
+        let s = c * self.hw + y * self.w;
+        dst.copy_from_slice(&self.x[s..s + self.w]);
+    }
+}
+
+/// `relu(a_c · x + b_c)`: batch norm folded into a per-channel affine map, then ReLU.
+pub(crate) struct BnRelu<'a> {
+    pub x: &'a [f32],
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub hw: usize,
+    pub w: usize,
+}
+
+impl RowSource for BnRelu<'_> {
+    fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
+        let s = c * self.hw + y * self.w;
+        let (a, b) = (self.a[c], self.b[c]);
+        for (d, &v) in dst.iter_mut().zip(&self.x[s..s + self.w]) {
+            *d = (a * v + b).max(0.0);
+        }
+    }
+}
+
+/// Nearest ×2 upsampling of `[c][(h/2)·(w/2)]` planes (`w` is the upsampled width).
+pub(crate) struct Upsample<'a> {
+    pub x: &'a [f32],
+    pub hw_low: usize,
+    pub w: usize,
+}
+
+impl RowSource for Upsample<'_> {
+    fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
+        let wl = self.w / 2;
+        let s = c * self.hw_low + (y / 2) * wl;
+        let src = &self.x[s..s + wl];
+        for (pair, &v) in dst.chunks_exact_mut(2).zip(src) {
+            pair[0] = v;
+            pair[1] = v;
+        }
+    }
+}
+
+/// Target size of a padded input band (bytes); see [`set_band_bytes`].
+static BAND_BYTES: AtomicUsize = AtomicUsize::new(384 * 1024);
+
+/// Sets the target size in bytes of the padded input band a convolution works on (default
+/// 384 KiB, about what stays in a 512 KiB–1 MiB L2 cache next to the other operands; at least
+/// two image rows are always used). A tuning knob: results do not depend on it beyond f32
+/// rounding. Global for the process.
+pub fn set_band_bytes(bytes: usize) {
+    BAND_BYTES.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// Geometry of a convolution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvShape {
+    pub cin: usize,
+    pub cout: usize,
+    /// Kernel size, 1 or 3.
+    pub k: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+const TAPS3: [(usize, usize); 9] = [
+    (0, 0),
+    (0, 1),
+    (0, 2),
+    (1, 0),
+    (1, 1),
+    (1, 2),
+    (2, 0),
+    (2, 1),
+    (2, 2),
+];
+const TAPS1: [(usize, usize); 1] = [(1, 1)];
+
+impl ConvShape {
+    fn taps(&self) -> &'static [(usize, usize)] {
+        if self.k == 3 {
+            &TAPS3
+        } else {
+            &TAPS1
+        }
+    }
+
+    /// Rows per band: keeps the padded input band near `BAND_BYTES`.
+    fn band_rows(&self) -> usize {
+        let per_row = self.cin.max(self.cout * self.k * self.k) * (self.w + 2) * 4;
+        (BAND_BYTES.load(Ordering::Relaxed) / per_row)
+            .clamp(2, self.h.max(2))
+            .min(self.h)
+    }
+
+    fn bands(&self) -> Vec<(usize, usize)> {
+        let r = self.band_rows();
+        (0..self.h)
+            .step_by(r)
+            .map(|y0| (y0, r.min(self.h - y0)))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+thread_local! {
+    // Per-thread scratch reused across layers and steps (no page faults in the hot loop).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// Fills the zero-padded band for output rows `y0 .. y0 + rows` (plane stride `ps`).
+#[allow(clippy::too_many_arguments)]
+fn fill_band(
+    src: &dyn RowSource,
+    cin: usize,
+    h: usize,
+    w: usize,
+    y0: usize,
+    rows: usize,
+    xp: &mut [f32],
+    ps: usize,
+) {
+    let wp = w + 2;
+    for c in 0..cin {
+        let plane = &mut xp[c * ps..(c + 1) * ps];
+        for r in 0..rows + 2 {
+            let row = &mut plane[r * wp..(r + 1) * wp];
+            let y = (y0 + r).wrapping_sub(1);
+            if y >= h {
+                row.fill(0.0);
+            } else {
+                row[0] = 0.0;
+                row[wp - 1] = 0.0;
+                src.row(c, y, &mut row[1..=w]);
+            }
+        }
+        plane[(rows + 2) * wp..].fill(0.0);
+    }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, all row-major with the given row / column strides.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+    rhs_cs: isize,
+) {
+    gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs,
+        dst_rs,
+        accumulate,
+        lhs,
+        lhs_cs,
+        lhs_rs,
+        rhs,
+        rhs_cs,
+        rhs_rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    );
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint rows of one output from parallel band tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    // A method (not a field access) so closures capture the whole Send + Sync wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Forward convolution of one sample: `out[cout][h·w] = conv(src) (+ bias) (→ ReLU)`.
+/// `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_forward(
+    s: ConvShape,
+    src: &dyn RowSource,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    parallel: bool,
+) {
+    assert_eq!(out.len(), s.cout * s.h * s.w, "conv_forward: output size");
+    assert_eq!(
+        weight.len(),
+        s.cout * s.cin * s.k * s.k,
+        "conv_forward: weight size"
+    );
+    let ptr = SendPtr(out.as_mut_ptr());
+    let band = |(y0, rows): (usize, usize)| {
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let Scratch { a, b, .. } = &mut *scratch;
+            let wp = s.w + 2;
+            let ps = (rows + 2) * wp + 2;
+            let q = rows * wp;
+            let xp = grow(a, s.cin * ps);
+            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
+            let og = grow(b, s.cout * q);
+            let kk = s.k * s.k;
+            for (t, &(ky, kx)) in s.taps().iter().enumerate() {
+                let off = ky * wp + kx;
+                // SAFETY: og is cout×q; weight tap t of row co at co·cin·kk + ci·kk + t;
+                // the shifted band reads stay inside the plane (2 slack elements).
+                unsafe {
+                    matmul(
+                        s.cout,
+                        q,
+                        s.cin,
+                        og.as_mut_ptr(),
+                        q as isize,
+                        1,
+                        t > 0,
+                        weight.as_ptr().add(t),
+                        (s.cin * kk) as isize,
+                        kk as isize,
+                        xp.as_ptr().add(off),
+                        ps as isize,
+                        1,
+                    );
+                }
+            }
+            let hw = s.h * s.w;
+            for co in 0..s.cout {
+                let bco = bias.map_or(0.0, |b| b[co]);
+                for r in 0..rows {
+                    let g = &og[co * q + r * wp..co * q + r * wp + s.w];
+                    // SAFETY: row y0 + r of channel co belongs to this band only.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(ptr.get().add(co * hw + (y0 + r) * s.w), s.w)
+                    };
+                    if relu {
+                        for (o, &g) in o.iter_mut().zip(g) {
+                            *o = (g + bco).max(0.0);
+                        }
+                    } else {
+                        for (o, &g) in o.iter_mut().zip(g) {
+                            *o = g + bco;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let bands = s.bands();
+    if parallel && bands.len() > 1 {
+        bands.into_par_iter().for_each(band);
+    } else {
+        bands.into_iter().for_each(band);
+    }
+}
+
+/// Weights rearranged for the input gradient: `wt[ci][t·cout + co] = w[co][ci][t]`.
+pub(crate) fn transpose_weight(s: ConvShape, weight: &[f32]) -> Vec<f32> {
+    let kk = s.k * s.k;
+    let mut wt = vec![0.0; s.cin * kk * s.cout];
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            for t in 0..kk {
+                wt[ci * kk * s.cout + t * s.cout + co] = weight[(co * s.cin + ci) * kk + t];
+            }
+        }
+    }
+    wt
+}
+
+/// Backward of [`conv_forward`] (without the ReLU: `dout` is the gradient w.r.t. the
+/// pre-bias-added output, already masked by the caller) for one sample.
+///
+/// Accumulates the weight gradient into `dw` (layout `[t][cout][cin]`, tap-major) and the
+/// bias gradient into `db`; passes the input gradient row by row to `sink` (`wt` from
+/// [`transpose_weight`] is then required).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward(
+    s: ConvShape,
+    src: &dyn RowSource,
+    wt: Option<&[f32]>,
+    dout: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    mut sink: Option<&mut dyn RowSink>,
+) {
+    let hw = s.h * s.w;
+    let kk = s.k * s.k;
+    assert_eq!(dout.len(), s.cout * hw, "conv_backward: gradient size");
+    assert_eq!(dw.len(), kk * s.cout * s.cin, "conv_backward: dw size");
+    if let Some(db) = db {
+        for (co, d) in db.iter_mut().enumerate() {
+            *d += dout[co * hw..(co + 1) * hw].iter().sum::<f32>();
+        }
+    }
+    let wp = s.w + 2;
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let Scratch { a, b, c } = &mut *scratch;
+        for (y0, rows) in s.bands() {
+            let ps = (rows + 2) * wp + 2;
+            let q = rows * wp;
+            let xp = grow(a, s.cin * ps);
+            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
+            // Output gradient on the grid, junk columns zero (they must not reach dw).
+            let og = grow(b, s.cout * q);
+            for co in 0..s.cout {
+                for r in 0..rows {
+                    let g = &mut og[co * q + r * wp..co * q + (r + 1) * wp];
+                    let d = co * hw + (y0 + r) * s.w;
+                    g[..s.w].copy_from_slice(&dout[d..d + s.w]);
+                    g[s.w..].fill(0.0);
+                }
+            }
+            for (t, &(ky, kx)) in s.taps().iter().enumerate() {
+                let off = ky * wp + kx;
+                // SAFETY: dw tap block is cout×cin; rhs element (q, ci) at xp[ci·ps + q + off].
+                unsafe {
+                    matmul(
+                        s.cout,
+                        s.cin,
+                        q,
+                        dw.as_mut_ptr().add(t * s.cout * s.cin),
+                        s.cin as isize,
+                        1,
+                        true,
+                        og.as_ptr(),
+                        q as isize,
+                        1,
+                        xp.as_ptr().add(off),
+                        1,
+                        ps as isize,
+                    );
+                }
+            }
+            let (Some(sink), Some(wt)) = (sink.as_deref_mut(), wt) else {
+                continue;
+            };
+            // Padded output gradient rows y0 − 1 .. y0 + rows (zero outside the image).
+            let dps = (rows + 2) * wp + 2;
+            let dp = grow(b, s.cout * q.max(dps));
+            for co in 0..s.cout {
+                let plane = &mut dp[co * dps..(co + 1) * dps];
+                for r in 0..rows + 2 {
+                    let row = &mut plane[r * wp..(r + 1) * wp];
+                    let y = (y0 + r).wrapping_sub(1);
+                    if y >= s.h {
+                        row.fill(0.0);
+                    } else {
+                        row[0] = 0.0;
+                        row[wp - 1] = 0.0;
+                        let d = co * hw + y * s.w;
+                        row[1..=s.w].copy_from_slice(&dout[d..d + s.w]);
+                    }
+                }
+                plane[(rows + 2) * wp..].fill(0.0);
+            }
+            // col[t·cout + co][q] = dp[co][q + (2−ky)·wp + (2−kx)]  (flipped taps).
+            let kc = kk * s.cout;
+            let (col, da) = {
+                let buf = grow(c, kc * q + s.cin * q);
+                buf.split_at_mut(kc * q)
+            };
+            for (t, &(ky, kx)) in s.taps().iter().enumerate() {
+                let off = (2 - ky) * wp + (2 - kx);
+                for co in 0..s.cout {
+                    col[(t * s.cout + co) * q..(t * s.cout + co + 1) * q]
+                        .copy_from_slice(&dp[co * dps + off..co * dps + off + q]);
+                }
+            }
+            // SAFETY: da is cin×q, wt is cin×kc, col is kc×q.
+            unsafe {
+                matmul(
+                    s.cin,
+                    q,
+                    kc,
+                    da.as_mut_ptr(),
+                    q as isize,
+                    1,
+                    false,
+                    wt.as_ptr(),
+                    kc as isize,
+                    1,
+                    col.as_ptr(),
+                    q as isize,
+                    1,
+                );
+            }
+            for ci in 0..s.cin {
+                for r in 0..rows {
+                    let o = ci * q + r * wp;
+                    sink.row(ci, y0 + r, &da[o..o + s.w]);
+                }
+            }
+        }
+    });
+}
+
+/// Adds `[t][cout][cin]` tap-major weight gradients into a `[cout][cin][t]` buffer.
+pub(crate) fn add_tap_major(s: ConvShape, src: &[f32], dst: &mut [f32]) {
+    let kk = s.k * s.k;
+    for t in 0..kk {
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                dst[(co * s.cin + ci) * kk + t] += src[(t * s.cout + co) * s.cin + ci];
+            }
+        }
+    }
+}

@@ -1,0 +1,1105 @@
+//! Forward (training and inference mode) and backward passes of [`FastDenseUNet`].
+//!
+//! Activations are `[N][C][H·W]` per level. A dense block owns one buffer holding its input
+//! and every new layer's output (channels appended in place: no concatenation copies), and
+//! the batch statistics of each channel are computed once, when the channel is written, and
+//! shared by all batch norms that read it (they see the same data; only γ and β differ).
+//! Batch norm + ReLU are folded into the convolutions' input copy; the backward recomputes
+//! them from the cached block buffers instead of storing normalised activations.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::conv::{
+    add_tap_major, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape, Plain,
+    RowSink, Upsample,
+};
+use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
+use crate::Error;
+
+/// Activations of one dense block (or other cached tensor) with per-channel batch statistics.
+#[derive(Debug, Default, Clone)]
+struct Act {
+    c: usize,
+    hw: usize,
+    data: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+}
+
+impl Act {
+    fn reset(&mut self, n: usize, c: usize, hw: usize) {
+        self.c = c;
+        self.hw = hw;
+        // Reuse the allocation across steps; the contents are overwritten by the forward.
+        self.data.resize(n * c * hw, 0.0);
+        self.mean.resize(c, 0.0);
+        self.var.resize(c, 1.0);
+    }
+
+    fn stride(&self) -> usize {
+        self.c * self.hw
+    }
+}
+
+/// Buffers of a training forward pass (activations and batch statistics the backward needs)
+/// and of the backward pass (activation gradients). Reuse one workspace across steps: its
+/// buffers keep their allocations.
+#[derive(Debug, Default, Clone)]
+pub struct Workspace {
+    n: usize,
+    h: usize,
+    w: usize,
+    ready: bool,
+    bott_start: usize,
+    input: Vec<f32>,
+    down: Vec<Act>,
+    td: Vec<Vec<f32>>,
+    bott: Act,
+    up: Vec<Act>,
+    repr: Vec<f32>,
+    g_down: Vec<Vec<f32>>,
+    g_bott: Vec<f32>,
+    g_up: Vec<Vec<f32>>,
+    gy: Vec<f32>,
+    dtd: Vec<f32>,
+}
+
+impl Workspace {
+    /// An empty workspace (buffers are allocated by the first forward).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `[N, H, W]` of the last forward.
+    pub fn dims(&self) -> [usize; 3] {
+        [self.n, self.h, self.w]
+    }
+
+    /// The representation of the last forward, `[N][D][H·W]`.
+    pub fn representation(&self) -> &[f32] {
+        &self.repr
+    }
+
+    /// A copy of the bottleneck features of the last forward, `[N][C_b][h·w]` with
+    /// `h = H / 2^depth`.
+    pub fn bottleneck(&self) -> Vec<f32> {
+        bottleneck_of(&self.bott, self.n, self.bott_start)
+    }
+}
+
+fn bottleneck_of(bott: &Act, n: usize, start: usize) -> Vec<f32> {
+    let stride = bott.stride();
+    let mut out = Vec::with_capacity(n * (bott.c - start) * bott.hw);
+    for i in 0..n {
+        out.extend_from_slice(&bott.data[i * stride + start * bott.hw..(i + 1) * stride]);
+    }
+    out
+}
+
+/// Output of [`FastDenseUNet::forward_inference`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The representation, `[N][D][H·W]`.
+    pub representation: Vec<f32>,
+    /// The bottleneck features, `[N][C_b][h·w]`, `h = H / 2^depth`.
+    pub bottleneck: Vec<f32>,
+}
+
+/// Per-channel mean and biased variance over the batch of channels `cs` (f64 sums).
+fn channel_stats(act: &mut Act, n: usize, cs: Range<usize>) {
+    let (c_total, hw) = (act.c, act.hw);
+    let data = &act.data;
+    let stats: Vec<(f32, f32)> = cs
+        .clone()
+        .into_par_iter()
+        .map(|c| {
+            let planes = (0..n).map(|i| &data[(i * c_total + c) * hw..(i * c_total + c + 1) * hw]);
+            let count = (n * hw) as f64;
+            let mut s = 0.0f64;
+            for p in planes.clone() {
+                s += p.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let m = s / count;
+            let mut v = 0.0f64;
+            for p in planes {
+                v += p
+                    .iter()
+                    .map(|&x| (x as f64 - m) * (x as f64 - m))
+                    .sum::<f64>();
+            }
+            (m as f32, (v / count) as f32)
+        })
+        .collect();
+    for (c, (m, v)) in cs.zip(stats) {
+        act.mean[c] = m;
+        act.var[c] = v;
+    }
+}
+
+/// Folds a batch norm into `relu(a·x + b)`: batch statistics (and a running-statistics
+/// update, as burn does in training) or running statistics.
+#[allow(clippy::too_many_arguments)]
+fn bn_affine(
+    params: &[f32],
+    running: &mut [f32],
+    bn: BnP,
+    mean: &[f32],
+    var: &[f32],
+    train: bool,
+    momentum: f32,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let c = bn.c;
+    let gamma = &params[bn.gamma..bn.gamma + c];
+    let beta = &params[bn.beta..bn.beta + c];
+    let (m, v): (Vec<f32>, Vec<f32>) = if train {
+        for k in 0..c {
+            let rm = &mut running[bn.mean + k];
+            *rm = *rm * (1.0 - momentum) + mean[k] * momentum;
+            let rv = &mut running[bn.var + k];
+            *rv = *rv * (1.0 - momentum) + var[k] * momentum;
+        }
+        (mean[..c].to_vec(), var[..c].to_vec())
+    } else {
+        (
+            running[bn.mean..bn.mean + c].to_vec(),
+            running[bn.var..bn.var + c].to_vec(),
+        )
+    };
+    let a: Vec<f32> = (0..c).map(|k| gamma[k] / (v[k] + eps).sqrt()).collect();
+    let b: Vec<f32> = (0..c).map(|k| beta[k] - m[k] * a[k]).collect();
+    (a, b)
+}
+
+fn conv_w(params: &[f32], conv: ConvP) -> &[f32] {
+    &params[conv.w..conv.w + conv.cout * conv.cin * conv.k * conv.k]
+}
+
+fn conv_b(params: &[f32], conv: ConvP) -> Option<&[f32]> {
+    conv.b.map(|b| &params[b..b + conv.cout])
+}
+
+fn shape(conv: ConvP, h: usize, w: usize) -> ConvShape {
+    ConvShape {
+        cin: conv.cin,
+        cout: conv.cout,
+        k: conv.k,
+        h,
+        w,
+    }
+}
+
+/// Runs the layers of a dense block on `act` whose first `cin0` channels hold the input.
+#[allow(clippy::too_many_arguments)]
+fn block_forward(
+    params: &[f32],
+    running: &mut [f32],
+    layers: &[BnConv],
+    act: &mut Act,
+    n: usize,
+    h: usize,
+    w: usize,
+    train: bool,
+    momentum: f32,
+    eps: f32,
+) {
+    let hw = h * w;
+    if train {
+        let cin0 = layers.first().map_or(0, |l| l.bn.c);
+        channel_stats(act, n, 0..cin0);
+    }
+    for layer in layers {
+        let (cl, g) = (layer.bn.c, layer.conv.cout);
+        let (a, b) = bn_affine(
+            params, running, layer.bn, &act.mean, &act.var, train, momentum, eps,
+        );
+        let s = shape(layer.conv, h, w);
+        let (weight, bias) = (conv_w(params, layer.conv), conv_b(params, layer.conv));
+        let stride = act.stride();
+        act.data.par_chunks_mut(stride).for_each(|sample| {
+            let (inp, rest) = sample.split_at_mut(cl * hw);
+            let src = BnRelu {
+                x: inp,
+                a: &a,
+                b: &b,
+                hw,
+                w,
+            };
+            conv_forward(s, &src, weight, bias, false, &mut rest[..g * hw], true);
+        });
+        if train {
+            channel_stats(act, n, cl..cl + g);
+        }
+    }
+}
+
+/// 2×2 max pool of `[N][c][h·w]` (stride `src_stride` per sample) into the first `c`
+/// channels of `dst` (stride `dst_stride`).
+fn max_pool(
+    src: &[f32],
+    src_stride: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+) {
+    let (h2, w2) = (h / 2, w / 2);
+    dst.par_chunks_mut(dst_stride)
+        .zip(src.par_chunks(src_stride))
+        .for_each(|(d, s)| {
+            for ch in 0..c {
+                let sp = &s[ch * h * w..(ch + 1) * h * w];
+                let dp = &mut d[ch * h2 * w2..(ch + 1) * h2 * w2];
+                for y in 0..h2 {
+                    let r0 = &sp[2 * y * w..(2 * y + 1) * w];
+                    let r1 = &sp[(2 * y + 1) * w..(2 * y + 2) * w];
+                    for x in 0..w2 {
+                        dp[y * w2 + x] = r0[2 * x]
+                            .max(r0[2 * x + 1])
+                            .max(r1[2 * x])
+                            .max(r1[2 * x + 1]);
+                    }
+                }
+            }
+        });
+}
+
+impl FastDenseUNet {
+    /// Training-mode forward of `x: [N][C_in][H·W]`: batch statistics in every batch norm,
+    /// running statistics updated like burn does (momentum 0.1, biased variance). The results
+    /// and everything [`FastDenseUNet::backward`] needs stay in `ws`
+    /// ([`Workspace::representation`], [`Workspace::bottleneck`]).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] / [`Error::Model`] for a wrong input size.
+    pub fn forward_train(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        ws: &mut Workspace,
+    ) -> Result<(), Error> {
+        self.check_input(x.len(), n, h, w)?;
+        self.forward_impl(x, n, h, w, ws, true);
+        ws.ready = true;
+        Ok(())
+    }
+
+    /// Inference-mode forward (running statistics, no caches kept): samples are run one at a
+    /// time so the memory is that of one sample, parallelised over row bands.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] / [`Error::Model`] for a wrong input size.
+    pub fn forward_inference(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Output, Error> {
+        self.check_input(x.len(), n, h, w)?;
+        let per = self.config.in_channels * h * w;
+        let mut ws = Workspace::new();
+        let mut representation = Vec::with_capacity(n * self.out_channels() * h * w);
+        let mut bottleneck = Vec::new();
+        // forward_impl needs `&mut` running statistics only in training; a scratch copy keeps
+        // `self` immutable here.
+        let mut running = self.running.clone();
+        for i in 0..n {
+            self.forward_impl_with(
+                &mut running,
+                &x[i * per..(i + 1) * per],
+                1,
+                h,
+                w,
+                &mut ws,
+                false,
+            );
+            representation.extend_from_slice(&ws.repr);
+            bottleneck.extend(ws.bottleneck());
+        }
+        Ok(Output {
+            representation,
+            bottleneck,
+        })
+    }
+
+    fn forward_impl(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        ws: &mut Workspace,
+        train: bool,
+    ) {
+        let mut running = std::mem::take(&mut self.running);
+        self.forward_impl_with(&mut running, x, n, h, w, ws, train);
+        self.running = running;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_impl_with(
+        &self,
+        running: &mut [f32],
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        ws: &mut Workspace,
+        train: bool,
+    ) {
+        let p = &self.params;
+        let (mo, eps) = (self.momentum, self.eps);
+        let depth = self.config.depth();
+        let plan = &self.plan;
+        let g = self.config.growth_rate;
+        ws.n = n;
+        ws.h = h;
+        ws.w = w;
+        ws.ready = false;
+        ws.input.clear();
+        ws.input.extend_from_slice(x);
+        ws.down.resize_with(depth, Act::default);
+        ws.td.resize_with(depth, Vec::new);
+        ws.up.resize_with(depth, Act::default);
+        let lvl = |l: usize| (h >> l, w >> l);
+
+        // conv_init → first channels of down block 0.
+        let (h0, w0) = lvl(0);
+        ws.down[0].reset(n, plan.skips[0], h0 * w0);
+        {
+            let ci = self.conv_init;
+            let s = shape(ci, h0, w0);
+            let stride = ws.down[0].stride();
+            let in_stride = self.config.in_channels * h0 * w0;
+            let input = &ws.input;
+            ws.down[0]
+                .data
+                .par_chunks_mut(stride)
+                .enumerate()
+                .for_each(|(i, sample)| {
+                    let src = Plain {
+                        x: &input[i * in_stride..(i + 1) * in_stride],
+                        hw: h0 * w0,
+                        w: w0,
+                    };
+                    conv_forward(
+                        s,
+                        &src,
+                        conv_w(p, ci),
+                        conv_b(p, ci),
+                        false,
+                        &mut sample[..ci.cout * h0 * w0],
+                        true,
+                    );
+                });
+        }
+        for i in 0..depth {
+            let (hi, wi) = lvl(i);
+            block_forward(
+                p,
+                running,
+                &self.down[i],
+                &mut ws.down[i],
+                n,
+                hi,
+                wi,
+                train,
+                mo,
+                eps,
+            );
+            // Transition down: BN → ReLU → 1×1 conv (cached pre-pool) → max pool.
+            let td = self.trans_down[i];
+            let act = &ws.down[i];
+            let (a, b) = bn_affine(p, running, td.bn, &act.mean, &act.var, train, mo, eps);
+            let comp = td.conv.cout;
+            let hwi = hi * wi;
+            let tbuf = &mut ws.td[i];
+            tbuf.resize(n * comp * hwi, 0.0);
+            let s = shape(td.conv, hi, wi);
+            tbuf.par_chunks_mut(comp * hwi)
+                .zip(act.data.par_chunks(act.stride()))
+                .for_each(|(out, inp)| {
+                    let src = BnRelu {
+                        x: inp,
+                        a: &a,
+                        b: &b,
+                        hw: hwi,
+                        w: wi,
+                    };
+                    conv_forward(
+                        s,
+                        &src,
+                        conv_w(p, td.conv),
+                        conv_b(p, td.conv),
+                        false,
+                        out,
+                        true,
+                    );
+                });
+            let (hn, wn) = lvl(i + 1);
+            let next = if i + 1 < depth {
+                ws.down[i + 1].reset(n, plan.skips[i + 1], hn * wn);
+                &mut ws.down[i + 1]
+            } else {
+                ws.bott
+                    .reset(n, plan.bottleneck_in + plan.bottleneck, hn * wn);
+                &mut ws.bott
+            };
+            let ns = next.stride();
+            max_pool(&ws.td[i], comp * hwi, &mut next.data, ns, comp, hi, wi);
+        }
+        let (hb, wb) = lvl(depth);
+        block_forward(
+            p,
+            running,
+            &self.bottleneck,
+            &mut ws.bott,
+            n,
+            hb,
+            wb,
+            train,
+            mo,
+            eps,
+        );
+        // Up path.
+        for i in 0..depth {
+            let l = depth - 1 - i;
+            let (hl, wl) = lvl(l);
+            let hwl = hl * wl;
+            let skip = plan.skips[l];
+            let tu = self.trans_up[i];
+            let c_new = self.config.up_blocks[i] * g;
+            ws.up[i].reset(n, plan.up_inputs[i] + c_new, hwl);
+            let (before, rest) = ws.up.split_at_mut(i);
+            let cur = &mut rest[0];
+            let (prev, prev_start) = if i == 0 {
+                (&ws.bott, plan.bottleneck_in)
+            } else {
+                (&before[i - 1], plan.up_inputs[i - 1])
+            };
+            let skip_act = &ws.down[l];
+            let s = shape(tu, hl, wl);
+            let hw_low = (hl / 2) * (wl / 2);
+            let cur_stride = cur.stride();
+            cur.data
+                .par_chunks_mut(cur_stride)
+                .enumerate()
+                .for_each(|(k, sample)| {
+                    let sk = &skip_act.data[k * skip_act.stride()..(k + 1) * skip_act.stride()];
+                    sample[..skip * hwl].copy_from_slice(&sk[..skip * hwl]);
+                    let pv = &prev.data[k * prev.stride()..(k + 1) * prev.stride()];
+                    let src = Upsample {
+                        x: &pv[prev_start * hw_low..(prev_start + tu.cin) * hw_low],
+                        hw_low,
+                        w: wl,
+                    };
+                    conv_forward(
+                        s,
+                        &src,
+                        conv_w(p, tu),
+                        conv_b(p, tu),
+                        true,
+                        &mut sample[skip * hwl..(skip + tu.cout) * hwl],
+                        true,
+                    );
+                });
+            block_forward(p, running, &self.up[i], cur, n, hl, wl, train, mo, eps);
+        }
+        // Head: 1×1 conv without bias on the whole last block.
+        let last = &ws.up[depth - 1];
+        let head = self.head;
+        let d = head.cout;
+        ws.repr.resize(n * d * h * w, 0.0);
+        let s = shape(head, h, w);
+        ws.repr
+            .par_chunks_mut(d * h * w)
+            .zip(last.data.par_chunks(last.stride()))
+            .for_each(|(out, inp)| {
+                let src = Plain {
+                    x: inp,
+                    hw: h * w,
+                    w,
+                };
+                conv_forward(s, &src, conv_w(p, head), None, false, out, true);
+            });
+        ws.bott_start = plan.bottleneck_in;
+    }
+}
+
+/// Collects the gradient w.r.t. `relu(a·x + b)` rows of one sample: masks it by the ReLU,
+/// stores it, and sums the two per-channel reductions of the batch-norm backward.
+struct BnSink<'a> {
+    x: &'a [f32],
+    a: &'a [f32],
+    b: &'a [f32],
+    mean: &'a [f32],
+    invstd: &'a [f32],
+    gy: &'a mut [f32],
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+    hw: usize,
+    w: usize,
+}
+
+impl RowSink for BnSink<'_> {
+    fn row(&mut self, c: usize, y: usize, grad: &[f32]) {
+        let o = c * self.hw + y * self.w;
+        let (a, b, m, is) = (self.a[c], self.b[c], self.mean[c], self.invstd[c]);
+        let xs = &self.x[o..o + self.w];
+        let gys = &mut self.gy[o..o + self.w];
+        let (mut s1, mut s2) = (0.0f32, 0.0f32);
+        for ((gy, &xv), &gr) in gys.iter_mut().zip(xs).zip(grad) {
+            let gv = if a * xv + b > 0.0 { gr } else { 0.0 };
+            *gy = gv;
+            s1 += gv;
+            s2 += gv * (xv - m) * is;
+        }
+        self.s1[c] += s1 as f64;
+        self.s2[c] += s2 as f64;
+    }
+}
+
+/// Adds rows into `[c][h·w]` planes.
+struct AddSink<'a> {
+    g: &'a mut [f32],
+    hw: usize,
+    w: usize,
+}
+
+impl RowSink for AddSink<'_> {
+    fn row(&mut self, c: usize, y: usize, grad: &[f32]) {
+        let o = c * self.hw + y * self.w;
+        for (g, &v) in self.g[o..o + self.w].iter_mut().zip(grad) {
+            *g += v;
+        }
+    }
+}
+
+/// Backward of nearest ×2 upsampling: sums each 2×2 block into `[c][(h/2)·(w/2)]` planes.
+struct DownAdd<'a> {
+    g: &'a mut [f32],
+    hw_low: usize,
+    w: usize,
+}
+
+impl RowSink for DownAdd<'_> {
+    fn row(&mut self, c: usize, y: usize, grad: &[f32]) {
+        let wl = self.w / 2;
+        let o = c * self.hw_low + (y / 2) * wl;
+        for (g, pair) in self.g[o..o + wl].iter_mut().zip(grad.chunks_exact(2)) {
+            *g += pair[0] + pair[1];
+        }
+    }
+}
+
+/// Per-sample weight / bias gradient accumulators, summed in sample order afterwards
+/// (deterministic whatever the thread count).
+struct SampleGrads {
+    dw: Vec<f32>,
+    db: Vec<f32>,
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+}
+
+fn reduce_conv(s: ConvShape, conv: ConvP, parts: &[SampleGrads], grads: &mut [f32]) {
+    let wlen = conv.cout * conv.cin * conv.k * conv.k;
+    let mut dw = vec![0.0f32; wlen];
+    for part in parts {
+        for (d, &v) in dw.iter_mut().zip(&part.dw) {
+            *d += v;
+        }
+    }
+    add_tap_major(s, &dw, &mut grads[conv.w..conv.w + wlen]);
+    if let Some(b) = conv.b {
+        for part in parts {
+            for (d, &v) in grads[b..b + conv.cout].iter_mut().zip(&part.db) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// Where a conv's output gradient lives: sample `i` is
+/// `buf[i·stride + offset .. i·stride + offset + len]`.
+#[derive(Clone, Copy)]
+struct Slab<'a> {
+    buf: &'a [f32],
+    stride: usize,
+    offset: usize,
+    len: usize,
+}
+
+impl<'a> Slab<'a> {
+    fn sample(&self, i: usize) -> &'a [f32] {
+        let o = i * self.stride + self.offset;
+        &self.buf[o..o + self.len]
+    }
+}
+
+/// Backward of BN → ReLU → conv reading the first `bn.c` channels of `act`, accumulating
+/// the input gradient into `gx` (same layout as `act`). Pass 1 (per sample): conv weight
+/// gradient and the masked gradient `gy` with its per-channel sums; pass 2: the batch-norm
+/// input gradient from the batch sums.
+#[allow(clippy::too_many_arguments)]
+fn bn_conv_backward(
+    params: &[f32],
+    grads: &mut [f32],
+    layer: BnConv,
+    act: &Act,
+    gx: &mut [f32],
+    dout: Option<Slab<'_>>,
+    n: usize,
+    h: usize,
+    w: usize,
+    gy_buf: &mut Vec<f32>,
+    eps: f32,
+) {
+    let hw = h * w;
+    let (bn, conv) = (layer.bn, layer.conv);
+    let c = bn.c;
+    let gamma = &params[bn.gamma..bn.gamma + c];
+    let beta = &params[bn.beta..bn.beta + c];
+    let invstd: Vec<f32> = act.var[..c]
+        .iter()
+        .map(|&v| 1.0 / (v + eps).sqrt())
+        .collect();
+    let a: Vec<f32> = (0..c).map(|k| gamma[k] * invstd[k]).collect();
+    let b: Vec<f32> = (0..c).map(|k| beta[k] - act.mean[k] * a[k]).collect();
+    let mean = &act.mean[..c];
+    let s = shape(conv, h, w);
+    let wt = transpose_weight(s, conv_w(params, conv));
+    gy_buf.resize(n * c * hw, 0.0);
+    let stride = act.stride();
+    let parts: Vec<SampleGrads> = {
+        // Dense layers read their output gradient from `gx` itself (channels after `c`).
+        let gx_ro: &[f32] = gx;
+        let dout = dout.unwrap_or(Slab {
+            buf: gx_ro,
+            stride,
+            offset: c * hw,
+            len: conv.cout * hw,
+        });
+        gy_buf
+            .par_chunks_mut(c * hw)
+            .enumerate()
+            .map(|(i, gy)| {
+                let x = &act.data[i * stride..i * stride + c * hw];
+                let src = BnRelu {
+                    x,
+                    a: &a,
+                    b: &b,
+                    hw,
+                    w,
+                };
+                let mut sink = BnSink {
+                    x,
+                    a: &a,
+                    b: &b,
+                    mean,
+                    invstd: &invstd,
+                    gy,
+                    s1: vec![0.0; c],
+                    s2: vec![0.0; c],
+                    hw,
+                    w,
+                };
+                let mut dw = vec![0.0; s.k * s.k * s.cout * s.cin];
+                let mut db = vec![0.0; s.cout];
+                conv_backward(
+                    s,
+                    &src,
+                    Some(&wt),
+                    dout.sample(i),
+                    &mut dw,
+                    Some(&mut db),
+                    Some(&mut sink),
+                );
+                SampleGrads {
+                    dw,
+                    db,
+                    s1: sink.s1,
+                    s2: sink.s2,
+                }
+            })
+            .collect()
+    };
+    reduce_conv(s, conv, &parts, grads);
+    let mut s1 = vec![0.0f64; c];
+    let mut s2 = vec![0.0f64; c];
+    for part in &parts {
+        for k in 0..c {
+            s1[k] += part.s1[k];
+            s2[k] += part.s2[k];
+        }
+    }
+    for k in 0..c {
+        grads[bn.gamma + k] += s2[k] as f32;
+        grads[bn.beta + k] += s1[k] as f32;
+    }
+    let count = (n * hw) as f64;
+    let m1: Vec<f32> = s1.iter().map(|&v| (v / count) as f32).collect();
+    let m2: Vec<f32> = s2.iter().map(|&v| (v / count) as f32).collect();
+    let gy_all: &[f32] = gy_buf;
+    gx.par_chunks_mut(stride).enumerate().for_each(|(i, g)| {
+        let x = &act.data[i * stride..i * stride + c * hw];
+        let gy = &gy_all[i * c * hw..(i + 1) * c * hw];
+        for k in 0..c {
+            let (k1, mk, m1k, m2k, is) = (a[k], mean[k], m1[k], m2[k], invstd[k]);
+            let r = k * hw..(k + 1) * hw;
+            for ((gv, &xv), &gyv) in g[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&gy[r]) {
+                *gv += k1 * (gyv - m1k - (xv - mk) * is * m2k);
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block_backward(
+    params: &[f32],
+    grads: &mut [f32],
+    layers: &[BnConv],
+    act: &Act,
+    gx: &mut [f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    gy: &mut Vec<f32>,
+    eps: f32,
+) {
+    for &layer in layers.iter().rev() {
+        bn_conv_backward(params, grads, layer, act, gx, None, n, h, w, gy, eps);
+    }
+}
+
+fn zeroed(v: &mut Vec<f32>, len: usize) {
+    v.clear();
+    v.resize(len, 0.0);
+}
+
+impl FastDenseUNet {
+    /// Backward of the last [`FastDenseUNet::forward_train`] run in `ws`: given
+    /// `d_repr = dL/d(representation)` (`[N][D][H·W]`) and optionally
+    /// `d_bottleneck = dL/d(bottleneck)` (`[N][C_b][h·w]`), writes the gradient of every
+    /// trainable parameter into `grads` (resized to [`FastDenseUNet::num_params`], layout of
+    /// [`FastDenseUNet::params`]).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `ws` holds no training forward or a gradient has the wrong size.
+    pub fn backward(
+        &self,
+        ws: &mut Workspace,
+        d_repr: &[f32],
+        d_bottleneck: Option<&[f32]>,
+        grads: &mut Vec<f32>,
+    ) -> Result<(), Error> {
+        if !ws.ready || ws.down.len() != self.config.depth() {
+            return Err(Error::Shape(
+                "backward needs a training forward of this network in the workspace".into(),
+            ));
+        }
+        let (n, h, w) = (ws.n, ws.h, ws.w);
+        let depth = self.config.depth();
+        let d = self.out_channels();
+        if d_repr.len() != n * d * h * w {
+            return Err(Error::Shape(format!(
+                "d_repr has {} values, expected {}",
+                d_repr.len(),
+                n * d * h * w
+            )));
+        }
+        let cb = self.plan.bottleneck;
+        let hwb = (h >> depth) * (w >> depth);
+        if let Some(db) = d_bottleneck {
+            if db.len() != n * cb * hwb {
+                return Err(Error::Shape(format!(
+                    "d_bottleneck has {} values, expected {}",
+                    db.len(),
+                    n * cb * hwb
+                )));
+            }
+        }
+        zeroed(grads, self.params.len());
+        let p = &self.params;
+        let eps = self.eps;
+        let plan = &self.plan;
+        let lvl = |l: usize| (h >> l, w >> l);
+        let Workspace {
+            input,
+            down,
+            td,
+            bott,
+            up,
+            g_down,
+            g_bott,
+            g_up,
+            gy,
+            dtd,
+            ..
+        } = ws;
+        g_down.resize_with(depth, Vec::new);
+        g_up.resize_with(depth, Vec::new);
+        for (g, a) in g_down.iter_mut().zip(down.iter()) {
+            zeroed(g, a.data.len());
+        }
+        for (g, a) in g_up.iter_mut().zip(up.iter()) {
+            zeroed(g, a.data.len());
+        }
+        zeroed(g_bott, bott.data.len());
+
+        // Head (1×1, no bias) on the last up block.
+        {
+            let last = &up[depth - 1];
+            let s = shape(self.head, h, w);
+            let wt = transpose_weight(s, conv_w(p, self.head));
+            let ls = last.stride();
+            let parts: Vec<SampleGrads> = g_up[depth - 1]
+                .par_chunks_mut(ls)
+                .enumerate()
+                .map(|(i, g)| {
+                    let src = Plain {
+                        x: &last.data[i * ls..(i + 1) * ls],
+                        hw: h * w,
+                        w,
+                    };
+                    let mut sink = AddSink { g, hw: h * w, w };
+                    let mut dw = vec![0.0; s.cout * s.cin];
+                    conv_backward(
+                        s,
+                        &src,
+                        Some(&wt),
+                        &d_repr[i * d * h * w..(i + 1) * d * h * w],
+                        &mut dw,
+                        None,
+                        Some(&mut sink),
+                    );
+                    SampleGrads {
+                        dw,
+                        db: Vec::new(),
+                        s1: Vec::new(),
+                        s2: Vec::new(),
+                    }
+                })
+                .collect();
+            reduce_conv(s, self.head, &parts, grads);
+        }
+        // Up path, last block first.
+        for i in (0..depth).rev() {
+            let l = depth - 1 - i;
+            let (hl, wl) = lvl(l);
+            let hwl = hl * wl;
+            block_backward(
+                p,
+                grads,
+                &self.up[i],
+                &up[i],
+                &mut g_up[i],
+                n,
+                hl,
+                wl,
+                gy,
+                eps,
+            );
+            let skip = plan.skips[l];
+            let us = up[i].stride();
+            // Skip connection: the first `skip` channels are a copy of down block l.
+            let ds = down[l].stride();
+            g_down[l]
+                .par_chunks_mut(ds)
+                .zip(g_up[i].par_chunks(us))
+                .for_each(|(gd, gu)| {
+                    for (a, &b) in gd[..skip * hwl].iter_mut().zip(&gu[..skip * hwl]) {
+                        *a += b;
+                    }
+                });
+            // Transition up: ReLU mask (in place), then the 3×3 conv of the upsampled input.
+            let tu = self.trans_up[i];
+            let cu = tu.cout;
+            let ua = &up[i];
+            g_up[i]
+                .par_chunks_mut(us)
+                .zip(ua.data.par_chunks(us))
+                .for_each(|(g, a)| {
+                    let r = skip * hwl..(skip + cu) * hwl;
+                    for (gv, &av) in g[r.clone()].iter_mut().zip(&a[r]) {
+                        if av <= 0.0 {
+                            *gv = 0.0;
+                        }
+                    }
+                });
+            let (g_before, g_rest) = g_up.split_at_mut(i);
+            let gcur: &[f32] = &g_rest[0];
+            let (prev, gprev, prev_start) = if i == 0 {
+                (&*bott, &mut *g_bott, plan.bottleneck_in)
+            } else {
+                (&up[i - 1], &mut g_before[i - 1], plan.up_inputs[i - 1])
+            };
+            let s = shape(tu, hl, wl);
+            let wt = transpose_weight(s, conv_w(p, tu));
+            let hw_low = (hl / 2) * (wl / 2);
+            let ps = prev.stride();
+            let parts: Vec<SampleGrads> = gprev
+                .par_chunks_mut(ps)
+                .enumerate()
+                .map(|(k, gp)| {
+                    let pv = &prev.data[k * ps..(k + 1) * ps];
+                    let rng = prev_start * hw_low..(prev_start + tu.cin) * hw_low;
+                    let src = Upsample {
+                        x: &pv[rng.clone()],
+                        hw_low,
+                        w: wl,
+                    };
+                    let mut sink = DownAdd {
+                        g: &mut gp[rng],
+                        hw_low,
+                        w: wl,
+                    };
+                    let mut dw = vec![0.0; 9 * cu * tu.cin];
+                    let mut db = vec![0.0; cu];
+                    conv_backward(
+                        s,
+                        &src,
+                        Some(&wt),
+                        &gcur[k * us + skip * hwl..k * us + (skip + cu) * hwl],
+                        &mut dw,
+                        Some(&mut db),
+                        Some(&mut sink),
+                    );
+                    SampleGrads {
+                        dw,
+                        db,
+                        s1: Vec::new(),
+                        s2: Vec::new(),
+                    }
+                })
+                .collect();
+            reduce_conv(s, tu, &parts, grads);
+        }
+        // Bottleneck: optional direct gradient on its output, then the block.
+        let (hb, wb) = lvl(depth);
+        if let Some(dbn) = d_bottleneck {
+            let bs = bott.stride();
+            let start = plan.bottleneck_in * hwb;
+            g_bott
+                .par_chunks_mut(bs)
+                .zip(dbn.par_chunks(cb * hwb))
+                .for_each(|(g, d)| {
+                    for (a, &b) in g[start..].iter_mut().zip(d) {
+                        *a += b;
+                    }
+                });
+        }
+        block_backward(p, grads, &self.bottleneck, bott, g_bott, n, hb, wb, gy, eps);
+        // Down path, deepest level first.
+        for i in (0..depth).rev() {
+            let (hi, wi) = lvl(i);
+            let hwi = hi * wi;
+            let tdl = self.trans_down[i];
+            let comp = tdl.conv.cout;
+            // Max-pool backward: route each pooled gradient to the first maximum of its window.
+            let (gnext, nstride): (&[f32], usize) = if i + 1 < depth {
+                (&g_down[i + 1], down[i + 1].stride())
+            } else {
+                (&*g_bott, bott.stride())
+            };
+            zeroed(dtd, n * comp * hwi);
+            let (h2, w2) = (hi / 2, wi / 2);
+            let t = &td[i];
+            dtd.par_chunks_mut(comp * hwi)
+                .enumerate()
+                .for_each(|(k, dt)| {
+                    let ts = &t[k * comp * hwi..(k + 1) * comp * hwi];
+                    let gn = &gnext[k * nstride..k * nstride + comp * h2 * w2];
+                    for c in 0..comp {
+                        for y in 0..h2 {
+                            for x in 0..w2 {
+                                let base = c * hwi + 2 * y * wi + 2 * x;
+                                let cand = [base, base + 1, base + wi, base + wi + 1];
+                                let mut best = cand[0];
+                                for &q in &cand[1..] {
+                                    if ts[q] > ts[best] {
+                                        best = q;
+                                    }
+                                }
+                                dt[best] = gn[c * h2 * w2 + y * w2 + x];
+                            }
+                        }
+                    }
+                });
+            let slab = Slab {
+                buf: dtd,
+                stride: comp * hwi,
+                offset: 0,
+                len: comp * hwi,
+            };
+            bn_conv_backward(
+                p,
+                grads,
+                tdl,
+                &down[i],
+                &mut g_down[i],
+                Some(slab),
+                n,
+                hi,
+                wi,
+                gy,
+                eps,
+            );
+            block_backward(
+                p,
+                grads,
+                &self.down[i],
+                &down[i],
+                &mut g_down[i],
+                n,
+                hi,
+                wi,
+                gy,
+                eps,
+            );
+        }
+        // conv_init: parameter gradients only.
+        {
+            let (h0, w0) = lvl(0);
+            let ci = self.conv_init;
+            let s = shape(ci, h0, w0);
+            let in_stride = self.config.in_channels * h0 * w0;
+            let ds = down[0].stride();
+            let g0: &[f32] = &g_down[0];
+            let parts: Vec<SampleGrads> = (0..n)
+                .into_par_iter()
+                .map(|k| {
+                    let src = Plain {
+                        x: &input[k * in_stride..(k + 1) * in_stride],
+                        hw: h0 * w0,
+                        w: w0,
+                    };
+                    let mut dw = vec![0.0; 9 * ci.cout * ci.cin];
+                    let mut db = vec![0.0; ci.cout];
+                    conv_backward(
+                        s,
+                        &src,
+                        None,
+                        &g0[k * ds..k * ds + ci.cout * h0 * w0],
+                        &mut dw,
+                        Some(&mut db),
+                        None,
+                    );
+                    SampleGrads {
+                        dw,
+                        db,
+                        s1: Vec::new(),
+                        s2: Vec::new(),
+                    }
+                })
+                .collect();
+            reduce_conv(s, ci, &parts, grads);
+        }
+        Ok(())
+    }
+}

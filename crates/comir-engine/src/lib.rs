@@ -1,0 +1,59 @@
+//! A hand-written CPU engine for the CoMIR FC-DenseNet ([`comir_model::DenseUNet`]).
+//!
+//! [`FastDenseUNet`] holds the same tensors as the burn network (same parameter paths, same
+//! order, see [`FastDenseUNet::param_specs`]) in flat `f32` buffers and converts to and from
+//! it exactly ([`FastDenseUNet::from_burn`], [`FastDenseUNet::to_burn`]). It runs
+//!
+//! * the training-mode forward ([`FastDenseUNet::forward_train`]: batch statistics, running
+//!   statistics updated like burn: momentum 0.1, biased variance), caching what the backward
+//!   needs in a reusable [`Workspace`];
+//! * the backward ([`FastDenseUNet::backward`]) from `dL/d(representation)` and optionally
+//!   `dL/d(bottleneck)` to the gradients of all trainable parameters;
+//! * the inference-mode forward ([`FastDenseUNet::forward_inference`]: running statistics,
+//!   one sample at a time);
+//!
+//! and [`optim`] provides SGD (momentum, dampening, weight decay) and Adam with burn's
+//! semantics, plus total-norm (PyTorch `clip_grad_norm_`) and burn's per-parameter norm
+//! gradient clipping. [`FastTrainer`] runs `comir_train::Trainer`'s step on two engine
+//! networks (the loss and its gradient w.r.t. the representations still come from burn).
+//!
+//! # Why it is fast
+//!
+//! Convolutions run on row bands of one sample as a few matrix products (the `gemm` crate)
+//! on a zero-padded band into which batch norm + ReLU (or upsampling) are fused; dense blocks
+//! append their layers' outputs into one preallocated buffer; samples run in parallel
+//! (rayon); buffers live in a reusable [`Workspace`] and per-thread scratch.
+//!
+//! Dropout is not supported (the presets use none): configurations with `dropout ≠ 0` are
+//! rejected.
+#![warn(missing_docs)]
+
+mod conv;
+mod convert;
+mod engine;
+mod net;
+pub mod optim;
+mod trainer;
+
+pub use conv::set_band_bytes;
+pub use engine::{Output, Workspace};
+pub use net::{FastDenseUNet, ParamSpec};
+pub use trainer::{Clipping, FastTrainer};
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The network configuration is invalid or unsupported.
+    #[error("unsupported configuration: {0}")]
+    Config(String),
+    /// Invalid configuration or input, as reported by `comir-model`.
+    #[error(transparent)]
+    Model(#[from] comir_model::ModelError),
+    /// A buffer has the wrong size.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// The burn network and the engine do not have the same tensors.
+    #[error("conversion: {0}")]
+    Convert(String),
+}

@@ -1,0 +1,168 @@
+//! Optimisers and gradient clipping on flat parameter buffers, with the semantics of burn
+//! 0.22's `Sgd` / `Adam` (as configured by `comir-train`) and of PyTorch's
+//! `clip_grad_norm_`.
+
+use crate::net::ParamSpec;
+
+/// SGD with momentum and L2 weight decay, as burn's `Sgd`:
+/// `g ← g + λ·θ`; `v ← g` on the first step, else `v ← μ·v + (1 − dampening)·g`;
+/// `θ ← θ − lr·v`. burn's `MomentumConfig` defaults to dampening 0.1 (PyTorch: 0).
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    /// Momentum μ (0 disables the velocity).
+    pub momentum: f32,
+    /// Dampening of the new gradient in the velocity update.
+    pub dampening: f32,
+    /// L2 weight decay λ.
+    pub weight_decay: f32,
+    velocity: Option<Vec<f32>>,
+}
+
+impl Sgd {
+    /// A fresh optimiser (no velocity yet).
+    pub fn new(momentum: f32, dampening: f32, weight_decay: f32) -> Self {
+        Self {
+            momentum,
+            dampening,
+            weight_decay,
+            velocity: None,
+        }
+    }
+
+    /// One update of `params` with `grads` (same length) and learning rate `lr`.
+    ///
+    /// # Panics
+    /// Panics if the lengths differ.
+    pub fn step(&mut self, lr: f32, params: &mut [f32], grads: &[f32]) {
+        assert_eq!(params.len(), grads.len(), "Sgd::step: length mismatch");
+        let (mu, damp, wd) = (self.momentum, self.dampening, self.weight_decay);
+        match &mut self.velocity {
+            None if mu != 0.0 => {
+                let v: Vec<f32> = params
+                    .iter()
+                    .zip(grads)
+                    .map(|(&p, &g)| p * wd + g)
+                    .collect();
+                for (p, &vv) in params.iter_mut().zip(&v) {
+                    *p -= vv * lr;
+                }
+                self.velocity = Some(v);
+            }
+            Some(v) if mu != 0.0 => {
+                for ((p, vv), &g) in params.iter_mut().zip(v.iter_mut()).zip(grads) {
+                    let g = *p * wd + g;
+                    *vv = g * (1.0 - damp) + *vv * mu;
+                    *p -= *vv * lr;
+                }
+            }
+            _ => {
+                for (p, &g) in params.iter_mut().zip(grads) {
+                    let g = *p * wd + g;
+                    *p -= g * lr;
+                }
+            }
+        }
+    }
+}
+
+/// Adam with L2 weight decay added to the gradient, as burn's `Adam` (β₁ 0.9, β₂ 0.999,
+/// ε 1e-5 by default in burn; PyTorch uses ε 1e-8).
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// β₁.
+    pub beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// ε.
+    pub epsilon: f32,
+    /// L2 weight decay λ.
+    pub weight_decay: f32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    /// A fresh optimiser.
+    pub fn new(beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32) -> Self {
+        Self {
+            beta1,
+            beta2,
+            epsilon,
+            weight_decay,
+            m: Vec::new(),
+            v: Vec::new(),
+            t: 0,
+        }
+    }
+
+    /// burn's defaults with the given weight decay.
+    pub fn burn_default(weight_decay: f32) -> Self {
+        Self::new(0.9, 0.999, 1e-5, weight_decay)
+    }
+
+    /// One update of `params` with `grads` (same length) and learning rate `lr`.
+    ///
+    /// # Panics
+    /// Panics if the lengths differ.
+    pub fn step(&mut self, lr: f32, params: &mut [f32], grads: &[f32]) {
+        assert_eq!(params.len(), grads.len(), "Adam::step: length mismatch");
+        let (b1, b2, wd) = (self.beta1, self.beta2, self.weight_decay);
+        let first = self.t == 0;
+        if first {
+            self.m = vec![0.0; params.len()];
+            self.v = vec![0.0; params.len()];
+        }
+        self.t += 1;
+        let bc2 = (1.0 - b2.powi(self.t)).sqrt();
+        let factor = bc2 / (1.0 - b1.powi(self.t));
+        let eps = self.epsilon * bc2;
+        for (((p, m), v), &g) in params
+            .iter_mut()
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+            .zip(grads)
+        {
+            let g = *p * wd + g;
+            if first {
+                *m = g * (1.0 - b1);
+                *v = g * g * (1.0 - b2);
+            } else {
+                *m = *m * b1 + g * (1.0 - b1);
+                *v = *v * b2 + g * g * (1.0 - b2);
+            }
+            *p -= (*m * factor / (v.sqrt() + eps)) * lr;
+        }
+    }
+}
+
+/// Scales `grads` so that their global L2 norm is at most `max_norm`, as PyTorch's
+/// `clip_grad_norm_(params, max_norm)` (coefficient `max_norm / (norm + 1e-6)`, applied
+/// only when below 1). Returns the norm before clipping.
+pub fn clip_total_norm(grads: &mut [f32], max_norm: f32) -> f32 {
+    let norm = grads
+        .iter()
+        .map(|&g| f64::from(g) * f64::from(g))
+        .sum::<f64>()
+        .sqrt() as f32;
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for g in grads.iter_mut() {
+            *g *= coef;
+        }
+    }
+    norm
+}
+
+/// burn's `GradientClipping::Norm`: every tensor of `specs` is clipped to L2 norm
+/// `max_norm` on its own (coefficient `max_norm / (norm + f32::MIN_POSITIVE)`, at most 1).
+pub fn clip_per_param_norm(grads: &mut [f32], specs: &[ParamSpec], max_norm: f32) {
+    for spec in specs {
+        let g = &mut grads[spec.range()];
+        let norm = g.iter().map(|&v| v * v).sum::<f32>().sqrt();
+        let coef = (max_norm / (norm + f32::MIN_POSITIVE)).min(1.0);
+        for v in g.iter_mut() {
+            *v *= coef;
+        }
+    }
+}

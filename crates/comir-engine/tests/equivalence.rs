@@ -1,0 +1,488 @@
+//! The engine against burn: forward (training and inference mode), running statistics,
+//! parameter gradients, optimiser steps, conversion; plus finite differences and clipping.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::tensor::Gradients;
+use burn::tensor::{Device, Tensor, TensorData};
+use comir_engine::optim::{clip_per_param_norm, clip_total_norm, Adam, Sgd};
+use comir_engine::{FastDenseUNet, Workspace};
+use comir_model::{DenseUNet, DenseUNetConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Tiny bands so that the tests cross band boundaries (3 rows of 16 at the top level, so
+/// the last band is shorter; 5 + 3 rows one level down).
+fn small_bands() {
+    comir_engine::set_band_bytes(6 * 1024);
+}
+
+/// Two levels, odd channel counts, compression < 1, D = 2.
+fn tiny() -> DenseUNetConfig {
+    DenseUNetConfig {
+        in_channels: 2,
+        out_channels: 2,
+        init_filters: 5,
+        down_blocks: vec![2, 1],
+        up_blocks: vec![1, 2],
+        bottleneck_layers: 2,
+        growth_rate: 3,
+        compression: 0.75,
+        dropout: 0.0,
+    }
+}
+
+fn rand_vec(rng: &mut ChaCha8Rng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.gen_range(lo..hi)).collect()
+}
+
+/// A burn network (autodiff device) and the engine, both with random weights, random BN
+/// affine parameters and random running statistics.
+fn pair(seed: u64) -> (DenseUNet, FastDenseUNet, Device) {
+    small_bands();
+    let device = Device::flex().autodiff();
+    device.seed(seed);
+    let cfg = tiny();
+    let net = cfg.init(&device);
+    let mut engine = FastDenseUNet::from_burn(&net, &cfg).expect("from_burn");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
+    let specs = engine.param_specs().to_vec();
+    for spec in &specs {
+        let r = spec.range();
+        if spec.name.ends_with(".gamma") {
+            let v = rand_vec(&mut rng, r.len(), 0.5, 1.5);
+            engine.params_mut()[r].copy_from_slice(&v);
+        } else if spec.name.ends_with(".beta") {
+            let v = rand_vec(&mut rng, r.len(), -0.3, 0.3);
+            engine.params_mut()[r].copy_from_slice(&v);
+        }
+    }
+    // Running statistics: reach them through a burn round trip of modified values.
+    let mut burn_net = engine.write_to_burn(net).expect("to burn");
+    let mut with_stats = FastDenseUNet::from_burn(&burn_net, &cfg).expect("again");
+    let running_specs = with_stats.running_specs().to_vec();
+    let mut running = with_stats.running_stats().to_vec();
+    for spec in &running_specs {
+        let (lo, hi) = if spec.name.ends_with("running_var") {
+            (0.5, 2.0)
+        } else {
+            (-0.5, 0.5)
+        };
+        let v = rand_vec(&mut rng, spec.len(), lo, hi);
+        running[spec.range()].copy_from_slice(&v);
+    }
+    set_running(&mut with_stats, &running);
+    burn_net = with_stats.write_to_burn(burn_net).expect("to burn");
+    (burn_net, with_stats, device)
+}
+
+/// Test helper: the engine exposes running statistics read-only, so go through a burn
+/// network: write them into a copy via the parameter path map.
+fn set_running(engine: &mut FastDenseUNet, running: &[f32]) {
+    let device = Device::flex();
+    let net = engine.to_burn(&device).expect("to burn");
+    let mut collect = Collect::default();
+    net.visit(&mut collect);
+    let mut map = collect.out;
+    for spec in engine.running_specs() {
+        map.insert(spec.name.clone(), running[spec.range()].to_vec());
+    }
+    let net = write_map(net, &map);
+    *engine = FastDenseUNet::from_burn(&net, engine.config()).expect("from burn");
+}
+
+#[derive(Default)]
+struct Collect {
+    path: Vec<String>,
+    out: HashMap<String, Vec<f32>>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out.insert(self.path.join("."), to_vec(param.val()));
+    }
+}
+
+struct WriteMap<'a> {
+    path: Vec<String>,
+    map: &'a HashMap<String, Vec<f32>>,
+}
+
+impl burn::module::ModuleMapper for WriteMap<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let v = self.map[&self.path.join(".")].clone();
+        param.map(|t| {
+            let shape = t.dims().to_vec();
+            let rg = t.is_require_grad();
+            Tensor::from_data(TensorData::new(v, shape), &t.device()).set_require_grad(rg)
+        })
+    }
+}
+
+fn write_map(net: DenseUNet, map: &HashMap<String, Vec<f32>>) -> DenseUNet {
+    net.map(&mut WriteMap {
+        path: Vec::new(),
+        map,
+    })
+}
+
+/// Gradients of every parameter of a burn module by path.
+struct GradCollect<'a> {
+    path: Vec<String>,
+    grads: &'a Gradients,
+    out: HashMap<String, Vec<f32>>,
+}
+
+impl ModuleVisitor for GradCollect<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            self.out.insert(self.path.join("."), to_vec(g));
+        }
+    }
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("f32 data")
+}
+
+fn tensor4(v: &[f32], dims: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v.to_vec(), dims), device)
+}
+
+/// `max |a − b| ≤ tol · max(1, max |b|)`.
+fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        err <= tol * scale,
+        "{what}: max error {err} (scale {scale}, tol {tol})"
+    );
+}
+
+const N: usize = 3;
+const S: usize = 16;
+
+fn input(seed: u64, cfg: &DenseUNetConfig) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rand_vec(&mut rng, N * cfg.in_channels * S * S, -1.0, 1.0)
+}
+
+#[test]
+fn conversion_round_trips_exactly() {
+    let (net, engine, device) = pair(1);
+    let back = engine.to_burn(&device).expect("to burn");
+    let again = FastDenseUNet::from_burn(&back, engine.config()).expect("from burn");
+    assert_eq!(engine.params(), again.params());
+    assert_eq!(engine.running_stats(), again.running_stats());
+    let direct = FastDenseUNet::from_burn(&net, engine.config()).expect("from burn");
+    assert_eq!(engine.params(), direct.params());
+    assert_eq!(engine.running_stats(), direct.running_stats());
+    assert_eq!(engine.num_params(), net.num_trainable_params());
+    // Every burn tensor has its counterpart.
+    let mut collect = Collect::default();
+    net.visit(&mut collect);
+    assert_eq!(
+        collect.out.len(),
+        engine.param_specs().len() + engine.running_specs().len()
+    );
+}
+
+#[test]
+fn histology_layout_matches_burn() {
+    let cfg = DenseUNetConfig::histology(1);
+    let device = Device::flex();
+    let net = cfg.init(&device);
+    let engine = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
+    assert_eq!(engine.num_params(), 1_053_244);
+    let back = engine.to_burn(&device).expect("to burn");
+    let again = FastDenseUNet::from_burn(&back, &cfg).expect("from burn");
+    assert_eq!(engine.params(), again.params());
+}
+
+#[test]
+fn dropout_and_bad_inputs_are_refused() {
+    let mut cfg = tiny();
+    cfg.dropout = 0.2;
+    assert!(FastDenseUNet::new(&cfg, 0).is_err());
+    let mut engine = FastDenseUNet::new(&tiny(), 0).expect("engine");
+    let mut ws = Workspace::new();
+    // 15 is not a multiple of 4.
+    assert!(engine
+        .forward_train(&vec![0.0; 2 * 15 * 15], 1, 15, 15, &mut ws)
+        .is_err());
+    assert!(engine.forward_train(&[0.0; 5], 1, 16, 16, &mut ws).is_err());
+    let mut grads = Vec::new();
+    assert!(engine
+        .backward(&mut ws, &[0.0; 4], None, &mut grads)
+        .is_err());
+}
+
+#[test]
+fn training_forward_and_running_stats_match_burn() {
+    let (net, mut engine, device) = pair(2);
+    let cfg = tiny();
+    let x = input(3, &cfg);
+    let out = net.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
+    let mut ws = Workspace::new();
+    engine.forward_train(&x, N, S, S, &mut ws).expect("forward");
+    assert_close(
+        "representation",
+        ws.representation(),
+        &to_vec(out.representation),
+        1e-4,
+    );
+    assert_close(
+        "bottleneck",
+        &ws.bottleneck(),
+        &to_vec(out.bottleneck),
+        1e-4,
+    );
+    let after = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
+    assert_close(
+        "running stats",
+        engine.running_stats(),
+        after.running_stats(),
+        1e-5,
+    );
+}
+
+#[test]
+fn inference_forward_matches_burn() {
+    let (net, engine, _) = pair(4);
+    let cfg = tiny();
+    let x = input(5, &cfg);
+    let device = Device::flex();
+    let valid = net.valid();
+    let out = valid.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
+    let fast = engine.forward_inference(&x, N, S, S).expect("forward");
+    assert_close(
+        "representation",
+        &fast.representation,
+        &to_vec(out.representation),
+        1e-4,
+    );
+    assert_close(
+        "bottleneck",
+        &fast.bottleneck,
+        &to_vec(out.bottleneck),
+        1e-4,
+    );
+    // Inference leaves the running statistics alone.
+    let before = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
+    assert_eq!(engine.running_stats(), before.running_stats());
+}
+
+/// Loss `Σ repr·R + Σ bottleneck·Rb` in burn; returns the burn gradients by path and the
+/// engine's gradients.
+fn gradients(seed: u64) -> (HashMap<String, Vec<f32>>, Vec<f32>, FastDenseUNet) {
+    let (net, mut engine, device) = pair(seed);
+    let cfg = tiny();
+    let x = input(seed + 1, &cfg);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
+    let d = cfg.out_channels;
+    let r = rand_vec(&mut rng, N * d * S * S, -1.0, 1.0);
+    let cb = engine.bottleneck_channels();
+    let rb = rand_vec(&mut rng, N * cb * 4 * 4, -1.0, 1.0);
+    let out = net.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
+    let loss = (out.representation * tensor4(&r, [N, d, S, S], &device)).sum()
+        + (out.bottleneck * tensor4(&rb, [N, cb, 4, 4], &device)).sum();
+    let grads = loss.backward();
+    let mut collect = GradCollect {
+        path: Vec::new(),
+        grads: &grads,
+        out: HashMap::new(),
+    };
+    net.visit(&mut collect);
+    let mut ws = Workspace::new();
+    engine.forward_train(&x, N, S, S, &mut ws).expect("forward");
+    let mut g = Vec::new();
+    engine
+        .backward(&mut ws, &r, Some(&rb), &mut g)
+        .expect("backward");
+    (collect.out, g, engine)
+}
+
+#[test]
+fn parameter_gradients_match_burn_autodiff() {
+    let (burn_grads, g, engine) = gradients(6);
+    assert_eq!(burn_grads.len(), engine.param_specs().len());
+    for spec in engine.param_specs() {
+        let bg = &burn_grads[&spec.name];
+        assert_close(&spec.name, &g[spec.range()], bg, 2e-4);
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    small_bands();
+    let cfg = tiny();
+    let mut engine = FastDenseUNet::new(&cfg, 7).expect("engine");
+    let x = input(8, &cfg);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let r = rand_vec(&mut rng, N * cfg.out_channels * S * S, -1.0, 1.0);
+    let mut ws = Workspace::new();
+    let mut loss = |e: &mut FastDenseUNet| -> f64 {
+        e.forward_train(&x, N, S, S, &mut ws).expect("forward");
+        ws.representation()
+            .iter()
+            .zip(&r)
+            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+            .sum()
+    };
+    let mut ws2 = Workspace::new();
+    engine
+        .forward_train(&x, N, S, S, &mut ws2)
+        .expect("forward");
+    let mut g = Vec::new();
+    engine
+        .backward(&mut ws2, &r, None, &mut g)
+        .expect("backward");
+    let specs = engine.param_specs().to_vec();
+    let mut checked = 0;
+    // Max pooling and the many ReLUs make the loss rough in the early layers (finite
+    // differences there do not converge cleanly in f32); the head and the last block are
+    // smooth enough for a 1e-2 step. The full comparison is against burn's autodiff above.
+    for spec in specs.iter().filter(|s| {
+        // β and γ move ReLU kinks directly; conv weights and biases are smoother.
+        (s.name.starts_with("up.1.") || s.name.starts_with("head")) && !s.name.contains(".norm.")
+    }) {
+        // The largest gradient entry of the tensor: best signal to noise in f32.
+        let (idx, &gv) = g[spec.range()]
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .expect("non-empty");
+        if gv.abs() < 1e-2 {
+            continue;
+        }
+        let i = spec.offset + idx;
+        let h = 1e-2f32;
+        let orig = engine.params()[i];
+        engine.params_mut()[i] = orig + h;
+        let lp = loss(&mut engine);
+        engine.params_mut()[i] = orig - h;
+        let lm = loss(&mut engine);
+        engine.params_mut()[i] = orig;
+        let fd = ((lp - lm) / (2.0 * f64::from(h))) as f32;
+        let err = (fd - gv).abs() / gv.abs().max(1e-1);
+        assert!(err < 2e-2, "{}[{idx}]: fd {fd}, backward {gv}", spec.name);
+        checked += 1;
+    }
+    assert!(checked >= 3, "too few gradients checked: {checked}");
+}
+
+/// Weights of a burn network by path, flattened in the engine's order.
+fn burn_params(net: &DenseUNet, engine: &FastDenseUNet) -> Vec<f32> {
+    let e = FastDenseUNet::from_burn(net, engine.config()).expect("from burn");
+    e.params().to_vec()
+}
+
+/// Two optimiser steps on the same loss in burn and in the engine.
+fn optimiser_case(
+    burn_opt: &mut burn::optim::ModuleOptimizer,
+    mut step: impl FnMut(&mut FastDenseUNet, &mut Vec<f32>),
+    seed: u64,
+) {
+    let (mut net, mut engine, device) = pair(seed);
+    let cfg = tiny();
+    let x = input(seed + 1, &cfg);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
+    let d = cfg.out_channels;
+    let r = rand_vec(&mut rng, N * d * S * S, -1.0, 1.0);
+    let mut ws = Workspace::new();
+    for _ in 0..2 {
+        let out = net.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
+        let loss = (out.representation * tensor4(&r, [N, d, S, S], &device)).sum();
+        let mut grads = loss.backward();
+        let gp = GradientsParams::from_module(&mut grads, &net);
+        net = burn_opt.step(0.05, net, gp);
+        engine.forward_train(&x, N, S, S, &mut ws).expect("forward");
+        let mut g = Vec::new();
+        engine
+            .backward(&mut ws, &r, None, &mut g)
+            .expect("backward");
+        step(&mut engine, &mut g);
+    }
+    let reference = burn_params(&net, &engine);
+    for spec in engine.param_specs() {
+        assert_close(
+            &format!("{} after two steps", spec.name),
+            &engine.params()[spec.range()],
+            &reference[spec.range()],
+            2e-4,
+        );
+    }
+}
+
+#[test]
+fn sgd_steps_match_burn() {
+    let mut burn_opt = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
+        .with_gradient_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init();
+    let mut sgd = Sgd::new(0.9, 0.1, 1e-2);
+    optimiser_case(
+        &mut burn_opt,
+        |e, g| {
+            let specs = e.param_specs().to_vec();
+            clip_per_param_norm(g, &specs, 1.0);
+            sgd.step(0.05, e.params_mut(), g);
+        },
+        10,
+    );
+}
+
+#[test]
+fn adam_steps_match_burn() {
+    // A large ε: Adam normalises every entry (an update of ±lr whatever the gradient's size),
+    // so the f32 summation-order differences of tiny gradient entries (the batch-norm backward
+    // subtracts batch means) would otherwise reach the weights at full scale.
+    let mut burn_opt = AdamConfig::new()
+        .with_epsilon(1e-1)
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
+        .init();
+    let mut adam = Adam::new(0.9, 0.999, 1e-1, 1e-2);
+    optimiser_case(&mut burn_opt, |e, g| adam.step(0.05, e.params_mut(), g), 11);
+}
+
+#[test]
+fn total_norm_clipping_matches_hand_computation() {
+    let mut g = vec![3.0f32, 4.0, 0.0, 12.0]; // norm 13
+    let norm = clip_total_norm(&mut g, 1.0);
+    assert!((norm - 13.0).abs() < 1e-5);
+    let coef = 1.0 / (13.0 + 1e-6);
+    for (a, b) in g.iter().zip([3.0f32, 4.0, 0.0, 12.0]) {
+        assert!((a - b * coef).abs() < 1e-7, "{a} vs {}", b * coef);
+    }
+    let mut small = vec![0.1f32, 0.2];
+    clip_total_norm(&mut small, 1.0);
+    assert_eq!(small, vec![0.1, 0.2]);
+}

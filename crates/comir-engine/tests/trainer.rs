@@ -1,0 +1,113 @@
+//! One `FastTrainer` step against one `comir_train::Trainer` step from the same weights,
+//! batch and rotations.
+
+use burn::tensor::Device;
+use comir_data::Batch;
+use comir_engine::{Clipping, FastDenseUNet, FastTrainer};
+use comir_model::DenseUNetConfig;
+use comir_train::{OptimizerSettings, TrainSettings, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn tiny() -> DenseUNetConfig {
+    DenseUNetConfig {
+        in_channels: 1,
+        out_channels: 2,
+        init_filters: 5,
+        down_blocks: vec![2, 1],
+        up_blocks: vec![1, 2],
+        bottleneck_layers: 2,
+        growth_rate: 3,
+        compression: 0.75,
+        dropout: 0.0,
+    }
+}
+
+fn batch(seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (n, s) = (3, 16);
+    let mut v = || {
+        (0..n * s * s)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (v(), v());
+    Batch {
+        n,
+        size: s,
+        channels_a: 1,
+        channels_b: 1,
+        a,
+        b,
+    }
+}
+
+fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err <= tol * scale, "{what}: max error {err} (tol {tol})");
+}
+
+fn compare(settings: TrainSettings, clipping: Clipping) {
+    let cfg = tiny();
+    let mut trainer = Trainer::new(&cfg, &cfg, settings.clone(), &Device::flex()).expect("trainer");
+    let (a, b) = trainer.networks();
+    let ea = FastDenseUNet::from_burn(a, &cfg).expect("a");
+    let eb = FastDenseUNet::from_burn(b, &cfg).expect("b");
+    let mut fast = FastTrainer::new(ea, eb, settings, clipping).expect("fast trainer");
+    for step in 0..2 {
+        let batch = batch(step);
+        let slow = trainer.step(&batch).expect("burn step");
+        let quick = fast.step(&batch).expect("engine step");
+        assert!(
+            (slow.loss - quick.loss).abs() <= 1e-4 * slow.loss.abs().max(1.0),
+            "loss: burn {} engine {}",
+            slow.loss,
+            quick.loss
+        );
+        let (a, b) = trainer.networks();
+        let (fa, fb) = fast.networks();
+        let ra = FastDenseUNet::from_burn(a, &cfg).expect("a");
+        let rb = FastDenseUNet::from_burn(b, &cfg).expect("b");
+        assert_close("net A weights", fa.params(), ra.params(), 2e-4);
+        assert_close("net B weights", fb.params(), rb.params(), 2e-4);
+        assert_close(
+            "net A running stats",
+            fa.running_stats(),
+            ra.running_stats(),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn fast_trainer_step_matches_burn_trainer_sgd() {
+    compare(
+        TrainSettings {
+            seed: 3,
+            ..TrainSettings::default()
+        },
+        Clipping::PerParameter(1.0),
+    );
+}
+
+#[test]
+fn fast_trainer_step_matches_burn_trainer_without_clipping() {
+    compare(
+        TrainSettings {
+            seed: 4,
+            grad_clip_norm: None,
+            optimizer: OptimizerSettings::Sgd {
+                lr: 1e-2,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+            },
+            ..TrainSettings::default()
+        },
+        Clipping::None,
+    );
+}
