@@ -82,15 +82,20 @@ fn train_resume_represent_register_and_eval_through_a_model() {
         args.extend_from_slice(extra);
         comir(&args)
     };
-    let out = ok(&train(&[
+    let first = train(&[
         "--config",
         s(&cfg),
         "--steps",
         "4",
         "--test-fraction",
         "0.25",
-    ]));
+    ]);
+    let out = ok(&first);
     assert!(out.contains("trained 4 steps"), "{out}");
+    // No terminal here, so progress comes as one line per checkpoint (every 2 steps).
+    let (_, progress) = text(&first);
+    assert!(progress.contains("step 2/4: loss"), "{progress}");
+    assert!(progress.contains("step 4/4: loss"), "{progress}");
     for f in ["model.json", "weights.bpk", "checkpoint.bin", "history.csv"] {
         assert!(model.join(f).is_file(), "{f} missing");
     }

@@ -50,7 +50,8 @@ pub struct TrainArgs {
     /// Seed of weights, sampling and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Fraction of pairs held out as a test set (recorded in model.json; eval skips the rest).
+    /// Fraction of pairs held out as a test set (recorded in model.json; `comir eval --model`
+    /// evaluates only pairs the model has not seen).
     #[arg(long)]
     pub test_fraction: Option<f64>,
     /// Compute device: cpu (default), wgpu or cuda (GPU builds only).
@@ -64,6 +65,7 @@ pub struct TrainArgs {
 struct Bar {
     pb: ProgressBar,
     last_val: Option<(f64, f64)>,
+    last_row: Option<HistoryRow>,
 }
 
 impl Observer for Bar {
@@ -84,6 +86,22 @@ impl Observer for Bar {
             row.loss, row.positive_mse
         ));
         self.pb.set_position(row.step as u64);
+        self.last_row = Some(row.clone());
+    }
+    fn checkpoint(&mut self, step: usize) {
+        // Without a terminal (nohup, a cluster job) the bar is hidden: log one line per checkpoint.
+        if let (true, Some(r)) = (self.pb.is_hidden(), &self.last_row) {
+            let val = self.last_val.map_or(String::new(), |(l, p)| {
+                format!(", validation {l:.4} / {p:.4}")
+            });
+            eprintln!(
+                "step {step}/{}: loss {:.4}, positive-pair error {:.4}{val}, {:.0} s",
+                self.pb.length().unwrap_or(0),
+                r.loss,
+                r.positive_mse,
+                r.seconds
+            );
+        }
     }
 }
 
@@ -135,6 +153,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut bar = Bar {
         pb: progress::bar(config.schedule.steps as u64, "train"),
         last_val: None,
+        last_row: None,
     };
     let device = crate::device::select(&args.device)?;
     let summary = train(&config, &paths, args.resume, &device, &mut bar)?;
