@@ -34,12 +34,12 @@ enum Opt {
 impl Opt {
     fn new(settings: &OptimizerSettings) -> Self {
         match settings {
-            // burn's MomentumConfig default dampening (0.1), as comir-train configures it.
+            // Dampening 0, as PyTorch's SGD (and comir-train) use.
             OptimizerSettings::Sgd {
                 momentum,
                 weight_decay,
                 ..
-            } => Opt::Sgd(Sgd::new(*momentum as f32, 0.1, *weight_decay as f32)),
+            } => Opt::Sgd(Sgd::new(*momentum as f32, 0.0, *weight_decay as f32)),
             OptimizerSettings::Adam { weight_decay, .. } => {
                 Opt::Adam(Adam::burn_default(*weight_decay as f32))
             }

@@ -205,7 +205,12 @@ fn optimizer(settings: &TrainSettings) -> burn::optim::ModuleOptimizer {
             weight_decay,
             ..
         } => SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_momentum(*momentum)))
+            // PyTorch's SGD (the reference) has no dampening; burn's default is 0.1.
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(*momentum)
+                    .with_dampening(0.0),
+            ))
             .with_weight_decay(Some(WeightDecayConfig::new(*weight_decay as f32)))
             .with_gradient_clipping(clip)
             .init(),
