@@ -31,6 +31,23 @@ fn clean_error(o: &Output, needle: &str) {
     assert!(err.contains(needle), "expected '{needle}' in {err}");
 }
 
+/// `comir represent` with the given model, modality, input and output, plus `extra` flags.
+fn represent(model: &Path, modality: &str, input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "represent",
+        "--model",
+        s(model),
+        "--modality",
+        modality,
+        "--input",
+        s(input),
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    comir(&args)
+}
+
 const TINY: &str = r#"
 [network]
 init_filters = 4
@@ -112,32 +129,12 @@ fn train_resume_represent_register_and_eval_through_a_model() {
 
     // Represent: float TIFF of the same size, and an 8-bit PNG.
     let tif = d.join("rep.tif");
-    ok(&comir(&[
-        "represent",
-        "--model",
-        s(&model),
-        "--modality",
-        "a",
-        "--input",
-        s(&d.join("A/p0.png")),
-        "--out",
-        s(&tif),
-    ]));
+    ok(&represent(&model, "a", &d.join("A/p0.png"), &tif, &[]));
     let rep = comir_image::load(&tif).expect("tif");
     assert_eq!((rep.width(), rep.height(), rep.channels()), (64, 64, 1));
     assert!(!rep.is_constant());
     let png = d.join("rep.png");
-    ok(&comir(&[
-        "represent",
-        "--model",
-        s(&model),
-        "--modality",
-        "b",
-        "--input",
-        s(&d.join("B/p0.png")),
-        "--out",
-        s(&png),
-    ]));
+    ok(&represent(&model, "b", &d.join("B/p0.png"), &png, &[]));
     assert!(png.is_file());
 
     // Register through the model.
@@ -190,51 +187,25 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     // A GPU device in a CPU-only build.
     if !cfg!(feature = "wgpu") {
         clean_error(
-            &comir(&[
-                "represent",
-                "--model",
-                s(&model),
-                "--modality",
+            &represent(
+                &model,
                 "a",
-                "--input",
-                s(&d.join("A/p0.png")),
-                "--out",
-                s(&tif),
-                "--device",
-                "wgpu",
-            ]),
+                &d.join("A/p0.png"),
+                &tif,
+                &["--device", "wgpu"],
+            ),
             "--features wgpu",
         );
     }
 
     // Bad model folders.
     clean_error(
-        &comir(&[
-            "represent",
-            "--model",
-            s(&d.join("nope")),
-            "--modality",
-            "a",
-            "--input",
-            s(&d.join("A/p0.png")),
-            "--out",
-            s(&tif),
-        ]),
+        &represent(&d.join("nope"), "a", &d.join("A/p0.png"), &tif, &[]),
         "model.json",
     );
     std::fs::write(model.join("weights.bpk"), b"garbage").expect("write");
     clean_error(
-        &comir(&[
-            "represent",
-            "--model",
-            s(&model),
-            "--modality",
-            "a",
-            "--input",
-            s(&d.join("A/p0.png")),
-            "--out",
-            s(&tif),
-        ]),
+        &represent(&model, "a", &d.join("A/p0.png"), &tif, &[]),
         "weights.bpk",
     );
 }

@@ -6,7 +6,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
-use comir_model::loss::{activation_decay, info_nce};
+use comir_model::loss::{activation_decay, info_nce, scalar};
 use comir_train::{OptimizerSettings, StepStats, TrainSettings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -97,14 +97,6 @@ fn rot90(x: &[f32], n: usize, c: usize, s: usize, k: &[usize]) -> Vec<f32> {
 
 fn inverse(k: &[usize]) -> Vec<usize> {
     k.iter().map(|&ki| (4 - ki % 4) % 4).collect()
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .ok()
-        .and_then(|v| v.first().copied())
-        .map_or(f64::NAN, f64::from)
 }
 
 impl FastTrainer {

@@ -176,6 +176,15 @@ fn flatten_batch<const D: usize>(x: Tensor<D>) -> Tensor<2> {
     x.reshape([n, f])
 }
 
+/// The value of a one-element tensor as `f64` (NaN if it cannot be read), for logging losses.
+pub fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .ok()
+        .and_then(|v| v.first().copied())
+        .map_or(f64::NAN, f64::from)
+}
+
 /// Value used to exclude the diagonal from the log-sum-exp.
 const MASK_VALUE: f64 = -1e30;
 

@@ -20,7 +20,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
-use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, Critic};
+use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, scalar, Critic};
 use comir_model::{DenseUNet, DenseUNetConfig, NetworkPair};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -219,14 +219,6 @@ fn optimizer(settings: &TrainSettings) -> burn::optim::ModuleOptimizer {
             .with_grad_clipping(clip)
             .init(),
     }
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .ok()
-        .and_then(|v| v.first().copied())
-        .map_or(f64::NAN, f64::from)
 }
 
 impl Trainer {
