@@ -38,7 +38,7 @@ mod trainer;
 pub use conv::set_band_bytes;
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
-pub use trainer::{Clipping, FastTrainer};
+pub use trainer::{engine_trainer_factory, supports, Clipping, FastTrainer};
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -56,4 +56,12 @@ pub enum Error {
     /// The burn network and the engine do not have the same tensors.
     #[error("conversion: {0}")]
     Convert(String),
+    /// The loss became NaN or infinite (the weights are left as they were).
+    #[error("training diverged at step {step}: the loss is {loss}")]
+    Diverged {
+        /// The step.
+        step: usize,
+        /// The loss value.
+        loss: f64,
+    },
 }

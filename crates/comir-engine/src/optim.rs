@@ -65,6 +65,18 @@ impl Sgd {
     }
 }
 
+impl Sgd {
+    /// The velocity (`None` before the first step or without momentum).
+    pub fn velocity(&self) -> Option<&[f32]> {
+        self.velocity.as_deref()
+    }
+
+    /// Replaces the velocity (to continue a saved run).
+    pub fn set_velocity(&mut self, velocity: Option<Vec<f32>>) {
+        self.velocity = velocity;
+    }
+}
+
 /// Adam with L2 weight decay added to the gradient, as burn's `Adam` (β₁ 0.9, β₂ 0.999,
 /// ε 1e-5 by default in burn; PyTorch uses ε 1e-8).
 #[derive(Debug, Clone)]
@@ -133,6 +145,20 @@ impl Adam {
             }
             *p -= (*m * factor / (v.sqrt() + eps)) * lr;
         }
+    }
+}
+
+impl Adam {
+    /// `(t, m, v)`: steps taken and the two moment buffers.
+    pub fn moments(&self) -> (i32, &[f32], &[f32]) {
+        (self.t, &self.m, &self.v)
+    }
+
+    /// Replaces the step count and moments (to continue a saved run).
+    pub fn set_moments(&mut self, t: i32, m: Vec<f32>, v: Vec<f32>) {
+        self.t = t;
+        self.m = m;
+        self.v = v;
     }
 }
 

@@ -4,10 +4,12 @@
 //! w.r.t. the two representations are computed with burn autodiff on the small
 //! representation tensors, using `comir_model::loss` itself, so the loss code is shared.
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
 use comir_model::loss::{activation_decay, info_nce, scalar};
-use comir_train::{OptimizerSettings, StepStats, TrainSettings};
+use comir_model::{DenseUNetConfig, NetworkPair};
+use comir_train::{ContrastiveTrainer, OptimizerSettings, StepStats, TrainSettings, TrainerState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -143,11 +145,117 @@ impl FastTrainer {
         self.steps
     }
 
+    /// Both networks built and seeded exactly as `comir_train::Trainer::new` builds them
+    /// (burn's initialisation from `settings.seed`, A first, then B), so both trainers start
+    /// from the same weights. Gradients are clipped by their total norm per network
+    /// (`settings.grad_clip_norm`), as the reference's `clip_grad_norm_` does.
+    ///
+    /// # Errors
+    /// Invalid settings, or a configuration the engine does not run (see [`supports`]).
+    pub fn from_configs(
+        a: &DenseUNetConfig,
+        b: &DenseUNetConfig,
+        settings: TrainSettings,
+    ) -> Result<Self, comir_train::Error> {
+        settings.validate()?;
+        for c in [a, b] {
+            supports(c).map_err(comir_train::Error::InvalidConfig)?;
+        }
+        let (na, nb) =
+            comir_train::init_networks(a, b, settings.seed, &Device::flex().autodiff())?;
+        let ea = FastDenseUNet::from_burn(&na, a).map_err(to_train_error)?;
+        let eb = FastDenseUNet::from_burn(&nb, b).map_err(to_train_error)?;
+        let clipping = settings
+            .grad_clip_norm
+            .map_or(Clipping::None, |c| Clipping::TotalNorm(c as f32));
+        Self::new(ea, eb, settings, clipping).map_err(to_train_error)
+    }
+
+    /// Scores a batch without training: no rotations, running statistics (as
+    /// `comir_train::Trainer::evaluate`).
+    ///
+    /// # Errors
+    /// Wrong patch sizes or channels.
+    pub fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
+        let (n, s) = (batch.n, batch.size);
+        let d = self.nets[0].out_channels();
+        let oa = self.nets[0].forward_inference(&batch.a, n, s, s)?;
+        let ob = self.nets[1].forward_inference(&batch.b, n, s, s)?;
+        let device = Device::flex();
+        let t = |z: Vec<f32>| Tensor::<4>::from_data(TensorData::new(z, [n, d, s, s]), &device);
+        let (za, zb) = (t(oa.representation), t(ob.representation));
+        let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean());
+        let contrastive = scalar(info_nce(za, zb, self.settings.critic, self.settings.tau));
+        Ok(StepStats {
+            loss: contrastive,
+            contrastive,
+            positive_mse,
+        })
+    }
+
+    /// Both networks as burn modules on the CPU (inference mode).
+    ///
+    /// # Errors
+    /// The conversion failed.
+    pub fn burn_networks(&self) -> Result<NetworkPair, Error> {
+        let device = Device::flex();
+        Ok(NetworkPair {
+            a: self.nets[0].to_burn(&device)?.valid(),
+            b: self.nets[1].to_burn(&device)?.valid(),
+        })
+    }
+
+    /// Weights, running statistics, optimiser states, the rotation RNG and the step count; the
+    /// weights are in the format of `comir_train::Trainer::state` (a [`NetworkPair`] record),
+    /// the optimiser states in the engine's own format.
+    ///
+    /// # Errors
+    /// The conversion failed.
+    pub fn state(&self) -> Result<TrainerState, Error> {
+        Ok(TrainerState {
+            steps: self.steps,
+            weights: self.burn_networks()?.to_bytes().map_err(Error::Convert)?,
+            optimizer_a: encode_optimizer(&self.opts[0]),
+            optimizer_b: encode_optimizer(&self.opts[1]),
+            rng_word_pos: self.rng.get_word_pos(),
+        })
+    }
+
+    /// Continues from a state written by [`FastTrainer::state`] for the same networks and
+    /// settings.
+    ///
+    /// # Errors
+    /// The state does not fit.
+    pub fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
+        let pair = self
+            .burn_networks()?
+            .load_bytes(&state.weights)
+            .map_err(Error::Convert)?;
+        let opt_a = decode_optimizer(
+            &state.optimizer_a,
+            &self.settings,
+            self.nets[0].num_params(),
+        )?;
+        let opt_b = decode_optimizer(
+            &state.optimizer_b,
+            &self.settings,
+            self.nets[1].num_params(),
+        )?;
+        let na = FastDenseUNet::from_burn(&pair.a, self.nets[0].config())?;
+        let nb = FastDenseUNet::from_burn(&pair.b, self.nets[1].config())?;
+        self.nets = [na, nb];
+        self.opts = [opt_a, opt_b];
+        self.ws = [Workspace::new(), Workspace::new()];
+        self.rng.set_word_pos(state.rng_word_pos);
+        self.steps = state.steps;
+        Ok(())
+    }
+
     /// One optimisation step on a batch of patch pairs.
     ///
     /// # Errors
-    /// Wrong patch sizes or channels, or a non-finite loss (`Error::Config` naming the step;
-    /// the networks' weights are left as they were).
+    /// Wrong patch sizes or channels, or a non-finite loss ([`Error::Diverged`]; the
+    /// networks' weights are left as they were).
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
         let (n, s) = (batch.n, batch.size);
         let draw = |rng: &mut ChaCha8Rng| -> Vec<usize> {
@@ -188,10 +296,10 @@ impl FastTrainer {
         }
         let loss_value = scalar(loss.clone().detach());
         if !loss_value.is_finite() {
-            return Err(Error::Config(format!(
-                "training diverged at step {}: the loss is {loss_value}",
-                self.steps
-            )));
+            return Err(Error::Diverged {
+                step: self.steps,
+                loss: loss_value,
+            });
         }
         let grads = loss.backward();
         let grad_of = |t: &Tensor<4>| -> Result<Vec<f32>, Error> {
@@ -227,4 +335,164 @@ impl FastTrainer {
             positive_mse,
         })
     }
+}
+
+/// `Ok` when the engine runs networks of this configuration (everything but dropout), else
+/// why not.
+pub fn supports(config: &DenseUNetConfig) -> Result<(), String> {
+    if config.dropout != 0.0 {
+        return Err(format!(
+            "the CPU engine does not implement dropout (got {}); use the burn trainer",
+            config.dropout
+        ));
+    }
+    Ok(())
+}
+
+fn to_train_error(e: Error) -> comir_train::Error {
+    match e {
+        Error::Config(m) => comir_train::Error::InvalidConfig(m),
+        Error::Model(m) => comir_train::Error::Model(m),
+        Error::Diverged { step, loss } => comir_train::Error::Diverged { step, loss },
+        other => comir_train::Error::Backend(other.to_string()),
+    }
+}
+
+/// A `comir_train::TrainerFactory` building [`FastTrainer`]s (see [`FastTrainer::from_configs`]).
+pub fn engine_trainer_factory() -> impl Fn(
+    &DenseUNetConfig,
+    &DenseUNetConfig,
+    &TrainSettings,
+) -> Result<Box<dyn ContrastiveTrainer>, comir_train::Error> {
+    |a, b, settings| {
+        Ok(Box::new(FastTrainer::from_configs(a, b, settings.clone())?)
+            as Box<dyn ContrastiveTrainer>)
+    }
+}
+
+impl ContrastiveTrainer for FastTrainer {
+    fn kind(&self) -> &'static str {
+        "engine"
+    }
+    fn steps(&self) -> usize {
+        self.steps
+    }
+    fn step(&mut self, batch: &Batch) -> Result<StepStats, comir_train::Error> {
+        FastTrainer::step(self, batch).map_err(to_train_error)
+    }
+    fn evaluate(&self, batch: &Batch) -> Result<StepStats, comir_train::Error> {
+        FastTrainer::evaluate(self, batch).map_err(to_train_error)
+    }
+    fn inference_networks(&self) -> Result<NetworkPair, comir_train::Error> {
+        self.burn_networks().map_err(to_train_error)
+    }
+    fn state(&self) -> Result<TrainerState, comir_train::Error> {
+        FastTrainer::state(self).map_err(to_train_error)
+    }
+    fn restore(&mut self, state: &TrainerState) -> Result<(), comir_train::Error> {
+        FastTrainer::restore(self, state).map_err(|e| comir_train::Error::State(e.to_string()))
+    }
+}
+
+const OPTIMIZER_MAGIC: &[u8; 8] = b"COMIROPT";
+
+fn push_vec(out: &mut Vec<u8>, v: &[f32]) {
+    out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// `COMIROPT`, a kind byte (0 SGD, 1 Adam), then SGD: a flag and the velocity, Adam: the step
+/// count and both moments; vectors as a u64 length and little-endian f32s.
+fn encode_optimizer(opt: &Opt) -> Vec<u8> {
+    let mut out = OPTIMIZER_MAGIC.to_vec();
+    match opt {
+        Opt::Sgd(o) => {
+            out.push(0);
+            match o.velocity() {
+                Some(v) => {
+                    out.push(1);
+                    push_vec(&mut out, v);
+                }
+                None => out.push(0),
+            }
+        }
+        Opt::Adam(o) => {
+            out.push(1);
+            let (t, m, v) = o.moments();
+            out.extend_from_slice(&t.to_le_bytes());
+            push_vec(&mut out, m);
+            push_vec(&mut out, v);
+        }
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+        if self.0.len() < n {
+            return Err(Error::Convert("truncated optimiser state".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn byte(&mut self) -> Result<u8, Error> {
+        Ok(self.take(1)?[0])
+    }
+    fn vec(&mut self, expected: usize) -> Result<Vec<f32>, Error> {
+        let mut len = [0u8; 8];
+        len.copy_from_slice(self.take(8)?);
+        let len = u64::from_le_bytes(len);
+        if len != expected as u64 {
+            return Err(Error::Convert(format!(
+                "optimiser state for {len} parameters, the network has {expected}"
+            )));
+        }
+        Ok(self
+            .take(expected * 4)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+fn decode_optimizer(bytes: &[u8], settings: &TrainSettings, params: usize) -> Result<Opt, Error> {
+    let mut r = Reader(bytes);
+    if r.take(8).ok() != Some(OPTIMIZER_MAGIC.as_slice()) {
+        return Err(Error::Convert(
+            "not an optimiser state of the CPU engine".into(),
+        ));
+    }
+    let mut opt = Opt::new(&settings.optimizer);
+    match (r.byte()?, &mut opt) {
+        (0, Opt::Sgd(o)) => {
+            let velocity = match r.byte()? {
+                0 => None,
+                _ => Some(r.vec(params)?),
+            };
+            o.set_velocity(velocity);
+        }
+        (1, Opt::Adam(o)) => {
+            let mut t = [0u8; 4];
+            t.copy_from_slice(r.take(4)?);
+            let m = r.vec(params)?;
+            let v = r.vec(params)?;
+            o.set_moments(i32::from_le_bytes(t), m, v);
+        }
+        _ => {
+            return Err(Error::Convert(
+                "the optimiser state is for another optimiser".into(),
+            ))
+        }
+    }
+    if !r.0.is_empty() {
+        return Err(Error::Convert(
+            "trailing bytes after the optimiser state".into(),
+        ));
+    }
+    Ok(opt)
 }

@@ -39,6 +39,9 @@ pub enum Error {
     /// A saved training state does not fit this trainer.
     #[error("cannot restore the training state: {0}")]
     State(String),
+    /// The training backend failed (e.g. the CPU engine rejected a shape).
+    #[error("training backend: {0}")]
+    Backend(String),
     /// The loss became NaN or infinite.
     #[error("training diverged at step {step}: the loss is {loss}")]
     Diverged {
@@ -180,6 +183,113 @@ pub struct TrainerState {
     pub rng_word_pos: u128,
 }
 
+/// Builds both networks with weights drawn from `seed`, A first, then B (as the reference
+/// does). burn draws a parameter lazily, at its first use; every parameter is drawn here, at
+/// once, so that the weights depend only on the seed (not on when a trainer first runs the
+/// networks) and every trainer starts from the same ones.
+///
+/// # Errors
+/// Invalid network configurations.
+pub fn init_networks(
+    a: &DenseUNetConfig,
+    b: &DenseUNetConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(DenseUNet, DenseUNet), Error> {
+    struct Materialize;
+    impl burn::module::ModuleVisitor for Materialize {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    device.seed(seed);
+    let net_a = a.try_init(device)?;
+    net_a.visit(&mut Materialize);
+    let net_b = b.try_init(device)?;
+    net_b.visit(&mut Materialize);
+    Ok((net_a, net_b))
+}
+
+/// What [`run::train`] needs from a trainer. Implemented by [`Trainer`] (burn, any device)
+/// and by `comir_engine::FastTrainer` (the hand-written CPU engine); the binary picks one.
+pub trait ContrastiveTrainer {
+    /// A short name recorded in checkpoints (their optimiser states differ between trainers).
+    fn kind(&self) -> &'static str;
+    /// Steps done so far.
+    fn steps(&self) -> usize;
+    /// One optimisation step on a batch of patch pairs.
+    ///
+    /// # Errors
+    /// Wrong patch sizes or channels, or [`Error::Diverged`] (weights left as they were).
+    fn step(&mut self, batch: &Batch) -> Result<StepStats, Error>;
+    /// Scores a batch without training: no rotations, inference-mode networks.
+    ///
+    /// # Errors
+    /// Wrong patch sizes or channels.
+    fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error>;
+    /// Both networks in inference mode as burn modules (what a model folder stores).
+    ///
+    /// # Errors
+    /// The networks could not be converted.
+    fn inference_networks(&self) -> Result<NetworkPair, Error>;
+    /// Everything needed to continue exactly where this trainer is.
+    ///
+    /// # Errors
+    /// A record could not be encoded.
+    fn state(&self) -> Result<TrainerState, Error>;
+    /// Continues from a state written by the same kind of trainer with the same settings.
+    ///
+    /// # Errors
+    /// The state does not fit.
+    fn restore(&mut self, state: &TrainerState) -> Result<(), Error>;
+}
+
+/// Builds the trainer for two network configurations and settings (the binary chooses the
+/// backend once and hands [`run::train`] one of these).
+pub type TrainerFactory<'a> = dyn Fn(
+        &DenseUNetConfig,
+        &DenseUNetConfig,
+        &TrainSettings,
+    ) -> Result<Box<dyn ContrastiveTrainer>, Error>
+    + 'a;
+
+/// A [`TrainerFactory`] for burn's [`Trainer`] on `device`.
+pub fn burn_trainer_factory(
+    device: Device,
+) -> impl Fn(
+    &DenseUNetConfig,
+    &DenseUNetConfig,
+    &TrainSettings,
+) -> Result<Box<dyn ContrastiveTrainer>, Error> {
+    move |a, b, settings| {
+        Ok(Box::new(Trainer::new(a, b, settings.clone(), &device)?) as Box<dyn ContrastiveTrainer>)
+    }
+}
+
+impl ContrastiveTrainer for Trainer {
+    fn kind(&self) -> &'static str {
+        "burn"
+    }
+    fn steps(&self) -> usize {
+        Trainer::steps(self)
+    }
+    fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
+        Trainer::step(self, batch)
+    }
+    fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
+        Trainer::evaluate(self, batch)
+    }
+    fn inference_networks(&self) -> Result<NetworkPair, Error> {
+        Ok(Trainer::inference_networks(self))
+    }
+    fn state(&self) -> Result<TrainerState, Error> {
+        Trainer::state(self)
+    }
+    fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
+        Trainer::restore(self, state)
+    }
+}
+
 /// Two networks and their optimisers.
 pub struct Trainer {
     net_a: DenseUNet,
@@ -241,9 +351,7 @@ impl Trainer {
             )));
         }
         let device = device.clone().autodiff();
-        device.seed(settings.seed);
-        let net_a = model_a.try_init(&device)?;
-        let net_b = model_b.try_init(&device)?;
+        let (net_a, net_b) = init_networks(model_a, model_b, settings.seed, &device)?;
         Ok(Trainer {
             net_a,
             net_b,

@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::Device;
 use comir_data::{find_pairs_in, split_by_name, Batch, Pair, PatchConfig, PatchSampler};
 use comir_model::store::{save_parts, write_atomically};
 use comir_model::{DenseUNetConfig, InputTransform, ModelCard};
@@ -21,7 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, StepStats, TrainSettings, Trainer, TrainerState};
+use crate::{ContrastiveTrainer, Error, StepStats, TrainSettings, TrainerFactory, TrainerState};
 
 /// Network size presets (method-notes §1.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +309,9 @@ struct CheckpointHeader {
     config: TrainConfig,
     split: SplitNames,
     steps: usize,
+    /// Which trainer wrote the optimiser states ("burn" when absent: older checkpoints).
+    #[serde(default = "burn_kind")]
+    trainer: String,
     trainer_rng_word_pos: String,
     sampler_rng_word_pos: String,
     history: Vec<HistoryRow>,
@@ -318,6 +320,10 @@ struct CheckpointHeader {
 struct Checkpoint {
     header: CheckpointHeader,
     state: TrainerState,
+}
+
+fn burn_kind() -> String {
+    "burn".into()
 }
 
 fn encode_checkpoint(c: &Checkpoint) -> Result<Vec<u8>, Error> {
@@ -398,6 +404,20 @@ pub fn saved_config(dir: &Path) -> Result<TrainConfig, Error> {
         .map_err(|e| Error::State(format!("{}: {e}", path.display())))
 }
 
+/// The kind of trainer (`"burn"`, `"engine"`) that wrote the checkpoint in `dir`: a resumed
+/// run must use the same one.
+///
+/// # Errors
+/// No readable checkpoint in `dir`.
+pub fn saved_trainer(dir: &Path) -> Result<String, Error> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+    decode_checkpoint(&bytes)
+        .map(|c| c.header.trainer)
+        .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+}
+
 /// `true` when `dir` holds a checkpoint to resume from.
 pub fn has_checkpoint(dir: &Path) -> bool {
     dir.join(CHECKPOINT_FILE).is_file()
@@ -429,7 +449,7 @@ pub fn train(
     config: &TrainConfig,
     paths: &RunPaths,
     resume: bool,
-    device: &Device,
+    make_trainer: &TrainerFactory<'_>,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, Error> {
     let data_err = |e: comir_data::Error| Error::InvalidConfig(e.to_string());
@@ -494,10 +514,18 @@ pub fn train(
             .collect()
     };
     let (net_a, net_b) = (config.network_for(ca), config.network_for(cb));
-    let mut trainer = Trainer::new(&net_a, &net_b, config.train.clone(), device)?;
+    let mut trainer = make_trainer(&net_a, &net_b, &config.train)?;
     let mut rng = sampler_rng(config.train.seed);
     let mut history = Vec::new();
     if let Some(c) = checkpoint {
+        if c.header.trainer != trainer.kind() {
+            return Err(Error::State(format!(
+                "{}: written by the {} trainer, but this run uses the {} trainer (their optimiser states differ); resume with the same one",
+                paths.out.join(CHECKPOINT_FILE).display(),
+                c.header.trainer,
+                trainer.kind()
+            )));
+        }
         trainer.restore(&c.state)?;
         let pos = c
             .header
@@ -523,7 +551,7 @@ pub fn train(
     observer.start(first, total);
     let offset = history.last().map_or(0.0, |r: &HistoryRow| r.seconds);
     let clock = Instant::now();
-    let save = |trainer: &Trainer,
+    let save = |trainer: &dyn ContrastiveTrainer,
                 rng: &ChaCha8Rng,
                 history: &[HistoryRow],
                 card: &mut ModelCard|
@@ -533,6 +561,7 @@ pub fn train(
             config: config.clone(),
             split: split.clone(),
             steps: state.steps,
+            trainer: trainer.kind().to_string(),
             trainer_rng_word_pos: state.rng_word_pos.to_string(),
             sampler_rng_word_pos: rng.get_word_pos().to_string(),
             history: history.to_vec(),
@@ -547,7 +576,7 @@ pub fn train(
             "data": { "a": paths.a, "b": paths.b },
             "last": history.last(),
         });
-        save_parts(&paths.out, card, &trainer.inference_networks())
+        save_parts(&paths.out, card, &trainer.inference_networks()?)
             .map_err(|e| Error::State(e.to_string()))?;
         write_history(&paths.out.join(HISTORY_FILE), history)
     };
@@ -577,13 +606,13 @@ pub fn train(
         history.push(row);
         observer.step(history.last().expect("just pushed"));
         if row_is_checkpoint(step + 1, total, config.schedule.checkpoint_every) {
-            save(&trainer, &rng, &history, &mut card)?;
+            save(trainer.as_ref(), &rng, &history, &mut card)?;
             observer.checkpoint(step + 1);
         }
     }
     if first >= total {
         // Nothing to do (already trained that far): still make sure the model files exist.
-        save(&trainer, &rng, &history, &mut card)?;
+        save(trainer.as_ref(), &rng, &history, &mut card)?;
     }
     Ok(RunSummary {
         steps: trainer.steps(),
@@ -608,6 +637,7 @@ mod tests {
                 config: TrainConfig::default(),
                 split: SplitNames::default(),
                 steps: 7,
+                trainer: "burn".into(),
                 trainer_rng_word_pos: "123".into(),
                 sampler_rng_word_pos: "456".into(),
                 history: Vec::new(),

@@ -55,14 +55,14 @@ fn paths(data: &Path, out: &Path) -> RunPaths {
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let data = tempfile::tempdir().expect("tmp");
     write_pairs(data.path(), 10, 48);
-    let device = burn::tensor::Device::flex();
+    let factory = comir_train::burn_trainer_factory(burn::tensor::Device::flex());
 
     let whole = tempfile::tempdir().expect("tmp");
     let full = train(
         &tiny_config(6),
         &paths(data.path(), whole.path()),
         false,
-        &device,
+        &factory,
         &mut Silent,
     )
     .expect("uninterrupted run");
@@ -79,7 +79,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         &tiny_config(3),
         &paths(data.path(), parts.path()),
         false,
-        &device,
+        &factory,
         &mut Silent,
     )
     .expect("first part");
@@ -88,7 +88,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         &tiny_config(6),
         &paths(data.path(), parts.path()),
         true,
-        &device,
+        &factory,
         &mut Silent,
     )
     .expect("resumed part");
@@ -99,7 +99,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     // Same weights: both models give bit-identical representations (the weight files differ in
     // their parameter ids, which are random per process).
     let outputs = |dir: &Path| {
-        let m = comir_model::Model::load(dir, &device).expect("model loads");
+        let m = comir_model::Model::load(dir, &burn::tensor::Device::flex()).expect("model loads");
         let x = burn::tensor::Tensor::<4>::from_data(
             burn::tensor::TensorData::new(
                 (0..2 * 32 * 32)
@@ -107,7 +107,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
                     .collect::<Vec<f32>>(),
                 [2, 1, 32, 32],
             ),
-            &device,
+            &burn::tensor::Device::flex(),
         );
         let mut all: Vec<f32> = Vec::new();
         for net in [&m.networks.a, &m.networks.b] {
@@ -128,7 +128,8 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     );
 
     // The folder is a complete model: inference loads it.
-    let model = comir_model::Model::load(whole.path(), &device).expect("model loads");
+    let model =
+        comir_model::Model::load(whole.path(), &burn::tensor::Device::flex()).expect("model loads");
     assert_eq!(model.card.network_a.init_filters, 4);
     assert_eq!(
         model.card.training["split"]["test"]
@@ -146,7 +147,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         &other,
         &paths(data.path(), parts.path()),
         true,
-        &device,
+        &factory,
         &mut Silent,
     )
     .expect_err("changed settings");
@@ -156,7 +157,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         &tiny_config(2),
         &paths(data.path(), empty.path()),
         true,
-        &device,
+        &factory,
         &mut Silent,
     )
     .expect_err("nothing to resume");
@@ -165,7 +166,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
 
 #[test]
 fn bad_folders_and_settings_give_clear_errors() {
-    let device = burn::tensor::Device::flex();
+    let factory = comir_train::burn_trainer_factory(burn::tensor::Device::flex());
     let data = tempfile::tempdir().expect("tmp");
     write_pairs(data.path(), 3, 40);
     let out = tempfile::tempdir().expect("tmp");
@@ -175,7 +176,7 @@ fn bad_folders_and_settings_give_clear_errors() {
         &c,
         &paths(data.path(), out.path()),
         false,
-        &device,
+        &factory,
         &mut Silent,
     )
     .expect_err("zero batch");
@@ -185,6 +186,6 @@ fn bad_folders_and_settings_give_clear_errors() {
         b: data.path().join("B"),
         out: out.path().to_path_buf(),
     };
-    let e = train(&tiny_config(2), &missing, false, &device, &mut Silent).expect_err("missing");
+    let e = train(&tiny_config(2), &missing, false, &factory, &mut Silent).expect_err("missing");
     assert!(e.to_string().contains("nope"), "{e}");
 }

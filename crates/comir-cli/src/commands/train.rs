@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use comir_model::loss::Critic;
 use comir_train::run::{
-    has_checkpoint, saved_config, train, HistoryRow, Observer, Preset, RunPaths, TrainConfig,
+    has_checkpoint, saved_config, saved_trainer, train, HistoryRow, Observer, Preset, RunPaths,
+    TrainConfig,
 };
+use comir_train::TrainerFactory;
 use indicatif::ProgressBar;
 
 use crate::progress;
@@ -60,6 +62,21 @@ pub struct TrainArgs {
     /// Continue a killed run from the model folder's checkpoint (--steps may extend it).
     #[arg(long)]
     pub resume: bool,
+    /// Which implementation trains: auto (comir's CPU engine on the CPU, burn on a GPU; a
+    /// resumed run keeps the one that started it), engine, or burn.
+    #[arg(long, value_enum, default_value_t = TrainerChoice::Auto)]
+    pub trainer: TrainerChoice,
+}
+
+/// The `--trainer` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainerChoice {
+    /// The CPU engine on the CPU, burn otherwise.
+    Auto,
+    /// comir's hand-written CPU engine (≈ 4× faster than burn's CPU backend).
+    Engine,
+    /// burn, on any device.
+    Burn,
 }
 
 struct Bar {
@@ -156,7 +173,30 @@ pub fn run(args: TrainArgs) -> Result<()> {
         last_row: None,
     };
     let device = crate::device::select(&args.device)?;
-    let summary = train(&config, &paths, args.resume, &device, &mut bar)?;
+    let kind = match args.trainer {
+        TrainerChoice::Auto if args.resume => saved_trainer(&paths.out)?,
+        TrainerChoice::Auto
+            if args.device == "cpu" && comir_engine::supports(&config.network_for(1)).is_ok() =>
+        {
+            "engine".to_string()
+        }
+        TrainerChoice::Auto | TrainerChoice::Burn => "burn".to_string(),
+        TrainerChoice::Engine => {
+            if args.device != "cpu" {
+                bail!(
+                    "--trainer engine runs on the CPU only; use --trainer burn with --device {}",
+                    args.device
+                );
+            }
+            "engine".to_string()
+        }
+    };
+    let factory: Box<TrainerFactory<'_>> = if kind == "engine" {
+        Box::new(comir_engine::engine_trainer_factory())
+    } else {
+        Box::new(comir_train::burn_trainer_factory(device))
+    };
+    let summary = train(&config, &paths, args.resume, factory.as_ref(), &mut bar)?;
     bar.pb.finish_and_clear();
     let last = summary.history.last();
     let val = summary

@@ -1,0 +1,157 @@
+//! `comir_train::run::train` with the engine's trainer: it starts from the weights burn's
+//! trainer starts from, and a stopped and resumed run (SGD and Adam) ends bit-identical to an
+//! uninterrupted one.
+//!
+//! One test function: burn's weight RNG is process-wide, so runs that must be identical cannot
+//! build networks concurrently.
+
+use std::path::Path;
+
+use comir_engine::{engine_trainer_factory, FastDenseUNet, FastTrainer};
+use comir_model::DenseUNetConfig;
+use comir_train::run::{train, RunPaths, Silent, TrainConfig};
+use comir_train::{OptimizerSettings, TrainSettings, Trainer};
+
+fn write_pairs(dir: &Path, n: u64, side: usize) {
+    for sub in ["A", "B"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    for i in 0..n {
+        let (a, b) = comir_testkit::phantom_pair(side, side, i);
+        comir_image::save_png(dir.join("A").join(format!("p{i}.png")), &a).expect("save");
+        comir_image::save_png(dir.join("B").join(format!("p{i}.png")), &b).expect("save");
+    }
+}
+
+fn tiny_network() -> DenseUNetConfig {
+    DenseUNetConfig {
+        init_filters: 4,
+        down_blocks: vec![1, 1],
+        up_blocks: vec![1, 1],
+        bottleneck_layers: 1,
+        growth_rate: 4,
+        ..DenseUNetConfig::small(1)
+    }
+}
+
+fn tiny_config(steps: usize, optimizer: &OptimizerSettings) -> TrainConfig {
+    let mut c = TrainConfig {
+        network: Some(tiny_network()),
+        ..TrainConfig::default()
+    };
+    c.train.optimizer = optimizer.clone();
+    c.patches.size = 32;
+    c.schedule.steps = steps;
+    c.schedule.batch = 4;
+    c.schedule.checkpoint_every = 2;
+    c.schedule.validate_every = 2;
+    c.schedule.validation_batches = 1;
+    c.split.validation_fraction = 0.25;
+    c.split.test_fraction = 0.2;
+    c
+}
+
+fn paths(data: &Path, out: &Path) -> RunPaths {
+    RunPaths {
+        a: data.join("A"),
+        b: data.join("B"),
+        out: out.to_path_buf(),
+    }
+}
+
+/// The saved networks' parameters and running statistics, as flat engine buffers.
+fn saved_weights(dir: &Path) -> Vec<f32> {
+    let m = comir_model::Model::load(dir, &burn::tensor::Device::flex()).expect("model loads");
+    let mut all = Vec::new();
+    for (net, cfg) in [
+        (&m.networks.a, &m.card.network_a),
+        (&m.networks.b, &m.card.network_b),
+    ] {
+        let e = FastDenseUNet::from_burn(net, cfg).expect("convert");
+        all.extend_from_slice(e.params());
+        all.extend_from_slice(e.running_stats());
+    }
+    all
+}
+
+#[test]
+fn engine_runs_start_like_burn_and_resume_bit_identically() {
+    // Same initial weights as burn's trainer from the same seed.
+    let cfg = tiny_network();
+    let settings = TrainSettings {
+        seed: 11,
+        ..TrainSettings::default()
+    };
+    let burn = Trainer::new(&cfg, &cfg, settings.clone(), &burn::tensor::Device::flex())
+        .expect("burn trainer");
+    let fast = FastTrainer::from_configs(&cfg, &cfg, settings).expect("engine trainer");
+    let (ba, bb) = burn.networks();
+    let (fa, fb) = fast.networks();
+    assert!(FastDenseUNet::from_burn(ba, &cfg).expect("a").params() == fa.params());
+    assert!(FastDenseUNet::from_burn(bb, &cfg).expect("b").params() == fb.params());
+
+    let data = tempfile::tempdir().expect("tmp");
+    write_pairs(data.path(), 10, 48);
+    let factory = engine_trainer_factory();
+    for optimizer in [
+        OptimizerSettings::default(),
+        OptimizerSettings::Adam {
+            lr: 1e-3,
+            weight_decay: 1e-4,
+        },
+    ] {
+        let whole = tempfile::tempdir().expect("tmp");
+        let full = train(
+            &tiny_config(6, &optimizer),
+            &paths(data.path(), whole.path()),
+            false,
+            &factory,
+            &mut Silent,
+        )
+        .expect("uninterrupted run");
+        assert_eq!(full.steps, 6);
+        assert!(full.history.iter().all(|r| r.loss.is_finite()));
+        assert!(full.history.iter().any(|r| r.val_loss.is_some()));
+
+        let parts = tempfile::tempdir().expect("tmp");
+        let first = train(
+            &tiny_config(3, &optimizer),
+            &paths(data.path(), parts.path()),
+            false,
+            &factory,
+            &mut Silent,
+        )
+        .expect("first part");
+        assert_eq!(first.steps, 3);
+        let second = train(
+            &tiny_config(6, &optimizer),
+            &paths(data.path(), parts.path()),
+            true,
+            &factory,
+            &mut Silent,
+        )
+        .expect("resumed part");
+        assert_eq!((second.steps, second.steps_this_session), (6, 3));
+        let losses =
+            |h: &[comir_train::run::HistoryRow]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
+        assert_eq!(
+            losses(&full.history),
+            losses(&second.history),
+            "{optimizer:?}"
+        );
+        let (w1, w2) = (saved_weights(whole.path()), saved_weights(parts.path()));
+        assert!(w1 == w2, "{optimizer:?}: resumed weights differ");
+
+        // A checkpoint of the engine cannot be resumed by burn's trainer (other optimiser state).
+        let burn_factory = comir_train::burn_trainer_factory(burn::tensor::Device::flex());
+        let e = train(
+            &tiny_config(8, &optimizer),
+            &paths(data.path(), parts.path()),
+            true,
+            &burn_factory,
+            &mut Silent,
+        )
+        .expect_err("other trainer refused");
+        assert!(e.to_string().contains("engine trainer"), "{e}");
+    }
+}
