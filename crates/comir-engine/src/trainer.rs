@@ -9,7 +9,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
 use comir_model::loss::{activation_decay, info_nce, scalar};
 use comir_model::{DenseUNetConfig, NetworkPair};
-use comir_train::{ContrastiveTrainer, OptimizerSettings, StepStats, TrainSettings, TrainerState};
+use comir_train::{
+    BottleneckSupervision, ContrastiveTrainer, OptimizerSettings, StepStats, TrainSettings,
+    TrainerState,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -65,6 +68,7 @@ pub struct FastTrainer {
     ws: [Workspace; 2],
     opts: [Opt; 2],
     grads: Vec<f32>,
+    bottleneck: BottleneckSupervision,
     settings: TrainSettings,
     clipping: Clipping,
     rng: ChaCha8Rng,
@@ -122,7 +126,12 @@ impl FastTrainer {
                 "both networks need the same number of output channels".into(),
             ));
         }
+        let device = Device::flex().autodiff();
+        let bottleneck =
+            BottleneckSupervision::new(&settings, net_a.config(), net_b.config(), &device)
+                .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self {
+            bottleneck,
             opts: [Opt::new(&settings.optimizer), Opt::new(&settings.optimizer)],
             nets: [net_a, net_b],
             ws: [Workspace::new(), Workspace::new()],
@@ -130,7 +139,7 @@ impl FastTrainer {
             rng: ChaCha8Rng::seed_from_u64(settings.seed ^ 0xC04D_1A55),
             settings,
             clipping,
-            device: Device::flex().autodiff(),
+            device,
             steps: 0,
         })
     }
@@ -147,8 +156,9 @@ impl FastTrainer {
 
     /// Both networks built and seeded exactly as `comir_train::Trainer::new` builds them
     /// (burn's initialisation from `settings.seed`, A first, then B), so both trainers start
-    /// from the same weights. Gradients are clipped by their total norm per network
-    /// (`settings.grad_clip_norm`), as the reference's `clip_grad_norm_` does.
+    /// from the same weights. Gradients are clipped per parameter tensor
+    /// (`settings.grad_clip_norm`) as burn's trainer clips them, so both trainers take the same
+    /// steps (the reference clips each network's total norm; see comir-train's docs).
     ///
     /// # Errors
     /// Invalid settings, or a configuration the engine does not run (see [`supports`]).
@@ -161,13 +171,12 @@ impl FastTrainer {
         for c in [a, b] {
             supports(c).map_err(comir_train::Error::InvalidConfig)?;
         }
-        let (na, nb) =
-            comir_train::init_networks(a, b, settings.seed, &Device::flex().autodiff())?;
+        let (na, nb) = comir_train::init_networks(a, b, settings.seed, &Device::flex().autodiff())?;
         let ea = FastDenseUNet::from_burn(&na, a).map_err(to_train_error)?;
         let eb = FastDenseUNet::from_burn(&nb, b).map_err(to_train_error)?;
         let clipping = settings
             .grad_clip_norm
-            .map_or(Clipping::None, |c| Clipping::TotalNorm(c as f32));
+            .map_or(Clipping::None, |c| Clipping::PerParameter(c as f32));
         Self::new(ea, eb, settings, clipping).map_err(to_train_error)
     }
 
@@ -189,6 +198,7 @@ impl FastTrainer {
         Ok(StepStats {
             loss: contrastive,
             contrastive,
+            bottleneck: 0.0,
             positive_mse,
         })
     }
@@ -218,6 +228,10 @@ impl FastTrainer {
             optimizer_a: encode_optimizer(&self.opts[0]),
             optimizer_b: encode_optimizer(&self.opts[1]),
             rng_word_pos: self.rng.get_word_pos(),
+            bottleneck: self
+                .bottleneck
+                .state()
+                .map_err(|e| Error::Convert(e.to_string()))?,
         })
     }
 
@@ -243,6 +257,9 @@ impl FastTrainer {
         )?;
         let na = FastDenseUNet::from_burn(&pair.a, self.nets[0].config())?;
         let nb = FastDenseUNet::from_burn(&pair.b, self.nets[1].config())?;
+        self.bottleneck
+            .restore(&state.bottleneck)
+            .map_err(|e| Error::Convert(e.to_string()))?;
         self.nets = [na, nb];
         self.opts = [opt_a, opt_b];
         self.ws = [Workspace::new(), Workspace::new()];
@@ -288,6 +305,24 @@ impl FastTrainer {
             self.settings.tau,
         );
         let mut loss = contrastive.clone();
+        // The bottleneck term on leaves in the networks' (rotated) frames; the shared
+        // comir_train code undoes the rotations as burn's trainer does.
+        let mut bottleneck = 0.0;
+        let bottleneck_leaves = if self.bottleneck.is_on() {
+            let cb = self.nets[0].bottleneck_channels();
+            let hb = s / self.nets[0].required_multiple();
+            let leaf = |z: Vec<f32>| {
+                Tensor::<4>::from_data(TensorData::new(z, [n, cb, hb, hb]), &self.device)
+                    .require_grad()
+            };
+            let (ba, bb) = (leaf(self.ws[0].bottleneck()), leaf(self.ws[1].bottleneck()));
+            let lb = self.bottleneck.loss(ba.clone(), bb.clone(), &ka, &kb);
+            bottleneck = scalar(lb.clone().detach());
+            loss = loss + lb * self.bottleneck.weight();
+            Some((ba, bb))
+        } else {
+            None
+        };
         if self.settings.l1_decay > 0.0 {
             loss = loss + activation_decay(&[ta.clone(), tb.clone()], 1.0) * self.settings.l1_decay;
         }
@@ -301,7 +336,7 @@ impl FastTrainer {
                 loss: loss_value,
             });
         }
-        let grads = loss.backward();
+        let mut grads = loss.backward();
         let grad_of = |t: &Tensor<4>| -> Result<Vec<f32>, Error> {
             t.grad(&grads)
                 .ok_or_else(|| Error::Shape("no gradient for a representation".into()))?
@@ -315,8 +350,12 @@ impl FastTrainer {
         let lr = match self.settings.optimizer {
             OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => lr as f32,
         };
+        let dbott = match &bottleneck_leaves {
+            Some((ba, bb)) => [Some(grad_of(ba)?), Some(grad_of(bb)?)],
+            None => [None, None],
+        };
         for (k, dy) in [dya, dyb].iter().enumerate() {
-            self.nets[k].backward(&mut self.ws[k], dy, None, &mut self.grads)?;
+            self.nets[k].backward(&mut self.ws[k], dy, dbott[k].as_deref(), &mut self.grads)?;
             match self.clipping {
                 Clipping::TotalNorm(c) => {
                     clip_total_norm(&mut self.grads, c);
@@ -328,10 +367,15 @@ impl FastTrainer {
             }
             self.opts[k].step(lr, self.nets[k].params_mut(), &self.grads);
         }
+        let lr64 = match self.settings.optimizer {
+            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => lr,
+        };
+        self.bottleneck.update(&mut grads, lr64);
         self.steps += 1;
         Ok(StepStats {
             loss: loss_value,
             contrastive: scalar(contrastive.detach()),
+            bottleneck,
             positive_mse,
         })
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 use comir_engine::{engine_trainer_factory, FastDenseUNet, FastTrainer};
 use comir_model::DenseUNetConfig;
 use comir_train::run::{train, RunPaths, Silent, TrainConfig};
-use comir_train::{OptimizerSettings, TrainSettings, Trainer};
+use comir_train::{BottleneckMode, OptimizerSettings, TrainSettings, Trainer};
 
 fn write_pairs(dir: &Path, n: u64, side: usize) {
     for sub in ["A", "B"] {
@@ -35,11 +35,20 @@ fn tiny_network() -> DenseUNetConfig {
 }
 
 fn tiny_config(steps: usize, optimizer: &OptimizerSettings) -> TrainConfig {
+    tiny_config_with(steps, optimizer, BottleneckMode::Off)
+}
+
+fn tiny_config_with(
+    steps: usize,
+    optimizer: &OptimizerSettings,
+    bottleneck: BottleneckMode,
+) -> TrainConfig {
     let mut c = TrainConfig {
         network: Some(tiny_network()),
         ..TrainConfig::default()
     };
     c.train.optimizer = optimizer.clone();
+    c.train.bottleneck.mode = bottleneck;
     c.patches.size = 32;
     c.schedule.steps = steps;
     c.schedule.batch = 4;
@@ -93,13 +102,19 @@ fn engine_runs_start_like_burn_and_resume_bit_identically() {
     let data = tempfile::tempdir().expect("tmp");
     write_pairs(data.path(), 10, 48);
     let factory = engine_trainer_factory();
-    for optimizer in [
-        OptimizerSettings::default(),
-        OptimizerSettings::Adam {
-            lr: 1e-3,
-            weight_decay: 1e-4,
-        },
+    for (optimizer, mode) in [
+        (OptimizerSettings::default(), BottleneckMode::Off),
+        (
+            OptimizerSettings::Adam {
+                lr: 1e-3,
+                weight_decay: 1e-4,
+            },
+            BottleneckMode::Off,
+        ),
+        // Projection heads and their optimiser states travel in the checkpoint too.
+        (OptimizerSettings::default(), BottleneckMode::Projection),
     ] {
+        let tiny_config = |steps: usize, o: &OptimizerSettings| tiny_config_with(steps, o, mode);
         let whole = tempfile::tempdir().expect("tmp");
         let full = train(
             &tiny_config(6, &optimizer),
@@ -112,6 +127,10 @@ fn engine_runs_start_like_burn_and_resume_bit_identically() {
         assert_eq!(full.steps, 6);
         assert!(full.history.iter().all(|r| r.loss.is_finite()));
         assert!(full.history.iter().any(|r| r.val_loss.is_some()));
+        assert_eq!(
+            full.history.iter().all(|r| r.bottleneck > 0.0),
+            mode != BottleneckMode::Off
+        );
 
         let parts = tempfile::tempdir().expect("tmp");
         let first = train(
@@ -154,4 +173,41 @@ fn engine_runs_start_like_burn_and_resume_bit_identically() {
         .expect_err("other trainer refused");
         assert!(e.to_string().contains("engine trainer"), "{e}");
     }
+
+    // A time budget stops the run early with a checkpoint at the last step; resuming with the
+    // budget spent does no step, and a larger --steps without the budget continues.
+    let timed = tempfile::tempdir().expect("tmp");
+    let mut config = tiny_config(1000, &OptimizerSettings::default());
+    config.schedule.minutes = Some(0.5 / 60.0);
+    let run = train(
+        &config,
+        &paths(data.path(), timed.path()),
+        false,
+        &factory,
+        &mut Silent,
+    )
+    .expect("timed run");
+    assert!(run.steps >= 1 && run.steps < 1000, "{} steps", run.steps);
+    let again = train(
+        &config,
+        &paths(data.path(), timed.path()),
+        true,
+        &factory,
+        &mut Silent,
+    )
+    .expect("resume with the budget spent");
+    assert_eq!((again.steps, again.steps_this_session), (run.steps, 0));
+    let mut more = config.clone();
+    more.schedule.minutes = None;
+    more.schedule.steps = run.steps + 2;
+    let longer = train(
+        &more,
+        &paths(data.path(), timed.path()),
+        true,
+        &factory,
+        &mut Silent,
+    )
+    .expect("resume without the budget");
+    assert_eq!(longer.steps, run.steps + 2);
+    assert_eq!(longer.history.len(), run.steps + 2);
 }

@@ -5,7 +5,7 @@ use burn::tensor::Device;
 use comir_data::Batch;
 use comir_engine::{Clipping, FastDenseUNet, FastTrainer};
 use comir_model::DenseUNetConfig;
-use comir_train::{OptimizerSettings, TrainSettings, Trainer};
+use comir_train::{BottleneckMode, BottleneckSettings, OptimizerSettings, TrainSettings, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -52,17 +52,29 @@ fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     assert!(err <= tol * scale, "{what}: max error {err} (tol {tol})");
 }
 
+/// burn's weight RNG is process-wide: trainers (networks, projection heads) are built one at a
+/// time so that both trainers of a test draw the same heads.
+static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn compare(settings: TrainSettings, clipping: Clipping) {
     let cfg = tiny();
+    let guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let mut trainer = Trainer::new(&cfg, &cfg, settings.clone(), &Device::flex()).expect("trainer");
     let (a, b) = trainer.networks();
     let ea = FastDenseUNet::from_burn(a, &cfg).expect("a");
     let eb = FastDenseUNet::from_burn(b, &cfg).expect("b");
     let mut fast = FastTrainer::new(ea, eb, settings, clipping).expect("fast trainer");
+    drop(guard);
     for step in 0..2 {
         let batch = batch(step);
         let slow = trainer.step(&batch).expect("burn step");
         let quick = fast.step(&batch).expect("engine step");
+        assert!(
+            (slow.bottleneck - quick.bottleneck).abs() <= 1e-4 * slow.bottleneck.abs().max(1.0),
+            "bottleneck loss: burn {} engine {}",
+            slow.bottleneck,
+            quick.bottleneck
+        );
         assert!(
             (slow.loss - quick.loss).abs() <= 1e-4 * slow.loss.abs().max(1.0),
             "loss: burn {} engine {}",
@@ -109,5 +121,42 @@ fn fast_trainer_step_matches_burn_trainer_without_clipping() {
             ..TrainSettings::default()
         },
         Clipping::None,
+    );
+}
+
+fn with_bottleneck(mode: BottleneckMode, seed: u64) -> TrainSettings {
+    TrainSettings {
+        seed,
+        bottleneck: BottleneckSettings {
+            mode,
+            weight: 0.7,
+            projection_hidden: 6,
+            projection_out: 4,
+        },
+        ..TrainSettings::default()
+    }
+}
+
+#[test]
+fn fast_trainer_matches_burn_with_flat_bottleneck_supervision() {
+    compare(
+        with_bottleneck(BottleneckMode::Flat, 5),
+        Clipping::PerParameter(1.0),
+    );
+}
+
+#[test]
+fn fast_trainer_matches_burn_with_pooled_bottleneck_supervision() {
+    compare(
+        with_bottleneck(BottleneckMode::Pooled, 6),
+        Clipping::PerParameter(1.0),
+    );
+}
+
+#[test]
+fn fast_trainer_matches_burn_with_projection_bottleneck_supervision() {
+    compare(
+        with_bottleneck(BottleneckMode::Projection, 7),
+        Clipping::PerParameter(1.0),
     );
 }

@@ -52,12 +52,14 @@
 
 pub mod densenet;
 pub mod error;
+pub mod heads;
 pub mod loss;
 pub mod store;
 pub mod unet;
 
 pub use densenet::{DenseUNet, DenseUNetConfig};
 pub use error::ModelError;
+pub use heads::{ProjectionHead, ProjectionHeadConfig};
 pub use store::{InputTransform, Model, ModelCard, NetworkPair, StoreError};
 pub use unet::{UNet, UNetConfig};
 

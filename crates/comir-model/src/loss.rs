@@ -235,6 +235,12 @@ pub fn info_nce<const D: usize>(
     (lse - pos).mean()
 }
 
+/// Global average pooling `[N, C, H, W] → [N, C]` (invariant to 90° rotations of the grid).
+pub fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+}
+
 /// Activation decay `(1 + Σ_t Σ |x|^p) / Σ_t numel(t)` over all `outputs`
 /// (the reference's `act_decay_p`, computed on both networks' raw outputs).
 ///

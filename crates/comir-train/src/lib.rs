@@ -14,7 +14,10 @@
 //! per network (`clip_grad_norm_(·, 1.0)`), so with clipping on the two differ when several
 //! parameters exceed the norm. This is a documented deviation until a total-norm clip lands.
 
+pub mod bottleneck;
 pub mod run;
+
+pub use bottleneck::{BottleneckMode, BottleneckSettings, BottleneckSupervision};
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
@@ -112,6 +115,8 @@ pub struct TrainSettings {
     pub grad_clip_norm: Option<f64>,
     /// Seed of the weights and of the rotations (default 0).
     pub seed: u64,
+    /// Contrastive supervision of the bottleneck (default off: the CoMIR baseline).
+    pub bottleneck: BottleneckSettings,
 }
 
 impl Default for TrainSettings {
@@ -125,6 +130,7 @@ impl Default for TrainSettings {
             equivariance: true,
             grad_clip_norm: Some(1.0),
             seed: 0,
+            bottleneck: BottleneckSettings::default(),
         }
     }
 }
@@ -153,7 +159,7 @@ impl TrainSettings {
                 return bad(format!("grad_clip_norm must be positive, got {c}"));
             }
         }
-        Ok(())
+        self.bottleneck.validate()
     }
 }
 
@@ -164,6 +170,8 @@ pub struct StepStats {
     pub loss: f64,
     /// The InfoNCE part.
     pub contrastive: f64,
+    /// The (unweighted) bottleneck InfoNCE; 0 without bottleneck supervision.
+    pub bottleneck: f64,
     /// Mean squared difference of corresponding A/B representations (lower is better).
     pub positive_mse: f64,
 }
@@ -181,6 +189,9 @@ pub struct TrainerState {
     pub optimizer_b: Vec<u8>,
     /// Position of the rotation RNG.
     pub rng_word_pos: u128,
+    /// Projection heads and their optimiser states ([`BottleneckSupervision::state`]; empty
+    /// without heads).
+    pub bottleneck: Vec<u8>,
 }
 
 /// Builds both networks with weights drawn from `seed`, A first, then B (as the reference
@@ -296,13 +307,14 @@ pub struct Trainer {
     net_b: DenseUNet,
     opt_a: burn::optim::ModuleOptimizer,
     opt_b: burn::optim::ModuleOptimizer,
+    bottleneck: BottleneckSupervision,
     settings: TrainSettings,
     rng: ChaCha8Rng,
     device: Device,
     steps: usize,
 }
 
-fn optimizer(settings: &TrainSettings) -> burn::optim::ModuleOptimizer {
+pub(crate) fn optimizer(settings: &TrainSettings) -> burn::optim::ModuleOptimizer {
     use burn::optim::decay::WeightDecayConfig;
     use burn::optim::grad_clipping::GradientClippingConfig;
     use burn::optim::momentum::MomentumConfig;
@@ -352,7 +364,9 @@ impl Trainer {
         }
         let device = device.clone().autodiff();
         let (net_a, net_b) = init_networks(model_a, model_b, settings.seed, &device)?;
+        let bottleneck = BottleneckSupervision::new(&settings, model_a, model_b, &device)?;
         Ok(Trainer {
+            bottleneck,
             net_a,
             net_b,
             opt_a: optimizer(&settings),
@@ -406,6 +420,7 @@ impl Trainer {
         Ok(StepStats {
             loss: contrastive,
             contrastive,
+            bottleneck: 0.0,
             positive_mse,
         })
     }
@@ -435,6 +450,7 @@ impl Trainer {
                 .map_err(|e| enc(e.to_string()))?
                 .to_vec(),
             rng_word_pos: self.rng.get_word_pos(),
+            bottleneck: self.bottleneck.state()?,
         })
     }
 
@@ -468,6 +484,7 @@ impl Trainer {
                 state.optimizer_b.clone(),
             ))
             .map_err(|e| Error::State(e.to_string()))?;
+        self.bottleneck.restore(&state.bottleneck)?;
         self.net_a = pair.a;
         self.net_b = pair.b;
         self.rng.set_word_pos(state.rng_word_pos);
@@ -503,8 +520,9 @@ impl Trainer {
         };
         let ka = draw(&mut self.rng);
         let kb = draw(&mut self.rng);
-        let ya = self.net_a.try_forward(rot90(xa, &ka))?.representation;
-        let yb = self.net_b.try_forward(rot90(xb, &kb))?.representation;
+        let oa = self.net_a.try_forward(rot90(xa, &ka))?;
+        let ob = self.net_b.try_forward(rot90(xb, &kb))?;
+        let (ya, yb) = (oa.representation, ob.representation);
         let (za, zb) = (
             rot90_inverse(ya.clone(), &ka),
             rot90_inverse(yb.clone(), &kb),
@@ -512,6 +530,12 @@ impl Trainer {
         let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean().detach());
         let contrastive = info_nce(za, zb, self.settings.critic, self.settings.tau);
         let mut loss = contrastive.clone();
+        let mut bottleneck = 0.0;
+        if self.bottleneck.is_on() {
+            let lb = self.bottleneck.loss(oa.bottleneck, ob.bottleneck, &ka, &kb);
+            bottleneck = scalar(lb.clone().detach());
+            loss = loss + lb * self.bottleneck.weight();
+        }
         if self.settings.l1_decay > 0.0 {
             loss = loss + activation_decay(&[ya.clone(), yb.clone()], 1.0) * self.settings.l1_decay;
         }
@@ -531,10 +555,12 @@ impl Trainer {
         let lr = self.settings.optimizer.lr();
         self.net_a = self.opt_a.step(lr, self.net_a.clone(), ga);
         self.net_b = self.opt_b.step(lr, self.net_b.clone(), gb);
+        self.bottleneck.update(&mut grads, lr);
         self.steps += 1;
         Ok(StepStats {
             loss: loss_value,
             contrastive: scalar(contrastive.detach()),
+            bottleneck,
             positive_mse,
         })
     }

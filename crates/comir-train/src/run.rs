@@ -69,6 +69,11 @@ pub struct Schedule {
     pub validation_batches: usize,
     /// Write a checkpoint every this many steps (default 50).
     pub checkpoint_every: usize,
+    /// A wall-clock budget: stop (with a checkpoint) at the first step that ends after this
+    /// many minutes of training, summed over resumed sessions (default none). The step count
+    /// then depends on the machine's speed, so such runs are reproducible only through their
+    /// checkpoint.
+    pub minutes: Option<f64>,
 }
 
 impl Default for Schedule {
@@ -79,6 +84,7 @@ impl Default for Schedule {
             validate_every: 100,
             validation_batches: 4,
             checkpoint_every: 50,
+            minutes: None,
         }
     }
 }
@@ -188,6 +194,11 @@ impl TrainConfig {
         if s.checkpoint_every == 0 {
             return bad("schedule.checkpoint_every must be at least 1".into());
         }
+        if let Some(m) = s.minutes {
+            if !(m > 0.0 && m.is_finite()) {
+                return bad(format!("schedule.minutes must be positive, got {m}"));
+            }
+        }
         if self.out_channels == 0 {
             return bad("out_channels must be at least 1".into());
         }
@@ -259,6 +270,9 @@ pub struct HistoryRow {
     pub val_loss: Option<f64>,
     /// Validation positive-pair error, where measured.
     pub val_positive_mse: Option<f64>,
+    /// The bottleneck InfoNCE (unweighted; 0 without bottleneck supervision).
+    #[serde(default)]
+    pub bottleneck: f64,
 }
 
 /// What a run reports as it goes (the CLI draws a progress bar from this).
@@ -302,7 +316,8 @@ pub struct RunSummary {
 const CHECKPOINT_FILE: &str = "checkpoint.bin";
 const HISTORY_FILE: &str = "history.csv";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"COMIRCKP";
-const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2 added the projection heads' state (a fifth part); version 1 files still load.
+const CHECKPOINT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct CheckpointHeader {
@@ -336,6 +351,7 @@ fn encode_checkpoint(c: &Checkpoint) -> Result<Vec<u8>, Error> {
         &c.state.weights,
         &c.state.optimizer_a,
         &c.state.optimizer_b,
+        &c.state.bottleneck,
     ] {
         out.extend_from_slice(&(part.len() as u64).to_le_bytes());
         out.extend_from_slice(part);
@@ -348,14 +364,15 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
         return Err("not a comir checkpoint".into());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != CHECKPOINT_VERSION {
+    if version != CHECKPOINT_VERSION && version != 1 {
         return Err(format!(
             "checkpoint version {version} is not supported (this comir reads {CHECKPOINT_VERSION})"
         ));
     }
     let mut rest = &bytes[12..];
-    let mut parts = Vec::with_capacity(4);
-    for _ in 0..4 {
+    let count = if version == 1 { 4 } else { 5 };
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
         if rest.len() < 8 {
             return Err("truncated checkpoint".into());
         }
@@ -375,6 +392,11 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
         .trainer_rng_word_pos
         .parse::<u128>()
         .map_err(|e| format!("bad RNG position: {e}"))?;
+    let bottleneck = if version == 1 {
+        Vec::new()
+    } else {
+        parts.pop().unwrap_or_default()
+    };
     let optimizer_b = parts.pop().unwrap_or_default();
     let optimizer_a = parts.pop().unwrap_or_default();
     let weights = parts.pop().unwrap_or_default();
@@ -385,6 +407,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
             optimizer_a,
             optimizer_b,
             rng_word_pos: word_pos,
+            bottleneck,
         },
         header,
     })
@@ -469,6 +492,7 @@ pub fn train(
             let mut saved = c.header.config.clone();
             let mut asked = config.clone();
             asked.schedule.steps = saved.schedule.steps;
+            asked.schedule.minutes = saved.schedule.minutes;
             if asked != saved {
                 return Err(Error::InvalidConfig(format!(
                     "{}: the run was started with other settings; resume with the same ones (only the step count may change)",
@@ -476,6 +500,7 @@ pub fn train(
                 )));
             }
             saved.schedule.steps = config.schedule.steps.max(c.header.steps);
+            saved.schedule.minutes = config.schedule.minutes;
             saved
         }
         None => config.clone(),
@@ -580,7 +605,11 @@ pub fn train(
             .map_err(|e| Error::State(e.to_string()))?;
         write_history(&paths.out.join(HISTORY_FILE), history)
     };
+    let mut last_saved = None;
     for step in first..total {
+        if config.schedule.minutes.is_some_and(|m| offset >= m * 60.0) {
+            break;
+        }
         let batch = sampler.batch(config.schedule.batch, &mut rng);
         let stats: StepStats = trainer.step(&batch)?;
         let mut row = HistoryRow {
@@ -591,6 +620,7 @@ pub fn train(
             positive_mse: stats.positive_mse,
             val_loss: None,
             val_positive_mse: None,
+            bottleneck: stats.bottleneck,
         };
         let every = config.schedule.validate_every;
         if !validation.is_empty() && (row.step % every == 0 || row.step == total) {
@@ -603,16 +633,27 @@ pub fn train(
             row.val_loss = Some(l / validation.len() as f64);
             row.val_positive_mse = Some(p / validation.len() as f64);
         }
+        // Judged on the row's time, so that a resumed run sees the same budget as spent.
+        let out_of_time = config
+            .schedule
+            .minutes
+            .is_some_and(|m| row.seconds >= m * 60.0);
         history.push(row);
         observer.step(history.last().expect("just pushed"));
+        if out_of_time {
+            break;
+        }
         if row_is_checkpoint(step + 1, total, config.schedule.checkpoint_every) {
             save(trainer.as_ref(), &rng, &history, &mut card)?;
+            last_saved = Some(step + 1);
             observer.checkpoint(step + 1);
         }
     }
-    if first >= total {
-        // Nothing to do (already trained that far): still make sure the model files exist.
+    if last_saved != Some(trainer.steps()) {
+        // Stopped by the time budget between checkpoints, or nothing to do (already trained
+        // that far): the checkpoint and the model files reflect the last step.
         save(trainer.as_ref(), &rng, &history, &mut card)?;
+        observer.checkpoint(trainer.steps());
     }
     Ok(RunSummary {
         steps: trainer.steps(),
@@ -648,11 +689,18 @@ mod tests {
                 optimizer_a: vec![4],
                 optimizer_b: vec![5, 6],
                 rng_word_pos: 123,
+                bottleneck: vec![7, 8, 9],
             },
         };
         let bytes = encode_checkpoint(&c).expect("encode");
         let back = decode_checkpoint(&bytes).expect("decode");
         assert_eq!(back.state, c.state);
+        // A version-1 file (four parts, no heads) still loads.
+        let mut v1 = bytes[..bytes.len() - 8 - 3].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let old = decode_checkpoint(&v1).expect("decode v1");
+        assert_eq!(old.state.optimizer_b, vec![5, 6]);
+        assert!(old.state.bottleneck.is_empty());
         for cut in [0, 5, 12, bytes.len() - 1] {
             assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
         }

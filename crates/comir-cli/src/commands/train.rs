@@ -49,6 +49,13 @@ pub struct TrainArgs {
     /// InfoNCE temperature.
     #[arg(long)]
     pub tau: Option<f64>,
+    /// Contrastive supervision of the bottleneck (the 2023 study): off (default), flat,
+    /// pooled or projection.
+    #[arg(long)]
+    pub bottleneck: Option<comir_train::BottleneckMode>,
+    /// λ, the weight of the bottleneck loss (default 1).
+    #[arg(long)]
+    pub bottleneck_weight: Option<f64>,
     /// Seed of weights, sampling and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -56,6 +63,10 @@ pub struct TrainArgs {
     /// evaluates only pairs the model has not seen).
     #[arg(long)]
     pub test_fraction: Option<f64>,
+    /// Wall-clock budget in minutes: stop (with a checkpoint) at the first step that ends
+    /// after it; `--steps` stays an upper bound.
+    #[arg(long)]
+    pub minutes: Option<f64>,
     /// Compute device: cpu (default), wgpu or cuda (GPU builds only).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -156,11 +167,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(t) = args.tau {
         config.train.tau = t;
     }
+    if let Some(m) = args.bottleneck {
+        config.train.bottleneck.mode = m;
+    }
+    if let Some(w) = args.bottleneck_weight {
+        config.train.bottleneck.weight = w;
+    }
     if let Some(s) = args.seed {
         config.train.seed = s;
     }
     if let Some(f) = args.test_fraction {
         config.split.test_fraction = f;
+    }
+    if let Some(m) = args.minutes {
+        config.schedule.minutes = Some(m);
     }
     let paths = RunPaths {
         a: args.a,
