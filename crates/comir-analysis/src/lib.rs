@@ -3,10 +3,12 @@
 //! flattened), and it knows nothing about networks or training.
 //!
 //! * [`mds`] — metric multidimensional scaling (SMACOF).
+//! * [`spectrum`] — the singular-value spectrum of the embedding covariance.
 
 #![warn(missing_docs)]
 
 pub mod mds;
+pub mod spectrum;
 
 use std::path::PathBuf;
 
