@@ -4,9 +4,11 @@
 //!
 //! * [`mds`] — metric multidimensional scaling (SMACOF).
 //! * [`spectrum`] — the singular-value spectrum of the embedding covariance.
+//! * [`gap`] — the modality gap and Pearson correlation.
 
 #![warn(missing_docs)]
 
+pub mod gap;
 pub mod mds;
 pub mod spectrum;
 
