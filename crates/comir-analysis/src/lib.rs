@@ -5,12 +5,16 @@
 //! * [`mds`] — metric multidimensional scaling (SMACOF).
 //! * [`spectrum`] — the singular-value spectrum of the embedding covariance.
 //! * [`gap`] — the modality gap and Pearson correlation.
+//! * [`plot`] — PNG plots.
 
 #![warn(missing_docs)]
 
 pub mod gap;
 pub mod mds;
+pub mod plot;
 pub mod spectrum;
+
+mod font;
 
 use std::path::PathBuf;
 
