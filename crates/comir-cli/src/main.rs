@@ -32,6 +32,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Map an image to its learned representation with a trained model.
     Represent(commands::represent::RepresentArgs),
+    /// Analyse a trained model on held-out pairs: MDS maps, covariance spectra, modality gap,
+    /// rotation equivariance.
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Run the demonstration on the bundled MR pairs: the multimodal methods (mi, global), one table.
     Demo(commands::demo::DemoArgs),
 }
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Represent(args) => commands::represent::run(args),
+        Command::Analyze(args) => commands::analyze::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

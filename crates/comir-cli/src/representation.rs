@@ -7,6 +7,17 @@ use anyhow::{Context, Result};
 use comir_image::Image;
 use comir_represent::{for_registration, Modality, Representer};
 
+/// The names of the pairs a model was trained or validated on (from its card).
+pub fn seen_pairs(card: &comir_model::ModelCard) -> HashSet<String> {
+    let split = &card.training["split"];
+    ["train", "validation"]
+        .iter()
+        .filter_map(|k| split[k].as_array())
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
 /// A loaded model and which modality the fixed image is.
 pub struct ModelPrep {
     representer: Representer,
@@ -26,13 +37,7 @@ impl ModelPrep {
 
     /// The names of the pairs the model was trained or validated on (from model.json).
     pub fn seen_pairs(&self) -> HashSet<String> {
-        let split = &self.representer.card().training["split"];
-        ["train", "validation"]
-            .iter()
-            .filter_map(|k| split[k].as_array())
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
+        seen_pairs(self.representer.card())
     }
 
     /// The gray images to register: the representations of `fixed` (as the fixed modality) and

@@ -122,6 +122,29 @@ impl Image {
         ]
     }
 
+    /// The `w × h` window whose top-left pixel is `(x0, y0)`, all channels.
+    ///
+    /// # Panics
+    /// Panics if the window does not lie inside the image.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Image {
+        assert!(
+            x0 + w <= self.width && y0 + h <= self.height,
+            "crop outside the image"
+        );
+        let c = self.channels;
+        let mut data = Vec::with_capacity(w * h * c);
+        for y in y0..y0 + h {
+            let start = (y * self.width + x0) * c;
+            data.extend_from_slice(&self.data[start..start + w * c]);
+        }
+        Image {
+            width: w,
+            height: h,
+            channels: c,
+            data,
+        }
+    }
+
     /// One channel as a single-channel image.
     ///
     /// # Panics

@@ -63,6 +63,15 @@ impl std::str::FromStr for Modality {
     }
 }
 
+/// One patch's embeddings at two depths of a network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatchEmbedding {
+    /// The representation, `[D][size²]`.
+    pub representation: Vec<f32>,
+    /// The bottleneck features, `[C_b][h·w]`.
+    pub bottleneck: Vec<f32>,
+}
+
 /// A loaded model ready to represent images.
 #[derive(Debug)]
 pub struct Representer {
@@ -181,6 +190,89 @@ impl Representer {
                 .for_each(|v| *v = v.max(0.0).ln_1p());
         }
         Ok(x)
+    }
+
+    /// Runs one network on square patches of `img` (top-left corners `corners`, side `size`, a
+    /// multiple of `2^depth`) as training does — no context around them — and returns each
+    /// patch's representation (`[D][size²]`) and bottleneck features (`[C_b][h·w]`). The
+    /// analysis tools compare these embeddings across modalities.
+    ///
+    /// # Errors
+    /// A patch outside the image or of a size the network cannot take, or a bad image.
+    pub fn embed_patches(
+        &self,
+        img: &Image,
+        modality: Modality,
+        corners: &[(usize, usize)],
+        size: usize,
+    ) -> Result<Vec<PatchEmbedding>, Error> {
+        let x = self.prepare(img, modality)?;
+        let net = match modality {
+            Modality::A => &self.net_a,
+            Modality::B => &self.net_b,
+        };
+        let m = net.required_multiple();
+        if size == 0 || size % m != 0 {
+            return Err(Error::Input(format!(
+                "patch size {size} must be a positive multiple of {m} for this network"
+            )));
+        }
+        let c = x.channels();
+        corners
+            .iter()
+            .map(|&(x0, y0)| {
+                if x0 + size > x.width() || y0 + size > x.height() {
+                    return Err(Error::Input(format!(
+                        "a {size}² patch at ({x0}, {y0}) does not fit the {}×{} image",
+                        x.width(),
+                        x.height()
+                    )));
+                }
+                let mut tile = vec![0.0f32; c * size * size];
+                for ch in 0..c {
+                    for yy in 0..size {
+                        for xx in 0..size {
+                            tile[(ch * size + yy) * size + xx] = x.get(x0 + xx, y0 + yy, ch);
+                        }
+                    }
+                }
+                self.run_full(modality, tile, c, size, size)
+            })
+            .collect()
+    }
+
+    /// Like `run`, but also returns the bottleneck features.
+    fn run_full(
+        &self,
+        modality: Modality,
+        tile: Vec<f32>,
+        c: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<PatchEmbedding, Error> {
+        if let Some((a, b)) = &self.fast {
+            let net = if modality == Modality::A { a } else { b };
+            let out = net.forward_inference(&tile, 1, h, w)?;
+            return Ok(PatchEmbedding {
+                representation: out.representation,
+                bottleneck: out.bottleneck,
+            });
+        }
+        let net = match modality {
+            Modality::A => &self.net_a,
+            Modality::B => &self.net_b,
+        };
+        let input = Tensor::<4>::from_data(TensorData::new(tile, [1, c, h, w]), &self.device);
+        let out = net.try_forward(input)?;
+        let vec = |t: Tensor<4>| {
+            t.into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::Input(format!("{e:?}")))
+        };
+        Ok(PatchEmbedding {
+            representation: vec(out.representation)?,
+            bottleneck: vec(out.bottleneck)?,
+        })
     }
 
     /// The raw representation (D channels, unbounded floats) of `img`, same width and height.
