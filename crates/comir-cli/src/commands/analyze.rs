@@ -250,7 +250,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         mds_rows.extend(MdsPoint::from_pairs(layer.name, pa, pb));
         stresses.push((layer.name, mds.stress.stress1));
     }
-    write_mds_csv(&args.out.join("mds.csv"), &mds_rows)?;
+    write_mds_csv(args.out.join("mds.csv"), &mds_rows)?;
 
     // Covariance spectra per layer and modality.
     let mut spectrum_rows = Vec::new();
@@ -269,13 +269,13 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
             series.push((format!("modality {modality}"), sv));
         }
         spectrum_png(
-            &args.out.join(format!("spectrum-{}.png", layer.name)),
+            args.out.join(format!("spectrum-{}.png", layer.name)),
             &series,
             &format!("singular values of the {} covariance", layer.name),
         )?;
     }
-    write_spectrum_csv(&args.out.join("spectrum.csv"), &spectrum_rows)?;
-    write_summary_csv(&args.out.join("spectrum-summary.csv"), &summaries)?;
+    write_spectrum_csv(args.out.join("spectrum.csv"), &spectrum_rows)?;
+    write_summary_csv(args.out.join("spectrum-summary.csv"), &summaries)?;
 
     // Modality gap per layer.
     let mut gaps = Vec::new();
