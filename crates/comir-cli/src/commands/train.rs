@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use comir_model::loss::Critic;
 use comir_train::run::{
     has_checkpoint, saved_config, saved_trainer, train, HistoryRow, Observer, Preset, RunPaths,
-    TrainConfig,
+    RunSummary, TrainConfig,
 };
 use comir_train::TrainerFactory;
 use indicatif::ProgressBar;
@@ -133,6 +133,48 @@ impl Observer for Bar {
     }
 }
 
+/// Trains with a progress bar (one line per checkpoint without a terminal) on the trainer that
+/// `choice` and `device` select.
+pub fn train_with_progress(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    resume: bool,
+    choice: TrainerChoice,
+    device_name: &str,
+) -> Result<RunSummary> {
+    let mut bar = Bar {
+        pb: progress::bar(config.schedule.steps as u64, "train"),
+        last_val: None,
+        last_row: None,
+    };
+    let device = crate::device::select(device_name)?;
+    let kind = match choice {
+        TrainerChoice::Auto if resume => saved_trainer(&paths.out)?,
+        TrainerChoice::Auto
+            if device_name == "cpu" && comir_engine::supports(&config.network_for(1)).is_ok() =>
+        {
+            "engine".to_string()
+        }
+        TrainerChoice::Auto | TrainerChoice::Burn => "burn".to_string(),
+        TrainerChoice::Engine => {
+            if device_name != "cpu" {
+                bail!(
+                    "--trainer engine runs on the CPU only; use --trainer burn with --device {device_name}"
+                );
+            }
+            "engine".to_string()
+        }
+    };
+    let factory: Box<TrainerFactory<'_>> = if kind == "engine" {
+        Box::new(comir_engine::engine_trainer_factory())
+    } else {
+        Box::new(comir_train::burn_trainer_factory(device))
+    };
+    let summary = train(config, paths, resume, factory.as_ref(), &mut bar)?;
+    bar.pb.finish_and_clear();
+    Ok(summary)
+}
+
 /// Runs `comir train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     if !args.resume && has_checkpoint(&args.out) {
@@ -187,37 +229,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         b: args.b,
         out: args.out,
     };
-    let mut bar = Bar {
-        pb: progress::bar(config.schedule.steps as u64, "train"),
-        last_val: None,
-        last_row: None,
-    };
-    let device = crate::device::select(&args.device)?;
-    let kind = match args.trainer {
-        TrainerChoice::Auto if args.resume => saved_trainer(&paths.out)?,
-        TrainerChoice::Auto
-            if args.device == "cpu" && comir_engine::supports(&config.network_for(1)).is_ok() =>
-        {
-            "engine".to_string()
-        }
-        TrainerChoice::Auto | TrainerChoice::Burn => "burn".to_string(),
-        TrainerChoice::Engine => {
-            if args.device != "cpu" {
-                bail!(
-                    "--trainer engine runs on the CPU only; use --trainer burn with --device {}",
-                    args.device
-                );
-            }
-            "engine".to_string()
-        }
-    };
-    let factory: Box<TrainerFactory<'_>> = if kind == "engine" {
-        Box::new(comir_engine::engine_trainer_factory())
-    } else {
-        Box::new(comir_train::burn_trainer_factory(device))
-    };
-    let summary = train(&config, &paths, args.resume, factory.as_ref(), &mut bar)?;
-    bar.pb.finish_and_clear();
+    let summary = train_with_progress(&config, &paths, args.resume, args.trainer, &args.device)?;
     let last = summary.history.last();
     let val = summary
         .history
