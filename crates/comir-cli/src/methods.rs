@@ -58,13 +58,27 @@ impl MethodsConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read config", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
+        let cfg: MethodsConfig = toml::from_str(&text).map_err(|e| {
+            // toml's own rendering spans several lines; keep its message and say where.
+            let line = e
+                .span()
+                .and_then(|s| text.get(..s.start))
+                .map(|before| format!(" (line {})", before.matches('\n').count() + 1))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "{}: invalid config: {}",
+                "{}: invalid config: {}{line}",
                 path.display(),
-                e.to_string().replace('\n', " ")
+                e.message().trim().replace('\n', "; ")
             )
-        })
+        })?;
+        // Every section is checked, also those of methods this run does not use.
+        let invalid =
+            |e: comir_register::Error| anyhow::anyhow!("{}: invalid config: {e}", path.display());
+        cfg.aamd.validate().map_err(invalid)?;
+        cfg.mi.validate().map_err(invalid)?;
+        cfg.features.validate().map_err(invalid)?;
+        cfg.global.validate().map_err(invalid)?;
+        Ok(cfg)
     }
 
     /// Sets the seed of every method that uses randomness.

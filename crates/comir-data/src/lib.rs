@@ -25,12 +25,12 @@ pub use split::split_by_name;
 #[non_exhaustive]
 pub enum Error {
     /// A folder could not be listed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The folder.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The folders are not laid out as two sets of images with matching file names.
     #[error("{path}: {reason}")]
@@ -56,6 +56,14 @@ pub enum Error {
         b_w: usize,
         /// B's height.
         b_h: usize,
+    },
+    /// A pair cannot be learned from (e.g. one of its images is constant).
+    #[error("pair '{pair}': {reason}")]
+    UnusablePair {
+        /// The pair name.
+        pair: String,
+        /// Why.
+        reason: String,
     },
     /// A setting is out of range.
     #[error("invalid setting: {0}")]

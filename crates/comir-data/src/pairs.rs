@@ -54,15 +54,15 @@ impl Pair {
 const IMAGE_EXTENSIONS: [&str; 6] = ["png", "tif", "tiff", "jpg", "jpeg", "nii"];
 
 fn image_names(dir: &Path) -> Result<BTreeSet<String>, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+    let entries = std::fs::read_dir(dir).map_err(|error| Error::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let mut names = BTreeSet::new();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
+        let entry = entry.map_err(|error| Error::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let path = entry.path();
         let is_image = path

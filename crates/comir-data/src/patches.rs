@@ -117,7 +117,7 @@ impl PatchSampler {
     /// A sampler over pairs already in memory: `(name, image A, image B)`, each pair the same size.
     ///
     /// # Errors
-    /// No pairs, a size mismatch, or an invalid config.
+    /// No pairs, a size mismatch, a constant image (naming the pair), or an invalid config.
     pub fn new(pairs: Vec<(String, Image, Image)>, config: PatchConfig) -> Result<Self, Error> {
         config.validate()?;
         if pairs.is_empty() {
@@ -133,6 +133,17 @@ impl PatchSampler {
                     b_w: b.width(),
                     b_h: b.height(),
                 });
+            }
+            for (which, img) in [("A", &*a), ("B", &*b)] {
+                if img.is_constant() {
+                    return Err(Error::UnusablePair {
+                        pair: name.clone(),
+                        reason: format!(
+                            "the {which} image is constant (every value {}): there is nothing to learn from it; remove the pair",
+                            img.data().first().copied().unwrap_or(0.0)
+                        ),
+                    });
+                }
             }
             for (img, on) in [(a, config.log_a), (b, config.log_b)] {
                 if on {
@@ -414,5 +425,23 @@ mod tests {
         };
         assert!(PatchSampler::new(vec![("x".into(), img.clone(), img)], cfg).is_err());
         assert!(PatchSampler::new(vec![], plain(8)).is_err());
+    }
+
+    #[test]
+    fn a_constant_image_is_refused_naming_the_pair() {
+        let img = ramp(20, 20);
+        let flat = Image::from_fn(20, 20, |_, _| 0.25);
+        let e = PatchSampler::new(
+            vec![
+                ("good".into(), img.clone(), img.clone()),
+                ("flat.png".into(), img, flat),
+            ],
+            plain(8),
+        );
+        let msg = e.err().expect("constant").to_string();
+        assert!(
+            msg.contains("pair 'flat.png'") && msg.contains("B image is constant"),
+            "{msg}"
+        );
     }
 }

@@ -24,12 +24,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A folder could not be listed, or a results file read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A results file could not be written.
     #[error(transparent)]

@@ -102,7 +102,7 @@ pub struct GlobalSearchConfig {
     /// How angles are refined at the finer levels. Default [`AngleRefinement::Grid`].
     pub refinement: AngleRefinement,
     /// Angles per candidate and refinement level. Default 9 (a grid with a quarter of the previous
-    /// step); grid: odd, 3..=101; random: 1..=101.
+    /// step); grid: odd, 5..=101; random: 3..=101 (fewer would never narrow the step).
     pub refine_angles: usize,
     /// Local maxima (over angle) of the coarse search that are refined at the next level.
     /// Default 3; 1..=16.
@@ -172,18 +172,21 @@ impl GlobalSearchConfig {
             ));
         }
         match self.refinement {
+            // The finest level is repeated until the angle step is small enough, so every
+            // refinement must shrink the step: grid steps become step / (n / 2), random ones
+            // 2·step / n.
             AngleRefinement::Grid => {
-                if !(3..=101).contains(&self.refine_angles) || self.refine_angles % 2 == 0 {
+                if !(5..=101).contains(&self.refine_angles) || self.refine_angles % 2 == 0 {
                     return bad(format!(
-                        "refine_angles must be odd and in 3..=101 for grid refinement, got {}",
+                        "refine_angles must be odd and in 5..=101 for grid refinement (3 would never narrow the angle step), got {}",
                         self.refine_angles
                     ));
                 }
             }
             AngleRefinement::Random => {
-                if !(1..=101).contains(&self.refine_angles) {
+                if !(3..=101).contains(&self.refine_angles) {
                     return bad(format!(
-                        "refine_angles must be in 1..=101, got {}",
+                        "refine_angles must be in 3..=101 for random refinement (fewer would never narrow the angle step), got {}",
                         self.refine_angles
                     ));
                 }

@@ -274,6 +274,44 @@ fn config_validation_and_serde() {
     ] {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
+}
+
+/// Found by the `register` fuzz target: with 3 grid angles (or fewer than 3 random ones) the
+/// refinement step never shrank and the finest level was repeated forever.
+#[test]
+fn refinements_that_never_narrow_the_step_are_refused() {
+    for (refinement, n) in [
+        (AngleRefinement::Grid, 3),
+        (AngleRefinement::Random, 1),
+        (AngleRefinement::Random, 2),
+    ] {
+        let e = GlobalSearch::new(GlobalSearchConfig {
+            refinement,
+            refine_angles: n,
+            ..GlobalSearchConfig::default()
+        })
+        .expect_err("a refinement that never ends");
+        assert!(e.to_string().contains("never narrow"), "{e}");
+    }
+    // The smallest accepted settings end, on a small image and from the coarse level up.
+    let (a, b) = phantom_pair(40, 40, 3);
+    for (refinement, n) in [(AngleRefinement::Grid, 5), (AngleRefinement::Random, 3)] {
+        let g = GlobalSearch::new(GlobalSearchConfig {
+            refinement,
+            refine_angles: n,
+            angles: 8,
+            coarse_side: 16,
+            finest_side: 32,
+            ..GlobalSearchConfig::default()
+        })
+        .expect("valid");
+        g.register(&a, &b, &comir_register::centered_identity(&a, &b))
+            .expect("ends");
+    }
+}
+
+#[test]
+fn config_serde() {
     let json = serde_json::to_string(&GlobalSearchConfig::default()).expect("ser");
     let back: GlobalSearchConfig = serde_json::from_str(&json).expect("de");
     assert_eq!(back, GlobalSearchConfig::default());

@@ -5,7 +5,7 @@
 //! weights used when one channel is needed). Writes go to a temporary file in the target folder that
 //! is then renamed, so a killed process never leaves a torn file.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use crate::{Error, Image};
@@ -24,37 +24,34 @@ fn unsupported(path: &Path, reason: impl ToString) -> Error {
     }
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> Error {
+fn io_err(path: &Path, error: std::io::Error) -> Error {
     Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
+}
+
+/// Default limit on the memory an image may take once decoded to floats: 2 GiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 2 << 30;
+
+/// The limit on a decoded image's size in bytes (as `f32` values): the environment variable
+/// `COMIR_MAX_IMAGE_MIB` (mebibytes) when set to a number, else [`DEFAULT_MAX_IMAGE_BYTES`].
+pub fn max_image_bytes() -> u64 {
+    std::env::var("COMIR_MAX_IMAGE_MIB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_MAX_IMAGE_BYTES, |mib| mib.saturating_mul(1 << 20))
 }
 
 /// Loads an image, keeping its channels (1 for gray, 3 for RGB; alpha is dropped).
 ///
 /// # Errors
-/// Names the file and says why: missing, unreadable, truncated, unsupported bit depth, empty, or
-/// containing NaN/Inf values.
+/// Names the file and says why: missing, unreadable, truncated, unsupported bit depth, empty,
+/// larger than [`max_image_bytes`], or containing NaN/Inf values.
 pub fn load(path: impl AsRef<Path>) -> Result<Image, Error> {
     let path = path.as_ref();
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    let img = if ext == "tif" || ext == "tiff" {
-        load_tiff(path)?
-    } else {
-        load_with_image_crate(path)?
-    };
-    if img.width() == 0 || img.height() == 0 {
-        return Err(unsupported(path, "image has no pixels (0 width or height)"));
-    }
-    if !img.is_finite() {
-        return Err(unsupported(path, "image contains NaN or infinite values"));
-    }
-    Ok(img)
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    decode_limited(&bytes, path, max_image_bytes())
 }
 
 /// Loads an image and converts it to one channel with [`Image::to_gray`].
@@ -65,15 +62,79 @@ pub fn load_gray(path: impl AsRef<Path>) -> Result<Image, Error> {
     Ok(load(path)?.to_gray())
 }
 
-fn load_with_image_crate(path: &Path) -> Result<Image, Error> {
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let reader = image::ImageReader::new(BufReader::new(file))
+/// Decodes an image held in memory, as [`load`] does a file; `name` only labels the errors.
+/// The format is recognised from the bytes (TIFF, PNG, JPEG), not from the name.
+///
+/// # Errors
+/// As [`load`], naming `name`.
+pub fn decode(bytes: &[u8], name: impl AsRef<Path>) -> Result<Image, Error> {
+    decode_limited(bytes, name, max_image_bytes())
+}
+
+/// [`decode`] with an explicit limit on the decoded size: an image whose header promises more
+/// than `max_bytes` bytes of `f32` values is refused before anything is allocated.
+///
+/// # Errors
+/// As [`load`], naming `name`.
+pub fn decode_limited(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    max_bytes: u64,
+) -> Result<Image, Error> {
+    let path = name.as_ref();
+    let is_tiff = bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*");
+    let img = if is_tiff {
+        decode_tiff(bytes, path, max_bytes)?
+    } else {
+        decode_with_image_crate(bytes, path, max_bytes)?
+    };
+    if img.width() == 0 || img.height() == 0 {
+        return Err(unsupported(path, "image has no pixels (0 width or height)"));
+    }
+    if !img.is_finite() {
+        return Err(unsupported(path, "image contains NaN or infinite values"));
+    }
+    Ok(img)
+}
+
+/// Refuses an image of `w × h × channels` values when its floats would exceed `max_bytes`.
+fn check_size(path: &Path, w: u64, h: u64, channels: u64, max_bytes: u64) -> Result<(), Error> {
+    let need = w
+        .saturating_mul(h)
+        .saturating_mul(channels)
+        .saturating_mul(4);
+    if need > max_bytes {
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        return Err(unsupported(
+            path,
+            format!(
+                "image is {w}×{h} pixels ({:.1} GiB as floats), more than the limit of {:.1} GiB; \
+                 crop or downscale it (or raise COMIR_MAX_IMAGE_MIB)",
+                gib(need),
+                gib(max_bytes)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn decode_with_image_crate(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<Image, Error> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| io_err(path, e))?;
     if reader.format().is_none() {
         return Err(decode_err(path, "unknown image format"));
     }
-    let dynimg = reader.decode().map_err(|e| decode_err(path, e))?;
+    // The decoder's own buffer (up to 16 bytes per pixel for 32-bit float RGBA) is bounded too.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_bytes.saturating_mul(2));
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| decode_err(path, e))?;
+    let (w, h) = decoder.dimensions();
+    let channels = u64::from(decoder.color_type().channel_count()).min(3);
+    check_size(path, w.into(), h.into(), channels, max_bytes)?;
+    let dynimg = image::DynamicImage::from_decoder(decoder).map_err(|e| decode_err(path, e))?;
     let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
     use image::DynamicImage as D;
     let (channels, data): (usize, Vec<f32>) = match dynimg {
@@ -111,20 +172,23 @@ fn load_with_image_crate(path: &Path) -> Result<Image, Error> {
     Image::from_vec(w, h, channels, data).map_err(|e| decode_err(path, e))
 }
 
-fn load_tiff(path: &Path) -> Result<Image, Error> {
+fn decode_tiff(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<Image, Error> {
     use tiff::decoder::{Decoder, DecodingResult, Limits};
     use tiff::ColorType;
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let mut dec = Decoder::new(BufReader::new(file))
+    let mut limits = Limits::default();
+    // Up to 8 bytes per sample (64-bit floats) before conversion to f32.
+    limits.decoding_buffer_size =
+        usize::try_from(max_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+    let mut dec = Decoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| decode_err(path, e))?
-        .with_limits(Limits::default());
+        .with_limits(limits);
     let (w, h) = dec.dimensions().map_err(|e| decode_err(path, e))?;
     let color = dec.colortype().map_err(|e| decode_err(path, e))?;
-    let channels = match color {
-        ColorType::Gray(_) => 1,
-        ColorType::GrayA(_) => 2,
-        ColorType::RGB(_) => 3,
-        ColorType::RGBA(_) => 4,
+    let (channels, bits): (u64, u8) = match color {
+        ColorType::Gray(b) => (1, b),
+        ColorType::GrayA(b) => (2, b),
+        ColorType::RGB(b) => (3, b),
+        ColorType::RGBA(b) => (4, b),
         other => {
             return Err(unsupported(
                 path,
@@ -132,27 +196,46 @@ fn load_tiff(path: &Path) -> Result<Image, Error> {
             ))
         }
     };
+    if !matches!(bits, 8 | 16 | 32 | 64) {
+        return Err(unsupported(
+            path,
+            format!(
+                "unsupported TIFF bit depth: {bits} bits per sample (use 8/16-bit unsigned integer or 32-bit float)"
+            ),
+        ));
+    }
+    check_size(path, w.into(), h.into(), channels, max_bytes)?;
     let raw = dec.read_image().map_err(|e| decode_err(path, e))?;
     let data: Vec<f32> = match raw {
         DecodingResult::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
         DecodingResult::U16(v) => v.iter().map(|&x| x as f32 / 65535.0).collect(),
         DecodingResult::F32(v) => v,
         DecodingResult::F64(v) => v.iter().map(|&x| x as f32).collect(),
-        _ => {
+        other => {
+            let kind = match other {
+                DecodingResult::U32(_) | DecodingResult::U64(_) => "unsigned integer",
+                DecodingResult::I8(_)
+                | DecodingResult::I16(_)
+                | DecodingResult::I32(_)
+                | DecodingResult::I64(_) => "signed integer",
+                _ => "other",
+            };
             return Err(unsupported(
                 path,
-                "unsupported TIFF sample format (use 8/16-bit integer or 32-bit float)",
-            ))
+                format!(
+                    "unsupported TIFF bit depth: {bits}-bit {kind} samples (use 8/16-bit unsigned integer or 32-bit float)"
+                ),
+            ));
         }
     };
     let (w, h) = (w as usize, h as usize);
-    if data.len() != w * h * channels {
+    if data.len() != w * h * channels as usize {
         return Err(decode_err(
             path,
             "pixel data is shorter than the header says",
         ));
     }
-    let img = Image::from_vec(w, h, channels, data).map_err(|e| decode_err(path, e))?;
+    let img = Image::from_vec(w, h, channels as usize, data).map_err(|e| decode_err(path, e))?;
     // Drop alpha: keep gray or RGB.
     Ok(match channels {
         2 => img.channel(0),
@@ -189,7 +272,15 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
+        // tempfile's message ends in its random file's name; say which folder instead.
+        let text = e.to_string();
+        let cause = text.split(" at path ").next().unwrap_or(&text);
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create a file in {}: {cause}", dir.display()),
+        )
+    })?;
     tmp.write_all(bytes)?;
     #[cfg(unix)]
     {
@@ -364,6 +455,46 @@ mod tests {
         std::fs::write(&junk, b"not a tiff at all").expect("write");
         let msg = load(&junk).expect_err("junk").to_string();
         assert!(msg.contains("junk.tif"), "{msg}");
+    }
+
+    #[test]
+    fn decode_reads_what_load_reads_and_sniffs_the_format() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (png, tif) = (dir.path().join("r.png"), dir.path().join("r.tif"));
+        save_png(&png, &ramp()).expect("save");
+        save_tiff_f32(&tif, &ramp()).expect("save");
+        for p in [&png, &tif] {
+            let bytes = std::fs::read(p).expect("read");
+            assert_eq!(
+                decode(&bytes, "any-name").expect("decode"),
+                load(p).expect("load")
+            );
+        }
+        // A TIFF behind a .png name (and the other way round) is still read for what it is.
+        let swapped = dir.path().join("tiff-inside.png");
+        std::fs::copy(&tif, &swapped).expect("copy");
+        assert_eq!(load(&swapped).expect("load"), ramp());
+    }
+
+    #[test]
+    fn images_beyond_the_memory_limit_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["big.png", "big.tif"] {
+            let p = dir.path().join(name);
+            if name.ends_with("png") {
+                save_png(&p, &ramp()).expect("save");
+            } else {
+                save_tiff_f32(&p, &ramp()).expect("save");
+            }
+            let bytes = std::fs::read(&p).expect("read");
+            // 7×5 gray floats are 140 bytes.
+            decode_limited(&bytes, &p, 140).expect("at the limit");
+            let msg = decode_limited(&bytes, &p, 139)
+                .expect_err("over the limit")
+                .to_string();
+            assert!(msg.contains(name) && msg.contains("7×5 pixels"), "{msg}");
+            assert!(msg.contains("COMIR_MAX_IMAGE_MIB"), "{msg}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!   `x` the column and `y` the row; pixel centres sit at integer coordinates, so the top-left pixel
 //!   covers `[-0.5, 0.5)²`. Every crate above this one uses the same convention.
 //! * [`io`] loads PNG, TIFF (8/16-bit integer, 32-bit float) and JPEG, gray or RGB, and saves PNG
-//!   and float TIFF. Every failure names the file and the reason.
+//!   and float TIFF, from files or from bytes in memory ([`decode`]). Every failure names the file
+//!   and the reason; an image whose header promises more memory than the limit is refused before
+//!   anything is allocated.
 //! * [`ops`] has Gaussian smoothing, subsampling, pyramids, bilinear sampling and warping.
 
 pub mod io;
@@ -15,4 +17,4 @@ mod image;
 
 pub use crate::error::Error;
 pub use crate::image::Image;
-pub use crate::io::{load, load_gray, save_png, save_tiff_f32};
+pub use crate::io::{decode, decode_limited, load, load_gray, save_png, save_tiff_f32};

@@ -36,12 +36,12 @@ pub const WEIGHTS_FILE: &str = "weights.bpk";
 #[non_exhaustive]
 pub enum StoreError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file exists but is not what it should be.
     #[error("{path}: {reason}")]
@@ -117,6 +117,12 @@ impl NetworkPair {
     /// # Errors
     /// burn could not encode the record.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        // burn keeps a batch norm's latest running-statistics update aside (per thread) until
+        // the next read, and a record takes the value without it: a checkpoint written right
+        // after a training step would miss that step's update, and a run resumed from it would
+        // drift from one never interrupted. `valid()` folds the pending updates in, into the
+        // state `self` shares.
+        let _ = (self.a.valid(), self.b.valid());
         let bytes = self
             .clone()
             .into_record()
@@ -138,6 +144,34 @@ impl NetworkPair {
     }
 }
 
+/// Renumbers the parameter ids in a burnpack buffer 1, 2, 3, ... (with the top bit set) in the
+/// order they appear. burn draws the ids at random in every process and stores them, so without
+/// this two runs that end with the same weights write different `weights.bpk` bytes; inference
+/// never looks at the ids. The ids are fixed-width numbers in the file's CBOR header
+/// (`"param_id"` followed by an 8-byte integer), so the layout does not change. A buffer that
+/// does not look as expected is left alone.
+fn canonical_param_ids(mut bytes: Vec<u8>) -> Vec<u8> {
+    const KEY: &[u8] = b"\x68param_id\x1b";
+    if bytes.len() < 10 || &bytes[..4] != b"NRUB" {
+        return bytes;
+    }
+    let header_len = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+    let end = (10 + header_len).min(bytes.len());
+    let mut next: u64 = 1 << 63;
+    let mut i = 10;
+    while i + KEY.len() + 8 <= end {
+        if &bytes[i..i + KEY.len()] == KEY {
+            let at = i + KEY.len();
+            bytes[at..at + 8].copy_from_slice(&next.to_be_bytes());
+            next += 1;
+            i = at + 8;
+        } else {
+            i += 1;
+        }
+    }
+    bytes
+}
+
 /// A loaded model: its card and both networks.
 #[derive(Debug)]
 pub struct Model {
@@ -152,9 +186,9 @@ pub struct Model {
 /// # Errors
 /// The folder is not writable.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    comir_image::io::write_file_atomically(path, bytes).map_err(|source| StoreError::Io {
+    comir_image::io::write_file_atomically(path, bytes).map_err(|error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -179,9 +213,9 @@ impl Model {
             path: weights.clone(),
             reason,
         };
-        let bytes = std::fs::read(&weights).map_err(|source| StoreError::Io {
+        let bytes = std::fs::read(&weights).map_err(|error| StoreError::Io {
             path: weights.clone(),
-            source,
+            error,
         })?;
         let card_path = dir.join(CARD_FILE);
         let build = |c: &DenseUNetConfig| {
@@ -209,16 +243,17 @@ impl Model {
 /// # Errors
 /// The folder or a file cannot be written.
 pub fn save_parts(dir: &Path, card: &ModelCard, networks: &NetworkPair) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+    std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let weights = dir.join(WEIGHTS_FILE);
     let bytes = networks.to_bytes().map_err(|reason| StoreError::Invalid {
         path: weights.clone(),
         reason,
     })?;
-    write_atomically(&weights, &bytes)?;
+    // The same weights give the same file.
+    write_atomically(&weights, &canonical_param_ids(bytes))?;
     let card_path = dir.join(CARD_FILE);
     let json = serde_json::to_vec_pretty(card).map_err(|e| StoreError::Invalid {
         path: card_path.clone(),
@@ -233,9 +268,9 @@ pub fn save_parts(dir: &Path, card: &ModelCard, networks: &NetworkPair) -> Resul
 /// Missing file, not JSON, another format or version.
 pub fn read_card(dir: &Path) -> Result<ModelCard, StoreError> {
     let path = dir.join(CARD_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
+    let text = std::fs::read_to_string(&path).map_err(|error| StoreError::Io {
         path: path.clone(),
-        source,
+        error,
     })?;
     let invalid = |reason: String| StoreError::Invalid {
         path: path.clone(),
@@ -281,6 +316,90 @@ mod tests {
             growth_rate: 2,
             ..DenseUNetConfig::small(1)
         }
+    }
+
+    #[test]
+    fn the_same_weights_give_the_same_file() {
+        use burn::module::{ModuleMapper, Param, ParamId};
+        use burn::tensor::Tensor;
+        /// Gives every parameter a new random id, as another process would have drawn.
+        struct NewIds;
+        impl ModuleMapper for NewIds {
+            fn map_float<const D: usize>(&mut self, mut p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                p.id = ParamId::new();
+                p
+            }
+        }
+        let device = Device::flex();
+        let model = Model {
+            card: ModelCard::new(tiny(), tiny(), InputTransform::default()),
+            networks: NetworkPair {
+                a: tiny().init(&device),
+                b: tiny().init(&device),
+            },
+        };
+        let other = Model {
+            card: model.card.clone(),
+            networks: NetworkPair {
+                a: model.networks.a.clone().map(&mut NewIds),
+                b: model.networks.b.clone().map(&mut NewIds),
+            },
+        };
+        // The same weights under other ids: burn's own records differ ...
+        assert_ne!(
+            model.networks.to_bytes().expect("bytes"),
+            other.networks.to_bytes().expect("bytes")
+        );
+        // ... the files do not.
+        let (d1, d2) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        model.save(d1.path()).expect("save");
+        other.save(d2.path()).expect("save");
+        let read = |d: &Path| std::fs::read(d.join(WEIGHTS_FILE)).expect("weights");
+        assert_eq!(read(d1.path()), read(d2.path()));
+        // ... and the file still loads.
+        Model::load(d2.path(), &device).expect("load");
+    }
+
+    /// Found by the kill/resume test of the CLI: a record taken right after a training-mode
+    /// forward pass held the batch-norm running statistics of the pass before.
+    #[test]
+    fn records_hold_the_latest_batch_norm_statistics() {
+        let device = Device::flex().autodiff();
+        let pair = NetworkPair {
+            a: tiny().init(&device),
+            b: tiny().init(&device),
+        };
+        let x = burn::tensor::Tensor::<4>::random(
+            [2, 1, 8, 8],
+            burn::tensor::Distribution::Default,
+            &device,
+        );
+        for _ in 0..2 {
+            let _ = pair.a.forward(x.clone());
+        }
+        let bytes = pair.to_bytes().expect("record");
+        // What the network itself uses from now on (inference mode reads the synced state).
+        let current = pair.a.valid();
+        let restored = NetworkPair {
+            a: tiny().init(&device),
+            b: tiny().init(&device),
+        }
+        .load_bytes(&bytes)
+        .expect("load")
+        .a
+        .valid();
+        let probe = x.without_autodiff();
+        let out = |n: &DenseUNet| -> Vec<f32> {
+            n.forward(probe.clone())
+                .representation
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32")
+        };
+        assert_eq!(out(&restored), out(&current));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! rendered twice with two different, non-monotonic label→intensity maps. The two renderings share
 //! structure but not intensities, like two imaging modalities.
 
+pub mod bad_files;
+
 use std::path::PathBuf;
 
 use comir_image::ops::{gaussian_blur, warp, Border};

@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum Error {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: std::path::PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid transform.
     #[error("{path}: invalid transform: {reason}")]
@@ -187,9 +187,9 @@ impl TransformRecord {
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    comir_image::io::write_file_atomically(path, text.as_bytes()).map_err(|source| Error::Io {
+    comir_image::io::write_file_atomically(path, text.as_bytes()).map_err(|error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -212,14 +212,30 @@ pub fn write_json(path: impl AsRef<Path>, rec: &TransformRecord) -> Result<(), E
 /// [`Error::Io`] or [`Error::Parse`] naming the file.
 pub fn read_json(path: impl AsRef<Path>) -> Result<TransformRecord, Error> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
-    let rec: TransformRecord = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    parse_json(&text, path)
+}
+
+/// Parses the text of a record as [`read_json`] does a file; `name` only labels the errors.
+/// The record must be `"rigid"` with a finite angle, translation and centre.
+///
+/// # Errors
+/// [`Error::Parse`] naming `name`.
+pub fn parse_json(text: &str, name: impl AsRef<Path>) -> Result<TransformRecord, Error> {
+    let parse = |reason: String| Error::Parse {
+        path: name.as_ref().to_path_buf(),
+        reason,
+    };
+    let rec: TransformRecord = serde_json::from_str(text).map_err(|e| parse(e.to_string()))?;
+    if rec.kind != "rigid" {
+        return Err(parse(format!(
+            "kind is '{}'; only \"rigid\" is supported",
+            rec.kind
+        )));
+    }
     let finite = rec.angle_deg.is_finite()
         && rec
             .translation
@@ -227,10 +243,7 @@ pub fn read_json(path: impl AsRef<Path>) -> Result<TransformRecord, Error> {
             .chain(&rec.center)
             .all(|v| v.is_finite());
     if !finite {
-        return Err(Error::Parse {
-            path: path.to_path_buf(),
-            reason: "non-finite angle, translation or centre".into(),
-        });
+        return Err(parse("non-finite angle, translation or centre".into()));
     }
     Ok(rec)
 }

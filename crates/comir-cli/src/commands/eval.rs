@@ -201,6 +201,7 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
             pair.load_gray()
         }
         .with_context(|| format!("loading pair '{}'", pair.name))?;
+        check_pair(pair, &a, &b)?;
         for &level in &protocol.levels {
             let case = protocol.case(&pair.name, level, &a, &b);
             if let Some(ex) = exporter.as_mut() {
@@ -265,6 +266,31 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     pb.finish_and_clear();
     write_csv(&args.out, &rows)?;
     Ok(rows)
+}
+
+/// Refuses a pair that no method could register — too small or constant — before any work,
+/// naming the file (a method error later only marks the case as failed).
+fn check_pair(pair: &Pair, a: &Image, b: &Image) -> Result<()> {
+    let min = comir_register::MIN_SIZE;
+    for (img, path) in [(a, &pair.a), (b, &pair.b)] {
+        if img.width() < min || img.height() < min {
+            bail!(
+                "pair '{}': {} is {}×{}; registration needs at least {min}×{min} pixels",
+                pair.name,
+                path.display(),
+                img.width(),
+                img.height()
+            );
+        }
+        if img.is_constant() {
+            bail!(
+                "pair '{}': {} is constant: there is no structure to register",
+                pair.name,
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Writes evaluation cases for external tools: `<stem>_L<level>_{fixed,moving}.tif` and

@@ -1,0 +1,346 @@
+//! A training run killed with SIGKILL at random moments and resumed each time ends with the
+//! same weights and history as a run that was never killed; so does an evaluation. Only the
+//! `comir` binary is used, so the test holds whatever trainer `comir train` runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_comir"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn as_str(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn run(args: &[&str]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_comir"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    assert!(
+        o.status.success(),
+        "comir {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// A small deterministic generator for the kill delays (xorshift64*).
+struct Delays(u64);
+
+impl Delays {
+    /// A delay uniform in `[lo, hi)`.
+    fn next(&mut self, lo: Duration, hi: Duration) -> Duration {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+        lo + (hi - lo).mul_f64(u)
+    }
+}
+
+/// Lets `child` run for `delay`, then kills it (SIGKILL). Returns `true` if it was still
+/// running, `false` if it had finished (successfully) by then.
+fn kill_after(mut child: Child, delay: Duration) -> bool {
+    let end = Instant::now() + delay;
+    while Instant::now() < end {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            assert!(status.success(), "finished with {status}: {err}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    true
+}
+
+fn pairs(root: &Path, n: u64, side: usize) -> PathBuf {
+    let d = root.join("pairs");
+    for sub in ["A", "B"] {
+        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+    }
+    for i in 0..n {
+        let (a, b) = comir_testkit::phantom_pair(side, side, i);
+        comir_image::save_png(d.join("A").join(format!("p{i}.png")), &a).expect("save");
+        comir_image::save_png(d.join("B").join(format!("p{i}.png")), &b).expect("save");
+    }
+    d
+}
+
+/// `history.csv` without the wall-clock column.
+fn history_without_time(model: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(model.join("history.csv")).expect("history.csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let time = header
+        .iter()
+        .position(|c| *c == "seconds")
+        .expect("a seconds column");
+    std::iter::once(header.join(","))
+        .chain(lines.map(str::to_string))
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != time)
+                .map(|(_, v)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+const TINY: &str = r#"
+[network]
+init_filters = 4
+down_blocks = [1, 1]
+up_blocks = [1, 1]
+bottleneck_layers = 1
+growth_rate = 4
+
+[patches]
+size = 16
+
+[schedule]
+batch = 2
+checkpoint_every = 1
+validate_every = 3
+validation_batches = 1
+
+[split]
+validation_fraction = 0.25
+"#;
+
+const STEPS: &str = "40";
+
+#[test]
+fn a_training_killed_at_random_moments_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    let data = pairs(root, 6, 40);
+    let cfg = root.join("tiny.toml");
+    std::fs::write(&cfg, TINY).expect("write");
+    let (a, b) = (data.join("A"), data.join("B"));
+    let train_args = |out: &Path, resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "--a",
+            s(&a),
+            "--b",
+            s(&b),
+            "--out",
+            s(out),
+            "--steps",
+            STEPS,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if resume {
+            v.push("--resume".into());
+        } else {
+            v.extend(["--config".to_string(), s(&cfg).to_string()]);
+        }
+        v
+    };
+
+    // The run that is never killed, timed to place the kills.
+    let reference = root.join("reference");
+    let start = Instant::now();
+    run(&as_str(&train_args(&reference, false)));
+    let full = start.elapsed();
+
+    let killed = root.join("killed");
+    let mut delays = Delays(0x5EED_CAFE_F00D_1234);
+    let (mut kills, mut resumed_kills, mut starts) = (0, 0, 0);
+    'rounds: for _round in 0..5 {
+        // A round kills the run 3 times (at least once after a resume) and lets it finish. If the
+        // run ends before a kill lands, the round starts over.
+        let _ = std::fs::remove_dir_all(&killed);
+        (kills, resumed_kills) = (0, 0);
+        loop {
+            starts += 1;
+            // A kill before the first checkpoint leaves nothing to resume: start again.
+            let resume = killed.join("checkpoint.bin").is_file();
+            let child = spawn(&as_str(&train_args(&killed, resume)));
+            if kills >= 3 && resumed_kills >= 1 {
+                assert!(!kill_after(child, Duration::from_secs(600)), "no end");
+                break 'rounds;
+            }
+            let delay = delays.next(full.mul_f64(0.05), full.mul_f64(0.4));
+            if !kill_after(child, delay) {
+                continue 'rounds;
+            }
+            kills += 1;
+            if resume {
+                resumed_kills += 1;
+            }
+        }
+    }
+    assert!(
+        kills >= 3 && resumed_kills >= 1,
+        "only {kills} kills landed ({resumed_kills} after a resume)"
+    );
+    eprintln!(
+        "{kills} kills ({resumed_kills} of resumed runs) in {starts} starts; uninterrupted run {full:?}"
+    );
+
+    let (got, want) = (
+        std::fs::read(killed.join("weights.bpk")).expect("weights"),
+        std::fs::read(reference.join("weights.bpk")).expect("weights"),
+    );
+    if got != want {
+        let at = got.iter().zip(&want).position(|(a, b)| a != b);
+        let kept = dir.keep();
+        panic!(
+            "the resumed run ends with other weights: {} vs {} bytes, first difference at {at:?} (kept in {})",
+            got.len(),
+            want.len(),
+            kept.display()
+        );
+    }
+    let (h_killed, h_ref) = (
+        history_without_time(&killed),
+        history_without_time(&reference),
+    );
+    assert_eq!(h_killed.len(), 41, "header + one row per step");
+    assert_eq!(h_killed, h_ref);
+    // The model folder is usable: model.json describes the same model.
+    let card = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("model.json")).expect("card"))
+            .expect("json")
+    };
+    assert_eq!(card(&killed)["network_a"], card(&reference)["network_a"]);
+    assert_eq!(
+        card(&killed)["training"]["steps"],
+        card(&reference)["training"]["steps"]
+    );
+}
+
+/// Rows of an eval CSV without the wall-clock column.
+fn eval_rows_without_time(csv: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(csv).expect("csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let time = header
+        .iter()
+        .position(|c| *c == "seconds")
+        .expect("seconds");
+    std::iter::once(header.join(","))
+        .chain(lines.map(str::to_string))
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != time)
+                .map(|(_, v)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_or_cut_eval_resumes_only_the_missing_cases() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    let data = pairs(root, 4, 64);
+    let eval_args = |csv: &Path, resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "eval",
+            "--pairs",
+            s(&data),
+            "--method",
+            "mi,global",
+            "--levels",
+            "1,3",
+            "--out",
+            s(csv),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let reference = root.join("reference.csv");
+    let start = Instant::now();
+    run(&as_str(&eval_args(&reference, false)));
+    let full = start.elapsed();
+    let want = eval_rows_without_time(&reference);
+    assert_eq!(want.len(), 1 + 4 * 2 * 2);
+
+    // 1. Cut: keep the header and the first k rows, with a mark in their time column that a
+    // recomputation would overwrite; resume.
+    let text = std::fs::read_to_string(&reference).expect("csv");
+    let lines: Vec<&str> = text.lines().collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let time = header
+        .iter()
+        .position(|c| *c == "seconds")
+        .expect("seconds");
+    for k in [0usize, 3, 9, 16] {
+        let cut = root.join(format!("cut{k}.csv"));
+        let kept: Vec<String> = lines[1..=k]
+            .iter()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(',').collect();
+                f[time] = "12345.5";
+                f.join(",")
+            })
+            .collect();
+        let mut body = lines[0].to_string() + "\n";
+        for l in &kept {
+            body += l;
+            body += "\n";
+        }
+        std::fs::write(&cut, body).expect("write");
+        run(&as_str(&eval_args(&cut, true)));
+        assert_eq!(eval_rows_without_time(&cut), want, "cut at {k} rows");
+        let back = std::fs::read_to_string(&cut).expect("csv");
+        let marks = back
+            .lines()
+            .filter(|l| l.split(',').nth(time).and_then(|v| v.parse::<f64>().ok()) == Some(12345.5))
+            .count();
+        assert_eq!(marks, k, "finished cases were recomputed (cut at {k})");
+    }
+
+    // 2. Kill: SIGKILL mid-way at a few moments, resume each time.
+    let killed = root.join("killed.csv");
+    let mut delays = Delays(42);
+    let mut kills = 0;
+    for attempt in 0..20 {
+        let resume = killed.is_file();
+        let child = spawn(&as_str(&eval_args(&killed, resume)));
+        if attempt >= 3 {
+            assert!(!kill_after(child, Duration::from_secs(600)));
+            break;
+        }
+        if kill_after(child, delays.next(full.mul_f64(0.1), full.mul_f64(0.7))) {
+            kills += 1;
+        } else {
+            break;
+        }
+        if killed.is_file() {
+            // Whatever the moment, the file is whole: it parses.
+            comir_eval::read_csv(&killed).expect("a whole CSV after a kill");
+        }
+    }
+    assert!(kills >= 1);
+    assert_eq!(eval_rows_without_time(&killed), want);
+}
