@@ -35,12 +35,34 @@ enum Command {
     /// Analyse a trained model on held-out pairs: MDS maps, covariance spectra, modality gap,
     /// rotation equivariance.
     Analyze(commands::analyze::AnalyzeArgs),
-    /// Run the demonstration on the bundled MR pairs: the multimodal methods (mi, global), one table.
+    /// Run the 2023 study (or any grid of datasets × bottleneck variants × critics × seeds):
+    /// train, evaluate and analyse every cell, resumably.
+    Experiment(commands::experiment::ExperimentArgs),
+    /// Run the demonstration on the bundled MR pairs: learn a CoMIR for a few minutes, then
+    /// register the held-out pairs through it and with MI on the raw images.
     Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0 as clap does.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // A bad flag or value: one line, like every other error, without clap's
+            // "For more information, try '--help'" tail.
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line).to_string();
+            eprintln!("error: {line}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Register(args) => commands::register::run(args),
         Command::Eval(args) => commands::eval::run(args),
@@ -48,6 +70,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Represent(args) => commands::represent::run(args),
         Command::Analyze(args) => commands::analyze::run(args),
+        Command::Experiment(args) => commands::experiment::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -65,8 +65,8 @@ fn flag_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    let first = err.lines().next().unwrap_or_default();
-    assert!(first.contains(needle), "expected '{needle}' in: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
 }
 
 /// Every kind of bad image file, written once into a folder.
@@ -616,7 +616,7 @@ fn train_refuses_bad_input_cleanly() {
             "cfg",
             &["--config", s(&root.join("bad.toml"))],
         ),
-        "bad.toml: invalid table header",
+        "bad.toml: line 1: invalid table header",
     );
     flag_error(
         &train_on(&pairs, root, "critic", &["--critic", "psnr"]),

@@ -332,7 +332,7 @@ impl FastTrainer {
         let loss_value = scalar(loss.clone().detach());
         if !loss_value.is_finite() {
             return Err(Error::Diverged {
-                step: self.steps,
+                step: self.steps + 1,
                 loss: loss_value,
             });
         }

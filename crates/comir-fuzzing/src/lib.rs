@@ -65,8 +65,7 @@ pub fn parse_transform(data: &[u8]) -> Result<TransformRecord, String> {
 #[cfg(feature = "train")]
 pub fn parse_train_config(data: &[u8]) -> Result<comir_train::run::TrainConfig, String> {
     let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
-    let config: comir_train::run::TrainConfig =
-        toml::from_str(text).map_err(|e| e.message().to_string())?;
+    let config = comir_train::run::TrainConfig::from_toml_str(text)?;
     config.validate().map_err(|e| e.to_string())?;
     // What the run builds from a valid configuration before training.
     for channels in [1, 3] {

@@ -42,13 +42,16 @@ pub enum Error {
     /// A saved training state does not fit this trainer.
     #[error("cannot restore the training state: {0}")]
     State(String),
+    /// The training images could not be used (the message names the file or pair).
+    #[error("{0}")]
+    Data(String),
     /// The training backend failed (e.g. the CPU engine rejected a shape).
     #[error("training backend: {0}")]
     Backend(String),
     /// The loss became NaN or infinite.
-    #[error("training diverged at step {step}: the loss is {loss}")]
+    #[error("training diverged at step {step} (the loss is {loss}); the last checkpoint is kept: resume it with a smaller learning rate, or start again")]
     Diverged {
-        /// The step.
+        /// The step (1-based, as in `history.csv`).
         step: usize,
         /// The loss value.
         loss: f64,
@@ -151,8 +154,28 @@ impl TrainSettings {
                 self.optimizer.lr()
             ));
         }
-        if self.l1_decay < 0.0 || self.l2_decay < 0.0 {
-            return bad("activation decay weights must be ≥ 0".into());
+        let non_negative = |x: f64| x >= 0.0 && x.is_finite();
+        if !non_negative(self.l1_decay) || !non_negative(self.l2_decay) {
+            return bad(format!(
+                "activation decay weights must be finite and ≥ 0, got {} and {}",
+                self.l1_decay, self.l2_decay
+            ));
+        }
+        let (momentum, weight_decay) = match self.optimizer {
+            OptimizerSettings::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => (momentum, weight_decay),
+            OptimizerSettings::Adam { weight_decay, .. } => (0.0, weight_decay),
+        };
+        if !(non_negative(momentum) && momentum < 1.0) {
+            return bad(format!("momentum must lie in [0, 1), got {momentum}"));
+        }
+        if !non_negative(weight_decay) {
+            return bad(format!(
+                "weight_decay must be finite and ≥ 0, got {weight_decay}"
+            ));
         }
         if let Some(c) = self.grad_clip_norm {
             if c <= 0.0 || c.is_nan() {
@@ -545,7 +568,7 @@ impl Trainer {
         let loss_value = scalar(loss.clone().detach());
         if !loss_value.is_finite() {
             return Err(Error::Diverged {
-                step: self.steps,
+                step: self.steps + 1,
                 loss: loss_value,
             });
         }

@@ -155,8 +155,31 @@ impl TrainConfig {
     pub fn from_toml_file(path: &Path) -> Result<TrainConfig, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
-            Error::InvalidConfig(format!("{}: {}", path.display(), e.message().trim()))
+        TrainConfig::from_toml_str(&text)
+            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses a configuration from TOML text (unknown keys are errors). The message is one
+    /// line with the line number of the problem.
+    ///
+    /// # Errors
+    /// The text is not valid TOML or does not fit the schema.
+    pub fn from_toml_str(text: &str) -> Result<TrainConfig, String> {
+        toml::from_str(text).map_err(|e| {
+            let message = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {message}")
+                }
+                None => message,
+            }
         })
     }
 
@@ -475,7 +498,7 @@ pub fn train(
     make_trainer: &TrainerFactory<'_>,
     observer: &mut dyn Observer,
 ) -> Result<RunSummary, Error> {
-    let data_err = |e: comir_data::Error| Error::InvalidConfig(e.to_string());
+    let data_err = |e: comir_data::Error| Error::Data(e.to_string());
     let checkpoint = if resume {
         let path = paths.out.join(CHECKPOINT_FILE);
         let bytes = std::fs::read(&path)

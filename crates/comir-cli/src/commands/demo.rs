@@ -85,6 +85,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if args.raw {
         return run_raw(&args, pairs);
     }
+    // The pairs folder is checked before minutes of training are spent on it.
+    super::eval::checked_pairs(&pairs)?;
     let config = demo_config(args.minutes, args.quick);
     config.validate()?;
     let model = args.out.join("model");

@@ -268,6 +268,19 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     Ok(rows)
 }
 
+/// The pairs of `dir`, every one loaded and checked as `eval` checks them (sizes match, at
+/// least 16×16, not constant): for callers about to spend minutes before evaluating.
+pub fn checked_pairs(dir: &Path) -> Result<Vec<Pair>> {
+    let pairs = find_pairs(dir)?;
+    for pair in &pairs {
+        let (a, b) = pair
+            .load_gray()
+            .with_context(|| format!("loading pair '{}'", pair.name))?;
+        check_pair(pair, &a, &b)?;
+    }
+    Ok(pairs)
+}
+
 /// Refuses a pair that no method could register — too small or constant — before any work,
 /// naming the file (a method error later only marks the case as failed).
 fn check_pair(pair: &Pair, a: &Image, b: &Image) -> Result<()> {

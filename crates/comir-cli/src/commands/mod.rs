@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod demo;
 pub mod eval;
+pub mod experiment;
 pub mod register;
 pub mod represent;
 pub mod train;

@@ -1,0 +1,362 @@
+//! `comir experiment GRID.toml`: the 2023 study as one resumable run. Every cell of
+//! datasets × variants (bottleneck supervision) × critics × seeds is trained, evaluated with the
+//! MultiRegEval protocol on pairs it never saw, and (optionally) analysed; a finished cell
+//! leaves `cell.json` and is skipped when the experiment runs again, and an interrupted one
+//! resumes its training from the checkpoint and its evaluation from its CSV.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use comir_model::loss::Critic;
+use comir_train::run::{has_checkpoint, RunPaths, TrainConfig};
+use comir_train::BottleneckMode;
+use serde::{Deserialize, Serialize};
+
+use super::analyze::AnalyzeArgs;
+use super::eval::{evaluate, EvalArgs};
+use super::train::{train_with_progress, TrainerChoice};
+use crate::methods::MethodName;
+
+/// Arguments of `comir experiment`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  comir experiment configs/study-2023.toml\n\n\
+    GRID.toml (paths relative to its folder):\n  \
+    out = \"study\"\n  minutes = 5            # training budget per cell (steps = upper bound)\n  \
+    variants = [\"off\", \"flat\", \"pooled\", \"projection\"]\n  critics = [\"mse\", \"cosine\", \"l1\"]\n  \
+    seeds = [0, 1, 2]\n  methods = [\"aamd\", \"features\"]\n  \
+    [[datasets]]\n  name = \"histology\"\n  pairs = \"../shared/datasets/histology-shg-he\"\n  \
+    config = \"histology-30min.toml\"\n\n\
+    Writes OUT/results.csv (one row per cell and method) and OUT/results.md (mean ± std over seeds)."
+)]
+pub struct ExperimentArgs {
+    /// The grid (TOML).
+    pub grid: PathBuf,
+}
+
+/// One dataset of the grid.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dataset {
+    name: String,
+    pairs: PathBuf,
+    /// Base training recipe (TOML of `comir train --config`); the grid overrides the critic,
+    /// the bottleneck supervision, the seed and the budget.
+    config: Option<PathBuf>,
+}
+
+fn default_variants() -> Vec<String> {
+    vec!["off".into()]
+}
+fn default_critics() -> Vec<String> {
+    vec!["mse".into()]
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn default_methods() -> Vec<String> {
+    vec!["aamd".into()]
+}
+fn default_levels() -> Vec<u32> {
+    vec![1, 2, 3, 4]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_patches() -> usize {
+    100
+}
+
+/// The grid file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grid {
+    out: PathBuf,
+    datasets: Vec<Dataset>,
+    #[serde(default = "default_variants")]
+    variants: Vec<String>,
+    #[serde(default = "default_critics")]
+    critics: Vec<String>,
+    #[serde(default = "default_seeds")]
+    seeds: Vec<u64>,
+    #[serde(default = "default_methods")]
+    methods: Vec<String>,
+    #[serde(default = "default_levels")]
+    levels: Vec<u32>,
+    /// Training budget per cell, in minutes.
+    minutes: Option<f64>,
+    /// Steps per cell (with `minutes`: an upper bound).
+    steps: Option<usize>,
+    #[serde(default = "default_true")]
+    analyze: bool,
+    #[serde(default = "default_patches")]
+    analysis_patches: usize,
+}
+
+/// One cell's numbers: written as `cell.json`, gathered into the tables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CellResult {
+    dataset: String,
+    variant: String,
+    critic: String,
+    seed: u64,
+    steps: usize,
+    method: String,
+    cases: usize,
+    successes: usize,
+    rate: f64,
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn load_grid(path: &Path) -> Result<Grid> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let grid: Grid = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: invalid grid: {}",
+            path.display(),
+            e.message().lines().collect::<Vec<_>>().join("; ")
+        )
+    })?;
+    let bad = |m: String| -> Result<Grid> { bail!("{}: invalid grid: {m}", path.display()) };
+    if grid.datasets.is_empty() {
+        return bad("no [[datasets]]".into());
+    }
+    for v in &grid.variants {
+        if let Err(e) = v.parse::<BottleneckMode>() {
+            return bad(e);
+        }
+    }
+    for c in &grid.critics {
+        if let Err(e) = c.parse::<Critic>() {
+            return bad(e.to_string());
+        }
+    }
+    for m in &grid.methods {
+        if let Err(e) = MethodName::from_str(m, true) {
+            return bad(format!("method '{m}': {e}"));
+        }
+    }
+    if grid.seeds.is_empty() || grid.variants.is_empty() || grid.critics.is_empty() {
+        return bad("variants, critics and seeds must not be empty".into());
+    }
+    if grid.minutes.is_none() && grid.steps.is_none() {
+        return bad("give a training budget: minutes, steps or both".into());
+    }
+    Ok(grid)
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// The Markdown table: success rate (mean ± std over seeds) per dataset × variant × critic ×
+/// method.
+fn markdown(rows: &[CellResult]) -> String {
+    let mut keys: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.dataset.clone(),
+                r.variant.clone(),
+                r.critic.clone(),
+                r.method.clone(),
+            )
+        })
+        .collect();
+    keys.dedup();
+    keys.sort();
+    keys.dedup();
+    let mut out = String::from(
+        "| dataset | variant | critic | method | success % (mean ± std) | seeds | cases |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (d, v, c, m) in keys {
+        let cell: Vec<&CellResult> = rows
+            .iter()
+            .filter(|r| r.dataset == d && r.variant == v && r.critic == c && r.method == m)
+            .collect();
+        let rates: Vec<f64> = cell.iter().map(|r| 100.0 * r.rate).collect();
+        let (mean, std) = mean_std(&rates);
+        out.push_str(&format!(
+            "| {d} | {v} | {c} | {m} | {mean:.1} ± {std:.1} | {} | {} |\n",
+            cell.len(),
+            cell.iter().map(|r| r.cases).sum::<usize>()
+        ));
+    }
+    out
+}
+
+/// Runs `comir experiment`.
+pub fn run(args: ExperimentArgs) -> Result<()> {
+    let grid = load_grid(&args.grid)?;
+    let base = args
+        .grid
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let out = resolve(&base, &grid.out);
+    std::fs::create_dir_all(&out).with_context(|| format!("{}", out.display()))?;
+    let methods: Vec<MethodName> = grid
+        .methods
+        .iter()
+        .filter_map(|m| MethodName::from_str(m, true).ok())
+        .collect();
+    let mut cells = Vec::new();
+    for d in &grid.datasets {
+        for v in &grid.variants {
+            for c in &grid.critics {
+                for &s in &grid.seeds {
+                    cells.push((d.clone(), v.clone(), c.clone(), s));
+                }
+            }
+        }
+    }
+    let mut all: Vec<CellResult> = Vec::new();
+    let total = cells.len();
+    for (i, (dataset, variant, critic, seed)) in cells.into_iter().enumerate() {
+        let dir = out
+            .join(&dataset.name)
+            .join(format!("{variant}-{critic}-seed{seed}"));
+        let done = dir.join("cell.json");
+        let label = format!("{} · {variant} · {critic} · seed {seed}", dataset.name);
+        if let Ok(text) = std::fs::read_to_string(&done) {
+            if let Ok(rows) = serde_json::from_str::<Vec<CellResult>>(&text) {
+                println!("cell {}/{total}: {label}: finished, skipped", i + 1);
+                all.extend(rows);
+                continue;
+            }
+        }
+        println!("cell {}/{total}: {label}", i + 1);
+        let pairs = resolve(&base, &dataset.pairs);
+        let mut config = match &dataset.config {
+            Some(p) => TrainConfig::from_toml_file(&resolve(&base, p))?,
+            None => TrainConfig::default(),
+        };
+        config.train.critic = critic.parse::<Critic>()?;
+        config.train.bottleneck.mode = variant.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        config.train.seed = seed;
+        config.schedule.minutes = grid.minutes;
+        if let Some(s) = grid.steps {
+            config.schedule.steps = s;
+        } else {
+            config.schedule.steps = config.schedule.steps.max(100_000);
+        }
+        let model = dir.join("model");
+        let summary = train_with_progress(
+            &config,
+            &RunPaths {
+                a: pairs.join("A"),
+                b: pairs.join("B"),
+                out: model.clone(),
+            },
+            has_checkpoint(&model),
+            TrainerChoice::Auto,
+            "cpu",
+        )?;
+        let eval = EvalArgs {
+            pairs: pairs.clone(),
+            method: methods.clone(),
+            levels: grid.levels.clone(),
+            seed: 0,
+            limit: None,
+            out: dir.join("results.csv"),
+            resume: true,
+            border: "reflect".into(),
+            init: "identity".into(),
+            config: None,
+            export_cases: None,
+            model: Some(model.clone()),
+            fixed_modality: comir_represent::Modality::A,
+            raw_method: Vec::new(),
+            device: "cpu".into(),
+        };
+        let rows = evaluate(&eval)?;
+        let mut results = Vec::new();
+        for m in super::eval::method_labels(&eval) {
+            let mine: Vec<_> = rows.iter().filter(|r| r.method == m).collect();
+            let successes = mine.iter().filter(|r| r.success).count();
+            results.push(CellResult {
+                dataset: dataset.name.clone(),
+                variant: variant.clone(),
+                critic: critic.clone(),
+                seed,
+                steps: summary.steps,
+                method: m.clone(),
+                cases: mine.len(),
+                successes,
+                rate: successes as f64 / mine.len().max(1) as f64,
+            });
+        }
+        if grid.analyze {
+            super::analyze::run(AnalyzeArgs {
+                model: model.clone(),
+                pairs: pairs.clone(),
+                out: dir.join("analysis"),
+                patches: grid.analysis_patches,
+                patch_size: None,
+                seed: 0,
+                angle_step: 90.0,
+            })
+            .with_context(|| format!("analysing {label}"))?;
+        }
+        comir_image::io::write_file_atomically(&done, &serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("{}", done.display()))?;
+        all.extend(results);
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in &all {
+        w.serialize(r)?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    comir_image::io::write_file_atomically(&out.join("results.csv"), &bytes)
+        .with_context(|| format!("{}", out.join("results.csv").display()))?;
+    let table = markdown(&all);
+    comir_image::io::write_file_atomically(&out.join("results.md"), table.as_bytes())
+        .with_context(|| format!("{}", out.join("results.md").display()))?;
+    println!("\n{table}");
+    println!(
+        "results: {} and results.md",
+        out.join("results.csv").display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_averages_over_seeds() {
+        let row = |seed, rate| CellResult {
+            dataset: "d".into(),
+            variant: "off".into(),
+            critic: "mse".into(),
+            seed,
+            steps: 1,
+            method: "comir+aamd".into(),
+            cases: 4,
+            successes: 0,
+            rate,
+        };
+        let t = markdown(&[row(0, 0.5), row(1, 1.0), row(2, 0.75)]);
+        // mean 75, sample std 25
+        assert!(
+            t.contains("| d | off | mse | comir+aamd | 75.0 ± 25.0 | 3 | 12 |"),
+            "{t}"
+        );
+    }
+}

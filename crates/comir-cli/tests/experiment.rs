@@ -1,0 +1,137 @@
+//! `comir experiment` on a tiny grid of generated pairs: every cell is trained, evaluated and
+//! analysed; a second run skips finished cells; an interrupted cell is finished without
+//! redoing the others.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn comir(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comir"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "failed: {err}\n{out}");
+    out
+}
+
+const RECIPE: &str = r#"
+[network]
+init_filters = 4
+down_blocks = [1, 1]
+up_blocks = [1, 1]
+bottleneck_layers = 1
+growth_rate = 4
+
+[patches]
+size = 32
+
+[schedule]
+batch = 4
+checkpoint_every = 2
+validate_every = 2
+validation_batches = 1
+
+[split]
+test_fraction = 0.25
+"#;
+
+const GRID: &str = r#"
+out = "study"
+steps = 3
+variants = ["off", "pooled"]
+critics = ["mse"]
+seeds = [0]
+methods = ["aamd"]
+levels = [1]
+analysis_patches = 6
+
+[[datasets]]
+name = "phantoms"
+pairs = "data"
+config = "recipe.toml"
+"#;
+
+fn modified(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+#[test]
+fn the_grid_runs_every_cell_once_and_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    for sub in ["A", "B"] {
+        std::fs::create_dir_all(d.join("data").join(sub)).expect("mkdir");
+    }
+    for i in 0..8u64 {
+        let (a, b) = comir_testkit::phantom_pair(64, 64, i);
+        comir_image::save_png(d.join("data/A").join(format!("p{i}.png")), &a).expect("save");
+        comir_image::save_png(d.join("data/B").join(format!("p{i}.png")), &b).expect("save");
+    }
+    std::fs::write(d.join("recipe.toml"), RECIPE).expect("write");
+    let grid = d.join("grid.toml");
+    std::fs::write(&grid, GRID).expect("write");
+    let grid_s = grid.to_str().expect("utf8");
+
+    let first = ok(&comir(&["experiment", grid_s]));
+    assert!(first.contains("cell 2/2"), "{first}");
+    let study = d.join("study");
+    let results = std::fs::read_to_string(study.join("results.csv")).expect("results");
+    assert_eq!(results.lines().count(), 1 + 2, "{results}");
+    assert!(
+        results.contains("phantoms,off,mse,0,3,comir+aamd"),
+        "{results}"
+    );
+    assert!(
+        results.contains("phantoms,pooled,mse,0,3,comir+aamd"),
+        "{results}"
+    );
+    let md = std::fs::read_to_string(study.join("results.md")).expect("md");
+    assert!(
+        md.contains("| phantoms | pooled | mse | comir+aamd |"),
+        "{md}"
+    );
+    let off = study.join("phantoms/off-mse-seed0");
+    let pooled = study.join("phantoms/pooled-mse-seed0");
+    for cell in [&off, &pooled] {
+        assert!(cell.join("cell.json").is_file());
+        assert!(cell.join("analysis/spectrum-bottleneck.png").is_file());
+    }
+
+    // Everything finished: nothing is redone.
+    let before = modified(&off.join("model/weights.bpk"));
+    let second = ok(&comir(&["experiment", grid_s]));
+    assert_eq!(second.matches("finished, skipped").count(), 2, "{second}");
+    assert_eq!(modified(&off.join("model/weights.bpk")), before);
+    assert_eq!(
+        std::fs::read_to_string(study.join("results.csv")).expect("results"),
+        results
+    );
+
+    // A cell interrupted after training (no cell.json, half its CSV): only it runs again, its
+    // training is already complete, and the totals are the same.
+    std::fs::remove_file(pooled.join("cell.json")).expect("rm");
+    let csv = std::fs::read_to_string(pooled.join("results.csv")).expect("csv");
+    let kept: Vec<&str> = csv.lines().take(2).collect();
+    std::fs::write(pooled.join("results.csv"), kept.join("\n") + "\n").expect("cut");
+    let third = ok(&comir(&["experiment", grid_s]));
+    assert_eq!(third.matches("finished, skipped").count(), 1, "{third}");
+    assert_eq!(
+        std::fs::read_to_string(study.join("results.csv")).expect("results"),
+        results
+    );
+
+    // A bad grid is one clear line.
+    std::fs::write(&grid, GRID.replace("\"pooled\"", "\"middle\"")).expect("write");
+    let bad = comir(&["experiment", grid_s]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("grid.toml") && err.contains("middle"), "{err}");
+}
