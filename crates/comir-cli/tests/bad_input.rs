@@ -58,8 +58,8 @@ fn ok(o: &Output) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// Asserts how clap refuses a bad flag value: exit status 2, the value named on the first line,
-/// no panic. (clap adds a usage hint on further lines; see the README's table.)
+/// Asserts how a bad flag value is refused: exit status 2, one line naming the value, no panic
+/// (clap's message is joined into one line by `main`).
 #[track_caller]
 fn flag_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -606,8 +606,7 @@ fn train_refuses_bad_input_cleanly() {
         ),
         &["nope.toml"],
     );
-    // A TOML syntax error: refused, naming the file, but toml's message spans two lines until
-    // comir-train's `TrainConfig::from_toml_file` joins them (see the README's table).
+    // A TOML syntax error: refused on one line naming the file and the line.
     std::fs::write(root.join("bad.toml"), "[schedule\nbatch = 2\n").expect("write");
     flag_error(
         &train_on(
