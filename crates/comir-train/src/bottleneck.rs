@@ -16,14 +16,14 @@
 //! Both trainers (burn's and the CPU engine's) use this code for the bottleneck term, so they
 //! compute the same loss.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use comir_model::loss::{global_average_pool, info_nce, rot90_inverse, Critic};
 use comir_model::{DenseUNetConfig, ProjectionHead, ProjectionHeadConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::{optimizer, Error, TrainSettings};
+use crate::{optimizer, Error, Materialize, TrainSettings};
 
 /// Which bottleneck supervision is added to the CoMIR loss.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,13 +129,6 @@ pub struct BottleneckSupervision {
     critic: Critic,
     tau: f64,
     heads: Option<Heads>,
-}
-
-struct Materialize;
-impl ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
-    }
 }
 
 impl BottleneckSupervision {

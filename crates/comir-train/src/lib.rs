@@ -217,6 +217,16 @@ pub struct TrainerState {
     pub bottleneck: Vec<u8>,
 }
 
+/// Draws every lazily initialised parameter of the module it visits (burn draws a parameter at
+/// its first use).
+pub(crate) struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 /// Builds both networks with weights drawn from `seed`, A first, then B (as the reference
 /// does). burn draws a parameter lazily, at its first use; every parameter is drawn here, at
 /// once, so that the weights depend only on the seed (not on when a trainer first runs the
@@ -230,12 +240,6 @@ pub fn init_networks(
     seed: u64,
     device: &Device,
 ) -> Result<(DenseUNet, DenseUNet), Error> {
-    struct Materialize;
-    impl burn::module::ModuleVisitor for Materialize {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
     device.seed(seed);
     let net_a = a.try_init(device)?;
     net_a.visit(&mut Materialize);

@@ -178,7 +178,6 @@ fn markdown(rows: &[CellResult]) -> String {
             )
         })
         .collect();
-    keys.dedup();
     keys.sort();
     keys.dedup();
     let mut out = String::from(
