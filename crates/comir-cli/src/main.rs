@@ -5,6 +5,7 @@
 //! line, and the process exits with status 2.
 
 mod commands;
+mod csv_out;
 mod device;
 mod methods;
 mod progress;

@@ -2,7 +2,7 @@
 //! covariance spectra (dimensional collapse), the modality gap and the rotation equivariance
 //! (the analyses of Wetzer et al. 2023; method-notes §2.2).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use comir_analysis::gap::{modality_gap, pearson};
@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::csv_out::write_csv;
 use crate::representation::seen_pairs;
 
 /// Arguments of `comir analyze`.
@@ -84,16 +85,6 @@ fn pooled(bottleneck: &[f32], channels: usize) -> Vec<f32> {
         .chunks(per.max(1))
         .map(|c| c.iter().sum::<f32>() / c.len() as f32)
         .collect()
-}
-
-fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    comir_image::io::write_file_atomically(path, &bytes)
-        .with_context(|| format!("{}", path.display()))
 }
 
 /// `image` rotated by `deg` degrees about its centre (mirror outside).

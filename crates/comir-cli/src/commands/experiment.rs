@@ -316,13 +316,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             .with_context(|| format!("{}", done.display()))?;
         all.extend(results);
     }
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in &all {
-        w.serialize(r)?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    comir_image::io::write_file_atomically(&out.join("results.csv"), &bytes)
-        .with_context(|| format!("{}", out.join("results.csv").display()))?;
+    crate::csv_out::write_csv(&out.join("results.csv"), &all)?;
     let table = markdown(&all);
     comir_image::io::write_file_atomically(&out.join("results.md"), table.as_bytes())
         .with_context(|| format!("{}", out.join("results.md").display()))?;

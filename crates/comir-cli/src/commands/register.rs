@@ -10,6 +10,7 @@ use comir_register::Registrar;
 use comir_transform::{write_itk_tfm, write_json, Rigid2, TransformRecord};
 use serde::{Deserialize, Serialize};
 
+use crate::csv_out::write_csv;
 use crate::methods::{build, MethodName, MethodsConfig};
 use crate::representation::ModelPrep;
 use comir_represent::Modality;
@@ -293,16 +294,6 @@ fn results_path(manifest: &Path, shard: Option<(usize, usize)>) -> PathBuf {
     manifest.with_file_name(name)
 }
 
-fn write_results(path: &Path, rows: &[ManifestResult]) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    comir_image::io::write_file_atomically(path, &bytes)
-        .with_context(|| format!("{}", path.display()))
-}
-
 /// Registers this shard's rows of the manifest; a row whose output already holds a transform
 /// is kept (so a killed job resumes).
 fn run_manifest(args: &RegisterArgs, manifest: &Path) -> Result<()> {
@@ -352,11 +343,11 @@ fn run_manifest(args: &RegisterArgs, manifest: &Path) -> Result<()> {
             },
         };
         results.push(ManifestResult::new(i, row, &record));
-        write_results(&results_file, &results)?;
+        write_csv(&results_file, &results)?;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    write_results(&results_file, &results)?;
+    write_csv(&results_file, &results)?;
     println!(
         "shard {k}/{n}: {} pairs registered ({done_before} already done), {failed} failed -> {}",
         results.len(),
@@ -421,7 +412,7 @@ fn merge(manifest: &Path) -> Result<()> {
         );
     }
     let out = results_path(manifest, None);
-    write_results(&out, &merged)?;
+    write_csv(&out, &merged)?;
     println!(
         "merged {} rows from {files} shard file(s) -> {}",
         merged.len(),
