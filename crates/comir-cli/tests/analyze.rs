@@ -2,35 +2,14 @@
 //! network: the analysis files exist, have the right shapes, and the equivariance score at 0°
 //! is exactly 1.
 
+mod common;
+
+use common::{comir, ok, s};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn comir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_comir"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "failed: {err}\n{out}");
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-const TINY: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const TINY: &str = concat!(
+    tiny_network!(),
+    r#"
 [patches]
 size = 32
 
@@ -39,7 +18,8 @@ batch = 4
 checkpoint_every = 2
 validate_every = 2
 validation_batches = 1
-"#;
+"#
+);
 
 fn records(path: &Path) -> Vec<csv::StringRecord> {
     csv::Reader::from_path(path)
@@ -53,14 +33,7 @@ fn records(path: &Path) -> Vec<csv::StringRecord> {
 fn a_model_trained_with_bottleneck_supervision_is_analysed() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..8u64 {
-        let (a, b) = comir_testkit::phantom_pair(64, 64, i);
-        comir_image::save_png(d.join("A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join("B").join(format!("p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(d, 0..8, 64);
     let cfg = d.join("tiny.toml");
     std::fs::write(&cfg, TINY).expect("write");
     let model = d.join("model");

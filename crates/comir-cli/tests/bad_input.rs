@@ -2,11 +2,14 @@
 //! status 2, never a panic. One test per subcommand; each case is a row of the README's
 //! `## Errors` table.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use comir_image::Image;
 use comir_testkit::bad_files;
+use common::s;
 
 fn comir(args: &[&str]) -> Output {
     comir_in(args, None)
@@ -19,10 +22,6 @@ fn comir_in(args: &[&str], cwd: Option<&Path>) -> Output {
         c.current_dir(d);
     }
     c.output().expect("the binary runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
 }
 
 /// Asserts a clean failure: exit status 2, exactly one line on stderr, containing every needle,
@@ -168,14 +167,7 @@ impl BadFiles {
 /// A pairs folder `DIR/A`, `DIR/B` with `n` good 48×48 phantom pairs named `p0.png`, ...
 fn pairs_folder(root: &Path, name: &str, n: u64) -> PathBuf {
     let d = root.join(name);
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..n {
-        let (a, b) = comir_testkit::phantom_pair(48, 48, i);
-        comir_image::save_png(d.join("A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join("B").join(format!("p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(&d, 0..n, 48);
     d
 }
 
@@ -193,14 +185,9 @@ fn pairs_with(root: &Path, folder: &str, name: &str, file: &Path) -> PathBuf {
     d
 }
 
-const TINY: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const TINY: &str = concat!(
+    tiny_network!(),
+    r#"
 [patches]
 size = 16
 
@@ -208,7 +195,8 @@ size = 16
 batch = 2
 checkpoint_every = 1
 validate_every = 0
-"#;
+"#
+);
 
 /// Trains a tiny model (2 steps) into `root/model` and returns its folder.
 fn tiny_model(root: &Path) -> PathBuf {

@@ -3,15 +3,14 @@
 //! representations from `comir represent`. Two runs of the binary are compared byte for byte;
 //! only the wall-clock fields (`seconds`) may differ.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use comir_image::ops::Border;
 use comir_transform::Rigid2;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
+use common::s;
 
 /// Runs `comir` with `RAYON_NUM_THREADS` set to `threads`.
 fn comir(args: &[&str], threads: usize) -> Output {
@@ -118,14 +117,7 @@ fn register_writes_identical_transforms_for_the_same_seed() {
 fn eval_writes_identical_csvs_for_the_same_seed() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..2u64 {
-        let (a, b) = comir_testkit::phantom_pair(64, 64, 30 + i);
-        comir_image::save_png(d.join(format!("A/p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join(format!("B/p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(d, 30..30 + 2, 64);
     let run = |n: usize| {
         let csv = d.join(format!("r{n}.csv"));
         comir(
@@ -151,14 +143,9 @@ fn eval_writes_identical_csvs_for_the_same_seed() {
     assert_eq!(first, run(1));
 }
 
-const TINY: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const TINY: &str = concat!(
+    tiny_network!(),
+    r#"
 [patches]
 size = 16
 
@@ -166,20 +153,14 @@ size = 16
 batch = 2
 checkpoint_every = 2
 validate_every = 0
-"#;
+"#
+);
 
 #[test]
 fn represent_writes_identical_float_tiffs() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..3u64 {
-        let (a, b) = comir_testkit::phantom_pair(48, 48, i);
-        comir_image::save_png(d.join(format!("A/p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join(format!("B/p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(d, 0..3, 48);
     let cfg = d.join("tiny.toml");
     std::fs::write(&cfg, TINY).expect("write");
     // Two trainings with the same seed give the same weights ...

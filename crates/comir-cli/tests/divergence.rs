@@ -1,30 +1,15 @@
 //! A training run whose loss becomes NaN or infinite stops with one line and exit status 2, and
 //! keeps its last good checkpoint: `--resume` finds it and the model folder still loads.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-fn comir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_comir"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+use common::{comir, s};
 
 /// A tiny network with an absurd learning rate: the first update throws the weights to ~1e30,
 /// and the next loss overflows.
-const DIVERGING: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const DIVERGING: &str = concat!(
+    tiny_network!(),
+    r#"
 [train]
 optimizer = { kind = "sgd", lr = 1e30, momentum = 0.0, weight_decay = 0.0 }
 
@@ -35,20 +20,14 @@ size = 16
 batch = 2
 checkpoint_every = 1
 validate_every = 0
-"#;
+"#
+);
 
 #[test]
 fn a_diverging_run_stops_with_one_line_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..3u64 {
-        let (a, b) = comir_testkit::phantom_pair(40, 40, i);
-        comir_image::save_png(d.join(format!("A/p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join(format!("B/p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(d, 0..3, 40);
     let cfg = d.join("diverge.toml");
     std::fs::write(&cfg, DIVERGING).expect("write");
     let model = d.join("model");

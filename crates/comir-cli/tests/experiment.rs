@@ -2,31 +2,14 @@
 //! analysed; a second run skips finished cells; an interrupted cell is finished without
 //! redoing the others.
 
+mod common;
+
+use common::{comir, ok};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn comir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_comir"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "failed: {err}\n{out}");
-    out
-}
-
-const RECIPE: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const RECIPE: &str = concat!(
+    tiny_network!(),
+    r#"
 [patches]
 size = 32
 
@@ -38,7 +21,8 @@ validation_batches = 1
 
 [split]
 test_fraction = 0.25
-"#;
+"#
+);
 
 const GRID: &str = r#"
 out = "study"
@@ -66,14 +50,7 @@ fn modified(p: &Path) -> std::time::SystemTime {
 fn the_grid_runs_every_cell_once_and_resumes() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join("data").join(sub)).expect("mkdir");
-    }
-    for i in 0..8u64 {
-        let (a, b) = comir_testkit::phantom_pair(64, 64, i);
-        comir_image::save_png(d.join("data/A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join("data/B").join(format!("p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(&d.join("data"), 0..8, 64);
     std::fs::write(d.join("recipe.toml"), RECIPE).expect("write");
     let grid = d.join("grid.toml");
     std::fs::write(&grid, GRID).expect("write");

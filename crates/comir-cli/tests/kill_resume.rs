@@ -2,13 +2,12 @@
 //! same weights and history as a run that was never killed; so does an evaluation. Only the
 //! `comir` binary is used, so the test holds whatever trainer `comir train` runs.
 
+mod common;
+
+use common::s;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_comir"))
@@ -73,14 +72,7 @@ fn kill_after(mut child: Child, delay: Duration) -> bool {
 
 fn pairs(root: &Path, n: u64, side: usize) -> PathBuf {
     let d = root.join("pairs");
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..n {
-        let (a, b) = comir_testkit::phantom_pair(side, side, i);
-        comir_image::save_png(d.join("A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join("B").join(format!("p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(&d, 0..n, side);
     d
 }
 
@@ -105,14 +97,9 @@ fn history_without_time(model: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-const TINY: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const TINY: &str = concat!(
+    tiny_network!(),
+    r#"
 [patches]
 size = 16
 
@@ -124,7 +111,8 @@ validation_batches = 1
 
 [split]
 validation_fraction = 0.25
-"#;
+"#
+);
 
 const STEPS: &str = "40";
 

@@ -1,15 +1,11 @@
 //! End-to-end tests of learning through the `comir` binary: train, resume, represent, and
 //! register / evaluate through a model, on generated pairs with a tiny network.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn comir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_comir"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+use common::{comir, s};
+use std::path::Path;
+use std::process::Output;
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -48,14 +44,9 @@ fn represent(model: &Path, modality: &str, input: &Path, out: &Path, extra: &[&s
     comir(&args)
 }
 
-const TINY: &str = r#"
-[network]
-init_filters = 4
-down_blocks = [1, 1]
-up_blocks = [1, 1]
-bottleneck_layers = 1
-growth_rate = 4
-
+const TINY: &str = concat!(
+    tiny_network!(),
+    r#"
 [patches]
 size = 32
 
@@ -64,24 +55,14 @@ batch = 4
 checkpoint_every = 2
 validate_every = 2
 validation_batches = 1
-"#;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
+"#
+);
 
 #[test]
 fn train_resume_represent_register_and_eval_through_a_model() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-    }
-    for i in 0..8u64 {
-        let (a, b) = comir_testkit::phantom_pair(64, 64, i);
-        comir_image::save_png(d.join("A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(d.join("B").join(format!("p{i}.png")), &b).expect("save");
-    }
+    comir_testkit::write_phantom_pairs(d, 0..8, 64);
     let cfg = d.join("tiny.toml");
     std::fs::write(&cfg, TINY).expect("write");
     let model = d.join("model");

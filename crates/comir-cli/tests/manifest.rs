@@ -1,26 +1,11 @@
 //! `comir register --manifest` in shards: N shards and a merge give exactly the transforms and
 //! the table of one run; a killed shard resumes; bad manifests and shard specs are one line.
 
+mod common;
+
+use common::{comir, ok, s};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn comir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_comir"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "failed: {err}\n{out}");
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
+use std::process::Output;
 
 /// Writes 5 phantom pairs and a manifest whose outputs go under `out/`.
 fn setup(dir: &Path, out: &str) -> std::path::PathBuf {

@@ -12,17 +12,6 @@ use comir_model::DenseUNetConfig;
 use comir_train::run::{train, RunPaths, Silent, TrainConfig};
 use comir_train::{BottleneckMode, OptimizerSettings, TrainSettings, Trainer};
 
-fn write_pairs(dir: &Path, n: u64, side: usize) {
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
-    }
-    for i in 0..n {
-        let (a, b) = comir_testkit::phantom_pair(side, side, i);
-        comir_image::save_png(dir.join("A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(dir.join("B").join(format!("p{i}.png")), &b).expect("save");
-    }
-}
-
 fn tiny_network() -> DenseUNetConfig {
     DenseUNetConfig {
         init_filters: 4,
@@ -100,7 +89,7 @@ fn engine_runs_start_like_burn_and_resume_bit_identically() {
     assert!(FastDenseUNet::from_burn(bb, &cfg).expect("b").params() == fb.params());
 
     let data = tempfile::tempdir().expect("tmp");
-    write_pairs(data.path(), 10, 48);
+    comir_testkit::write_phantom_pairs(data.path(), 0..10, 48);
     let factory = engine_trainer_factory();
     for (optimizer, mode) in [
         (OptimizerSettings::default(), BottleneckMode::Off),

@@ -7,13 +7,32 @@
 
 pub mod bad_files;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use comir_image::ops::{gaussian_blur, warp, Border};
 use comir_image::Image;
 use comir_transform::Rigid2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// Writes `seeds.len()` phantom pairs of `side × side` pixels as `dir/A/p{i}.png` and
+/// `dir/B/p{i}.png` (`i` from 0, phantom seed `seeds.start + i`): a training or evaluation
+/// folder.
+///
+/// # Panics
+/// Panics if the folder or a file cannot be written (test helper).
+pub fn write_phantom_pairs(dir: &Path, seeds: std::ops::Range<u64>, side: usize) {
+    for sub in ["A", "B"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    let start = seeds.start;
+    for seed in seeds {
+        let i = seed - start;
+        let (a, b) = phantom_pair(side, side, seed);
+        comir_image::save_png(dir.join("A").join(format!("p{i}.png")), &a).expect("save");
+        comir_image::save_png(dir.join("B").join(format!("p{i}.png")), &b).expect("save");
+    }
+}
 
 /// A pair of aligned synthetic "modalities" of size `width × height`, intensities in `[0, 1]`.
 ///

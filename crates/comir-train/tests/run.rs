@@ -9,17 +9,6 @@ use std::path::Path;
 use comir_model::DenseUNetConfig;
 use comir_train::run::{train, RunPaths, Silent, TrainConfig};
 
-fn write_pairs(dir: &Path, n: u64, side: usize) {
-    for sub in ["A", "B"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
-    }
-    for i in 0..n {
-        let (a, b) = comir_testkit::phantom_pair(side, side, i);
-        comir_image::save_png(dir.join("A").join(format!("p{i}.png")), &a).expect("save");
-        comir_image::save_png(dir.join("B").join(format!("p{i}.png")), &b).expect("save");
-    }
-}
-
 fn tiny_config(steps: usize) -> TrainConfig {
     let mut c = TrainConfig {
         network: Some(DenseUNetConfig {
@@ -54,7 +43,7 @@ fn paths(data: &Path, out: &Path) -> RunPaths {
 #[test]
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let data = tempfile::tempdir().expect("tmp");
-    write_pairs(data.path(), 10, 48);
+    comir_testkit::write_phantom_pairs(data.path(), 0..10, 48);
     let factory = comir_train::burn_trainer_factory(burn::tensor::Device::flex());
 
     let whole = tempfile::tempdir().expect("tmp");
@@ -168,7 +157,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
 fn bad_folders_and_settings_give_clear_errors() {
     let factory = comir_train::burn_trainer_factory(burn::tensor::Device::flex());
     let data = tempfile::tempdir().expect("tmp");
-    write_pairs(data.path(), 3, 40);
+    comir_testkit::write_phantom_pairs(data.path(), 0..3, 40);
     let out = tempfile::tempdir().expect("tmp");
     let mut c = tiny_config(2);
     c.schedule.batch = 0;

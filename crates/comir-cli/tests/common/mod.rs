@@ -1,0 +1,42 @@
+//! Helpers shared by the CLI test binaries (each binary uses a subset).
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the `comir` binary with `args`.
+pub fn comir(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comir"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "failed: {err}\n{out}");
+    out
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// The `[network]` section of a tiny DenseUNet (two levels, growth 4) for training configs in
+/// tests: `concat!(tiny_network!(), "[schedule]\n…")`.
+#[macro_export]
+macro_rules! tiny_network {
+    () => {
+        "
+[network]
+init_filters = 4
+down_blocks = [1, 1]
+up_blocks = [1, 1]
+bottleneck_layers = 1
+growth_rate = 4
+"
+    };
+}
