@@ -35,36 +35,66 @@ fn run(args: &[&str]) -> Output {
     o
 }
 
-/// A small deterministic generator for the kill delays (xorshift64*).
+/// A small deterministic generator for the kill moments (xorshift64*).
 struct Delays(u64);
 
 impl Delays {
-    /// A delay uniform in `[lo, hi)`.
-    fn next(&mut self, lo: Duration, hi: Duration) -> Duration {
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        lo + (hi - lo).mul_f64(u)
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A delay uniform in `[lo, hi)`.
+    fn next(&mut self, lo: Duration, hi: Duration) -> Duration {
+        lo + (hi - lo).mul_f64(self.unit())
+    }
+
+    /// An integer uniform in `[0, n)`.
+    fn below(&mut self, n: usize) -> usize {
+        ((self.unit() * n as f64) as usize).min(n.saturating_sub(1))
     }
 }
 
-/// Lets `child` run for `delay`, then kills it (SIGKILL). Returns `true` if it was still
-/// running, `false` if it had finished (successfully) by then.
-fn kill_after(mut child: Child, delay: Duration) -> bool {
-    let end = Instant::now() + delay;
-    while Instant::now() < end {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            assert!(status.success(), "finished with {status}: {err}");
+/// Reaps a finished `child`, checking that it succeeded.
+fn reap(mut child: Child) {
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "finished with {status}: {err}");
+}
+
+/// Data rows of a CSV (`history.csv` of a model, an eval table), 0 when it does not exist yet.
+/// comir replaces these files atomically, so a read sees an old or a new version, never a torn one.
+fn csv_rows(csv: &Path) -> usize {
+    std::fs::read_to_string(csv)
+        .map(|t| t.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// Lets `child` work until `csv` holds at least `rows` rows, waits `jitter` more (so the kill
+/// lands anywhere in a step: mid-computation or mid-write), then kills it (SIGKILL). Returns
+/// `true` if it was still running, `false` if it had finished by then.
+///
+/// Kills are placed by progress, not by wall-clock time, so a loaded CI machine (a slow
+/// reference run, a fast resumed run) cannot make them miss.
+fn kill_at(mut child: Child, csv: &Path, rows: usize, jitter: Duration) -> bool {
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            reap(child);
             return false;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if csv_rows(csv) >= rows {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
+    std::thread::sleep(jitter);
     child.kill().expect("kill");
     child.wait().expect("reap");
     true
@@ -149,37 +179,38 @@ fn a_training_killed_at_random_moments_resumes_to_the_same_weights() {
         v
     };
 
-    // The run that is never killed, timed to place the kills.
+    // The run that is never killed.
     let reference = root.join("reference");
     let start = Instant::now();
     run(&as_str(&train_args(&reference, false)));
     let full = start.elapsed();
 
+    let steps: usize = STEPS.parse().expect("a number");
     let killed = root.join("killed");
-    let mut delays = Delays(0x5EED_CAFE_F00D_1234);
+    let mut random = Delays(0x5EED_CAFE_F00D_1234);
     let (mut kills, mut resumed_kills, mut starts) = (0, 0, 0);
-    'rounds: for _round in 0..5 {
-        // A round kills the run 3 times (at least once after a resume) and lets it finish. If the
-        // run ends before a kill lands, the round starts over.
-        let _ = std::fs::remove_dir_all(&killed);
-        (kills, resumed_kills) = (0, 0);
-        loop {
-            starts += 1;
-            // A kill before the first checkpoint leaves nothing to resume: start again.
-            let resume = killed.join("checkpoint.bin").is_file();
-            let child = spawn(&as_str(&train_args(&killed, resume)));
-            if kills >= 3 && resumed_kills >= 1 {
-                assert!(!kill_after(child, Duration::from_secs(600)), "no end");
-                break 'rounds;
-            }
-            let delay = delays.next(full.mul_f64(0.05), full.mul_f64(0.4));
-            if !kill_after(child, delay) {
-                continue 'rounds;
-            }
-            kills += 1;
-            if resume {
-                resumed_kills += 1;
-            }
+    // Three kills at random steps spread over the run (each after a random part of a step),
+    // then a last resume that finishes.
+    loop {
+        starts += 1;
+        let resume = killed.join("checkpoint.bin").is_file();
+        let child = spawn(&as_str(&train_args(&killed, resume)));
+        if kills >= 3 {
+            reap(child);
+            break;
+        }
+        let history = killed.join("history.csv");
+        let done = csv_rows(&history);
+        let span = (steps * (kills + 1) / 4).saturating_sub(done).max(1);
+        let target = (done + 1 + random.below(span)).min(steps - 1);
+        let jitter = random.next(Duration::ZERO, Duration::from_millis(15));
+        assert!(
+            kill_at(child, &history, target, jitter),
+            "the run finished before step {target} of {steps}"
+        );
+        kills += 1;
+        if resume {
+            resumed_kills += 1;
         }
     }
     assert!(
@@ -270,9 +301,7 @@ fn a_killed_or_cut_eval_resumes_only_the_missing_cases() {
         v
     };
     let reference = root.join("reference.csv");
-    let start = Instant::now();
     run(&as_str(&eval_args(&reference, false)));
-    let full = start.elapsed();
     let want = eval_rows_without_time(&reference);
     assert_eq!(want.len(), 1 + 4 * 2 * 2);
 
@@ -313,16 +342,23 @@ fn a_killed_or_cut_eval_resumes_only_the_missing_cases() {
 
     // 2. Kill: SIGKILL mid-way at a few moments, resume each time.
     let killed = root.join("killed.csv");
-    let mut delays = Delays(42);
+    let mut random = Delays(42);
     let mut kills = 0;
+    let cases = want.len() - 1;
     for attempt in 0..20 {
         let resume = killed.is_file();
         let child = spawn(&as_str(&eval_args(&killed, resume)));
         if attempt >= 3 {
-            assert!(!kill_after(child, Duration::from_secs(600)));
+            reap(child);
             break;
         }
-        if kill_after(child, delays.next(full.mul_f64(0.1), full.mul_f64(0.7))) {
+        // Kills by progress (see `kill_at`): before case 1–4, 5–8, 9–12; cases that finish
+        // together may still let a run end first, so a miss ends the loop instead of failing.
+        let done = csv_rows(&killed);
+        let span = (cases * (attempt + 1) / 4).saturating_sub(done).max(1);
+        let target = (done + 1 + random.below(span)).min(cases - 1);
+        let jitter = random.next(Duration::ZERO, Duration::from_millis(50));
+        if kill_at(child, &killed, target, jitter) {
             kills += 1;
         } else {
             break;
