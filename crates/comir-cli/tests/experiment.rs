@@ -111,4 +111,18 @@ fn the_grid_runs_every_cell_once_and_resumes() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("grid.toml") && err.contains("middle"), "{err}");
+
+    // A dataset's own budget and evaluation size override the grid's.
+    let small = GRID
+        .replace("out = \"study\"", "out = \"study-small\"")
+        .replace("[\"off\", \"pooled\"]", "[\"off\"]")
+        + "steps = 2\neval_pairs = 1\n";
+    std::fs::write(&grid, small).expect("write");
+    ok(&comir(&["experiment", grid_s]));
+    let results = std::fs::read_to_string(d.join("study-small/results.csv")).expect("results");
+    // steps 2 (not the grid's 3), 1 pair × 1 level = 1 case (not 2).
+    assert!(
+        results.contains("phantoms,off,mse,0,2,comir+aamd,1,"),
+        "{results}"
+    );
 }

@@ -27,7 +27,9 @@ use crate::methods::MethodName;
     variants = [\"off\", \"flat\", \"pooled\", \"projection\"]\n  critics = [\"mse\", \"cosine\", \"l1\"]\n  \
     seeds = [0, 1, 2]\n  methods = [\"aamd\", \"features\"]\n  \
     [[datasets]]\n  name = \"histology\"\n  pairs = \"../shared/datasets/histology-shg-he\"\n  \
-    config = \"histology-30min.toml\"\n\n\
+    config = \"histology-30min.toml\"\n  \
+    steps = 150            # optional: this dataset's budget\n  \
+    eval_pairs = 20        # optional: evaluate on the first 20 test pairs\n\n\
     Writes OUT/results.csv (one row per cell and method) and OUT/results.md (mean ± std over seeds)."
 )]
 pub struct ExperimentArgs {
@@ -44,6 +46,12 @@ struct Dataset {
     /// Base training recipe (TOML of `comir train --config`); the grid overrides the critic,
     /// the bottleneck supervision, the seed and the budget.
     config: Option<PathBuf>,
+    /// This dataset's training budget (overrides the grid's `steps` / `minutes`).
+    steps: Option<usize>,
+    minutes: Option<f64>,
+    /// Evaluate on the first N test pairs only (all when absent): the evaluation of a large
+    /// test split can cost more than the training.
+    eval_pairs: Option<usize>,
 }
 
 fn default_variants() -> Vec<String> {
@@ -147,8 +155,20 @@ fn load_grid(path: &Path) -> Result<Grid> {
     if grid.seeds.is_empty() || grid.variants.is_empty() || grid.critics.is_empty() {
         return bad("variants, critics and seeds must not be empty".into());
     }
-    if grid.minutes.is_none() && grid.steps.is_none() {
-        return bad("give a training budget: minutes, steps or both".into());
+    for d in &grid.datasets {
+        let (steps, minutes) = (d.steps.or(grid.steps), d.minutes.or(grid.minutes));
+        if steps.is_none() && minutes.is_none() {
+            return bad(format!(
+                "dataset '{}': give a training budget: minutes, steps or both",
+                d.name
+            ));
+        }
+        if d.eval_pairs == Some(0) {
+            return bad(format!(
+                "dataset '{}': eval_pairs must be at least 1",
+                d.name
+            ));
+        }
     }
     Ok(grid)
 }
@@ -214,11 +234,14 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         .iter()
         .filter_map(|m| MethodName::from_str(m, true).ok())
         .collect();
+    // Seeds outermost: the first pass covers every dataset × variant × critic once, so an
+    // experiment stopped part-way (or read while it runs) already has a complete, if noisier,
+    // table; later seeds tighten it.
     let mut cells = Vec::new();
-    for d in &grid.datasets {
-        for v in &grid.variants {
-            for c in &grid.critics {
-                for &s in &grid.seeds {
+    for &s in &grid.seeds {
+        for d in &grid.datasets {
+            for v in &grid.variants {
+                for c in &grid.critics {
                     cells.push((d.clone(), v.clone(), c.clone(), s));
                 }
             }
@@ -226,6 +249,9 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
     }
     let mut all: Vec<CellResult> = Vec::new();
     let total = cells.len();
+    // Time left: the mean time of the cells run so far (in this invocation) × cells to go.
+    let started = std::time::Instant::now();
+    let mut ran = 0usize;
     for (i, (dataset, variant, critic, seed)) in cells.into_iter().enumerate() {
         let dir = out
             .join(&dataset.name)
@@ -239,7 +265,18 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
                 continue;
             }
         }
-        println!("cell {}/{total}: {label}", i + 1);
+        let left = if ran == 0 {
+            String::new()
+        } else {
+            let per = started.elapsed().as_secs_f64() / ran as f64;
+            format!(
+                " (≈{:.0} min left at {:.1} min per cell)",
+                per * (total - i) as f64 / 60.0,
+                per / 60.0
+            )
+        };
+        println!("cell {}/{total}: {label}{left}", i + 1);
+        ran += 1;
         let pairs = resolve(&base, &dataset.pairs);
         let mut config = match &dataset.config {
             Some(p) => TrainConfig::from_toml_file(&resolve(&base, p))?,
@@ -248,8 +285,8 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
         config.train.critic = critic.parse::<Critic>()?;
         config.train.bottleneck.mode = variant.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         config.train.seed = seed;
-        config.schedule.minutes = grid.minutes;
-        if let Some(s) = grid.steps {
+        config.schedule.minutes = dataset.minutes.or(grid.minutes);
+        if let Some(s) = dataset.steps.or(grid.steps) {
             config.schedule.steps = s;
         } else {
             config.schedule.steps = config.schedule.steps.max(100_000);
@@ -271,7 +308,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             method: methods.clone(),
             levels: grid.levels.clone(),
             seed: 0,
-            limit: None,
+            limit: dataset.eval_pairs,
             out: dir.join("results.csv"),
             resume: true,
             border: "reflect".into(),
