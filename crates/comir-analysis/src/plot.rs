@@ -557,6 +557,179 @@ pub fn spectrum_png<S: AsRef<str>>(
     cv.save(path.as_ref())
 }
 
+/// How an [`XySeries`] is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XyStyle {
+    /// Points joined in order by a line, with a dot on each (when there are few).
+    Line,
+    /// Dots only (a scatter).
+    Dots,
+}
+
+/// One labelled series of an x–y chart.
+#[derive(Clone, Debug)]
+pub struct XySeries {
+    /// Legend text.
+    pub label: String,
+    /// `(x, y)` points; non-finite ones are skipped (a failed case has no error to draw).
+    pub points: Vec<[f64; 2]>,
+    /// Line or dots.
+    pub style: XyStyle,
+}
+
+/// What an x–y chart shows besides its series.
+#[derive(Clone, Debug, Default)]
+pub struct XyChart {
+    /// Title above the plot.
+    pub title: String,
+    /// Label under the x axis.
+    pub x_label: String,
+    /// Label left of the y axis (reading upwards).
+    pub y_label: String,
+    /// Fixed y range; the data's own range (padded) when absent. Points outside are drawn on
+    /// the nearest edge, so a clipped outlier still counts visibly.
+    pub y_range: Option<(f64, f64)>,
+    /// A dashed horizontal reference line at this y, with its label (e.g. a success threshold).
+    pub reference: Option<(f64, String)>,
+}
+
+/// Draws an x–y chart (linear axes): lines or scatters per series in the colours of
+/// [`SERIES_COLOURS`], a legend, tick labels and an optional dashed reference line. For the
+/// report's success-rate, error-scatter and loss-curve plots.
+///
+/// # Errors
+/// [`Error::Image`] when the file cannot be written.
+pub fn xy_png(path: impl AsRef<Path>, chart: &XyChart, series: &[XySeries]) -> Result<(), Error> {
+    let finite = |p: &&[f64; 2]| p[0].is_finite() && p[1].is_finite();
+    let pts = || series.iter().flat_map(|s| s.points.iter().filter(finite));
+    let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p[0]), b.max(p[0]))
+    });
+    let (mut y0, mut y1) = match chart.y_range {
+        Some(r) => r,
+        None => {
+            let (a, b) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p[1]), b.max(p[1]))
+            });
+            let (a, b) = match &chart.reference {
+                Some((r, _)) if r.is_finite() => (a.min(*r), b.max(*r)),
+                _ => (a, b),
+            };
+            let pad = 0.05 * (b - a);
+            (a - pad, b + pad)
+        }
+    };
+    if !(x0.is_finite() && x1.is_finite()) {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 - x0 <= 0.0 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    if !(y0.is_finite() && y1.is_finite()) {
+        (y0, y1) = (0.0, 1.0);
+    }
+    if y1 - y0 <= 0.0 {
+        (y0, y1) = (y0 - 0.5, y1 + 0.5);
+    }
+    let to_px = |p: &[f64; 2]| {
+        let y = p[1].clamp(y0, y1);
+        (
+            AREA.left as f64 + (p[0] - x0) / (x1 - x0) * AREA.width(),
+            AREA.bottom as f64 - (y - y0) / (y1 - y0) * AREA.height(),
+        )
+    };
+
+    let mut cv = Canvas::new(WIDTH, HEIGHT);
+    cv.title(WIDTH as i64 / 2, 12, &chart.title);
+    draw_ticks(&mut cv, (x0, x1), (y0, y1));
+    cv.rect_outline(AREA, BLACK);
+    let xw = font::text_width(&chart.x_label, TEXT_SCALE) as i64;
+    cv.text(
+        (AREA.left + AREA.right) / 2 - xw / 2,
+        AREA.bottom + 40,
+        &chart.x_label,
+        TEXT_SCALE,
+        BLACK,
+    );
+    let yw = font::text_width(&chart.y_label, TEXT_SCALE) as i64;
+    cv.text_up(
+        12,
+        (AREA.top + AREA.bottom) / 2 - yw / 2,
+        &chart.y_label,
+        TEXT_SCALE,
+        BLACK,
+    );
+    if let Some((r, label)) = &chart.reference {
+        if *r >= y0 && *r <= y1 {
+            let (_, y) = to_px(&[x0, *r]);
+            let mut x = AREA.left as f64;
+            while x < AREA.right as f64 {
+                let end = (x + 8.0).min(AREA.right as f64);
+                cv.line((x, y), (end, y), BLACK, 1);
+                x += 14.0;
+            }
+            cv.text(
+                AREA.left + 6,
+                y.round() as i64 - 18,
+                label,
+                TEXT_SCALE,
+                BLACK,
+            );
+        }
+    }
+    for (s, sr) in series.iter().enumerate() {
+        let c = SERIES_COLOURS[s % SERIES_COLOURS.len()];
+        let p: Vec<(f64, f64)> = sr.points.iter().filter(finite).map(to_px).collect();
+        if sr.style == XyStyle::Line {
+            for w in p.windows(2) {
+                cv.line(w[0], w[1], c, 2);
+            }
+        }
+        if sr.style == XyStyle::Dots || p.len() <= 64 {
+            for &(x, y) in &p {
+                cv.disc(x, y, 3.5, 0.0, c);
+            }
+        }
+    }
+    // Legend, top right inside the plot.
+    if !series.is_empty() {
+        let text_w = series
+            .iter()
+            .map(|s| font::text_width(&s.label, TEXT_SCALE))
+            .max()
+            .unwrap_or(0) as i64;
+        let row_h = 22;
+        let (box_w, box_h) = (text_w + 50, row_h * series.len() as i64 + 8);
+        let (bx, by) = (AREA.right - 10 - box_w, AREA.top + 10);
+        cv.fill_rect(bx, by, bx + box_w, by + box_h, WHITE);
+        cv.rect_outline(
+            Area {
+                left: bx,
+                top: by,
+                right: bx + box_w,
+                bottom: by + box_h,
+            },
+            BLACK,
+        );
+        for (s, sr) in series.iter().enumerate() {
+            let c = SERIES_COLOURS[s % SERIES_COLOURS.len()];
+            let y = by + 8 + row_h * s as i64;
+            if sr.style == XyStyle::Line {
+                cv.line(
+                    ((bx + 8) as f64, (y + 7) as f64),
+                    ((bx + 36) as f64, (y + 7) as f64),
+                    c,
+                    3,
+                );
+            } else {
+                cv.disc((bx + 22) as f64, (y + 7) as f64, 4.5, 0.0, c);
+            }
+            cv.text(bx + 44, y, &sr.label, TEXT_SCALE, BLACK);
+        }
+    }
+    cv.save(path.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,5 +917,53 @@ mod tests {
         assert_eq!(t.len(), 7);
         assert_eq!(tick_label(-0.0, 1), "0.0");
         assert_eq!(tick_label(0.5, 1), "0.5");
+    }
+
+    #[test]
+    fn xy_chart_places_points_by_their_values_and_clips_outliers_to_the_edge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("xy.png");
+        let chart = XyChart {
+            title: "success".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            y_range: Some((0.0, 100.0)),
+            reference: Some((50.0, "half".into())),
+        };
+        let series = [
+            XySeries {
+                label: "line".into(),
+                points: vec![[0.0, 0.0], [10.0, 100.0]],
+                style: XyStyle::Line,
+            },
+            XySeries {
+                label: "dots".into(),
+                // (5, 1000) lies above the range: drawn on the top edge; NaN is skipped.
+                points: vec![[5.0, 1000.0], [f64::NAN, 3.0]],
+                style: XyStyle::Dots,
+            },
+        ];
+        xy_png(&path, &chart, &series).expect("plot");
+        let (_, _, px) = load(&path);
+        let (blue, orange) = (SERIES_COLOURS[0], SERIES_COLOURS[1]);
+        // The line runs from the bottom-left corner of the data area to the top-right one;
+        // its middle is at (5, 50), the centre of the area.
+        let (cx, cy) = ((AREA.left + AREA.right) / 2, (AREA.top + AREA.bottom) / 2);
+        assert!(near(&px, AREA.left, AREA.bottom, 4, blue));
+        assert!(near(&px, cx, cy, 3, blue));
+        // (7.5, 75), left of the legend box in the top-right corner.
+        let (qx, qy) = (
+            AREA.left + (0.75 * AREA.width()) as i64,
+            AREA.bottom - (0.75 * AREA.height()) as i64,
+        );
+        assert!(near(&px, qx, qy, 3, blue));
+        // The outlier sits on the top edge at x = 5.
+        assert!(near(&px, cx, AREA.top, 4, orange));
+        assert!(!near(&px, cx, cy + 60, 20, orange));
+        // The dashed reference line crosses the middle height.
+        let dashes = (AREA.left..AREA.right)
+            .filter(|&x| at(&px, x, cy) == BLACK)
+            .count();
+        assert!(dashes > 100, "{dashes}");
     }
 }

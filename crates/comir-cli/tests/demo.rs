@@ -43,6 +43,33 @@ fn the_quick_demo_trains_then_compares_comir_with_mi_on_held_out_pairs() {
     // Held-out pairs × levels 1, 2 × two methods, and only held-out pairs.
     assert_eq!(rows.len(), test.len() * 2 * 2);
     assert!(rows.iter().all(|r| test.iter().any(|t| t == &r[0])));
+    // The visual report: every picture the page shows exists and decodes; it has the loss
+    // curve and, for the first held-out pair, representations and before/after pictures.
+    let report = out_dir.join("report");
+    let page = std::fs::read_to_string(report.join("index.html")).expect("report page");
+    assert!(out.contains("report:"), "{out}");
+    let srcs: Vec<&str> = page
+        .split("<img src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    for s in &srcs {
+        comir_image::load(report.join(s)).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    for want in [
+        "loss.png",
+        "error-scatter.png",
+        "success-vs-displacement.png",
+        "rep-fixed.png",
+        "checker-before.png",
+        "overlay-before.png",
+    ] {
+        assert!(
+            srcs.iter().any(|s| s.ends_with(want)),
+            "{want} missing: {srcs:?}"
+        );
+    }
+    assert!(page.contains("<td>comir+aamd</td>") && page.contains("<td>mi</td>"));
     // A second run replaces the demo's model instead of refusing.
     demo(&["--quick", "--out", out_str]);
 }

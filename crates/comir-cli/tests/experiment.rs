@@ -81,9 +81,28 @@ fn the_grid_runs_every_cell_once_and_resumes() {
         assert!(cell.join("analysis/spectrum-bottleneck.png").is_file());
     }
 
-    // Everything finished: nothing is redone.
+    // Everything finished: nothing is redone; --report draws the page from the finished cells.
     let before = modified(&off.join("model/weights.bpk"));
-    let second = ok(&comir(&["experiment", grid_s]));
+    let report = d.join("report");
+    let second = ok(&comir(&[
+        "experiment",
+        grid_s,
+        "--report",
+        report.to_str().expect("utf8"),
+    ]));
+    let page = std::fs::read_to_string(report.join("index.html")).expect("report");
+    assert!(
+        page.contains("<td>phantoms</td><td>pooled</td><td>mse</td><td>comir+aamd</td>"),
+        "{page}"
+    );
+    let pictures: Vec<&str> = page
+        .split("<img src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    // 2 cells × (2 MDS + 2 spectra), copied beside the page.
+    assert_eq!(pictures.len(), 8, "{pictures:?}");
+    assert!(pictures.iter().all(|p| report.join(p).is_file()));
     assert_eq!(second.matches("finished, skipped").count(), 2, "{second}");
     assert_eq!(modified(&off.join("model/weights.bpk")), before);
     assert_eq!(

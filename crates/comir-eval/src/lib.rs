@@ -67,6 +67,19 @@ pub fn evaluate_case(
     registrar: &dyn Registrar,
     prepare: &Prepare<'_>,
 ) -> CaseResult {
+    evaluate_case_with_transform(protocol, pair, level, case, registrar, prepare).0
+}
+
+/// [`evaluate_case`], also returning the transform found (fixed → moving coordinates), `None`
+/// when the method failed: for pictures of the result.
+pub fn evaluate_case_with_transform(
+    protocol: &Protocol,
+    pair: &str,
+    level: u32,
+    case: &Case,
+    registrar: &dyn Registrar,
+    prepare: &Prepare<'_>,
+) -> (CaseResult, Option<Rigid2>) {
     let start = std::time::Instant::now();
     let outcome = prepare(&case.fixed, &case.moving).and_then(|(fixed, moving)| {
         let init = comir_register::centered_identity(&fixed, &moving);
@@ -90,7 +103,7 @@ pub fn evaluate_case(
             e,
         ),
     };
-    CaseResult {
+    let row = CaseResult {
         pair: pair.to_string(),
         level,
         method: registrar.name().to_string(),
@@ -105,7 +118,9 @@ pub fn evaluate_case(
         found_angle_deg: found.angle_rad.to_degrees(),
         metric_value: metric,
         status,
-    }
+    };
+    let found = found.angle_rad.is_finite().then_some(found);
+    (row, found)
 }
 
 #[cfg(test)]

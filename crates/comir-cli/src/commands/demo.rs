@@ -18,7 +18,8 @@ use crate::methods::MethodName;
     after_help = "Example:\n  comir demo                 # train ~4 minutes, then register the held-out pairs, levels 1-4\n  \
     comir demo --minutes 10    # train longer\n  \
     comir demo --raw           # no training: mi and global on the raw images of all pairs\n  \
-    comir demo --quick         # seconds: a tiny network, levels 1-2 (for tests)"
+    comir demo --quick         # seconds: a tiny network, levels 1-2 (for tests)\n\n\
+    Writes OUT/results.csv and a visual report, OUT/report/index.html."
 )]
 pub struct DemoArgs {
     /// Folder with A/ and B/ pairs (default: the bundled MNI152 T1/T2 slices in data/demo).
@@ -36,6 +37,9 @@ pub struct DemoArgs {
     /// No learning: Mattes MI and the global search on the raw images of every pair.
     #[arg(long)]
     raw: bool,
+    /// Folder of the visual report (index.html + PNGs); default OUT/report.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 /// The demo's recipe: the MNI152 recipe of `configs/mni152-30min.toml` on a time budget, with
@@ -75,6 +79,12 @@ fn bundled_data() -> PathBuf {
         return here;
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/demo")
+}
+
+fn report_dir(args: &DemoArgs) -> PathBuf {
+    args.report
+        .clone()
+        .unwrap_or_else(|| args.out.join("report"))
 }
 
 /// Runs the demo.
@@ -145,6 +155,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         fixed_modality: comir_represent::Modality::A,
         raw_method: vec![MethodName::Mi],
         device: "cpu".into(),
+        report: Some(report_dir(&args)),
     };
     let rows = evaluate(&eval)?;
     print_summaries(&super::eval::method_labels(&eval), &rows);
@@ -178,6 +189,7 @@ fn run_raw(args: &DemoArgs, pairs: PathBuf) -> Result<()> {
         fixed_modality: comir_represent::Modality::A,
         raw_method: Vec::new(),
         device: "cpu".into(),
+        report: Some(report_dir(args)),
     };
     println!(
         "comir demo: registering T2 to T1 MR slices from {} (MultiRegEval protocol, raw images)",

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use comir_eval::{evaluate_case, find_pairs, summarize, write_csv, CaseResult, Pair, Protocol};
+use comir_eval::{
+    evaluate_case_with_transform, find_pairs, summarize, write_csv, CaseResult, Pair, Protocol,
+};
 use comir_image::ops::Border;
 use comir_image::Image;
 
@@ -16,7 +18,9 @@ use comir_represent::Modality;
 /// Arguments of `comir eval`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  comir eval --pairs data/demo --method mi,aamd --levels 1,2,3,4 --seed 0 --out results.csv"
+    after_help = "Example:\n  comir eval --pairs data/demo --method mi,aamd --levels 1,2,3,4 --seed 0 --out results.csv\n  \
+    comir eval --pairs data/demo --model demo-results/model --method aamd --raw-method mi \\\n      \
+    --out results.csv --report report   # then open report/index.html"
 )]
 pub struct EvalArgs {
     /// Folder with A/ and B/ holding aligned pairs with matching file names.
@@ -66,7 +70,14 @@ pub struct EvalArgs {
     /// cases.csv) to this folder, so that other tools can be run on exactly the same cases.
     #[arg(long)]
     pub export_cases: Option<PathBuf>,
+    /// Write a visual report (index.html and its PNGs) to this folder: tables, success against
+    /// displacement, error scatter, loss curve (with --model) and pictures of sample pairs.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
+
+/// Pairs shown in pictures in a report (the first ones, at the largest level).
+const REPORT_SAMPLES: usize = 3;
 
 /// A case's representations (or why they could not be computed).
 type Prepared = std::result::Result<(Image, Image), String>;
@@ -190,6 +201,8 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
         .map(CaseExporter::create)
         .transpose()?;
     let total = (pairs.len() * protocol.levels.len() * registrars.len()) as u64;
+    let sample_level = protocol.levels.iter().copied().max().unwrap_or(1);
+    let mut samples: Vec<comir_report::SampleCase> = Vec::new();
     let pb = progress::bar(total, "eval");
     let identity = |f: &Image, m: &Image| Ok((f.clone(), m.clone()));
     for pair in &pairs {
@@ -230,7 +243,14 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
                         extra = *secs;
                         let prepared = prepared.clone();
                         let prep = move |_: &Image, _: &Image| prepared.clone();
-                        evaluate_case(&protocol, &pair.name, level, &case, reg.as_ref(), &prep)
+                        evaluate_case_with_transform(
+                            &protocol,
+                            &pair.name,
+                            level,
+                            &case,
+                            reg.as_ref(),
+                            &prep,
+                        )
                     }
                     _ => {
                         let gray_case = comir_eval::Case {
@@ -238,7 +258,7 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
                             moving: gray.1.clone(),
                             ..case.clone()
                         };
-                        evaluate_case(
+                        evaluate_case_with_transform(
                             &protocol,
                             &pair.name,
                             level,
@@ -248,6 +268,30 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
                         )
                     }
                 };
+                let (r, found) = r;
+                // The first method's result on the first pairs at the largest level: pictures.
+                let first_method = registrars.first().is_some_and(|(l, ..)| l == label);
+                if args.report.is_some()
+                    && first_method
+                    && level == sample_level
+                    && samples.len() < REPORT_SAMPLES
+                {
+                    let representations = match &reps {
+                        Some((Ok(p), _)) if *on_model => Some(p.clone()),
+                        _ => None,
+                    };
+                    samples.push(comir_report::SampleCase {
+                        pair: pair.name.clone(),
+                        level,
+                        method: label.clone(),
+                        fixed: case.fixed.clone(),
+                        moving: case.moving.clone(),
+                        representations,
+                        found,
+                        error_px: r.error_px,
+                        success: r.success,
+                    });
+                }
                 let r = CaseResult {
                     method: label.clone(),
                     seconds: r.seconds + extra,
@@ -265,7 +309,65 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     }
     pb.finish_and_clear();
     write_csv(&args.out, &rows)?;
+    if let Some(dir) = &args.report {
+        write_report(args, dir, &protocol, &rows, samples)?;
+    }
     Ok(rows)
+}
+
+/// Writes the visual report of an evaluation.
+fn write_report(
+    args: &EvalArgs,
+    dir: &Path,
+    protocol: &Protocol,
+    rows: &[CaseResult],
+    samples: Vec<comir_report::SampleCase>,
+) -> Result<()> {
+    let mut facts = vec![
+        ("pairs".to_string(), args.pairs.display().to_string()),
+        ("methods".to_string(), method_labels(args).join(", ")),
+        (
+            "levels".to_string(),
+            protocol
+                .levels
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("seed".to_string(), args.seed.to_string()),
+        ("results".to_string(), args.out.display().to_string()),
+    ];
+    let history = match &args.model {
+        Some(model) => {
+            facts.push(("model".to_string(), model.display().to_string()));
+            let h = model.join("history.csv");
+            // A model folder from elsewhere may lack its history: the report goes without.
+            h.is_file()
+                .then(|| comir_report::read_history(&h))
+                .transpose()?
+        }
+        None => None,
+    };
+    let labels = method_labels(args);
+    let page = comir_report::write_eval_report(
+        dir,
+        &comir_report::EvalReport {
+            title: if args.model.is_some() {
+                "comir: registration through learned representations".into()
+            } else {
+                "comir: registration evaluation".into()
+            },
+            facts,
+            rows,
+            methods: labels,
+            samples,
+            history,
+            success_frac: protocol.success_frac,
+        },
+    )?;
+    println!("report: {}", page.display());
+    Ok(())
 }
 
 /// The pairs of `dir`, every one loaded and checked as `eval` checks them (sizes match, at

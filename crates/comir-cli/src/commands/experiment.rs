@@ -35,6 +35,10 @@ use crate::methods::MethodName;
 pub struct ExperimentArgs {
     /// The grid (TOML).
     pub grid: PathBuf,
+    /// Also write a visual report (index.html + PNGs) to this folder: the results table and
+    /// every cell's MDS and spectrum plots.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 /// One dataset of the grid.
@@ -319,6 +323,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             fixed_modality: comir_represent::Modality::A,
             raw_method: Vec::new(),
             device: "cpu".into(),
+            report: None,
         };
         let rows = evaluate(&eval)?;
         let mut results = Vec::new();
@@ -358,11 +363,108 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
     comir_image::io::write_file_atomically(&out.join("results.md"), table.as_bytes())
         .with_context(|| format!("{}", out.join("results.md").display()))?;
     println!("\n{table}");
+    if let Some(dir) = &args.report {
+        let page = write_report(dir, &args.grid, &grid, &out, &all)?;
+        println!("report: {}", page.display());
+    }
     println!(
         "results: {} and results.md",
         out.join("results.csv").display()
     );
     Ok(())
+}
+
+/// The study's visual report: the table of `results.md` and each cell's analysis plots.
+fn write_report(
+    dir: &Path,
+    grid_path: &Path,
+    grid: &Grid,
+    out: &Path,
+    rows: &[CellResult],
+) -> Result<PathBuf> {
+    // The Markdown table, parsed back into cells: one source for both.
+    let md = markdown(rows);
+    let mut lines = md
+        .lines()
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| !r.iter().all(|c| c.chars().all(|ch| ch == '-')));
+    let header = lines.next().unwrap_or_default();
+    let table: Vec<Vec<String>> = lines.collect();
+    let mut cells = Vec::new();
+    for &seed in &grid.seeds {
+        for d in &grid.datasets {
+            for v in &grid.variants {
+                for c in &grid.critics {
+                    let analysis = out
+                        .join(&d.name)
+                        .join(format!("{v}-{c}-seed{seed}"))
+                        .join("analysis");
+                    let pictures: Vec<(String, PathBuf)> = [
+                        ("MDS of the representations", "mds-representation.png"),
+                        ("MDS of the bottleneck", "mds-bottleneck.png"),
+                        (
+                            "spectrum of the representations",
+                            "spectrum-representation.png",
+                        ),
+                        (
+                            "spectrum of the bottleneck (pooled)",
+                            "spectrum-bottleneck-pooled.png",
+                        ),
+                    ]
+                    .iter()
+                    .map(|(caption, f)| (caption.to_string(), analysis.join(f)))
+                    .filter(|(_, p)| p.is_file())
+                    .collect();
+                    if !pictures.is_empty() {
+                        cells.push(comir_report::StudyCell {
+                            label: format!("{} · {v} · {c} · seed {seed}", d.name),
+                            pictures,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let facts = vec![
+        ("grid".to_string(), grid_path.display().to_string()),
+        (
+            "results".to_string(),
+            out.join("results.csv").display().to_string(),
+        ),
+        (
+            "budget per cell".to_string(),
+            grid.datasets
+                .iter()
+                .map(|d| {
+                    let steps = d.steps.or(grid.steps);
+                    let minutes = d.minutes.or(grid.minutes);
+                    format!(
+                        "{}: {}{}",
+                        d.name,
+                        steps.map_or(String::new(), |s| format!("{s} steps")),
+                        minutes.map_or(String::new(), |m| format!(" (≤ {m} min)"))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    ];
+    let page = comir_report::write_study_report(
+        dir,
+        &comir_report::StudyReport {
+            title: "comir: bottleneck supervision study".into(),
+            facts,
+            header,
+            rows: table,
+            cells,
+        },
+    )?;
+    Ok(page)
 }
 
 #[cfg(test)]
