@@ -81,7 +81,7 @@ def rss_mib(field):
 def build(torch, preset, in_channels=1, out_channels=1):
     nn = torch.nn
     F = torch.nn.functional
-    cfg = PRESETS[preset]
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
 
     def conv3(cin, cout):
         return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1, bias=True)

@@ -42,6 +42,9 @@ enum Command {
     /// Run the demonstration on the bundled MR pairs: learn a CoMIR for a few minutes, then
     /// register the held-out pairs through it and with MI on the raw images.
     Demo(commands::demo::DemoArgs),
+    /// Import the weights of the official PyTorch CoMIR (state_dicts as safetensors) into a
+    /// model folder.
+    ImportTorch(commands::import_torch::ImportTorchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Represent(args) => commands::represent::run(args),
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
+        Command::ImportTorch(args) => commands::import_torch::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod demo;
 pub mod eval;
 pub mod experiment;
+pub mod import_torch;
 pub mod register;
 pub mod represent;
 pub mod train;

@@ -1,0 +1,111 @@
+//! Weights written by PyTorch (the benchmark's reference DenseUNet, `bench/export_torch_weights.py
+//! --tiny --in-b 3 --out-channels 3 --size 64 --check`) imported into comir compute what PyTorch computed
+//! on the same inputs, in eval mode.
+
+use std::path::PathBuf;
+
+use comir_engine::FastDenseUNet;
+use comir_model::DenseUNetConfig;
+use safetensors::SafeTensors;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch-tiny")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The fixture's architecture, as `TINY` in bench/export_torch_weights.py.
+fn tiny(in_channels: usize) -> DenseUNetConfig {
+    DenseUNetConfig {
+        in_channels,
+        out_channels: 3,
+        init_filters: 4,
+        down_blocks: vec![1, 1],
+        up_blocks: vec![1, 1],
+        bottleneck_layers: 1,
+        growth_rate: 4,
+        compression: 0.75,
+        dropout: 0.0,
+    }
+}
+
+fn tensor(st: &SafeTensors<'_>, key: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st.tensor(key).expect(key);
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+#[test]
+fn imported_pytorch_networks_reproduce_pytorch_outputs() {
+    let check_bytes = fixture("check.safetensors");
+    let check = SafeTensors::deserialize(&check_bytes).expect("check file");
+    for (file, cin) in [("a", 1), ("b", 3)] {
+        let bytes = fixture(&format!("{file}.safetensors"));
+        assert_eq!(
+            comir_engine::torch_channels(&bytes).expect("channels"),
+            (cin, 3)
+        );
+        let net = FastDenseUNet::from_torch_safetensors(&bytes, &tiny(cin)).expect("import");
+        let (shape, x) = tensor(&check, &format!("input_{file}"));
+        let (_, want) = tensor(&check, &format!("output_{file}"));
+        let (h, w) = (shape[2], shape[3]);
+        let got = net
+            .forward_inference(&x, 1, h, w)
+            .expect("forward")
+            .representation;
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(scale > 1e-3, "a trivial output tests nothing");
+        assert!(
+            worst <= 1e-4 * scale.max(1.0),
+            "network {file}: max |Δ| {worst} (scale {scale})"
+        );
+        // The same weights through burn: the model folder's format.
+        let burn = net.to_burn(&Default::default()).expect("to burn");
+        let back = FastDenseUNet::from_burn(&burn, &tiny(cin)).expect("from burn");
+        assert_eq!(back.params(), net.params());
+        assert_eq!(back.running_stats(), net.running_stats());
+    }
+}
+
+#[test]
+fn a_state_dict_of_another_architecture_is_refused_with_the_tensor_named() {
+    let bytes = fixture("a.safetensors");
+    // One block more than the file has.
+    let mut deeper = tiny(1);
+    deeper.down_blocks = vec![1, 1, 1];
+    deeper.up_blocks = vec![1, 1, 1];
+    let e = FastDenseUNet::from_torch_safetensors(&bytes, &deeper)
+        .expect_err("missing")
+        .to_string();
+    assert!(e.contains("no tensor for comir's"), "{e}");
+    // Wider growth: shapes differ.
+    let mut wider = tiny(1);
+    wider.growth_rate = 8;
+    let e = FastDenseUNet::from_torch_safetensors(&bytes, &wider)
+        .expect_err("shape")
+        .to_string();
+    assert!(e.contains("has shape"), "{e}");
+    // One block fewer: the file has tensors the network does not.
+    let mut shallower = tiny(1);
+    shallower.down_blocks = vec![1];
+    shallower.up_blocks = vec![1];
+    let e = FastDenseUNet::from_torch_safetensors(&bytes, &shallower)
+        .expect_err("extra")
+        .to_string();
+    assert!(e.contains("does not") || e.contains("has shape"), "{e}");
+    // Not safetensors at all.
+    let e = FastDenseUNet::from_torch_safetensors(b"PK\x03\x04 a zip", &tiny(1))
+        .expect_err("zip")
+        .to_string();
+    assert!(e.contains("not a safetensors file"), "{e}");
+}
