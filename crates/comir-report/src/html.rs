@@ -63,7 +63,7 @@ table{border-collapse:collapse;margin:0.5em 0}th,td{border:1px solid #ccc;paddin
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}\
 figure{display:inline-block;margin:0.3em;vertical-align:top;text-align:center}\
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.85em;color:#555}\
-.grid figure img{width:220px;image-rendering:auto}\
+.grid figure img{width:220px;image-rendering:auto}.plots figure img{width:560px}\
 dl{display:grid;grid-template-columns:max-content auto;gap:0.2em 1em}dt{font-weight:600}dd{margin:0}\
 .note{color:#555;font-size:0.9em}";
 

@@ -319,7 +319,7 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
         },
         &scatter,
     )?;
-    body.push_str("<h2>Against the displacement</h2>\n");
+    body.push_str("<h2>Against the displacement</h2>\n<div class=\"plots\">\n");
     body.push_str(&html::figure(
         "success-vs-displacement.png",
         "Success rate per displacement level (x: the level's median initial error)",
@@ -328,6 +328,7 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
         "error-scatter.png",
         "Every case: final against initial corner error (failures above the line)",
     ));
+    body.push_str("</div>\n");
 
     // Training.
     if let Some(history) = &report.history {
@@ -358,11 +359,12 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
             },
             &series,
         )?;
-        body.push_str("<h2>Training</h2>\n");
+        body.push_str("<h2>Training</h2>\n<div class=\"plots\">\n");
         body.push_str(&html::figure(
             "loss.png",
             &format!("Loss over {} steps", history.len()),
         ));
+        body.push_str("</div>\n");
     }
 
     // Sample pairs.
@@ -370,7 +372,8 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
         body.push_str("<h2>Sample pairs</h2>\n");
         body.push_str(
             "<p class=\"note\">Checkerboard: squares alternate between the fixed and the moving \
-             image. Overlay: fixed in magenta, moving in green; aligned structure is gray.</p>\n",
+             image. Overlay (of the representations, when a model was used): fixed in magenta, \
+             moving in green; aligned structure is gray.</p>\n",
         );
     }
     for (i, s) in report.samples.iter().enumerate() {
@@ -412,22 +415,27 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
             )?;
         }
         body.push_str("<br>\n");
-        let before = visuals::moving_in_fixed_frame(
-            &s.fixed,
-            &s.moving,
-            &Rigid2::identity(s.fixed.center()),
-        );
+        // The overlay compares like with like: the representations when there are some
+        // (aligned structure then turns gray), else the images; the checkerboard always shows
+        // the images themselves (edges continue across squares when aligned).
+        let (ov_fixed, ov_moving, ov_what) = match &s.representations {
+            Some((rf, rm)) => (rf, rm, "representations"),
+            None => (&s.fixed, &s.moving, "images"),
+        };
+        let identity = Rigid2::identity(s.fixed.center());
+        let before = visuals::moving_in_fixed_frame(&s.fixed, &s.moving, &identity);
         pic(
             &mut body,
             "checker-before",
             &visuals::checkerboard(&s.fixed, &before, 8),
             "checkerboard before",
         )?;
+        let ov_before = visuals::moving_in_fixed_frame(ov_fixed, ov_moving, &identity);
         pic(
             &mut body,
             "overlay-before",
-            &visuals::overlay(&s.fixed, &before),
-            "overlay before",
+            &visuals::overlay(ov_fixed, &ov_before),
+            &format!("overlay of the {ov_what} before"),
         )?;
         match &s.found {
             Some(t) if t.angle_rad.is_finite() => {
@@ -438,11 +446,12 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
                     &visuals::checkerboard(&s.fixed, &after, 8),
                     "checkerboard after",
                 )?;
+                let ov_after = visuals::moving_in_fixed_frame(ov_fixed, ov_moving, t);
                 pic(
                     &mut body,
                     "overlay-after",
-                    &visuals::overlay(&s.fixed, &after),
-                    "overlay after",
+                    &visuals::overlay(ov_fixed, &ov_after),
+                    &format!("overlay of the {ov_what} after"),
                 )?;
             }
             _ => body.push_str("<p>The method failed on this case: nothing to show after.</p>\n"),

@@ -151,6 +151,11 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
         ..Protocol::default()
     };
     protocol.validate()?;
+    // The results folder is made up front: better than failing after the first pair.
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create folder", parent.display()))?;
+    }
     if !args.raw_method.is_empty() && args.model.is_none() {
         bail!("--raw-method compares with a model: give --model too (or list the methods in --method)");
     }
