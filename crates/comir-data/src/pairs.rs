@@ -68,7 +68,10 @@ fn image_names(dir: &Path) -> Result<BTreeSet<String>, Error> {
         let is_image = path
             .extension()
             .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            || path
+                .to_str()
+                .is_some_and(comir_image::nifti_io::is_nifti_name);
         if is_image && path.is_file() {
             if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
                 names.insert(name.to_string());

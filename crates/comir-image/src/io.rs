@@ -10,14 +10,14 @@ use std::path::Path;
 
 use crate::{Error, Image};
 
-fn decode_err(path: &Path, reason: impl ToString) -> Error {
+pub(crate) fn decode_err(path: &Path, reason: impl ToString) -> Error {
     Error::Decode {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     }
 }
 
-fn unsupported(path: &Path, reason: impl ToString) -> Error {
+pub(crate) fn unsupported(path: &Path, reason: impl ToString) -> Error {
     Error::Unsupported {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -48,10 +48,31 @@ pub fn max_image_bytes() -> u64 {
 /// # Errors
 /// Names the file and says why: missing, unreadable, truncated, unsupported bit depth, empty,
 /// larger than [`max_image_bytes`], or containing NaN/Inf values.
+///
+/// NIfTI (`.nii`, `.nii.gz`): a 2-D image, or a slice of a 3-D volume chosen by a suffix,
+/// `t1.nii.gz:z=90` (the middle z-slice without one); see [`crate::nifti_io`].
 pub fn load(path: impl AsRef<Path>) -> Result<Image, Error> {
     let path = path.as_ref();
+    if !path.exists() {
+        if let Some((file, slice)) = path.to_str().and_then(crate::nifti_io::split_slice_suffix) {
+            let file = Path::new(file);
+            let bytes = std::fs::read(file).map_err(|e| io_err(file, e))?;
+            let img = crate::nifti_io::decode_nifti(&bytes, file, Some(slice), max_image_bytes())
+                .map_err(|e| rename_err(e, path))?;
+            return check_decoded(img, path);
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     decode_limited(&bytes, path, max_image_bytes())
+}
+
+/// The error naming `path` (the name with its slice suffix) instead of the bare file.
+fn rename_err(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Decode { reason, .. } => decode_err(path, reason),
+        Error::Unsupported { reason, .. } => unsupported(path, reason),
+        other => other,
+    }
 }
 
 /// Loads an image and converts it to one channel with [`Image::to_gray`].
@@ -83,11 +104,21 @@ pub fn decode_limited(
 ) -> Result<Image, Error> {
     let path = name.as_ref();
     let is_tiff = bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*");
+    // NIfTI-1 single file: magic "n+1\0" at byte 344 (or a .nii/.nii.gz name: gzip hides it).
+    let is_nifti = bytes.get(344..348) == Some(b"n+1\0")
+        || path.to_str().is_some_and(crate::nifti_io::is_nifti_name);
     let img = if is_tiff {
         decode_tiff(bytes, path, max_bytes)?
+    } else if is_nifti {
+        crate::nifti_io::decode_nifti(bytes, path, None, max_bytes)?
     } else {
         decode_with_image_crate(bytes, path, max_bytes)?
     };
+    check_decoded(img, path)
+}
+
+/// The checks every decoded image passes: pixels exist and are finite.
+fn check_decoded(img: Image, path: &Path) -> Result<Image, Error> {
     if img.width() == 0 || img.height() == 0 {
         return Err(unsupported(path, "image has no pixels (0 width or height)"));
     }
@@ -98,7 +129,13 @@ pub fn decode_limited(
 }
 
 /// Refuses an image of `w × h × channels` values when its floats would exceed `max_bytes`.
-fn check_size(path: &Path, w: u64, h: u64, channels: u64, max_bytes: u64) -> Result<(), Error> {
+pub(crate) fn check_size(
+    path: &Path,
+    w: u64,
+    h: u64,
+    channels: u64,
+    max_bytes: u64,
+) -> Result<(), Error> {
     let need = w
         .saturating_mul(h)
         .saturating_mul(channels)

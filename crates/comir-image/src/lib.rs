@@ -7,9 +7,12 @@
 //!   and float TIFF, from files or from bytes in memory ([`decode`]). Every failure names the file
 //!   and the reason; an image whose header promises more memory than the limit is refused before
 //!   anything is allocated.
+//! * [`nifti_io`] reads NIfTI-1 (`.nii`, `.nii.gz`): 2-D images or a chosen slice of a 3-D
+//!   volume (`t1.nii.gz:z=90`), through [`load`].
 //! * [`ops`] has Gaussian smoothing, subsampling, pyramids, bilinear sampling and warping.
 
 pub mod io;
+pub mod nifti_io;
 pub mod ops;
 
 mod error;
