@@ -464,12 +464,16 @@ fn sgd_steps_match_burn() {
 fn adam_steps_match_burn() {
     // A large ε: Adam normalises every entry (an update of ±lr whatever the gradient's size),
     // so the f32 summation-order differences of tiny gradient entries (the batch-norm backward
-    // subtracts batch means) would otherwise reach the weights at full scale.
+    // subtracts batch means) would otherwise reach the weights at full scale. burn's last bits
+    // also vary from run to run (seen on a busy machine), and with ε = 0.1 the result drifted
+    // past the tolerance about once in ten runs;
+    // with ε = 1 small gradients are scaled, not normalised, and every term of the update
+    // (moments, bias correction, decoupled decay) is still checked.
     let mut burn_opt = AdamConfig::new()
-        .with_epsilon(1e-1)
+        .with_epsilon(1.0)
         .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
         .init();
-    let mut adam = Adam::new(0.9, 0.999, 1e-1, 1e-2);
+    let mut adam = Adam::new(0.9, 0.999, 1.0, 1e-2);
     optimiser_case(&mut burn_opt, |e, g| adam.step(0.05, e.params_mut(), g), 11);
 }
 

@@ -1,12 +1,14 @@
-//! Times CoMIR training steps of [`comir_train::Trainer`] on synthetic patches and prints one
-//! JSON line (the comir half of `bench/train-step`, which compares it with PyTorch).
+//! Times CoMIR training steps on synthetic patches and prints one JSON line (the comir half of
+//! `bench/train-step`, which compares it with PyTorch). The trainer is the one `comir train`
+//! uses on the CPU, the engine ([`comir_engine::FastTrainer`]); `--trainer burn` times
+//! [`comir_train::Trainer`] on burn's `flex` backend instead.
 //!
 //! ```text
-//! cargo run --release -p comir-train --example train_step -- \
+//! cargo run --release -p comir-engine --example train_step -- [--trainer engine|burn] \
 //!     [--preset histology|small] [--batch 8] [--size 128] [--steps 5] [--warmup 1] [--threads 2]
 //! ```
 //!
-//! One step is what `Trainer::step` does with `TrainSettings::default()`: both networks
+//! One step is what both trainers do with `TrainSettings::default()`: both networks
 //! (modality A and B) forward on C4-rotated patches, InfoNCE (mse critic, τ = 0.5), L1 + L2
 //! activation decay, one backward pass, and SGD (lr 1e-2, momentum 0.9, weight decay 1e-5) with
 //! gradient-norm clipping 1.0 for each network.
@@ -18,13 +20,15 @@
 //! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network.
 
 use comir_data::Batch;
+use comir_engine::{FastDenseUNet, FastTrainer};
 use comir_model::DenseUNetConfig;
-use comir_train::{TrainSettings, Trainer};
+use comir_train::{ContrastiveTrainer, TrainSettings, Trainer};
 use std::process::ExitCode;
 use std::time::Instant;
 
 /// Command-line options.
 struct Options {
+    trainer: String,
     preset: String,
     batch: usize,
     size: usize,
@@ -33,11 +37,12 @@ struct Options {
     threads: usize,
 }
 
-const USAGE: &str = "usage: train_step [--preset histology|small] [--batch N] [--size S] \
-                     [--steps N] [--warmup N] [--threads N]";
+const USAGE: &str = "usage: train_step [--trainer engine|burn] [--preset histology|small] \
+                     [--batch N] [--size S] [--steps N] [--warmup N] [--threads N]";
 
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
+        trainer: "engine".into(),
         preset: "histology".into(),
         batch: 8,
         size: 128,
@@ -60,6 +65,7 @@ fn parse_args() -> Result<Options, String> {
         };
         match flag.as_str() {
             "--preset" => o.preset = value.clone(),
+            "--trainer" => o.trainer = value.clone(),
             "--batch" => o.batch = number()?,
             "--size" => o.size = number()?,
             "--steps" => o.steps = number()?,
@@ -161,10 +167,36 @@ fn run(o: &Options) -> Result<String, String> {
             o.preset
         ));
     }
-    let device = burn::tensor::Device::flex();
-    let mut trainer = Trainer::new(&cfg, &cfg, TrainSettings::default(), &device)
-        .map_err(|e| format!("cannot build the trainer: {e}"))?;
-    let params = trainer.networks().0.num_trainable_params();
+    let params = FastDenseUNet::new(&cfg, 0)
+        .map_err(|e| format!("{e}"))?
+        .params()
+        .len();
+    let (mut trainer, backend): (Box<dyn ContrastiveTrainer>, &str) = match o.trainer.as_str() {
+        "engine" => (
+            Box::new(
+                FastTrainer::from_configs(&cfg, &cfg, TrainSettings::default())
+                    .map_err(|e| format!("cannot build the trainer: {e}"))?,
+            ),
+            "comir-engine",
+        ),
+        "burn" => (
+            Box::new(
+                Trainer::new(
+                    &cfg,
+                    &cfg,
+                    TrainSettings::default(),
+                    &burn::tensor::Device::flex(),
+                )
+                .map_err(|e| format!("cannot build the trainer: {e}"))?,
+            ),
+            "burn-flex",
+        ),
+        other => {
+            return Err(format!(
+                "unknown trainer {other:?} (engine or burn)\n{USAGE}"
+            ))
+        }
+    };
     let batch = synthetic_batch(o.batch, o.size);
     let rss_before = json_mib(proc_status_mib("VmRSS"));
     let mut times = Vec::with_capacity(o.steps);
@@ -196,7 +228,7 @@ fn run(o: &Options) -> Result<String, String> {
         "null".to_string()
     };
     Ok(format!(
-        "{{\"impl\": \"comir\", \"version\": \"{}\", \"backend\": \"burn-flex\", \
+        "{{\"impl\": \"comir\", \"version\": \"{}\", \"backend\": \"{backend}\", \
          \"preset\": \"{}\", \"batch\": {}, \"size\": {}, \"threads\": {}, \"warmup\": {}, \
          \"steps\": {}, \"params\": {params}, \"median_s\": {:.6}, \"step_s\": [{}], \
          \"cpu_median_s\": {cpu_median}, \
