@@ -110,6 +110,16 @@ fn the_grid_runs_every_cell_once_and_resumes() {
         results
     );
 
+    // --tables-only runs nothing: with one cell's record gone, the tables hold the other one.
+    let record = std::fs::read(pooled.join("cell.json")).expect("cell.json");
+    std::fs::remove_file(pooled.join("cell.json")).expect("rm");
+    let only = ok(&comir(&["experiment", grid_s, "--tables-only"]));
+    assert!(only.contains("not finished"), "{only}");
+    let partial = std::fs::read_to_string(study.join("results.csv")).expect("results");
+    assert_eq!(partial.lines().count(), 1 + 1, "{partial}");
+    assert!(!pooled.join("cell.json").exists());
+    std::fs::write(pooled.join("cell.json"), record).expect("restore");
+
     // A cell interrupted after training (no cell.json, half its CSV): only it runs again, its
     // training is already complete, and the totals are the same.
     std::fs::remove_file(pooled.join("cell.json")).expect("rm");

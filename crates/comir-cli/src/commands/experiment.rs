@@ -39,6 +39,10 @@ pub struct ExperimentArgs {
     /// every cell's MDS and spectrum plots.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Run nothing: gather the cells finished so far into the tables (and --report), e.g. to
+    /// look at a study while it runs.
+    #[arg(long)]
+    pub tables_only: bool,
 }
 
 /// One dataset of the grid.
@@ -268,6 +272,10 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
                 all.extend(rows);
                 continue;
             }
+        }
+        if args.tables_only {
+            println!("cell {}/{total}: {label}: not finished", i + 1);
+            continue;
         }
         let left = if ran == 0 {
             String::new()
