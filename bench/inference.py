@@ -94,7 +94,11 @@ def main():
     from safetensors.torch import load_file
     import pytorch_train_step as bench
 
-    tmp = tempfile.mkdtemp(prefix="comir-inference-")
+    with tempfile.TemporaryDirectory(prefix="comir-inference-") as tmp:
+        measure(a, tmp, torch, load_file, bench)
+
+
+def measure(a, tmp, torch, load_file, bench):
     weights = os.path.join(tmp, "weights")
     subprocess.run([sys.executable, os.path.join(here, "export_torch_weights.py"), "--preset", a.preset,
                     "--out", weights], check=True, stdout=subprocess.DEVNULL)

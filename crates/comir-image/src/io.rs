@@ -273,6 +273,55 @@ fn decode_tiff(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<Image, Error
         ));
     }
     let img = Image::from_vec(w, h, channels as usize, data).map_err(|e| decode_err(path, e))?;
+    // Further pages of the same size, gray: channels (the layout comir writes for
+    // representations of other than 1 or 3 channels, and ImageJ's for multi-channel images).
+    if channels == 1 && dec.more_images() {
+        let mut planes = vec![img.data().to_vec()];
+        while dec.more_images() {
+            dec.next_image().map_err(|e| decode_err(path, e))?;
+            let same = dec.dimensions().map_err(|e| decode_err(path, e))? == (w as u32, h as u32)
+                && matches!(dec.colortype(), Ok(ColorType::Gray(_)));
+            if !same {
+                return Err(unsupported(
+                    path,
+                    format!(
+                        "TIFF page {} differs from the first in size or colour type; comir reads \
+                         the pages of a TIFF as channels, all gray and {w}×{h}",
+                        planes.len() + 1
+                    ),
+                ));
+            }
+            check_size(path, w as u64, h as u64, planes.len() as u64 + 1, max_bytes)?;
+            let page = dec.read_image().map_err(|e| decode_err(path, e))?;
+            let plane: Vec<f32> = match page {
+                DecodingResult::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
+                DecodingResult::U16(v) => v.iter().map(|&x| x as f32 / 65535.0).collect(),
+                DecodingResult::F32(v) => v,
+                DecodingResult::F64(v) => v.iter().map(|&x| x as f32).collect(),
+                _ => {
+                    return Err(unsupported(
+                        path,
+                        format!("TIFF page {}: unsupported sample type", planes.len() + 1),
+                    ))
+                }
+            };
+            if plane.len() != w * h {
+                return Err(decode_err(path, "a page is shorter than the header says"));
+            }
+            planes.push(plane);
+        }
+        if planes.len() > 1 {
+            let c = planes.len();
+            let mut data = vec![0.0f32; w * h * c];
+            for (k, plane) in planes.iter().enumerate() {
+                for (p, v) in plane.iter().enumerate() {
+                    data[p * c + k] = *v;
+                }
+            }
+            return Image::from_vec(w, h, c, data).map_err(|e| decode_err(path, e));
+        }
+        return Ok(img);
+    }
     // Drop alpha: keep gray or RGB.
     Ok(match channels {
         2 => img.channel(0),
@@ -364,10 +413,11 @@ pub fn save_png(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
     write_atomically(path, &buf)
 }
 
-/// Saves an image as a 32-bit float TIFF (1 channel gray or 3 channels RGB), values unchanged.
+/// Saves an image as a 32-bit float TIFF, values unchanged: 1 channel gray, 3 channels RGB, any
+/// other count one gray page per channel ([`load`] reads such pages back as channels).
 ///
 /// # Errors
-/// Unsupported channel count, or the file cannot be written.
+/// The file cannot be written.
 pub fn save_tiff_f32(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
     use tiff::encoder::{colortype, TiffEncoder};
     let path = path.as_ref();
@@ -386,11 +436,12 @@ pub fn save_tiff_f32(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
             3 => enc
                 .write_image::<colortype::RGB32Float>(w, h, img.data())
                 .map_err(enc_err)?,
+            // Other channel counts: one gray page per channel (read back as channels).
             n => {
-                return Err(Error::Encode {
-                    path: path.to_path_buf(),
-                    reason: format!("float TIFF needs 1 or 3 channels, the image has {n}"),
-                })
+                for c in 0..n {
+                    enc.write_image::<colortype::Gray32Float>(w, h, img.channel(c).data())
+                        .map_err(enc_err)?;
+                }
             }
         }
     }
@@ -442,6 +493,54 @@ mod tests {
         img.data_mut()[3] = -12.5; // floats keep their range
         save_tiff_f32(&p, &img).expect("save");
         assert_eq!(load(&p).expect("load"), img);
+    }
+
+    #[test]
+    fn multi_channel_float_tiff_round_trips_as_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for c in [2usize, 5] {
+            let p = dir.path().join(format!("m{c}.tif"));
+            let img = Image::from_vec(
+                4,
+                3,
+                c,
+                (0..4 * 3 * c).map(|v| v as f32 * 0.25 - 3.0).collect(),
+            )
+            .expect("image");
+            save_tiff_f32(&p, &img).expect("save");
+            assert_eq!(load(&p).expect("load"), img, "{c} channels");
+        }
+    }
+
+    #[test]
+    fn pages_of_another_writer_are_channels_and_mismatched_pages_are_refused() {
+        use tiff::encoder::{colortype, TiffEncoder};
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Two 16-bit pages, written directly with the tiff encoder (as ImageJ stacks are).
+        let p = dir.path().join("stack.tif");
+        {
+            let f = std::fs::File::create(&p).expect("create");
+            let mut enc = TiffEncoder::new(f).expect("encoder");
+            enc.write_image::<colortype::Gray16>(2, 1, &[0, 65535])
+                .expect("page 1");
+            enc.write_image::<colortype::Gray16>(2, 1, &[65535, 0])
+                .expect("page 2");
+        }
+        let img = load(&p).expect("stack");
+        assert_eq!(img.channels(), 2);
+        assert_eq!(img.data(), &[0.0, 1.0, 1.0, 0.0]);
+        // A second page of another size: refused, naming the file and the page.
+        let q = dir.path().join("mixed.tif");
+        {
+            let f = std::fs::File::create(&q).expect("create");
+            let mut enc = TiffEncoder::new(f).expect("encoder");
+            enc.write_image::<colortype::Gray8>(2, 1, &[0, 255])
+                .expect("page 1");
+            enc.write_image::<colortype::Gray8>(3, 1, &[0, 1, 2])
+                .expect("page 2");
+        }
+        let e = load(&q).expect_err("mixed").to_string();
+        assert!(e.contains("mixed.tif") && e.contains("page 2"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,8 @@ use comir_represent::{for_registration, sigmoid_image, Modality, Representer};
 #[command(
     after_help = "Example:\n  comir represent --model models/he --modality a --input shg.png --out shg_comir.tif\n  \
     comir represent --model models/he --modality b --input he.png --out he_comir.png\n\n\
-    .tif/.tiff: the raw float representation (1 or 3 channels);\n\
+    .tif/.tiff: the raw float representation (1 channel gray, 3 RGB, other counts one page per\n\
+    channel, which comir reads back as channels);\n\
     .png: 8-bit sigmoid(x) as the reference saves it (1 channel gray, 3 channels RGB, other counts\n\
     reduced to gray by PCA)."
 )]
@@ -68,12 +69,6 @@ pub fn run(args: RepresentArgs) -> Result<()> {
         };
         comir_image::save_png(&args.out, &out)?;
     } else {
-        if d != 1 && d != 3 {
-            bail!(
-                "{}: a float TIFF holds 1 or 3 channels, this model has {d}; write a .png (PCA to gray)",
-                args.out.display()
-            );
-        }
         comir_image::save_tiff_f32(&args.out, &rep)?;
     }
     let (lo, hi) = rep.min_max();
