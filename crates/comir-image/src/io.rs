@@ -354,6 +354,19 @@ pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Erro
 /// # Errors
 /// What the operating system says.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// Writes `path` atomically from a writer: `fill` writes into a temporary file in the same
+/// folder (buffered, seekable), which is then synced and renamed over `path`. For outputs too
+/// large to build in memory first (a 10,000² float TIFF is 400 MB).
+///
+/// # Errors
+/// As [`write_file_atomically`], or what `fill` returns.
+pub fn write_file_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -367,7 +380,11 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             format!("cannot create a file in {}: {cause}", dir.display()),
         )
     })?;
-    tmp.write_all(bytes)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut w)?;
+        w.flush()?;
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -421,31 +438,32 @@ pub fn save_png(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
 pub fn save_tiff_f32(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
     use tiff::encoder::{colortype, TiffEncoder};
     let path = path.as_ref();
-    let enc_err = |e: tiff::TiffError| Error::Encode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let mut buf = std::io::Cursor::new(Vec::new());
-    {
-        let mut enc = TiffEncoder::new(&mut buf).map_err(enc_err)?;
-        let (w, h) = (img.width() as u32, img.height() as u32);
+    let to_io = |e: tiff::TiffError| std::io::Error::other(e.to_string());
+    // Encoded straight into the temporary file: no second copy of the image in memory.
+    write_file_atomically_with(path, |w| {
+        let mut enc = TiffEncoder::new(w).map_err(to_io)?;
+        let (width, height) = (img.width() as u32, img.height() as u32);
         match img.channels() {
             1 => enc
-                .write_image::<colortype::Gray32Float>(w, h, img.data())
-                .map_err(enc_err)?,
+                .write_image::<colortype::Gray32Float>(width, height, img.data())
+                .map_err(to_io)?,
             3 => enc
-                .write_image::<colortype::RGB32Float>(w, h, img.data())
-                .map_err(enc_err)?,
+                .write_image::<colortype::RGB32Float>(width, height, img.data())
+                .map_err(to_io)?,
             // Other channel counts: one gray page per channel (read back as channels).
             n => {
                 for c in 0..n {
-                    enc.write_image::<colortype::Gray32Float>(w, h, img.channel(c).data())
-                        .map_err(enc_err)?;
+                    enc.write_image::<colortype::Gray32Float>(width, height, img.channel(c).data())
+                        .map_err(to_io)?;
                 }
             }
         }
-    }
-    write_atomically(path, &buf.into_inner())
+        Ok(())
+    })
+    .map_err(|e| Error::Encode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ pub fn run(args: RepresentArgs) -> Result<()> {
     let rep = r
         .represent(&img, args.modality)
         .with_context(|| format!("{}", args.input.display()))?;
+    // The input is not needed any more: free it before the output is written (large images).
+    let (in_w, in_h) = (img.width(), img.height());
+    drop(img);
     let seconds = start.elapsed().as_secs_f64();
     let d = rep.channels();
     if ext == "png" {
@@ -74,8 +77,8 @@ pub fn run(args: RepresentArgs) -> Result<()> {
     let (lo, hi) = rep.min_max();
     println!(
         "{}×{} image → {d}-channel representation in [{lo:.3}, {hi:.3}], {seconds:.2} s -> {}",
-        img.width(),
-        img.height(),
+        in_w,
+        in_h,
         args.out.display()
     );
     Ok(())
