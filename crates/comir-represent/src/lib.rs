@@ -163,15 +163,20 @@ impl Representer {
     }
 
     /// Brings an image to the network's input: channel count and the training intensity
-    /// transform.
-    fn prepare(&self, img: &Image, modality: Modality) -> Result<Image, Error> {
+    /// transform. Borrows the image when it needs neither (no copy of a large image).
+    fn prepare<'i>(
+        &self,
+        img: &'i Image,
+        modality: Modality,
+    ) -> Result<std::borrow::Cow<'i, Image>, Error> {
+        use std::borrow::Cow;
         let (cfg, log) = match modality {
             Modality::A => (&self.card.network_a, self.card.input.log_a),
             Modality::B => (&self.card.network_b, self.card.input.log_b),
         };
         let mut x = match (img.channels(), cfg.in_channels) {
-            (c, n) if c == n => img.clone(),
-            (3 | 4, 1) => img.to_gray(),
+            (c, n) if c == n => Cow::Borrowed(img),
+            (3 | 4, 1) => Cow::Owned(img.to_gray()),
             (c, n) => {
                 return Err(Error::Input(format!(
                     "the image has {c} channel(s) but the modality-{} network takes {n}",
@@ -185,7 +190,8 @@ impl Representer {
             ));
         }
         if log {
-            x.data_mut()
+            x.to_mut()
+                .data_mut()
                 .iter_mut()
                 .for_each(|v| *v = v.max(0.0).ln_1p());
         }
