@@ -195,6 +195,47 @@ impl Canvas {
         self.text(cx - w / 2, y, &shown, scale, BLACK);
     }
 
+    /// A legend box in the top right of [`AREA`]: one row per `(label, dot)` entry in the
+    /// colours of [`SERIES_COLOURS`], a line sample (or a dot when `dot`) and the label.
+    fn legend(&mut self, entries: &[(&str, bool)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let text_w = entries
+            .iter()
+            .map(|(l, _)| font::text_width(l, TEXT_SCALE))
+            .max()
+            .unwrap_or(0) as i64;
+        let row_h = 22;
+        let (box_w, box_h) = (text_w + 50, row_h * entries.len() as i64 + 8);
+        let (bx, by) = (AREA.right - 10 - box_w, AREA.top + 10);
+        self.fill_rect(bx, by, bx + box_w, by + box_h, WHITE);
+        self.rect_outline(
+            Area {
+                left: bx,
+                top: by,
+                right: bx + box_w,
+                bottom: by + box_h,
+            },
+            BLACK,
+        );
+        for (s, (label, dot)) in entries.iter().enumerate() {
+            let c = SERIES_COLOURS[s % SERIES_COLOURS.len()];
+            let y = by + 8 + row_h * s as i64;
+            if *dot {
+                self.disc((bx + 22) as f64, (y + 7) as f64, 4.5, 0.0, c);
+            } else {
+                self.line(
+                    ((bx + 8) as f64, (y + 7) as f64),
+                    ((bx + 36) as f64, (y + 7) as f64),
+                    c,
+                    3,
+                );
+            }
+            self.text(bx + 44, y, label, TEXT_SCALE, BLACK);
+        }
+    }
+
     fn save(&self, path: &Path) -> Result<(), Error> {
         let data: Vec<f32> = self
             .px
@@ -521,39 +562,8 @@ pub fn spectrum_png<S: AsRef<str>>(
 
     // Legend, top right inside the plot (spectra decay towards the bottom right, so the top right
     // is usually empty).
-    if !series.is_empty() {
-        let labels: Vec<&str> = series.iter().map(|(l, _)| l.as_ref()).collect();
-        let text_w = labels
-            .iter()
-            .map(|l| font::text_width(l, TEXT_SCALE))
-            .max()
-            .unwrap_or(0) as i64;
-        let row_h = 22;
-        let box_w = text_w + 50;
-        let box_h = row_h * labels.len() as i64 + 8;
-        let (bx, by) = (AREA.right - 10 - box_w, AREA.top + 10);
-        cv.fill_rect(bx, by, bx + box_w, by + box_h, WHITE);
-        cv.rect_outline(
-            Area {
-                left: bx,
-                top: by,
-                right: bx + box_w,
-                bottom: by + box_h,
-            },
-            BLACK,
-        );
-        for (s, l) in labels.iter().enumerate() {
-            let c = SERIES_COLOURS[s % SERIES_COLOURS.len()];
-            let y = by + 8 + row_h * s as i64;
-            cv.line(
-                ((bx + 8) as f64, (y + 7) as f64),
-                ((bx + 36) as f64, (y + 7) as f64),
-                c,
-                3,
-            );
-            cv.text(bx + 44, y, l, TEXT_SCALE, BLACK);
-        }
-    }
+    let entries: Vec<(&str, bool)> = series.iter().map(|(l, _)| (l.as_ref(), false)).collect();
+    cv.legend(&entries);
     cv.save(path.as_ref())
 }
 
@@ -692,41 +702,11 @@ pub fn xy_png(path: impl AsRef<Path>, chart: &XyChart, series: &[XySeries]) -> R
         }
     }
     // Legend, top right inside the plot.
-    if !series.is_empty() {
-        let text_w = series
-            .iter()
-            .map(|s| font::text_width(&s.label, TEXT_SCALE))
-            .max()
-            .unwrap_or(0) as i64;
-        let row_h = 22;
-        let (box_w, box_h) = (text_w + 50, row_h * series.len() as i64 + 8);
-        let (bx, by) = (AREA.right - 10 - box_w, AREA.top + 10);
-        cv.fill_rect(bx, by, bx + box_w, by + box_h, WHITE);
-        cv.rect_outline(
-            Area {
-                left: bx,
-                top: by,
-                right: bx + box_w,
-                bottom: by + box_h,
-            },
-            BLACK,
-        );
-        for (s, sr) in series.iter().enumerate() {
-            let c = SERIES_COLOURS[s % SERIES_COLOURS.len()];
-            let y = by + 8 + row_h * s as i64;
-            if sr.style == XyStyle::Line {
-                cv.line(
-                    ((bx + 8) as f64, (y + 7) as f64),
-                    ((bx + 36) as f64, (y + 7) as f64),
-                    c,
-                    3,
-                );
-            } else {
-                cv.disc((bx + 22) as f64, (y + 7) as f64, 4.5, 0.0, c);
-            }
-            cv.text(bx + 44, y, &sr.label, TEXT_SCALE, BLACK);
-        }
-    }
+    let entries: Vec<(&str, bool)> = series
+        .iter()
+        .map(|s| (s.label.as_str(), s.style == XyStyle::Dots))
+        .collect();
+    cv.legend(&entries);
     cv.save(path.as_ref())
 }
 
