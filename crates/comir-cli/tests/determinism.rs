@@ -29,30 +29,17 @@ fn comir(args: &[&str], threads: usize) -> Output {
 
 /// A file's text without the lines or CSV columns that hold wall-clock time.
 fn without_time(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).expect("read");
     if path.extension().is_some_and(|e| e == "json") {
-        return text
+        return std::fs::read_to_string(path)
+            .expect("read")
             .lines()
             .filter(|l| !l.trim_start().starts_with("\"seconds\""))
             .collect::<Vec<_>>()
             .join("\n");
     }
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    let time = header
+    common::csv_rows_without_time(path)
         .iter()
-        .position(|c| *c == "seconds")
-        .expect("seconds");
-    std::iter::once(header.join(","))
-        .chain(lines.map(str::to_string))
-        .map(|l| {
-            l.split(',')
-                .enumerate()
-                .filter(|(i, _)| *i != time)
-                .map(|(_, v)| v)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|r| r.join(","))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::s;
+use common::{csv_rows_without_time, s};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -104,27 +104,6 @@ fn pairs(root: &Path, n: u64, side: usize) -> PathBuf {
     let d = root.join("pairs");
     comir_testkit::write_phantom_pairs(&d, 0..n, side);
     d
-}
-
-/// `history.csv` without the wall-clock column.
-fn history_without_time(model: &Path) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(model.join("history.csv")).expect("history.csv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    let time = header
-        .iter()
-        .position(|c| *c == "seconds")
-        .expect("a seconds column");
-    std::iter::once(header.join(","))
-        .chain(lines.map(str::to_string))
-        .map(|l| {
-            l.split(',')
-                .enumerate()
-                .filter(|(i, _)| *i != time)
-                .map(|(_, v)| v.to_string())
-                .collect()
-        })
-        .collect()
 }
 
 const TINY: &str = concat!(
@@ -236,8 +215,8 @@ fn a_training_killed_at_random_moments_resumes_to_the_same_weights() {
         );
     }
     let (h_killed, h_ref) = (
-        history_without_time(&killed),
-        history_without_time(&reference),
+        csv_rows_without_time(&killed.join("history.csv")),
+        csv_rows_without_time(&reference.join("history.csv")),
     );
     let steps: usize = STEPS.parse().expect("a number");
     assert_eq!(h_killed.len(), steps + 1, "header + one row per step");
@@ -252,27 +231,6 @@ fn a_training_killed_at_random_moments_resumes_to_the_same_weights() {
         card(&killed)["training"]["steps"],
         card(&reference)["training"]["steps"]
     );
-}
-
-/// Rows of an eval CSV without the wall-clock column.
-fn eval_rows_without_time(csv: &Path) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(csv).expect("csv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    let time = header
-        .iter()
-        .position(|c| *c == "seconds")
-        .expect("seconds");
-    std::iter::once(header.join(","))
-        .chain(lines.map(str::to_string))
-        .map(|l| {
-            l.split(',')
-                .enumerate()
-                .filter(|(i, _)| *i != time)
-                .map(|(_, v)| v.to_string())
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -302,7 +260,7 @@ fn a_killed_or_cut_eval_resumes_only_the_missing_cases() {
     };
     let reference = root.join("reference.csv");
     run(&as_str(&eval_args(&reference, false)));
-    let want = eval_rows_without_time(&reference);
+    let want = csv_rows_without_time(&reference);
     assert_eq!(want.len(), 1 + 4 * 2 * 2);
 
     // 1. Cut: keep the header and the first k rows, with a mark in their time column that a
@@ -331,7 +289,7 @@ fn a_killed_or_cut_eval_resumes_only_the_missing_cases() {
         }
         std::fs::write(&cut, body).expect("write");
         run(&as_str(&eval_args(&cut, true)));
-        assert_eq!(eval_rows_without_time(&cut), want, "cut at {k} rows");
+        assert_eq!(csv_rows_without_time(&cut), want, "cut at {k} rows");
         let back = std::fs::read_to_string(&cut).expect("csv");
         let marks = back
             .lines()
@@ -369,5 +327,5 @@ fn a_killed_or_cut_eval_resumes_only_the_missing_cases() {
         }
     }
     assert!(kills >= 1);
-    assert_eq!(eval_rows_without_time(&killed), want);
+    assert_eq!(csv_rows_without_time(&killed), want);
 }

@@ -20,6 +20,28 @@ pub fn ok(o: &Output) -> String {
     out
 }
 
+/// The rows of a CSV file (header first) without its `seconds` column, the one value that
+/// differs between otherwise identical runs.
+pub fn csv_rows_without_time(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).expect("read the CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let time = header
+        .iter()
+        .position(|c| *c == "seconds")
+        .expect("a seconds column");
+    std::iter::once(header.join(","))
+        .chain(lines.map(str::to_string))
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != time)
+                .map(|(_, v)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
