@@ -466,9 +466,120 @@ pub fn save_tiff_f32(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
     })
 }
 
+/// Saves a `width × height` float TIFF (1 channel gray or 3 RGB) whose rows are produced band by
+/// band, top to bottom, so that the whole image is never in memory: `band(i)` returns band `i`
+/// (`width` wide, `band_rows` tall, the last one possibly shorter) until `height` rows are
+/// written. The file is written atomically, as [`save_tiff_f32`] does, and reads back the same.
+///
+/// # Errors
+/// A band of the wrong size, a channel count other than 1 or 3, an error `band` returns, or the
+/// file cannot be written.
+pub fn save_tiff_f32_bands(
+    path: impl AsRef<Path>,
+    (width, height, channels): (usize, usize, usize),
+    band_rows: usize,
+    mut band: impl FnMut(usize) -> std::io::Result<Image>,
+) -> Result<(), Error> {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let path = path.as_ref();
+    let encode_error = |reason: String| Error::Encode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !matches!(channels, 1 | 3) || band_rows == 0 || width == 0 || height == 0 {
+        return Err(encode_error(format!(
+            "a banded float TIFF needs 1 or 3 channels and a non-empty size (got {width}×{height}, \
+             {channels} channels, bands of {band_rows} rows)"
+        )));
+    }
+    let to_io = |e: tiff::TiffError| std::io::Error::other(e.to_string());
+    // Strips of at most ~1 MiB that divide a band, so that every band is whole strips.
+    let row_bytes = width * channels * 4;
+    let strip_rows = (1..=band_rows)
+        .rev()
+        .find(|r| band_rows % r == 0 && r * row_bytes <= 1 << 20)
+        .unwrap_or(1);
+    let mut next_band = |i: usize, w: &mut dyn FnMut(&[f32]) -> std::io::Result<()>| {
+        let rows = band_rows.min(height - i * band_rows);
+        let b = band(i)?;
+        if (b.width(), b.height(), b.channels()) != (width, rows, channels) {
+            return Err(std::io::Error::other(format!(
+                "band {i} is {}×{}×{}, expected {width}×{rows}×{channels}",
+                b.width(),
+                b.height(),
+                b.channels()
+            )));
+        }
+        for strip in b.data().chunks(strip_rows * width * channels) {
+            w(strip)?;
+        }
+        Ok(())
+    };
+    let bands = height.div_ceil(band_rows);
+    write_file_atomically_with(path, |w| {
+        let mut enc = TiffEncoder::new(w).map_err(to_io)?;
+        let (tw, th) = (width as u32, height as u32);
+        if channels == 1 {
+            let mut img = enc
+                .new_image::<colortype::Gray32Float>(tw, th)
+                .map_err(to_io)?;
+            img.rows_per_strip(strip_rows as u32).map_err(to_io)?;
+            for i in 0..bands {
+                next_band(i, &mut |s| img.write_strip(s).map_err(to_io))?;
+            }
+            img.finish().map_err(to_io)
+        } else {
+            let mut img = enc
+                .new_image::<colortype::RGB32Float>(tw, th)
+                .map_err(to_io)?;
+            img.rows_per_strip(strip_rows as u32).map_err(to_io)?;
+            for i in 0..bands {
+                next_band(i, &mut |s| img.write_strip(s).map_err(to_io))?;
+            }
+            img.finish().map_err(to_io)
+        }
+    })
+    .map_err(|e| encode_error(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn banded_float_tiff_reads_back_as_the_whole_image() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (c, band_rows) in [(1, 4), (3, 3), (1, 100)] {
+            let mut whole = Image::zeros(9, 11, c);
+            for (i, v) in whole.data_mut().iter_mut().enumerate() {
+                *v = (i as f32 - 2.5) * 0.37 + (i % 7) as f32 * 1.5e3;
+            }
+            let p = dir.path().join(format!("banded-{c}-{band_rows}.tif"));
+            save_tiff_f32_bands(&p, (9, 11, c), band_rows, |i| {
+                let y0 = i * band_rows;
+                let rows = band_rows.min(11 - y0);
+                let mut b = Image::zeros(9, rows, c);
+                for y in 0..rows {
+                    for x in 0..9 {
+                        for ch in 0..c {
+                            b.set(x, y, ch, whole.get(x, y0 + y, ch));
+                        }
+                    }
+                }
+                Ok(b)
+            })
+            .expect("save");
+            let back = load(&p).expect("load");
+            assert_eq!(back.channels(), c);
+            assert_eq!(back.data(), whole.data(), "c={c} bands of {band_rows}");
+        }
+        // A band of the wrong size is refused and leaves no file.
+        let p = dir.path().join("bad.tif");
+        let e = save_tiff_f32_bands(&p, (9, 11, 1), 4, |_| Ok(Image::zeros(9, 3, 1)))
+            .expect_err("wrong band");
+        assert!(e.to_string().contains("band 0 is 9×3×1"), "{e}");
+        assert!(!p.exists());
+    }
 
     fn ramp() -> Image {
         Image::from_fn(7, 5, |x, y| (x + 7 * y) as f32 / 34.0)

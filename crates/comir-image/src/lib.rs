@@ -20,4 +20,6 @@ mod image;
 
 pub use crate::error::Error;
 pub use crate::image::Image;
-pub use crate::io::{decode, decode_limited, load, load_gray, save_png, save_tiff_f32};
+pub use crate::io::{
+    decode, decode_limited, load, load_gray, save_png, save_tiff_f32, save_tiff_f32_bands,
+};

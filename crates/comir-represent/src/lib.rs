@@ -281,12 +281,11 @@ impl Representer {
         })
     }
 
-    /// The raw representation (D channels, unbounded floats) of `img`, same width and height.
+    /// How [`Representer::represent`] cuts `img` into tiles: bands of tile rows, top to bottom.
     ///
     /// # Errors
-    /// The image has a channel count the network cannot take, or holds NaN/Inf.
-    pub fn represent(&self, img: &Image, modality: Modality) -> Result<Image, Error> {
-        let x = self.prepare(img, modality)?;
+    /// The image has a channel count the network cannot take.
+    pub fn tile_plan(&self, img: &Image, modality: Modality) -> Result<TilePlan, Error> {
         let net = match modality {
             Modality::A => &self.net_a,
             Modality::B => &self.net_b,
@@ -295,46 +294,170 @@ impl Representer {
         let margin = round_up(self.margin, m);
         let max_tile = (self.max_tile / m * m).max(2 * margin + m);
         let max_core = max_tile - 2 * margin;
-        let (w, h) = (x.width(), x.height());
+        let (w, h) = (img.width(), img.height());
         // Split each axis into equal cores (multiples of m) no larger than max_core.
         let cores = |n: usize| -> (usize, usize) {
             let count = n.div_ceil(max_core).max(1);
             (count, round_up(n.div_ceil(count), m))
         };
         let (nx, core_w) = cores(w);
-        let (ny, core_h) = cores(h);
-        let d = net.out_channels();
+        let (_, core_h) = cores(h);
+        Ok(TilePlan {
+            modality,
+            width: w,
+            height: h,
+            channels: net.out_channels(),
+            margin,
+            nx,
+            core_w,
+            core_h,
+        })
+    }
+
+    /// The raw representation (D channels, unbounded floats) of `img`, same width and height.
+    ///
+    /// # Errors
+    /// The image has a channel count the network cannot take, or holds NaN/Inf.
+    pub fn represent(&self, img: &Image, modality: Modality) -> Result<Image, Error> {
+        let plan = self.tile_plan(img, modality)?;
+        let x = self.prepare(img, modality)?;
+        let mut out = Image::zeros(plan.width, plan.height, plan.channels);
+        let row_len = plan.width * plan.channels;
+        for i in 0..plan.bands() {
+            let band = self.band_of_prepared(&x, &plan, i)?;
+            let y0 = i * plan.core_h;
+            out.data_mut()[y0 * row_len..][..band.data().len()].copy_from_slice(band.data());
+        }
+        Ok(out)
+    }
+
+    /// Band `i` of the representation of `img` (rows `i · band_rows ..`, full width), computed
+    /// from its own tiles alone: with [`TilePlan::bands`] bands the representation can be
+    /// written out band by band without ever holding all of it (a 10,000² image). The bands
+    /// together equal [`Representer::represent`]. `input` comes from
+    /// [`Representer::prepare_input`].
+    ///
+    /// # Errors
+    /// As [`Representer::represent`]; also a plan made for another image size.
+    pub fn represent_band(
+        &self,
+        input: &PreparedInput<'_>,
+        plan: &TilePlan,
+        i: usize,
+    ) -> Result<Image, Error> {
+        let x = &input.image;
+        if (x.width(), x.height()) != (plan.width, plan.height)
+            || input.modality != plan.modality
+            || i >= plan.bands()
+        {
+            return Err(Error::Input(format!(
+                "band {i} of a plan for a {}×{} modality-{:?} image asked of a {}×{} modality-{:?} one",
+                plan.width,
+                plan.height,
+                plan.modality,
+                x.width(),
+                x.height(),
+                input.modality
+            )));
+        }
+        self.band_of_prepared(x, plan, i)
+    }
+
+    /// `img` as the modality's network takes it (gray if it takes one channel, the log
+    /// transform of training applied), checked for NaN/Inf; borrowed when nothing changes.
+    ///
+    /// # Errors
+    /// A channel count the network cannot take, or NaN/Inf.
+    pub fn prepare_input<'i>(
+        &self,
+        img: &'i Image,
+        modality: Modality,
+    ) -> Result<PreparedInput<'i>, Error> {
+        Ok(PreparedInput {
+            image: self.prepare(img, modality)?,
+            modality,
+        })
+    }
+
+    fn band_of_prepared(&self, x: &Image, plan: &TilePlan, i: usize) -> Result<Image, Error> {
+        let TilePlan {
+            modality,
+            width: w,
+            height: h,
+            channels: d,
+            margin,
+            nx,
+            core_w,
+            core_h,
+        } = *plan;
         let c = x.channels();
-        let mut out = Image::zeros(w, h, d);
+        let y0 = i * core_h;
+        let rows = core_h.min(h - y0);
+        let mut out = Image::zeros(w, rows, d);
         let (tw, th) = (core_w + 2 * margin, core_h + 2 * margin);
-        for ty in 0..ny {
-            for tx in 0..nx {
-                let (x0, y0) = (tx * core_w, ty * core_h);
-                if x0 >= w || y0 >= h {
-                    continue;
-                }
-                let mut tile = vec![0.0f32; c * th * tw];
-                for yy in 0..th {
-                    let sy = mirror_index(y0 as isize + yy as isize - margin as isize, h);
-                    for xx in 0..tw {
-                        let sx = mirror_index(x0 as isize + xx as isize - margin as isize, w);
-                        for ch in 0..c {
-                            tile[(ch * th + yy) * tw + xx] = x.get(sx, sy, ch);
-                        }
+        for tx in 0..nx {
+            let x0 = tx * core_w;
+            if x0 >= w {
+                continue;
+            }
+            let mut tile = vec![0.0f32; c * th * tw];
+            for yy in 0..th {
+                let sy = mirror_index(y0 as isize + yy as isize - margin as isize, h);
+                for xx in 0..tw {
+                    let sx = mirror_index(x0 as isize + xx as isize - margin as isize, w);
+                    for ch in 0..c {
+                        tile[(ch * th + yy) * tw + xx] = x.get(sx, sy, ch);
                     }
                 }
-                let y = self.run(modality, tile, c, th, tw)?;
-                for yy in 0..core_h.min(h - y0) {
-                    for xx in 0..core_w.min(w - x0) {
-                        for ch in 0..d {
-                            let v = y[(ch * th + yy + margin) * tw + xx + margin];
-                            out.set(x0 + xx, y0 + yy, ch, v);
-                        }
+            }
+            let y = self.run(modality, tile, c, th, tw)?;
+            for yy in 0..rows {
+                for xx in 0..core_w.min(w - x0) {
+                    for ch in 0..d {
+                        let v = y[(ch * th + yy + margin) * tw + xx + margin];
+                        out.set(x0 + xx, yy, ch, v);
                     }
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// An image ready for one network ([`Representer::prepare_input`]).
+pub struct PreparedInput<'i> {
+    image: std::borrow::Cow<'i, Image>,
+    modality: Modality,
+}
+
+/// How a representation is computed in tiles ([`Representer::tile_plan`]): `bands()` bands of
+/// `band_rows()` rows (the last one shorter), each a row of tiles whose margins give context only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePlan {
+    modality: Modality,
+    width: usize,
+    height: usize,
+    channels: usize,
+    margin: usize,
+    nx: usize,
+    core_w: usize,
+    core_h: usize,
+}
+
+impl TilePlan {
+    /// Rows of every band but the last.
+    pub fn band_rows(&self) -> usize {
+        self.core_h
+    }
+
+    /// Number of bands.
+    pub fn bands(&self) -> usize {
+        self.height.div_ceil(self.core_h)
+    }
+
+    /// Representation channels D.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 }
 
@@ -539,6 +662,33 @@ mod tests {
         // equivariant and a tile with enough context reproduces the one-pass result up to the
         // borders' reach.
         assert!(diff < 1e-3 * (hi - lo).max(1e-3), "max difference {diff}");
+    }
+
+    #[test]
+    fn bands_stacked_are_the_whole_representation() {
+        let device = Device::flex();
+        let mut r = Representer::new(model(&device), &device).expect("representer");
+        let img = test_image(90, 70);
+        r.margin = 24;
+        r.max_tile = 24 * 2 + 32;
+        let whole = r.represent(&img, Modality::A).expect("whole");
+        let plan = r.tile_plan(&img, Modality::A).expect("plan");
+        assert_eq!((plan.bands(), plan.band_rows()), (3, 24));
+        let input = r.prepare_input(&img, Modality::A).expect("prepare");
+        let mut stacked = Vec::new();
+        for i in 0..plan.bands() {
+            let band = r.represent_band(&input, &plan, i).expect("band");
+            assert_eq!(band.width(), 90);
+            stacked.extend_from_slice(band.data());
+        }
+        assert_eq!(stacked, whole.data());
+        // A plan for another image, or for the other network, is refused.
+        let other = test_image(40, 40);
+        let other_input = r.prepare_input(&other, Modality::A).expect("prepare");
+        assert!(r.represent_band(&other_input, &plan, 0).is_err());
+        let b_input = r.prepare_input(&img, Modality::B).expect("prepare");
+        assert!(r.represent_band(&b_input, &plan, 0).is_err());
+        assert!(r.represent_band(&input, &plan, 3).is_err());
     }
 
     #[test]

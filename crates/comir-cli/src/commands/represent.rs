@@ -55,26 +55,59 @@ pub fn run(args: RepresentArgs) -> Result<()> {
     let mut r = Representer::load(&args.model, &device)?;
     r.max_tile = args.max_tile;
     let img = comir_image::load(&args.input)?;
-    let start = Instant::now();
-    let rep = r
-        .represent(&img, args.modality)
-        .with_context(|| format!("{}", args.input.display()))?;
-    // The input is not needed any more: free it before the output is written (large images).
     let (in_w, in_h) = (img.width(), img.height());
-    drop(img);
-    let seconds = start.elapsed().as_secs_f64();
-    let d = rep.channels();
-    if ext == "png" {
-        let out = if d == 1 || d == 3 {
-            sigmoid_image(&rep)
-        } else {
-            for_registration(&rep, &rep).0
-        };
-        comir_image::save_png(&args.out, &out)?;
+    let input_context = || format!("{}", args.input.display());
+    let start = Instant::now();
+    let plan = r
+        .tile_plan(&img, args.modality)
+        .with_context(input_context)?;
+    let d = plan.channels();
+    let (lo, hi) = if ext != "png" && matches!(d, 1 | 3) {
+        // Band by band into the file: only one band of the output is ever in memory.
+        let input = r
+            .prepare_input(&img, args.modality)
+            .with_context(input_context)?;
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        let mut failure = None;
+        let written =
+            comir_image::save_tiff_f32_bands(&args.out, (in_w, in_h, d), plan.band_rows(), |i| {
+                match r.represent_band(&input, &plan, i) {
+                    Ok(band) => {
+                        let (l, h) = band.min_max();
+                        (lo, hi) = (lo.min(l), hi.max(h));
+                        Ok(band)
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        failure = Some(e);
+                        Err(std::io::Error::other(message))
+                    }
+                }
+            });
+        if let Some(e) = failure {
+            return Err(e).with_context(input_context);
+        }
+        written?;
+        (lo, hi)
     } else {
-        comir_image::save_tiff_f32(&args.out, &rep)?;
-    }
-    let (lo, hi) = rep.min_max();
+        let rep = r
+            .represent(&img, args.modality)
+            .with_context(input_context)?;
+        // The input is not needed any more: free it before the output is written.
+        drop(img);
+        if ext == "png" {
+            let out = if d == 1 || d == 3 {
+                sigmoid_image(&rep)
+            } else {
+                for_registration(&rep, &rep).0
+            };
+            comir_image::save_png(&args.out, &out)?;
+        } else {
+            comir_image::save_tiff_f32(&args.out, &rep)?;
+        }
+        rep.min_max()
+    };
+    let seconds = start.elapsed().as_secs_f64();
     println!(
         "{}×{} image → {d}-channel representation in [{lo:.3}, {hi:.3}], {seconds:.2} s -> {}",
         in_w,
