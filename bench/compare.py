@@ -14,6 +14,13 @@ median and total seconds. Then, for every other method against the reference met
 both computed on the cases (pair, level) the two methods share. The last lines are
     time_ratio_vs_elastix[<method>]=R
     success_delta_vs_elastix[<method>]=D
+
+Per image size (bench/register-vs-elastix --sizes):
+    compare.py --size 256=comir.csv,elastix.csv --size 512=... [--reference elastix]
+prints one table (size, comir method, cases, comir and reference median s, time ratio, comir and
+reference success %, on the shared cases of each size), then
+    success_delta_vs_elastix[<method>@<size>]=D   (all rows)
+    time_ratio_vs_elastix[<method>@<size>]=R      (all rows; these are the last lines)
 """
 
 from __future__ import annotations
@@ -93,12 +100,68 @@ def fnum(x: float, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
+def print_table(head: list[str], table: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(head))
+    print(line(["-" * w for w in widths]))
+    for r in table:
+        print(line(r))
+
+
+def size_table(specs: list[str], ref: str) -> int:
+    """One row per (size, method ≠ ref): the --size mode (see the module doc)."""
+    table, final = [], []
+    for spec in specs:
+        label, _, files = spec.partition("=")
+        paths = [p for p in files.split(",") if p]
+        if not label or not paths:
+            raise SystemExit(f"--size {spec!r}: expected SIZE=RESULTS.csv[,RESULTS.csv ...]")
+        data = load(paths)
+        if ref not in data:
+            raise SystemExit(f"--size {label}: no '{ref}' rows in {', '.join(paths)}")
+        for m in data:
+            if m == ref:
+                continue
+            shared = sorted(set(data[m]) & set(data[ref]))
+            if not shared:
+                table.append([label, m, "0", "nan", "nan", "nan", "nan", "nan"])
+                final.append((m, label, math.nan, math.nan))
+                continue
+            sm = stats([data[m][k] for k in shared])
+            sr = stats([data[ref][k] for k in shared])
+            ratio = sr["median_s"] / sm["median_s"] if sm["median_s"] > 0 else math.nan
+            delta = sm["success"] - sr["success"]
+            table.append([label, m, str(len(shared)), fnum(sm["median_s"], 3), fnum(sr["median_s"], 3),
+                          fnum(ratio, 2), fnum(sm["success"], 1), fnum(sr["success"], 1)])
+            final.append((m, label, ratio, delta))
+    if not table:
+        raise SystemExit("--size: no method besides the reference")
+    print_table(["size", "comir_method", "cases", "comir_median_s", f"{ref}_median_s",
+                 "time_ratio", "comir_success%", f"{ref}_success%"], table)
+    print(f"(time_ratio = {ref} median s / comir median s, > 1: comir is faster; "
+          "both on the shared cases of that size)")
+    for m, label, _, delta in final:
+        print(f"success_delta_vs_{ref}[{m}@{label}]={fnum(delta, 1)}")
+    for m, label, ratio, _ in final:
+        print(f"time_ratio_vs_{ref}[{m}@{label}]={fnum(ratio, 3)}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("csv", nargs="+", help="results CSVs")
+    ap.add_argument("csv", nargs="*", help="results CSVs")
     ap.add_argument("--reference", default="elastix", help="reference method (default elastix)")
+    ap.add_argument("--size", action="append", default=[], metavar="SIZE=CSV,CSV",
+                    help="per-size summary mode (repeat per size); replaces the positional CSVs")
     args = ap.parse_args(argv)
 
+    if args.size:
+        if args.csv:
+            ap.error("give either RESULTS.csv files or --size SIZE=CSV,CSV, not both")
+        return size_table(args.size, args.reference)
+    if not args.csv:
+        ap.error("no results CSVs given")
     data = load(args.csv)
     if not data:
         raise SystemExit("no results rows")
@@ -119,12 +182,7 @@ def main(argv=None) -> int:
         table.append([m, str(s["cases"]), fnum(s["success"], 1)] + per_level + [
             fnum(s["median_error"], 3), fnum(s["median_s"], 3), fnum(s["total_s"], 1),
             str(s["failed"])])
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    print(line(head))
-    print(line(["-" * w for w in widths]))
-    for r in table:
-        print(line(r))
+    print_table(head, table)
     print("(L<n>%: success rate at level n (cases); median error counts failures as inf; "
           "errors: cases whose status is not ok)")
 
