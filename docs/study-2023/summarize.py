@@ -1,33 +1,108 @@
 #!/usr/bin/env python3
-"""Per-cell table of a `comir experiment` study: success, effective ranks (dimensional collapse)
-and modality-gap ratios, from each cell's cell.json and analysis CSVs.
+"""Tables of a `comir experiment` study: success, effective ranks (dimensional collapse) and
+modality-gap ratios, from each cell's cell.json and analysis CSVs.
 
-  python3 docs/study-2023/summarize.py STUDY_DIR [SEED] > cells.md
+  python3 docs/study-2023/summarize.py STUDY_DIR cells > cells.md      # one row per cell
+  python3 docs/study-2023/summarize.py STUDY_DIR summary > summary.md  # mean ± std over seeds
+
+Standard deviations are over seeds (sample std, n − 1); a cell missing from a seed is left out
+and the seed count says so.
 """
 import csv
 import json
 import os
+import re
+import statistics
 import sys
 
-base = sys.argv[1] if len(sys.argv) > 1 else "study-2023"
-seed = sys.argv[2] if len(sys.argv) > 2 else "0"
-print("| dataset | variant | critic | steps | comir+aamd success | eff. rank repr. A / B "
-      "| eff. rank bottleneck A / B | eff. rank pooled A / B | gap ratio repr. | gap ratio bottleneck |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for ds in ["histology", "mni152"]:
-    for v in ["off", "flat", "pooled", "projection"]:
-        for c in ["mse", "cosine", "l1"]:
-            cell = os.path.join(base, ds, f"{v}-{c}-seed{seed}")
-            if not os.path.isfile(os.path.join(cell, "cell.json")):
-                continue
-            r = json.load(open(os.path.join(cell, "cell.json")))[0]
-            s = {(x["layer"], x["modality"]): float(x["effective_rank"])
-                 for x in csv.DictReader(open(os.path.join(cell, "analysis", "spectrum-summary.csv")))}
-            g = {x["layer"]: float(x["ratio"])
-                 for x in csv.DictReader(open(os.path.join(cell, "analysis", "modality-gap.csv")))}
+DATASETS = ["histology", "mni152"]
+VARIANTS = ["off", "flat", "pooled", "projection"]
+CRITICS = ["mse", "cosine", "l1"]
 
-            def ranks(layer):
-                return f"{s[(layer, 'A')]:.1f} / {s[(layer, 'B')]:.1f}"
-            print(f"| {ds} | {v} | {c} | {r['steps']} | {r['successes']}/{r['cases']} "
-                  f"({100 * r['rate']:.1f} %) | {ranks('representation')} | {ranks('bottleneck')} "
-                  f"| {ranks('bottleneck-pooled')} | {g['representation']:.2f} | {g['bottleneck']:.2f} |")
+
+def read_cell(path):
+    r = json.load(open(os.path.join(path, "cell.json")))[0]
+    s = {(x["layer"], x["modality"]): float(x["effective_rank"])
+         for x in csv.DictReader(open(os.path.join(path, "analysis", "spectrum-summary.csv")))}
+    g = {x["layer"]: float(x["ratio"])
+         for x in csv.DictReader(open(os.path.join(path, "analysis", "modality-gap.csv")))}
+    return r, s, g
+
+
+def cells(base):
+    """(dataset, variant, critic, seed, path) of every finished cell, in table order."""
+    out = []
+    for ds in DATASETS:
+        d = os.path.join(base, ds)
+        if not os.path.isdir(d):
+            continue
+        seeds = sorted({int(m.group(1)) for n in os.listdir(d)
+                        if (m := re.search(r"-seed(\d+)$", n))})
+        for v in VARIANTS:
+            for c in CRITICS:
+                for seed in seeds:
+                    p = os.path.join(d, f"{v}-{c}-seed{seed}")
+                    if os.path.isfile(os.path.join(p, "cell.json")):
+                        out.append((ds, v, c, seed, p))
+    return out
+
+
+def mean_std(xs, digits=1, scale=1.0):
+    xs = [x * scale for x in xs]
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def per_cell(base):
+    print("| dataset | variant | critic | seed | steps | comir+aamd success | eff. rank repr. A / B "
+          "| eff. rank bottleneck A / B | eff. rank pooled A / B | gap ratio repr. "
+          "| gap ratio bottleneck |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for ds, v, c, seed, p in cells(base):
+        r, s, g = read_cell(p)
+
+        def ranks(layer):
+            return f"{s[(layer, 'A')]:.1f} / {s[(layer, 'B')]:.1f}"
+        print(f"| {ds} | {v} | {c} | {seed} | {r['steps']} | {r['successes']}/{r['cases']} "
+              f"({100 * r['rate']:.1f} %) | {ranks('representation')} | {ranks('bottleneck')} "
+              f"| {ranks('bottleneck-pooled')} | {g['representation']:.2f} "
+              f"| {g['bottleneck']:.2f} |")
+
+
+def summary(base):
+    groups = {}
+    for ds, v, c, seed, p in cells(base):
+        groups.setdefault((ds, v, c), []).append(read_cell(p))
+    for ds in DATASETS:
+        rows = [(k, g) for k, g in groups.items() if k[0] == ds]
+        if not rows:
+            continue
+        cases = rows[0][1][0][0]["cases"]
+        print(f"\n**{ds}** ({cases} cases per seed)\n")
+        print("| variant | critic | seeds | comir+aamd success % | eff. rank bottleneck A | "
+              "eff. rank bottleneck B | gap ratio bottleneck | eff. rank repr. A |")
+        print("|---|---|---|---|---|---|---|---|")
+        for v in VARIANTS:
+            for c in CRITICS:
+                g = groups.get((ds, v, c))
+                if not g:
+                    continue
+                rate = [r["rate"] for r, _, _ in g]
+                ra = [s[("bottleneck", "A")] for _, s, _ in g]
+                rb = [s[("bottleneck", "B")] for _, s, _ in g]
+                gap = [gg["bottleneck"] for _, _, gg in g]
+                rep = [s[("representation", "A")] for _, s, _ in g]
+                print(f"| {v} | {c} | {len(g)} | {mean_std(rate, 1, 100.0)} | {mean_std(ra)} "
+                      f"| {mean_std(rb)} | {mean_std(gap, 2)} | {mean_std(rep)} |")
+
+
+if __name__ == "__main__":
+    base = sys.argv[1] if len(sys.argv) > 1 else "study-2023"
+    what = sys.argv[2] if len(sys.argv) > 2 else "summary"
+    if what == "cells":
+        per_cell(base)
+    elif what == "summary":
+        summary(base)
+    else:
+        sys.exit(f"summarize.py: unknown table {what!r} (cells or summary)")
