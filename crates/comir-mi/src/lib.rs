@@ -48,7 +48,7 @@
 //! elastix's schedule), then subsampling by the factor. Levels are built from the next finer level
 //! (blurring it by the missing `√(σ² − σ_prev²)` and subsampling by the ratio of factors), which
 //! is far cheaper than blurring the full image with wide kernels. A level whose shrunk image would
-//! have a side below [`MattesMiConfig::min_level_size`] (16 px) is skipped; the finest level is
+//! have a side below [`MattesMiConfig::min_level_size`] (32 px) is skipped; the finest level is
 //! always kept. Parameters are always expressed at full resolution, so nothing is rescaled between
 //! levels.
 //!
@@ -89,7 +89,7 @@ pub struct MattesMiConfig {
     pub bins: usize,
     /// Pyramid shrink factors, coarsest first, strictly decreasing, each ≥ 1 (default
     /// `[16, 8, 4, 2, 1]`; levels that would be smaller than `min_level_size` are skipped, so a
-    /// 182×218 MR slice uses 8, 4, 2, 1 as elastix's default rigid map does). The extra 16× level
+    /// 182×218 MR slice uses 4, 2, 1 and a 256² image 8, 4, 2, 1). The extra 16× level
     /// widens the capture range on 512² images: on raw SHG vs H&E (MultiRegEval protocol, levels
     /// 1–4, multi-start) it raised the success rate from 75 % to 97.5 % on the 10 pairs it was tuned
     /// on and from 84 % to 91 % on the 11 held-out pairs, at +10 % time.
@@ -98,7 +98,10 @@ pub struct MattesMiConfig {
     /// smoothed with σ = `sigma_per_factor · f` (default 0.5, elastix's schedule). At least 0.
     pub sigma_per_factor: f64,
     /// A level is skipped when its shrunk fixed or moving image would have a side shorter than this
-    /// many pixels (default 16); the finest level is always kept. At least 4.
+    /// many pixels (default 32); the finest level is always kept. At least 4. With 16, a 256²
+    /// image started at 16² and one of three histology pairs failed at every level (raw SHG vs
+    /// H&E resampled to 256², 12 cases: 66.7 % → 100 % with 32); on MNI152 T1/T2 (12 pairs, 48
+    /// cases) both give 100 % (median error 0.42 → 0.31 px), on AANLIB CT/MR 83.3 → 91.7 %.
     pub min_level_size: usize,
     /// Fraction of pixels clipped at each end of each image's intensity range before it is mapped
     /// onto the bins (default 0: the plain `[min, max]` range, as elastix). In [0, 0.25).
@@ -131,7 +134,7 @@ impl Default for MattesMiConfig {
             bins: 32,
             shrink_factors: vec![16, 8, 4, 2, 1],
             sigma_per_factor: 0.5,
-            min_level_size: 16,
+            min_level_size: 32,
             intensity_clip: 0.0,
             max_samples: 4096,
             min_valid_fraction: 0.25,

@@ -125,8 +125,11 @@ fn recovers_rotation_and_translation_on_the_multimodal_phantom() {
         (112, 13, 10.0, [8.0, -6.0]),
     ] {
         let (o, truth, err, w) = register_known(w, seed, deg, shift);
+        // 1 % of the width (MultiRegEval's success is 2 %): with the default 32 px coarsest
+        // level these 128² phantoms start at 32², and seed 12 ends 1.1 px off (0.5 px with a
+        // 16² level, which in turn loses real 256² pairs; see `min_level_size`).
         assert!(
-            err < 0.005 * w,
+            err < 0.01 * w,
             "seed {seed}: corner error {err:.3} px (w = {w}); got {:?}, truth {:?}",
             o.transform,
             truth
@@ -306,11 +309,18 @@ fn small_images_get_fewer_levels() {
     let cfg = MattesMiConfig::default();
     let small = Image::zeros(40, 50, 1);
     let big = Image::zeros(512, 512, 1);
-    assert_eq!(cfg.effective_factors(&small, &small), vec![2, 1]);
+    assert_eq!(cfg.effective_factors(&small, &small), vec![1]);
     assert_eq!(cfg.effective_factors(&big, &big), vec![16, 8, 4, 2, 1]);
     let mr = Image::zeros(182, 218, 1);
-    assert_eq!(cfg.effective_factors(&mr, &mr), vec![8, 4, 2, 1]);
-    assert_eq!(cfg.effective_factors(&big, &small), vec![2, 1]);
+    assert_eq!(cfg.effective_factors(&mr, &mr), vec![4, 2, 1]);
+    let quarter = Image::zeros(256, 256, 1);
+    assert_eq!(cfg.effective_factors(&quarter, &quarter), vec![8, 4, 2, 1]);
+    assert_eq!(cfg.effective_factors(&big, &small), vec![1]);
+    let finer = MattesMiConfig {
+        min_level_size: 16,
+        ..MattesMiConfig::default()
+    };
+    assert_eq!(finer.effective_factors(&mr, &mr), vec![8, 4, 2, 1]);
 }
 
 #[test]
