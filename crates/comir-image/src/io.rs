@@ -492,54 +492,77 @@ pub fn save_tiff_f32_bands(
              {channels} channels, bands of {band_rows} rows)"
         )));
     }
-    let to_io = |e: tiff::TiffError| std::io::Error::other(e.to_string());
     // Strips of at most ~1 MiB that divide a band, so that every band is whole strips.
     let row_bytes = width * channels * 4;
     let strip_rows = (1..=band_rows)
         .rev()
         .find(|r| band_rows % r == 0 && r * row_bytes <= 1 << 20)
         .unwrap_or(1);
-    let mut next_band = |i: usize, w: &mut dyn FnMut(&[f32]) -> std::io::Result<()>| {
-        let rows = band_rows.min(height - i * band_rows);
-        let b = band(i)?;
-        if (b.width(), b.height(), b.channels()) != (width, rows, channels) {
-            return Err(std::io::Error::other(format!(
-                "band {i} is {}×{}×{}, expected {width}×{rows}×{channels}",
-                b.width(),
-                b.height(),
-                b.channels()
-            )));
-        }
-        for strip in b.data().chunks(strip_rows * width * channels) {
-            w(strip)?;
-        }
-        Ok(())
+    let layout = BandLayout {
+        width,
+        height,
+        channels,
+        band_rows,
+        strip_rows,
     };
-    let bands = height.div_ceil(band_rows);
     write_file_atomically_with(path, |w| {
-        let mut enc = TiffEncoder::new(w).map_err(to_io)?;
-        let (tw, th) = (width as u32, height as u32);
+        let mut enc = TiffEncoder::new(w).map_err(tiff_to_io)?;
         if channels == 1 {
-            let mut img = enc
-                .new_image::<colortype::Gray32Float>(tw, th)
-                .map_err(to_io)?;
-            img.rows_per_strip(strip_rows as u32).map_err(to_io)?;
-            for i in 0..bands {
-                next_band(i, &mut |s| img.write_strip(s).map_err(to_io))?;
-            }
-            img.finish().map_err(to_io)
+            write_bands::<_, colortype::Gray32Float>(&mut enc, layout, &mut band)
         } else {
-            let mut img = enc
-                .new_image::<colortype::RGB32Float>(tw, th)
-                .map_err(to_io)?;
-            img.rows_per_strip(strip_rows as u32).map_err(to_io)?;
-            for i in 0..bands {
-                next_band(i, &mut |s| img.write_strip(s).map_err(to_io))?;
-            }
-            img.finish().map_err(to_io)
+            write_bands::<_, colortype::RGB32Float>(&mut enc, layout, &mut band)
         }
     })
     .map_err(|e| encode_error(e.to_string()))
+}
+
+#[derive(Clone, Copy)]
+struct BandLayout {
+    width: usize,
+    height: usize,
+    channels: usize,
+    band_rows: usize,
+    strip_rows: usize,
+}
+
+fn tiff_to_io(e: tiff::TiffError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// The body of [`save_tiff_f32_bands`] for one colour type: checks each band's size and writes
+/// it as strips.
+fn write_bands<W, C>(
+    enc: &mut tiff::encoder::TiffEncoder<W>,
+    l: BandLayout,
+    band: &mut dyn FnMut(usize) -> std::io::Result<Image>,
+) -> std::io::Result<()>
+where
+    W: Write + std::io::Seek,
+    C: tiff::encoder::colortype::ColorType<Inner = f32>,
+{
+    let mut img = enc
+        .new_image::<C>(l.width as u32, l.height as u32)
+        .map_err(tiff_to_io)?;
+    img.rows_per_strip(l.strip_rows as u32)
+        .map_err(tiff_to_io)?;
+    for i in 0..l.height.div_ceil(l.band_rows) {
+        let rows = l.band_rows.min(l.height - i * l.band_rows);
+        let b = band(i)?;
+        if (b.width(), b.height(), b.channels()) != (l.width, rows, l.channels) {
+            return Err(std::io::Error::other(format!(
+                "band {i} is {}×{}×{}, expected {}×{rows}×{}",
+                b.width(),
+                b.height(),
+                b.channels(),
+                l.width,
+                l.channels
+            )));
+        }
+        for strip in b.data().chunks(l.strip_rows * l.width * l.channels) {
+            img.write_strip(strip).map_err(tiff_to_io)?;
+        }
+    }
+    img.finish().map_err(tiff_to_io)
 }
 
 #[cfg(test)]
