@@ -301,24 +301,31 @@ impl FastDenseUNet {
         h: usize,
         w: usize,
     ) -> Result<Output, Error> {
+        self.forward_inference_in(&mut Workspace::new(), x, n, h, w)
+    }
+
+    /// [`FastDenseUNet::forward_inference`] in a caller's workspace, whose buffers are reused
+    /// from call to call (tiles of one image: no fresh allocation and page faults per tile).
+    ///
+    /// # Errors
+    /// As [`FastDenseUNet::forward_inference`].
+    pub fn forward_inference_in(
+        &self,
+        ws: &mut Workspace,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Output, Error> {
         self.check_input(x.len(), n, h, w)?;
         let per = self.config.in_channels * h * w;
-        let mut ws = Workspace::new();
         let mut representation = Vec::with_capacity(n * self.out_channels() * h * w);
         let mut bottleneck = Vec::new();
         // forward_impl needs `&mut` running statistics only in training; a scratch copy keeps
         // `self` immutable here.
         let mut running = self.running.clone();
         for i in 0..n {
-            self.forward_impl_with(
-                &mut running,
-                &x[i * per..(i + 1) * per],
-                1,
-                h,
-                w,
-                &mut ws,
-                false,
-            );
+            self.forward_impl_with(&mut running, &x[i * per..(i + 1) * per], 1, h, w, ws, false);
             representation.extend_from_slice(&ws.repr);
             bottleneck.extend(ws.bottleneck());
         }

@@ -80,6 +80,8 @@ pub struct Representer {
     net_b: DenseUNet,
     /// The same networks on the CPU engine (used when `device` is the CPU).
     fast: Option<(FastDenseUNet, FastDenseUNet)>,
+    /// The engine's buffers of each network, kept from tile to tile.
+    workspaces: [std::sync::Mutex<comir_engine::Workspace>; 2],
     device: Device,
     /// Largest tile side in pixels, margin included (default 640; rounded down to a multiple of
     /// `2^depth`). Bounds memory: inference of the `small` preset needs roughly 0.5 KiB per tile
@@ -121,6 +123,7 @@ impl Representer {
             net_a: model.networks.a,
             net_b: model.networks.b,
             fast,
+            workspaces: Default::default(),
             device: device.clone(),
             max_tile: 640,
             margin: 64,
@@ -138,7 +141,12 @@ impl Representer {
     ) -> Result<Vec<f32>, Error> {
         if let Some((a, b)) = &self.fast {
             let net = if modality == Modality::A { a } else { b };
-            return Ok(net.forward_inference(&tile, 1, h, w)?.representation);
+            let mut ws = self.workspaces[modality as usize]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return Ok(net
+                .forward_inference_in(&mut ws, &tile, 1, h, w)?
+                .representation);
         }
         let net = match modality {
             Modality::A => &self.net_a,
@@ -258,7 +266,10 @@ impl Representer {
     ) -> Result<PatchEmbedding, Error> {
         if let Some((a, b)) = &self.fast {
             let net = if modality == Modality::A { a } else { b };
-            let out = net.forward_inference(&tile, 1, h, w)?;
+            let mut ws = self.workspaces[modality as usize]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let out = net.forward_inference_in(&mut ws, &tile, 1, h, w)?;
             return Ok(PatchEmbedding {
                 representation: out.representation,
                 bottleneck: out.bottleneck,
