@@ -297,7 +297,8 @@ impl FastTrainer {
             Tensor::<4>::from_data(TensorData::new(z, [n, d, s, s]), &self.device).require_grad()
         };
         let (ta, tb) = (leaf(za), leaf(zb));
-        let positive_mse = scalar((ta.clone() - tb.clone()).powf_scalar(2.0).mean().detach());
+        let positive_sq = (ta.clone() - tb.clone()).powf_scalar(2.0).mean();
+        let positive_mse = scalar(positive_sq.clone().detach());
         let contrastive = info_nce(
             ta.clone(),
             tb.clone(),
@@ -305,6 +306,9 @@ impl FastTrainer {
             self.settings.tau,
         );
         let mut loss = contrastive.clone();
+        if self.settings.align_weight > 0.0 {
+            loss = loss + positive_sq * self.settings.align_weight;
+        }
         // The bottleneck term on leaves in the networks' (rotated) frames; the shared
         // comir_train code undoes the rotations as burn's trainer does.
         let mut bottleneck = 0.0;

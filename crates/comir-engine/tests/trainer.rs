@@ -160,3 +160,64 @@ fn fast_trainer_matches_burn_with_projection_bottleneck_supervision() {
         Clipping::PerParameter(1.0),
     );
 }
+
+fn with_alignment(weight: f64, seed: u64) -> TrainSettings {
+    TrainSettings {
+        seed,
+        align_weight: weight,
+        l1_decay: 0.0,
+        l2_decay: 0.0,
+        grad_clip_norm: None,
+        ..TrainSettings::default()
+    }
+}
+
+#[test]
+fn fast_trainer_step_matches_burn_trainer_with_alignment() {
+    compare(with_alignment(2.0, 8), Clipping::None);
+}
+
+#[test]
+fn alignment_term_adds_to_the_loss_and_pulls_the_modalities_together() {
+    let cfg = tiny();
+    let guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let trainer = Trainer::new(&cfg, &cfg, with_alignment(0.0, 9), &Device::flex()).expect("t");
+    let (a, b) = trainer.networks();
+    let engine = |w: f64| {
+        let ea = FastDenseUNet::from_burn(a, &cfg).expect("a");
+        let eb = FastDenseUNet::from_burn(b, &cfg).expect("b");
+        FastTrainer::new(ea, eb, with_alignment(w, 9), Clipping::None).expect("fast")
+    };
+    let (mut plain, mut aligned) = (engine(0.0), engine(10.0));
+    drop(guard);
+    let first = batch(7);
+    let (p, q) = (
+        plain.step(&first).expect("step"),
+        aligned.step(&first).expect("step"),
+    );
+    // Same weights, same batch: the loss differs by exactly w · mean squared difference.
+    assert!((p.positive_mse - q.positive_mse).abs() < 1e-9);
+    assert!((p.contrastive - q.contrastive).abs() < 1e-6);
+    let expected = q.contrastive + 10.0 * q.positive_mse;
+    assert!(
+        (q.loss - expected).abs() <= 1e-5 * expected.abs(),
+        "loss {} vs contrastive + 10 · mse {}",
+        q.loss,
+        expected
+    );
+    for step in 1..4 {
+        plain.step(&batch(7 + step)).expect("step");
+        aligned.step(&batch(7 + step)).expect("step");
+    }
+    let held_out = batch(99);
+    let (p, q) = (
+        plain.evaluate(&held_out).expect("eval"),
+        aligned.evaluate(&held_out).expect("eval"),
+    );
+    assert!(
+        q.positive_mse < 0.75 * p.positive_mse,
+        "corresponding outputs: mean squared difference {} with the term, {} without",
+        q.positive_mse,
+        p.positive_mse
+    );
+}

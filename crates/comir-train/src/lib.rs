@@ -120,6 +120,12 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Contrastive supervision of the bottleneck (default off: the CoMIR baseline).
     pub bottleneck: BottleneckSettings,
+    /// Weight of a direct alignment term, the mean squared difference of corresponding A/B
+    /// representations, added to the loss (default 0: CoMIR's loss, InfoNCE alone). Not in the
+    /// reference: constant patches (SHG's black and H&E's white background) are as close to every
+    /// other constant patch as to their positive, so InfoNCE leaves their levels free and the two
+    /// networks map the background to different values; this term pins them together.
+    pub align_weight: f64,
 }
 
 impl Default for TrainSettings {
@@ -134,6 +140,7 @@ impl Default for TrainSettings {
             grad_clip_norm: Some(1.0),
             seed: 0,
             bottleneck: BottleneckSettings::default(),
+            align_weight: 0.0,
         }
     }
 }
@@ -155,6 +162,12 @@ impl TrainSettings {
             ));
         }
         let non_negative = |x: f64| x >= 0.0 && x.is_finite();
+        if !non_negative(self.align_weight) {
+            return bad(format!(
+                "align_weight must be finite and ≥ 0, got {}",
+                self.align_weight
+            ));
+        }
         if !non_negative(self.l1_decay) || !non_negative(self.l2_decay) {
             return bad(format!(
                 "activation decay weights must be finite and ≥ 0, got {} and {}",
@@ -554,9 +567,13 @@ impl Trainer {
             rot90_inverse(ya.clone(), &ka),
             rot90_inverse(yb.clone(), &kb),
         );
-        let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean().detach());
+        let positive_sq = (za.clone() - zb.clone()).powf_scalar(2.0).mean();
+        let positive_mse = scalar(positive_sq.clone().detach());
         let contrastive = info_nce(za, zb, self.settings.critic, self.settings.tau);
         let mut loss = contrastive.clone();
+        if self.settings.align_weight > 0.0 {
+            loss = loss + positive_sq * self.settings.align_weight;
+        }
         let mut bottleneck = 0.0;
         if self.bottleneck.is_on() {
             let lb = self.bottleneck.loss(oa.bottleneck, ob.bottleneck, &ka, &kb);
