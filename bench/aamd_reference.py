@@ -282,12 +282,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"aamd_reference: {args.cases}/cases.csv not found (write it with "
                          f"`comir eval ... --export-cases DIR`)")
     rows = run_cases(aamd, args.cases, args.out, args.iterations, args.limit, args.verbose)
-    n = len(rows)
-    succ = sum(r["success"] for r in rows)
-    secs = [r["seconds"] for r in rows if not math.isnan(r["seconds"])]
-    print(f"{METHOD}: {n} cases, {succ} successes ({100.0 * succ / max(n, 1):.1f}%), "
-          f"median {float(np.median(secs)) if secs else float('nan'):.2f} s/case, "
-          f"total {sum(secs):.1f} s → {args.out}", file=sys.stderr)
+    er.print_summary(METHOD, rows, args.out)
     return 0
 
 

@@ -92,6 +92,16 @@ class Rigid2:
                 f"c=({self.c[0]:.2f}, {self.c[1]:.2f}))")
 
 
+def print_summary(method: str, rows: list, out: str) -> None:
+    """One stderr line: cases, successes, median and total seconds of `rows`."""
+    n = len(rows)
+    succ = sum(r["success"] for r in rows)
+    secs = [r["seconds"] for r in rows if not math.isnan(r["seconds"])]
+    print(f"{method}: {n} cases, {succ} successes ({100.0 * succ / max(n, 1):.1f}%), "
+          f"median {float(np.median(secs)) if secs else float('nan'):.2f} s/case, "
+          f"total {sum(secs):.1f} s → {out}", file=sys.stderr)
+
+
 def corners(w: float, h: float) -> np.ndarray:
     # The MultiRegEval / comir corners: w and h, not w − 1 and h − 1.
     return np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]])
@@ -465,12 +475,7 @@ def main(argv=None) -> int:
         ap.error("--cases DIR is required (or --selftest)")
     rows = run_cases(args.cases, args.out, args.resolutions, args.iterations, args.threads,
                      args.limit, args.seed, args.verbose)
-    n = len(rows)
-    succ = sum(r["success"] for r in rows)
-    secs = [r["seconds"] for r in rows if not math.isnan(r["seconds"])]
-    print(f"elastix: {n} cases, {succ} successes ({100.0 * succ / max(n, 1):.1f}%), "
-          f"median {float(np.median(secs)) if secs else float('nan'):.2f} s/case, "
-          f"total {sum(secs):.1f} s → {args.out}", file=sys.stderr)
+    print_summary("elastix", rows, args.out)
     return 0
 
 
