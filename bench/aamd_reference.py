@@ -43,7 +43,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 import types
 import warnings
 
@@ -151,57 +150,16 @@ def register(aamd, fixed: np.ndarray, moving: np.ndarray, iterations: float):
 
 def run_cases(aamd, cases_dir: str, out: str, iterations: float, limit: int | None,
               verbose: bool) -> list[dict]:
-    cases = er.read_cases(cases_dir)
-    if limit is not None:
-        cases = cases[:limit]
-    rows = []
-    for i, cs in enumerate(cases):
-        w, h = int(cs["width"]), int(cs["height"])
-        truth = er.Rigid2(float(cs["truth_angle_rad"]), [float(cs["truth_tx"]), float(cs["truth_ty"])],
-                          [float(cs["truth_cx"]), float(cs["truth_cy"])])
-        # Same reporting as elastix_register.py: the displacement G = truth⁻¹ (φ = −θ, t_d = −t).
-        row = {
-            "pair": cs["pair"], "level": int(cs["level"]), "method": METHOD, "width": w,
-            "initial_error_px": float(cs["initial_error_px"]),
-            "true_angle_deg": math.degrees(-truth.angle),
-            "true_tx": -float(cs["truth_tx"]), "true_ty": -float(cs["truth_ty"]),
-        }
-        try:
-            fixed = er.read_float_image(os.path.join(cases_dir, cs["fixed"]))
-            moving = er.read_float_image(os.path.join(cases_dir, cs["moving"]))
-            if fixed.shape != (h, w):
-                raise ValueError(f"fixed image is {fixed.shape[1]}x{fixed.shape[0]}, "
-                                 f"cases.csv says {w}x{h}")
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                _, est, pts, metric = register(aamd, fixed, moving, iterations)
-            finally:
-                row["seconds"] = time.perf_counter() - t0
-                row["cpu_seconds"] = time.process_time() - c0  # log only; not a results column
-            err = er.corner_error_pts(pts, truth, w, h)
-            row.update(error_px=err, success=bool(err <= er.SUCCESS_FRAC * w),
-                       found_angle_deg=math.degrees(est.angle), metric_value=metric, status="ok")
-            if verbose:
-                print(f"    values per start (0, -0.4, +0.4): {aamd._comir_recorder.last[1]}  {est}",
-                      file=sys.stderr)
-        except Exception as e:  # a failed case becomes a failed row, like comir's
-            msg = f"{type(e).__name__}: {e}".replace("\n", " ").strip()
-            row.setdefault("seconds", float("nan"))
-            row.update(error_px=float("nan"), success=False, found_angle_deg=float("nan"),
-                       metric_value=float("nan"), status=msg)
-        rows.append(row)
-        print(f"[{i + 1}/{len(cases)}] {cs['case']} {row['pair']} L{row['level']}: "
-              f"error {row['error_px']:.3f} px (initial {row['initial_error_px']:.1f}), "
-              f"{'ok' if row['success'] else 'FAIL'}, {row['seconds']:.2f} s "
-              f"(cpu {row.get('cpu_seconds', float('nan')):.2f} s)"
-              + ("" if row["status"] == "ok" else f"  [{row['status']}]"), file=sys.stderr)
-        er.write_results(out, rows)  # keep partial results if interrupted
-    return rows
+    def one(fixed, moving):
+        _, est, pts, metric = register(aamd, fixed, moving, iterations)
+        if verbose:
+            print(f"    values per start (0, -0.4, +0.4): {aamd._comir_recorder.last[1]}  {est}",
+                  file=sys.stderr)
+        return est, metric, pts
+
+    return er.register_cases(cases_dir, out, METHOD, limit, one)
 
 
-# ----------------------------------------------------------------------------------------------
-# Self-test
-# ----------------------------------------------------------------------------------------------
 def selftest(aamd, iterations: float) -> int:
     """Known transforms on a synthetic non-square pair, through the same code as a benchmark run.
 

@@ -272,11 +272,24 @@ def warm_up(threads: int) -> None:
 
 def run_cases(cases_dir: str, out: str, resolutions: int, iterations: int, threads: int,
               limit: int | None, seed: int, verbose: bool) -> list[dict]:
+    warm_up(threads)
+
+    def register(fixed, moving):
+        est, metric, _ = register_multistart(fixed, moving, resolutions, iterations, threads,
+                                             seed, verbose)
+        return est, metric, None
+
+    return register_cases(cases_dir, out, METHOD, limit, register)
+
+
+def register_cases(cases_dir: str, out: str, method: str, limit: int | None, register) -> list[dict]:
+    """Registers every exported case with `register(fixed, moving) -> (Rigid2, metric value,
+    the estimate's corner points or None)` and writes comir-format rows to `out` after each case.
+    Corner points, when given, are scored directly (a method whose map is not a Rigid2)."""
     cases = read_cases(cases_dir)
     if limit is not None:
         cases = cases[:limit]
     rows = []
-    warm_up(threads)
     for i, c in enumerate(cases):
         w, h = int(c["width"]), int(c["height"])
         truth = Rigid2(float(c["truth_angle_rad"]), [float(c["truth_tx"]), float(c["truth_ty"])],
@@ -284,7 +297,7 @@ def run_cases(cases_dir: str, out: str, resolutions: int, iterations: int, threa
         # comir reports the displacement G = truth⁻¹ = R(φ)(p − c) + c + R(φ)t_d with φ = −θ and
         # t_d = −t (both about the same centre c).
         row = {
-            "pair": c["pair"], "level": int(c["level"]), "method": METHOD, "width": w,
+            "pair": c["pair"], "level": int(c["level"]), "method": method, "width": w,
             "initial_error_px": float(c["initial_error_px"]),
             "true_angle_deg": math.degrees(-truth.angle),
             "true_tx": -float(c["truth_tx"]), "true_ty": -float(c["truth_ty"]),
@@ -297,12 +310,12 @@ def run_cases(cases_dir: str, out: str, resolutions: int, iterations: int, threa
                                  f"cases.csv says {w}x{h}")
             t0, c0 = time.perf_counter(), time.process_time()
             try:
-                est, metric, _ = register_multistart(fixed, moving, resolutions, iterations,
-                                                     threads, seed, verbose)
+                est, metric, pts = register(fixed, moving)
             finally:
                 row["seconds"] = time.perf_counter() - t0
                 row["cpu_seconds"] = time.process_time() - c0  # log only; not a results column
-            err = corner_error(est, truth, w, h)
+            err = (corner_error(est, truth, w, h) if pts is None
+                   else corner_error_pts(pts, truth, w, h))
             row.update(error_px=err, success=bool(err <= SUCCESS_FRAC * w),
                        found_angle_deg=math.degrees(est.angle), metric_value=metric, status="ok")
         except Exception as e:  # a failed case becomes a failed row, like comir's
