@@ -1,4 +1,4 @@
-use comir_image::ops::gaussian_blur;
+use comir_image::ops::{gaussian_blur, network_input};
 use comir_image::Image;
 use rand::Rng;
 
@@ -22,6 +22,11 @@ pub struct PatchConfig {
     pub log_a: bool,
     /// Apply `log(1 + x)` to modality B (default false).
     pub log_b: bool,
+    /// Stretch each modality-A image's 1st and 99th percentiles to 0 and 1, after the log
+    /// (default false; not in the reference: evens out acquisition batches).
+    pub normalize_a: bool,
+    /// The same for modality B.
+    pub normalize_b: bool,
 }
 
 impl Default for PatchConfig {
@@ -34,6 +39,8 @@ impl Default for PatchConfig {
             blur_sigma_max: 2.0,
             log_a: false,
             log_b: false,
+            normalize_a: false,
+            normalize_b: false,
         }
     }
 }
@@ -145,13 +152,8 @@ impl PatchSampler {
                     });
                 }
             }
-            for (img, on) in [(a, config.log_a), (b, config.log_b)] {
-                if on {
-                    img.data_mut()
-                        .iter_mut()
-                        .for_each(|v| *v = v.max(0.0).ln_1p());
-                }
-            }
+            network_input(a, config.log_a, config.normalize_a);
+            network_input(b, config.log_b, config.normalize_b);
         }
         let channels = (pairs[0].1.channels(), pairs[0].2.channels());
         if let Some((name, ..)) = pairs

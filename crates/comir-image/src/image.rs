@@ -236,4 +236,86 @@ impl Image {
     pub fn is_finite(&self) -> bool {
         self.data.iter().all(|v| v.is_finite())
     }
+
+    /// The `clip` and `1 − clip` quantiles of all values, read from a 4096-bin histogram between
+    /// the minimum and the maximum (one pass, no copy of the data: fit for 10,000² images; the
+    /// answer is within 1/4096 of the range). `[min, max]` when `clip` is 0, or when the two
+    /// quantiles meet (an image that is almost constant).
+    pub fn quantile_range(&self, clip: f64) -> (f32, f32) {
+        match self.quantile_bins(clip) {
+            Some(q) if q.high_bin >= q.low_bin => {
+                let a = q.min + q.low_bin as f32 * q.bin_width;
+                let b = (q.min + (q.high_bin + 1) as f32 * q.bin_width).min(q.max);
+                if b > a {
+                    (a, b)
+                } else {
+                    (q.min, q.max)
+                }
+            }
+            _ => self.min_max(),
+        }
+    }
+
+    /// Rescales all values linearly so that the `clip` quantile becomes 0 and the `1 − clip`
+    /// quantile 1 (values beyond them are kept, not clipped). An image whose two quantiles fall
+    /// in one histogram bin (almost constant) is left as it is. This evens out images of one
+    /// modality taken with different exposure or staining, e.g. bright-field backgrounds at 135
+    /// in one batch and at 250 in another.
+    pub fn stretch_quantiles(&mut self, clip: f64) {
+        let Some(q) = self.quantile_bins(clip) else {
+            return;
+        };
+        if q.high_bin <= q.low_bin {
+            return;
+        }
+        let (lo, hi) = self.quantile_range(clip);
+        let scale = 1.0 / (hi - lo);
+        self.data.iter_mut().for_each(|v| *v = (*v - lo) * scale);
+    }
+
+    /// The histogram bins of the `clip` and `1 − clip` quantiles; `None` when `clip` is 0 or
+    /// the image is constant.
+    fn quantile_bins(&self, clip: f64) -> Option<QuantileBins> {
+        let (lo, hi) = self.min_max();
+        if clip <= 0.0 || hi <= lo {
+            return None;
+        }
+        const NB: usize = 4096;
+        let mut hist = vec![0usize; NB];
+        let scale = NB as f32 / (hi - lo);
+        for &v in &self.data {
+            let b = ((v - lo) * scale) as usize;
+            hist[b.min(NB - 1)] += 1;
+        }
+        let target = (clip * self.data.len() as f64) as usize;
+        // The first bin, counting from one end, where the running count passes the target.
+        fn first_past<'a>(
+            bins: impl Iterator<Item = (usize, &'a usize)>,
+            target: usize,
+        ) -> Option<usize> {
+            let mut acc = 0;
+            bins.map(|(i, &c)| {
+                acc += c;
+                (i, acc)
+            })
+            .find(|&(_, acc)| acc > target)
+            .map(|(i, _)| i)
+        }
+        Some(QuantileBins {
+            min: lo,
+            max: hi,
+            bin_width: (hi - lo) / NB as f32,
+            low_bin: first_past(hist.iter().enumerate(), target).unwrap_or(0),
+            high_bin: first_past(hist.iter().enumerate().rev(), target).unwrap_or(NB - 1),
+        })
+    }
+}
+
+/// Where two quantiles fall in a histogram of an image's values.
+struct QuantileBins {
+    min: f32,
+    max: f32,
+    bin_width: f32,
+    low_bin: usize,
+    high_bin: usize,
 }

@@ -2,6 +2,27 @@
 
 use crate::Image;
 
+/// The quantile that [`network_input`] stretches to 0 (and `1 −` it to 1) when asked to
+/// normalise.
+pub const INPUT_STRETCH_QUANTILE: f64 = 0.01;
+
+/// The intensity transform a CoMIR network sees its images through, the same in training and
+/// inference: `log(1 + x)` when `log` (the reference does it for SHG), then, when `normalize`,
+/// a per-image linear stretch of the 1st and 99th percentiles to 0 and 1
+/// ([`Image::stretch_quantiles`]). The stretch is not in the reference: it makes one modality
+/// look alike across acquisition batches, e.g. bright-field slides whose background is at 135
+/// in one batch and at 250 in another.
+pub fn network_input(img: &mut Image, log: bool, normalize: bool) {
+    if log {
+        img.data_mut()
+            .iter_mut()
+            .for_each(|v| *v = v.max(0.0).ln_1p());
+    }
+    if normalize {
+        img.stretch_quantiles(INPUT_STRETCH_QUANTILE);
+    }
+}
+
 /// What a sample outside the image returns when warping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Border {

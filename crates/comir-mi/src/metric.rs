@@ -147,10 +147,10 @@ impl Level {
         clip: f64,
         rng: &mut ChaCha8Rng,
     ) -> Level {
-        let (fmin, fmax) = quantile_range(fixed, clip);
+        let (fmin, fmax) = fixed.quantile_range(clip);
         let (fmin, fmax) = (fmin as f64, fmax as f64);
         let frange = if fmax > fmin { fmax - fmin } else { 1.0 };
-        let (mmin, mmax) = quantile_range(&moving, clip);
+        let (mmin, mmax) = moving.quantile_range(clip);
         let (mmin, mmax) = (mmin as f64, mmax as f64);
         let mrange = if mmax > mmin { mmax - mmin } else { 1.0 };
         let (fw, fh) = full_size;
@@ -325,50 +325,6 @@ impl Level {
             grad,
             valid,
         }
-    }
-}
-
-/// The intensity range mapped onto the histogram bins: `[min, max]` when `clip` is 0, otherwise
-/// the `clip` and `1 − clip` quantiles (from a 4096-bin histogram of the values), so that a few
-/// extreme pixels do not squeeze the rest of the image into a couple of bins.
-pub(crate) fn quantile_range(img: &Image, clip: f64) -> (f32, f32) {
-    let (lo, hi) = img.min_max();
-    if clip <= 0.0 || hi <= lo {
-        return (lo, hi);
-    }
-    const NB: usize = 4096;
-    let mut hist = vec![0usize; NB];
-    let scale = NB as f32 / (hi - lo);
-    for &v in img.data() {
-        let b = ((v - lo) * scale) as usize;
-        hist[b.min(NB - 1)] += 1;
-    }
-    let n = img.data().len();
-    let target = (clip * n as f64) as usize;
-    let mut acc = 0;
-    let mut qlo = 0;
-    for (i, &c) in hist.iter().enumerate() {
-        acc += c;
-        if acc > target {
-            qlo = i;
-            break;
-        }
-    }
-    acc = 0;
-    let mut qhi = NB - 1;
-    for (i, &c) in hist.iter().enumerate().rev() {
-        acc += c;
-        if acc > target {
-            qhi = i;
-            break;
-        }
-    }
-    let bin = (hi - lo) / NB as f32;
-    let (a, b) = (lo + qlo as f32 * bin, lo + (qhi + 1) as f32 * bin);
-    if b > a {
-        (a, b.min(hi))
-    } else {
-        (lo, hi)
     }
 }
 

@@ -61,6 +61,11 @@ pub struct InputTransform {
     pub log_a: bool,
     /// `log(1 + x)` on modality B.
     pub log_b: bool,
+    /// Per-image stretch of the 1st–99th percentiles to [0, 1] on modality A, after the log
+    /// (`comir_image::ops::network_input`). Absent in older model folders: off.
+    pub normalize_a: bool,
+    /// The same on modality B.
+    pub normalize_b: bool,
 }
 
 /// What a model folder holds, as `model.json`.

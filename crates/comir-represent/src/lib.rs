@@ -178,9 +178,10 @@ impl Representer {
         modality: Modality,
     ) -> Result<std::borrow::Cow<'i, Image>, Error> {
         use std::borrow::Cow;
-        let (cfg, log) = match modality {
-            Modality::A => (&self.card.network_a, self.card.input.log_a),
-            Modality::B => (&self.card.network_b, self.card.input.log_b),
+        let input = &self.card.input;
+        let (cfg, log, normalize) = match modality {
+            Modality::A => (&self.card.network_a, input.log_a, input.normalize_a),
+            Modality::B => (&self.card.network_b, input.log_b, input.normalize_b),
         };
         let mut x = match (img.channels(), cfg.in_channels) {
             (c, n) if c == n => Cow::Borrowed(img),
@@ -197,11 +198,8 @@ impl Representer {
                 "the image holds NaN or infinite values".to_string(),
             ));
         }
-        if log {
-            x.to_mut()
-                .data_mut()
-                .iter_mut()
-                .for_each(|v| *v = v.max(0.0).ln_1p());
+        if log || normalize {
+            comir_image::ops::network_input(x.to_mut(), log, normalize);
         }
         Ok(x)
     }
@@ -741,5 +739,37 @@ mod tests {
         assert_eq!(f.data(), m.data());
         let (lo, hi) = f.min_max();
         assert!(lo >= 0.0 && hi <= 1.0 && hi - lo > 0.5);
+    }
+
+    #[test]
+    fn the_model_cards_input_stretch_makes_the_representation_exposure_invariant() {
+        let device = Device::flex();
+        let img = test_image(40, 36);
+        // The same scene under a dimmer lamp: an affine change of every intensity.
+        let mut dim = img.clone();
+        dim.data_mut().iter_mut().for_each(|v| *v = 0.55 * *v + 0.12);
+        let worst = |a: &Image, b: &Image| {
+            a.data()
+                .iter()
+                .zip(b.data())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let plain = Representer::new(model(&device), &device).expect("representer");
+        let off = worst(
+            &plain.represent(&img, Modality::B).expect("represent"),
+            &plain.represent(&dim, Modality::B).expect("represent"),
+        );
+        // `model` seeds the device: the same weights again, now with the stretch on.
+        let mut m = model(&device);
+        m.card.input.normalize_b = true;
+        let stretched = Representer::new(m, &device).expect("representer");
+        let on = worst(
+            &stretched.represent(&img, Modality::B).expect("represent"),
+            &stretched.represent(&dim, Modality::B).expect("represent"),
+        );
+        // The stretch is read from a 4096-bin histogram, so the two inputs agree to ~1e-3.
+        assert!(on < 0.1 * off, "with the stretch {on}, without {off}");
+        assert!(on < 5e-3, "with the stretch the representations differ by {on}");
     }
 }

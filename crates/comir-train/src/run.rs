@@ -589,6 +589,8 @@ pub fn train(
         InputTransform {
             log_a: config.patches.log_a,
             log_b: config.patches.log_b,
+            normalize_a: config.patches.normalize_a,
+            normalize_b: config.patches.normalize_b,
         },
     );
     std::fs::create_dir_all(&paths.out)

@@ -83,6 +83,8 @@ pub fn run(args: ImportTorchArgs) -> Result<()> {
         InputTransform {
             log_a: args.log_a,
             log_b: args.log_b,
+            normalize_a: false,
+            normalize_b: false,
         },
     );
     card.training = serde_json::json!({
