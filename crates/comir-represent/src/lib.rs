@@ -747,7 +747,9 @@ mod tests {
         let img = test_image(40, 36);
         // The same scene under a dimmer lamp: an affine change of every intensity.
         let mut dim = img.clone();
-        dim.data_mut().iter_mut().for_each(|v| *v = 0.55 * *v + 0.12);
+        dim.data_mut()
+            .iter_mut()
+            .for_each(|v| *v = 0.55 * *v + 0.12);
         let worst = |a: &Image, b: &Image| {
             a.data()
                 .iter()
@@ -770,6 +772,9 @@ mod tests {
         );
         // The stretch is read from a 4096-bin histogram, so the two inputs agree to ~1e-3.
         assert!(on < 0.1 * off, "with the stretch {on}, without {off}");
-        assert!(on < 5e-3, "with the stretch the representations differ by {on}");
+        assert!(
+            on < 5e-3,
+            "with the stretch the representations differ by {on}"
+        );
     }
 }

@@ -69,6 +69,10 @@ pub struct Schedule {
     pub validation_batches: usize,
     /// Write a checkpoint every this many steps (default 50).
     pub checkpoint_every: usize,
+    /// Keep a copy of the model every this many steps in `OUT/snapshots/step-NNNNNN/` (a
+    /// complete model folder for `--model`), to measure quality against training time from one
+    /// run (default 0: none).
+    pub snapshot_every: usize,
     /// A wall-clock budget: stop (with a checkpoint) at the first step that ends after this
     /// many minutes of training, summed over resumed sessions (default none). The step count
     /// then depends on the machine's speed, so such runs are reproducible only through their
@@ -84,6 +88,7 @@ impl Default for Schedule {
             validate_every: 100,
             validation_batches: 4,
             checkpoint_every: 50,
+            snapshot_every: 0,
             minutes: None,
         }
     }
@@ -338,6 +343,8 @@ pub struct RunSummary {
 
 const CHECKPOINT_FILE: &str = "checkpoint.bin";
 const HISTORY_FILE: &str = "history.csv";
+/// Folder (inside the output) of the `snapshot_every` model copies.
+pub const SNAPSHOT_DIR: &str = "snapshots";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"COMIRCKP";
 /// Version 2 added the projection heads' state (a fifth part); version 1 files still load.
 const CHECKPOINT_VERSION: u32 = 2;
@@ -601,6 +608,22 @@ pub fn train(
     observer.start(first, total);
     let offset = history.last().map_or(0.0, |r: &HistoryRow| r.seconds);
     let clock = Instant::now();
+    // model.json + weights.bpk into `dir`: what `--model` needs.
+    let save_model = |dir: &Path,
+                      trainer: &dyn ContrastiveTrainer,
+                      history: &[HistoryRow],
+                      card: &mut ModelCard|
+     -> Result<(), Error> {
+        card.training = serde_json::json!({
+            "config": config,
+            "split": split,
+            "steps": trainer.steps(),
+            "data": { "a": paths.a, "b": paths.b },
+            "last": history.last(),
+        });
+        save_parts(dir, card, &trainer.inference_networks()?)
+            .map_err(|e| Error::State(format!("{}: {e}", dir.display())))
+    };
     let save = |trainer: &dyn ContrastiveTrainer,
                 rng: &ChaCha8Rng,
                 history: &[HistoryRow],
@@ -619,15 +642,7 @@ pub fn train(
         let bytes = encode_checkpoint(&Checkpoint { header, state })?;
         write_atomically(&paths.out.join(CHECKPOINT_FILE), &bytes)
             .map_err(|e| Error::State(e.to_string()))?;
-        card.training = serde_json::json!({
-            "config": config,
-            "split": split,
-            "steps": trainer.steps(),
-            "data": { "a": paths.a, "b": paths.b },
-            "last": history.last(),
-        });
-        save_parts(&paths.out, card, &trainer.inference_networks()?)
-            .map_err(|e| Error::State(e.to_string()))?;
+        save_model(&paths.out, trainer, history, card)?;
         write_history(&paths.out.join(HISTORY_FILE), history)
     };
     let mut last_saved = None;
@@ -667,6 +682,16 @@ pub fn train(
         observer.step(history.last().expect("just pushed"));
         if out_of_time {
             break;
+        }
+        let snapshot_every = config.schedule.snapshot_every;
+        if snapshot_every > 0 && (step + 1) % snapshot_every == 0 {
+            let dir = paths
+                .out
+                .join(SNAPSHOT_DIR)
+                .join(format!("step-{:06}", step + 1));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
+            save_model(&dir, trainer.as_ref(), &history, &mut card)?;
         }
         if row_is_checkpoint(step + 1, total, config.schedule.checkpoint_every) {
             save(trainer.as_ref(), &rng, &history, &mut card)?;

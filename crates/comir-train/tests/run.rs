@@ -46,45 +46,6 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     comir_testkit::write_phantom_pairs(data.path(), 0..10, 48);
     let factory = comir_train::burn_trainer_factory(burn::tensor::Device::flex());
 
-    let whole = tempfile::tempdir().expect("tmp");
-    let full = train(
-        &tiny_config(6),
-        &paths(data.path(), whole.path()),
-        false,
-        &factory,
-        &mut Silent,
-    )
-    .expect("uninterrupted run");
-    assert_eq!(full.steps, 6);
-    // 10 pairs: 2 held out for testing, 2 of the remaining 8 for validation.
-    assert_eq!(full.split.test.len(), 2);
-    assert_eq!(full.split.validation.len(), 2);
-    assert!(full.history.iter().any(|r| r.val_loss.is_some()));
-
-    // The same run stopped after 3 steps (its last checkpoint is at step 3, the end of that
-    // session), then resumed to 6.
-    let parts = tempfile::tempdir().expect("tmp");
-    let first = train(
-        &tiny_config(3),
-        &paths(data.path(), parts.path()),
-        false,
-        &factory,
-        &mut Silent,
-    )
-    .expect("first part");
-    assert_eq!(first.steps, 3);
-    let second = train(
-        &tiny_config(6),
-        &paths(data.path(), parts.path()),
-        true,
-        &factory,
-        &mut Silent,
-    )
-    .expect("resumed part");
-    assert_eq!((second.steps, second.steps_this_session), (6, 3));
-
-    let losses = |h: &[comir_train::run::HistoryRow]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
-    assert_eq!(losses(&full.history), losses(&second.history));
     // Same weights: both models give bit-identical representations (the weight files differ in
     // their parameter ids, which are random per process).
     let outputs = |dir: &Path| {
@@ -110,11 +71,70 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         }
         all
     };
+    let whole = tempfile::tempdir().expect("tmp");
+    // The uninterrupted run also keeps snapshots (they do not change the training).
+    let mut with_snapshots = tiny_config(6);
+    with_snapshots.schedule.snapshot_every = 3;
+    let full = train(
+        &with_snapshots,
+        &paths(data.path(), whole.path()),
+        false,
+        &factory,
+        &mut Silent,
+    )
+    .expect("uninterrupted run");
+    assert_eq!(full.steps, 6);
+    // 10 pairs: 2 held out for testing, 2 of the remaining 8 for validation.
+    assert_eq!(full.split.test.len(), 2);
+    assert_eq!(full.split.validation.len(), 2);
+    assert!(full.history.iter().any(|r| r.val_loss.is_some()));
+
+    // The same run stopped after 3 steps (its last checkpoint is at step 3, the end of that
+    // session), then resumed to 6.
+    let parts = tempfile::tempdir().expect("tmp");
+    let first = train(
+        &tiny_config(3),
+        &paths(data.path(), parts.path()),
+        false,
+        &factory,
+        &mut Silent,
+    )
+    .expect("first part");
+    assert_eq!(first.steps, 3);
+    let after_first_part = outputs(parts.path());
+    let second = train(
+        &tiny_config(6),
+        &paths(data.path(), parts.path()),
+        true,
+        &factory,
+        &mut Silent,
+    )
+    .expect("resumed part");
+    assert_eq!((second.steps, second.steps_this_session), (6, 3));
+
+    let losses = |h: &[comir_train::run::HistoryRow]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&full.history), losses(&second.history));
     let (o1, o2) = (outputs(whole.path()), outputs(parts.path()));
     assert!(
         o1 == o2,
         "resumed weights differ from the uninterrupted run's"
     );
+
+    // Snapshots at steps 3 and 6 are complete models with the weights of those steps.
+    let snap = |step: usize| whole.path().join(format!("snapshots/step-{step:06}"));
+    assert!(
+        outputs(&snap(6)) == o1,
+        "the last snapshot is not the final model"
+    );
+    assert!(
+        outputs(&snap(3)) == after_first_part,
+        "the step-3 snapshot differs from a 3-step run"
+    );
+    assert!(
+        after_first_part != o1,
+        "3 and 6 steps gave the same weights"
+    );
+    assert!(!snap(2).exists() && !snap(4).exists());
 
     // The folder is a complete model: inference loads it.
     let model =
