@@ -22,16 +22,24 @@ pub fn seen_pairs(card: &comir_model::ModelCard) -> HashSet<String> {
 pub struct ModelPrep {
     representer: Representer,
     fixed_modality: Modality,
+    match_histograms: bool,
 }
 
 impl ModelPrep {
-    /// Loads a model folder onto `device`.
-    pub fn load(dir: &Path, fixed_modality: Modality, device: &str) -> Result<ModelPrep> {
+    /// Loads a model folder onto `device`; `match_histograms` as in
+    /// [`comir_represent::for_registration`].
+    pub fn load(
+        dir: &Path,
+        fixed_modality: Modality,
+        device: &str,
+        match_histograms: bool,
+    ) -> Result<ModelPrep> {
         let device = crate::device::select(device)?;
         let representer = Representer::load(dir, &device)?;
         Ok(ModelPrep {
             representer,
             fixed_modality,
+            match_histograms,
         })
     }
 
@@ -55,6 +63,6 @@ impl ModelPrep {
             .representer
             .represent(moving, moving_modality)
             .context("moving image")?;
-        Ok(for_registration(&f, &m))
+        Ok(for_registration(&f, &m, self.match_histograms))
     }
 }

@@ -23,6 +23,68 @@ pub fn network_input(img: &mut Image, log: bool, normalize: bool) {
     }
 }
 
+/// `img` with its intensities remapped so that their distribution matches `reference`'s
+/// (histogram matching, as ITK's `HistogramMatchingImageFilter`): the value at quantile q of
+/// `img` becomes the value at quantile q of `reference`, for 1025 quantiles read from 4096-bin
+/// histograms, linearly in between. The map is monotone, so `img`'s structure is kept; only its
+/// intensity levels move to the reference's. Constant images are returned as they are.
+pub fn match_histogram(img: &Image, reference: &Image) -> Image {
+    const QUANTILES: usize = 1024;
+    let (Some(src), Some(dst)) = (
+        quantile_table(img, QUANTILES),
+        quantile_table(reference, QUANTILES),
+    ) else {
+        return img.clone();
+    };
+    let mut out = img.clone();
+    for v in out.data_mut() {
+        // The segment of the source table holding v (the table is non-decreasing).
+        let k = src.partition_point(|&q| q <= *v).clamp(1, QUANTILES);
+        let (a, b) = (src[k - 1], src[k]);
+        let t = if b > a {
+            ((*v - a) / (b - a)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        *v = dst[k - 1] + t * (dst[k] - dst[k - 1]);
+    }
+    out
+}
+
+/// The values at quantiles `0, 1/n, …, 1` of all of `img`'s values, from a 4096-bin histogram
+/// with values spread evenly inside each bin; `None` for a constant image.
+fn quantile_table(img: &Image, n: usize) -> Option<Vec<f32>> {
+    const BINS: usize = 4096;
+    let (lo, hi) = img.min_max();
+    if hi <= lo {
+        return None;
+    }
+    let scale = BINS as f64 / f64::from(hi - lo);
+    let mut hist = vec![0u64; BINS];
+    for &v in img.data() {
+        hist[((f64::from(v - lo) * scale) as usize).min(BINS - 1)] += 1;
+    }
+    let total = img.data().len() as f64;
+    let width = f64::from(hi - lo) / BINS as f64;
+    let mut table = Vec::with_capacity(n + 1);
+    let (mut bin, mut below) = (0usize, 0.0f64);
+    for i in 0..=n {
+        let target = total * i as f64 / n as f64;
+        // The bin whose cumulative count reaches the target.
+        while bin < BINS - 1 && below + (hist[bin] as f64) < target {
+            below += hist[bin] as f64;
+            bin += 1;
+        }
+        let inside = if hist[bin] > 0 {
+            ((target - below) / hist[bin] as f64).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        table.push((f64::from(lo) + (bin as f64 + inside) * width) as f32);
+    }
+    Some(table)
+}
+
 /// What a sample outside the image returns when warping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Border {

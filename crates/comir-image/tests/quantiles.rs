@@ -95,3 +95,70 @@ fn an_almost_constant_image_is_left_alone() {
         "an almost constant image was rescaled"
     );
 }
+
+#[test]
+fn histogram_matching_undoes_a_monotone_intensity_change() {
+    use comir_image::ops::match_histogram;
+    let scene = skewed(96, 80);
+    // The same image through a nonlinear, increasing response: what two networks that agree on
+    // structure but not on levels produce.
+    let mut other = scene.clone();
+    other
+        .data_mut()
+        .iter_mut()
+        .for_each(|v| *v = (0.02 * *v).sqrt() * 3.0 - 1.0);
+    let matched = match_histogram(&other, &scene);
+    let (lo, hi) = scene.min_max();
+    let worst = matched
+        .data()
+        .iter()
+        .zip(scene.data())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    // Within a few histogram bins of the range.
+    assert!(
+        worst < 0.01 * (hi - lo),
+        "matched differs by {worst} (range {})",
+        hi - lo
+    );
+    // The order of the pixels is kept.
+    for (i, j) in [(0, 1), (10, 4000), (333, 7000)] {
+        assert_eq!(
+            other.data()[i] < other.data()[j],
+            matched.data()[i] <= matched.data()[j]
+        );
+    }
+    // Matching an image to itself changes it by less than a bin.
+    let same = match_histogram(&scene, &scene);
+    let worst = same
+        .data()
+        .iter()
+        .zip(scene.data())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 2.0 * (hi - lo) / 4096.0,
+        "self-match moved values by {worst}"
+    );
+    // A constant image has no distribution to move.
+    let flat = Image::from_fn(8, 8, |_, _| 0.3);
+    assert!(match_histogram(&flat, &scene).data() == flat.data());
+}
+
+#[test]
+fn histogram_matching_gives_the_references_quantiles() {
+    use comir_image::ops::match_histogram;
+    // Two unrelated images: after matching, the moving one's quantiles are the reference's.
+    let reference = skewed(100, 100);
+    let moving = Image::from_fn(70, 90, |x, y| ((x * 7 + y * 13) % 31) as f32 / 31.0);
+    let matched = match_histogram(&moving, &reference);
+    let (lo, hi) = reference.min_max();
+    for q in [0.1, 0.25, 0.5, 0.75, 0.9] {
+        let (a, b) = (sorted_quantile(&matched, q), sorted_quantile(&reference, q));
+        // The moving image has only 31 levels: its quantiles are steps, within one level's share.
+        assert!(
+            (a - b).abs() < 0.05 * (hi - lo),
+            "quantile {q}: matched {a}, reference {b}"
+        );
+    }
+}

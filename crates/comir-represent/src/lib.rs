@@ -536,8 +536,26 @@ pub fn principal_direction(images: &[&Image]) -> Vec<f64> {
 
 /// Gray `[0, 1]` images of a fixed and a moving representation for registration (see the crate
 /// docs): `sigmoid` for D = 1; for D > 1 the projection of `sigmoid(x)` on the principal
-/// direction of both images' pixels, min-max scaled with one range for both.
-pub fn for_registration(fixed: &Image, moving: &Image) -> (Image, Image) {
+/// direction of both images' pixels, min-max scaled with one range for both. With
+/// `match_histograms`, the moving image's intensities are then mapped onto the fixed one's
+/// distribution ([`comir_image::ops::match_histogram`]).
+///
+/// Why matching (not in the reference): the two networks agree on structure well before they
+/// agree on levels. On held-out histology pairs a 30-minute model's SHG representation had its
+/// tissue at other gray levels than the H&E one, which α-AMD (comparing level sets) reads as a
+/// different image; matching the moving representation's histogram to the fixed one's took
+/// α-AMD from 50 % to 82 % there, and from 96.9 % to 100 % on MNI152 T1/T2 (README).
+pub fn for_registration(fixed: &Image, moving: &Image, match_histograms: bool) -> (Image, Image) {
+    let (f, m) = gray_pair(fixed, moving);
+    if match_histograms {
+        let m = comir_image::ops::match_histogram(&m, &f);
+        (f, m)
+    } else {
+        (f, m)
+    }
+}
+
+fn gray_pair(fixed: &Image, moving: &Image) -> (Image, Image) {
     let (f, m) = (sigmoid_image(fixed), sigmoid_image(moving));
     if f.channels() == 1 {
         return (f, m);
@@ -735,7 +753,7 @@ mod tests {
             "{v:?}"
         );
         // A representation and its copy map to the same gray image.
-        let (f, m) = for_registration(&img, &img.clone());
+        let (f, m) = for_registration(&img, &img.clone(), false);
         assert_eq!(f.data(), m.data());
         let (lo, hi) = f.min_max();
         assert!(lo >= 0.0 && hi <= 1.0 && hi - lo > 0.5);

@@ -63,6 +63,10 @@ pub struct EvalArgs {
     /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Register the representations exactly as the reference does (`sigmoid`), without
+    /// matching the moving representation's histogram to the fixed one's (with --model).
+    #[arg(long)]
+    pub no_histogram_match: bool,
     /// Method(s) run on the raw images in the same run, for comparison (with --model).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub raw_method: Vec<MethodName>,
@@ -162,7 +166,14 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     let model = args
         .model
         .as_deref()
-        .map(|dir| ModelPrep::load(dir, args.fixed_modality, &args.device))
+        .map(|dir| {
+            ModelPrep::load(
+                dir,
+                args.fixed_modality,
+                &args.device,
+                !args.no_histogram_match,
+            )
+        })
         .transpose()?;
     let mut pairs = find_pairs(&args.pairs)?;
     if let Some(m) = &model {

@@ -329,6 +329,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             export_cases: None,
             model: Some(model.clone()),
             fixed_modality: comir_represent::Modality::A,
+            no_histogram_match: false,
             raw_method: Vec::new(),
             device: "cpu".into(),
             report: None,

@@ -71,6 +71,10 @@ pub struct RegisterArgs {
     /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Register the representations exactly as the reference does (`sigmoid`), without
+    /// matching the moving representation's histogram to the fixed one's (with --model).
+    #[arg(long)]
+    no_histogram_match: bool,
 }
 
 /// The method (and model) that registers every pair of a run.
@@ -96,7 +100,14 @@ impl Pipeline {
         let model = args
             .model
             .as_deref()
-            .map(|dir| ModelPrep::load(dir, args.fixed_modality, &args.device))
+            .map(|dir| {
+                ModelPrep::load(
+                    dir,
+                    args.fixed_modality,
+                    &args.device,
+                    !args.no_histogram_match,
+                )
+            })
             .transpose()?;
         let label = match &model {
             Some(_) => format!("comir+{}", args.method.as_str()),

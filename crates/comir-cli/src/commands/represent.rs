@@ -99,7 +99,7 @@ pub fn run(args: RepresentArgs) -> Result<()> {
             let out = if d == 1 || d == 3 {
                 sigmoid_image(&rep)
             } else {
-                for_registration(&rep, &rep).0
+                for_registration(&rep, &rep, false).0
             };
             comir_image::save_png(&args.out, &out)?;
         } else {
