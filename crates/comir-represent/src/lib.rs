@@ -795,4 +795,32 @@ mod tests {
             "with the stretch the representations differ by {on}"
         );
     }
+
+    #[test]
+    fn matching_gives_the_moving_representation_the_fixed_ones_levels() {
+        // The same structure at other levels: the moving network's output is a monotone
+        // function of the fixed one's.
+        let fixed = test_image(48, 40);
+        let mut moving = fixed.clone();
+        moving
+            .data_mut()
+            .iter_mut()
+            .for_each(|v| *v = 3.0 * *v * *v - 1.5);
+        let (f0, m0) = for_registration(&fixed, &moving, false);
+        let (f1, m1) = for_registration(&fixed, &moving, true);
+        assert_eq!(f0.data(), f1.data(), "the fixed image is never changed");
+        let diff = |a: &Image, b: &Image| {
+            a.data()
+                .iter()
+                .zip(b.data())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        assert!(diff(&f0, &m0) > 0.1, "the test needs different levels");
+        assert!(
+            diff(&f1, &m1) < 5e-3,
+            "matched moving differs by {}",
+            diff(&f1, &m1)
+        );
+    }
 }
