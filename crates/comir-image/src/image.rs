@@ -242,18 +242,9 @@ impl Image {
     /// answer is within 1/4096 of the range). `[min, max]` when `clip` is 0, or when the two
     /// quantiles meet (an image that is almost constant).
     pub fn quantile_range(&self, clip: f64) -> (f32, f32) {
-        match self.quantile_bins(clip) {
-            Some(q) if q.high_bin >= q.low_bin => {
-                let a = q.min + q.low_bin as f32 * q.bin_width;
-                let b = (q.min + (q.high_bin + 1) as f32 * q.bin_width).min(q.max);
-                if b > a {
-                    (a, b)
-                } else {
-                    (q.min, q.max)
-                }
-            }
-            _ => self.min_max(),
-        }
+        self.quantile_bins(clip)
+            .and_then(|q| q.range())
+            .unwrap_or_else(|| self.min_max())
     }
 
     /// Rescales all values linearly so that the `clip` quantile becomes 0 and the `1 − clip`
@@ -268,30 +259,40 @@ impl Image {
         if q.high_bin <= q.low_bin {
             return;
         }
-        let (lo, hi) = self.quantile_range(clip);
-        let scale = 1.0 / (hi - lo);
-        self.data.iter_mut().for_each(|v| *v = (*v - lo) * scale);
+        if let Some((lo, hi)) = q.range() {
+            let scale = 1.0 / (hi - lo);
+            self.data.iter_mut().for_each(|v| *v = (*v - lo) * scale);
+        }
+    }
+
+    /// A histogram of all values with `bins` equal bins from the minimum to the maximum, and
+    /// those two; `None` for an empty or constant image.
+    pub(crate) fn histogram(&self, bins: usize) -> Option<(f32, f32, Vec<u64>)> {
+        let (lo, hi) = self.min_max();
+        if hi <= lo {
+            return None;
+        }
+        let mut hist = vec![0u64; bins];
+        let scale = bins as f32 / (hi - lo);
+        for &v in &self.data {
+            hist[(((v - lo) * scale) as usize).min(bins - 1)] += 1;
+        }
+        Some((lo, hi, hist))
     }
 
     /// The histogram bins of the `clip` and `1 − clip` quantiles; `None` when `clip` is 0 or
     /// the image is constant.
     fn quantile_bins(&self, clip: f64) -> Option<QuantileBins> {
-        let (lo, hi) = self.min_max();
-        if clip <= 0.0 || hi <= lo {
+        const NB: usize = 4096;
+        if clip <= 0.0 {
             return None;
         }
-        const NB: usize = 4096;
-        let mut hist = vec![0usize; NB];
-        let scale = NB as f32 / (hi - lo);
-        for &v in &self.data {
-            let b = ((v - lo) * scale) as usize;
-            hist[b.min(NB - 1)] += 1;
-        }
-        let target = (clip * self.data.len() as f64) as usize;
+        let (lo, hi, hist) = self.histogram(NB)?;
+        let target = (clip * self.data.len() as f64) as u64;
         // The first bin, counting from one end, where the running count passes the target.
         fn first_past<'a>(
-            bins: impl Iterator<Item = (usize, &'a usize)>,
-            target: usize,
+            bins: impl Iterator<Item = (usize, &'a u64)>,
+            target: u64,
         ) -> Option<usize> {
             let mut acc = 0;
             bins.map(|(i, &c)| {
@@ -318,4 +319,17 @@ struct QuantileBins {
     bin_width: f32,
     low_bin: usize,
     high_bin: usize,
+}
+
+impl QuantileBins {
+    /// The quantiles as values: the start of the low bin and the end of the high one; `None`
+    /// when they do not make a range.
+    fn range(&self) -> Option<(f32, f32)> {
+        if self.high_bin < self.low_bin {
+            return None;
+        }
+        let a = self.min + self.low_bin as f32 * self.bin_width;
+        let b = (self.min + (self.high_bin + 1) as f32 * self.bin_width).min(self.max);
+        (b > a).then_some((a, b))
+    }
 }

@@ -55,15 +55,7 @@ pub fn match_histogram(img: &Image, reference: &Image) -> Image {
 /// with values spread evenly inside each bin; `None` for a constant image.
 fn quantile_table(img: &Image, n: usize) -> Option<Vec<f32>> {
     const BINS: usize = 4096;
-    let (lo, hi) = img.min_max();
-    if hi <= lo {
-        return None;
-    }
-    let scale = BINS as f64 / f64::from(hi - lo);
-    let mut hist = vec![0u64; BINS];
-    for &v in img.data() {
-        hist[((f64::from(v - lo) * scale) as usize).min(BINS - 1)] += 1;
-    }
+    let (lo, hi, hist) = img.histogram(BINS)?;
     let total = img.data().len() as f64;
     let width = f64::from(hi - lo) / BINS as f64;
     let mut table = Vec::with_capacity(n + 1);
