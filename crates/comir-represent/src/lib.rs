@@ -547,12 +547,12 @@ pub fn principal_direction(images: &[&Image]) -> Vec<f64> {
 /// α-AMD from 50 % to 82 % there, and from 96.9 % to 100 % on MNI152 T1/T2 (README).
 pub fn for_registration(fixed: &Image, moving: &Image, match_histograms: bool) -> (Image, Image) {
     let (f, m) = gray_pair(fixed, moving);
-    if match_histograms {
-        let m = comir_image::ops::match_histogram(&m, &f);
-        (f, m)
+    let m = if match_histograms {
+        comir_image::ops::match_histogram(&m, &f)
     } else {
-        (f, m)
-    }
+        m
+    };
+    (f, m)
 }
 
 fn gray_pair(fixed: &Image, moving: &Image) -> (Image, Image) {
