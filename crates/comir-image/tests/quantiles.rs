@@ -15,6 +15,15 @@ fn skewed(width: usize, height: usize) -> Image {
     })
 }
 
+/// The largest absolute difference between two images' values.
+fn max_abs_diff(a: &Image, b: &Image) -> f32 {
+    a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 fn sorted_quantile(img: &Image, q: f64) -> f32 {
     let mut v = img.data().to_vec();
     v.sort_by(f32::total_cmp);
@@ -76,12 +85,7 @@ fn two_exposures_of_one_scene_become_the_same_image() {
     let (mut a, mut b) = (scene, dim);
     a.stretch_quantiles(0.01);
     b.stretch_quantiles(0.01);
-    let worst = a
-        .data()
-        .iter()
-        .zip(b.data())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_abs_diff(&a, &b);
     assert!(worst < 5e-3, "stretched images differ by {worst}");
 }
 
@@ -109,12 +113,7 @@ fn histogram_matching_undoes_a_monotone_intensity_change() {
         .for_each(|v| *v = (0.02 * *v).sqrt() * 3.0 - 1.0);
     let matched = match_histogram(&other, &scene);
     let (lo, hi) = scene.min_max();
-    let worst = matched
-        .data()
-        .iter()
-        .zip(scene.data())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_abs_diff(&matched, &scene);
     // Within a few histogram bins of the range.
     assert!(
         worst < 0.01 * (hi - lo),
@@ -130,12 +129,7 @@ fn histogram_matching_undoes_a_monotone_intensity_change() {
     }
     // Matching an image to itself changes it by less than a bin.
     let same = match_histogram(&scene, &scene);
-    let worst = same
-        .data()
-        .iter()
-        .zip(scene.data())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_abs_diff(&same, &scene);
     assert!(
         worst < 2.0 * (hi - lo) / 4096.0,
         "self-match moved values by {worst}"

@@ -613,6 +613,15 @@ mod tests {
         }
     }
 
+    /// The largest absolute difference between two images' values.
+    fn max_abs_diff(a: &Image, b: &Image) -> f32 {
+        a.data()
+            .iter()
+            .zip(b.data())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    }
+
     fn test_image(w: usize, h: usize) -> Image {
         Image::from_fn(w, h, |x, y| {
             let (x, y) = (x as f32, y as f32);
@@ -657,12 +666,7 @@ mod tests {
         let reference = whole(&r, &img, 64);
         // Same margin on the top-left; the bottom-right padding differs by the rounding, which
         // the network's receptive field barely reaches at this margin.
-        let diff = rep
-            .data()
-            .iter()
-            .zip(reference.data())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&rep, &reference);
         // The CPU engine computes in another order than burn: equal up to float rounding.
         let (lo, hi) = reference.min_max();
         assert!(diff < 1e-4 * (hi - lo).max(1.0), "max difference {diff}");
@@ -678,12 +682,7 @@ mod tests {
         let one = r.represent(&img, Modality::B).expect("one pass");
         r.max_tile = 24 * 2 + 32; // cores of ≤ 32 px: a 3×3 grid of tiles
         let tiled = r.represent(&img, Modality::B).expect("tiled");
-        let diff = one
-            .data()
-            .iter()
-            .zip(tiled.data())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&one, &tiled);
         let (lo, hi) = one.min_max();
         // Batch norm uses running statistics at inference, so the network is translation
         // equivariant and a tile with enough context reproduces the one-pass result up to the
@@ -768,15 +767,8 @@ mod tests {
         dim.data_mut()
             .iter_mut()
             .for_each(|v| *v = 0.55 * *v + 0.12);
-        let worst = |a: &Image, b: &Image| {
-            a.data()
-                .iter()
-                .zip(b.data())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max)
-        };
         let plain = Representer::new(model(&device), &device).expect("representer");
-        let off = worst(
+        let off = max_abs_diff(
             &plain.represent(&img, Modality::B).expect("represent"),
             &plain.represent(&dim, Modality::B).expect("represent"),
         );
@@ -784,7 +776,7 @@ mod tests {
         let mut m = model(&device);
         m.card.input.normalize_b = true;
         let stretched = Representer::new(m, &device).expect("representer");
-        let on = worst(
+        let on = max_abs_diff(
             &stretched.represent(&img, Modality::B).expect("represent"),
             &stretched.represent(&dim, Modality::B).expect("represent"),
         );
@@ -809,18 +801,11 @@ mod tests {
         let (f0, m0) = for_registration(&fixed, &moving, false);
         let (f1, m1) = for_registration(&fixed, &moving, true);
         assert_eq!(f0.data(), f1.data(), "the fixed image is never changed");
-        let diff = |a: &Image, b: &Image| {
-            a.data()
-                .iter()
-                .zip(b.data())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max)
-        };
-        assert!(diff(&f0, &m0) > 0.1, "the test needs different levels");
         assert!(
-            diff(&f1, &m1) < 5e-3,
-            "matched moving differs by {}",
-            diff(&f1, &m1)
+            max_abs_diff(&f0, &m0) > 0.1,
+            "the test needs different levels"
         );
+        let matched = max_abs_diff(&f1, &m1);
+        assert!(matched < 5e-3, "matched moving differs by {matched}");
     }
 }
