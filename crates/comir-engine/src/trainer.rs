@@ -74,6 +74,8 @@ pub struct FastTrainer {
     rng: ChaCha8Rng,
     device: Device,
     steps: usize,
+    /// Factor on the optimiser's learning rate (the run's schedule).
+    lr_scale: f64,
 }
 
 /// Rotates every `[c][s][s]` sample `i` by `k[i]·90°` counter-clockwise like `torch.rot90`
@@ -141,6 +143,7 @@ impl FastTrainer {
             clipping,
             device,
             steps: 0,
+            lr_scale: 1.0,
         })
     }
 
@@ -351,9 +354,10 @@ impl FastTrainer {
         // The gradient of un-rotating is rotating.
         let dya = rot90(&grad_of(&ta)?, n, d, s, &ka);
         let dyb = rot90(&grad_of(&tb)?, n, d, s, &kb);
-        let lr = match self.settings.optimizer {
-            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => lr as f32,
-        };
+        let lr64 = match self.settings.optimizer {
+            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => lr,
+        } * self.lr_scale;
+        let lr = lr64 as f32;
         let dbott = match &bottleneck_leaves {
             Some((ba, bb)) => [Some(grad_of(ba)?), Some(grad_of(bb)?)],
             None => [None, None],
@@ -371,9 +375,6 @@ impl FastTrainer {
             }
             self.opts[k].step(lr, self.nets[k].params_mut(), &self.grads);
         }
-        let lr64 = match self.settings.optimizer {
-            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => lr,
-        };
         self.bottleneck.update(&mut grads, lr64);
         self.steps += 1;
         Ok(StepStats {
@@ -427,6 +428,9 @@ impl ContrastiveTrainer for FastTrainer {
     }
     fn step(&mut self, batch: &Batch) -> Result<StepStats, comir_train::Error> {
         FastTrainer::step(self, batch).map_err(to_train_error)
+    }
+    fn set_lr_scale(&mut self, scale: f64) {
+        self.lr_scale = scale;
     }
     fn evaluate(&self, batch: &Batch) -> Result<StepStats, comir_train::Error> {
         FastTrainer::evaluate(self, batch).map_err(to_train_error)

@@ -5,7 +5,10 @@ use burn::tensor::Device;
 use comir_data::Batch;
 use comir_engine::{Clipping, FastDenseUNet, FastTrainer};
 use comir_model::DenseUNetConfig;
-use comir_train::{BottleneckMode, BottleneckSettings, OptimizerSettings, TrainSettings, Trainer};
+use comir_train::{
+    BottleneckMode, BottleneckSettings, ContrastiveTrainer, OptimizerSettings, TrainSettings,
+    Trainer,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -57,14 +60,21 @@ fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
 static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn compare(settings: TrainSettings, clipping: Clipping) {
+    compare_scaled((settings.clone(), 1.0), (settings, 1.0), clipping);
+}
+
+/// Like [`compare`], with each trainer's own settings and learning-rate scale.
+fn compare_scaled(burn: (TrainSettings, f64), engine: (TrainSettings, f64), clipping: Clipping) {
     let cfg = tiny();
     let guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut trainer = Trainer::new(&cfg, &cfg, settings.clone(), &Device::flex()).expect("trainer");
+    let mut trainer = Trainer::new(&cfg, &cfg, burn.0, &Device::flex()).expect("trainer");
     let (a, b) = trainer.networks();
     let ea = FastDenseUNet::from_burn(a, &cfg).expect("a");
     let eb = FastDenseUNet::from_burn(b, &cfg).expect("b");
-    let mut fast = FastTrainer::new(ea, eb, settings, clipping).expect("fast trainer");
+    let mut fast = FastTrainer::new(ea, eb, engine.0, clipping).expect("fast trainer");
     drop(guard);
+    ContrastiveTrainer::set_lr_scale(&mut trainer, burn.1);
+    ContrastiveTrainer::set_lr_scale(&mut fast, engine.1);
     for step in 0..2 {
         let batch = batch(step);
         let slow = trainer.step(&batch).expect("burn step");
@@ -122,6 +132,54 @@ fn fast_trainer_step_matches_burn_trainer_without_clipping() {
         },
         Clipping::None,
     );
+}
+
+fn sgd(lr: f64, seed: u64) -> TrainSettings {
+    TrainSettings {
+        seed,
+        optimizer: OptimizerSettings::Sgd {
+            lr,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        },
+        ..TrainSettings::default()
+    }
+}
+
+/// A schedule's factor on the rate is the same as that rate: checked across the two trainers,
+/// each side scaled once, so neither trainer can ignore the factor.
+#[test]
+fn learning_rate_scale_equals_the_scaled_rate_in_both_trainers() {
+    compare_scaled(
+        (sgd(2e-2, 5), 0.25),
+        (sgd(5e-3, 5), 1.0),
+        Clipping::PerParameter(1.0),
+    );
+    compare_scaled(
+        (sgd(5e-3, 6), 1.0),
+        (sgd(2e-2, 6), 0.25),
+        Clipping::PerParameter(1.0),
+    );
+}
+
+/// A zero factor (the last step of a cosine schedule) leaves the weights where they are.
+#[test]
+fn zero_learning_rate_scale_leaves_the_weights() {
+    let cfg = tiny();
+    let guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let trainer = Trainer::new(&cfg, &cfg, sgd(1e-2, 7), &Device::flex()).expect("trainer");
+    let (a, b) = trainer.networks();
+    let ea = FastDenseUNet::from_burn(a, &cfg).expect("a");
+    let eb = FastDenseUNet::from_burn(b, &cfg).expect("b");
+    drop(guard);
+    let before = ea.params().to_vec();
+    let mut fast = FastTrainer::new(ea, eb, sgd(1e-2, 7), Clipping::None).expect("trainer");
+    ContrastiveTrainer::set_lr_scale(&mut fast, 0.0);
+    fast.step(&batch(1)).expect("step");
+    assert_eq!(fast.networks().0.params(), &before[..]);
+    ContrastiveTrainer::set_lr_scale(&mut fast, 1.0);
+    fast.step(&batch(2)).expect("step");
+    assert_ne!(fast.networks().0.params(), &before[..]);
 }
 
 fn with_bottleneck(mode: BottleneckMode, seed: u64) -> TrainSettings {

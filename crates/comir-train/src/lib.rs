@@ -91,7 +91,8 @@ impl Default for OptimizerSettings {
 }
 
 impl OptimizerSettings {
-    fn lr(&self) -> f64 {
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
         match self {
             OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => *lr,
         }
@@ -273,6 +274,9 @@ pub trait ContrastiveTrainer {
     /// # Errors
     /// Wrong patch sizes or channels, or [`Error::Diverged`] (weights left as they were).
     fn step(&mut self, batch: &Batch) -> Result<StepStats, Error>;
+    /// Multiplies the optimiser's learning rate from the next step on (default 1; a run sets
+    /// it before every step from its schedule, so it is not part of the saved state).
+    fn set_lr_scale(&mut self, scale: f64);
     /// Scores a batch without training: no rotations, inference-mode networks.
     ///
     /// # Errors
@@ -327,6 +331,9 @@ impl ContrastiveTrainer for Trainer {
     fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
         Trainer::step(self, batch)
     }
+    fn set_lr_scale(&mut self, scale: f64) {
+        self.lr_scale = scale;
+    }
     fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
         Trainer::evaluate(self, batch)
     }
@@ -352,6 +359,8 @@ pub struct Trainer {
     rng: ChaCha8Rng,
     device: Device,
     steps: usize,
+    /// Factor on the optimiser's learning rate (the run's schedule).
+    lr_scale: f64,
 }
 
 pub(crate) fn optimizer(settings: &TrainSettings) -> burn::optim::ModuleOptimizer {
@@ -415,6 +424,7 @@ impl Trainer {
             settings,
             device,
             steps: 0,
+            lr_scale: 1.0,
         })
     }
 
@@ -596,7 +606,7 @@ impl Trainer {
         let mut grads = loss.backward();
         let ga = GradientsParams::from_module(&mut grads, &self.net_a);
         let gb = GradientsParams::from_module(&mut grads, &self.net_b);
-        let lr = self.settings.optimizer.lr();
+        let lr = self.settings.optimizer.lr() * self.lr_scale;
         self.net_a = self.opt_a.step(lr, self.net_a.clone(), ga);
         self.net_b = self.opt_b.step(lr, self.net_b.clone(), gb);
         self.bottleneck.update(&mut grads, lr);
