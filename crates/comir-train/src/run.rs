@@ -808,7 +808,10 @@ mod tests {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         assert!(close(s.lr_scale(0, 0.0), 1.0));
         assert!(close(s.lr_scale(50, 0.0), 0.5));
-        assert!(close(s.lr_scale(25, 0.0), 0.5 + 0.5 * std::f64::consts::FRAC_1_SQRT_2));
+        assert!(close(
+            s.lr_scale(25, 0.0),
+            0.5 + 0.5 * std::f64::consts::FRAC_1_SQRT_2
+        ));
         assert!(close(s.lr_scale(100, 0.0), 0.0));
         assert!(close(s.lr_scale(150, 0.0), 0.0));
         s.minutes = Some(10.0);

@@ -39,9 +39,15 @@ fn a_cosine_run_decays_the_rate_from_full_to_near_zero() {
         .map(|k| base * 0.5 * (1.0 + (std::f64::consts::PI * k as f64 / 4.0).cos()))
         .collect();
     for (got, want) in lrs.iter().zip(&expected) {
-        assert!((got - want).abs() < 1e-12, "rates {lrs:?}, expected {expected:?}");
+        assert!(
+            (got - want).abs() < 1e-12,
+            "rates {lrs:?}, expected {expected:?}"
+        );
     }
     assert_eq!(lrs.len(), 4);
     let csv = std::fs::read_to_string(out.path().join("history.csv")).expect("history");
-    assert!(csv.lines().next().is_some_and(|h| h.ends_with(",lr")), "{csv}");
+    assert!(
+        csv.lines().next().is_some_and(|h| h.ends_with(",lr")),
+        "{csv}"
+    );
 }
