@@ -354,9 +354,7 @@ impl FastTrainer {
         // The gradient of un-rotating is rotating.
         let dya = rot90(&grad_of(&ta)?, n, d, s, &ka);
         let dyb = rot90(&grad_of(&tb)?, n, d, s, &kb);
-        let lr64 = match self.settings.optimizer {
-            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => lr,
-        } * self.lr_scale;
+        let lr64 = self.settings.optimizer.lr() * self.lr_scale;
         let lr = lr64 as f32;
         let dbott = match &bottleneck_leaves {
             Some((ba, bb)) => [Some(grad_of(ba)?), Some(grad_of(bb)?)],
