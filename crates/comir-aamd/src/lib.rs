@@ -61,6 +61,7 @@
 //!   whatever the thread count.
 
 mod edt;
+mod hugepages;
 mod measure;
 mod pyramid;
 mod tables;

@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use crate::edt::{edt_sq_into, EdtScratch};
+use crate::hugepages;
 use crate::pyramid::Level;
 
 /// One table entry: `[distance, ∂/∂x, ∂/∂y, 0]`, gradients per full-resolution pixel.
@@ -146,7 +147,7 @@ impl LevelImage {
         // DT_i = U_i + V_{Q−i} written to every table. Blocks of rows run in parallel.
         let scale = 1.0 / q as f32;
         let inv_sp = 1.0 / spacing as f32;
-        let mut table: Vec<Entry> = vec![[0.0; 4]; (q + 1) * n];
+        let mut table: Vec<Entry> = hugepages::zeroed([0.0; 4], (q + 1) * n);
         const BLOCK_ROWS: usize = 32;
         let mut blocks: Vec<Vec<&mut [Entry]>> =
             (0..h.div_ceil(BLOCK_ROWS)).map(|_| Vec::new()).collect();
