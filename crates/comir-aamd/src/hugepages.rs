@@ -9,10 +9,10 @@
 /// Buffers smaller than this are not worth advising (one huge page).
 const HUGE_PAGE: usize = 2 << 20;
 
-/// `len` copies of `zero`, which must be all-zero bits (so that the allocation is `calloc`'s
-/// fresh, untouched memory), advised for huge pages before anything is written.
-pub(crate) fn zeroed<T: Copy>(zero: T, len: usize) -> Vec<T> {
-    let v = vec![zero; len];
+/// `len` zeroed values, advised for huge pages before anything is written (the allocation is
+/// `calloc`'s, so large buffers are fresh pages nobody has touched yet).
+pub(crate) fn zeroed<T: bytemuck::Zeroable>(len: usize) -> Vec<T> {
+    let v = bytemuck::zeroed_vec(len);
     advise_huge(&v);
     v
 }
@@ -53,7 +53,7 @@ mod tests {
     #[test]
     fn buffers_are_zeroed_whatever_their_size() {
         for len in [0, 1, 1000, (3 << 20) / 16 + 7] {
-            let v = zeroed([0f32; 4], len);
+            let v: Vec<[f32; 4]> = zeroed(len);
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|e| *e == [0.0; 4]));
         }

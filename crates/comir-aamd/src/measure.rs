@@ -10,7 +10,7 @@
 
 use rand::Rng;
 
-use crate::tables::LevelImage;
+use crate::tables::{LevelImage, GRAD_SCALE};
 
 /// Rigid parameters: angle (radians) and centre-relative translation (full-resolution pixels).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,21 +145,27 @@ fn accumulate(
         w: staged.len() as f64,
         ..Sums::default()
     };
+    // The gradients are summed in fixed-point units and scaled once at the end.
     for st in staged.iter() {
         let i = st.base;
         let (a, b, c, d) = (table[i], table[i + 1], table[i + w], table[i + w + 1]);
-        let mut out = [0f32; 3];
-        for k in 0..3 {
-            let top = a[k] + st.fx * (b[k] - a[k]);
-            let bot = c[k] + st.fx * (d[k] - c[k]);
-            out[k] = top + st.fy * (bot - top);
-        }
-        let (gx, gy) = (out[1] as f64, out[2] as f64);
-        s.v += out[0] as f64;
+        let lerp = |a: f32, b: f32, c: f32, d: f32| {
+            let top = a + st.fx * (b - a);
+            let bot = c + st.fx * (d - c);
+            top + st.fy * (bot - top)
+        };
+        let v = lerp(a.d, b.d, c.d, d.d);
+        let gx = lerp(a.gx as f32, b.gx as f32, c.gx as f32, d.gx as f32) as f64;
+        let gy = lerp(a.gy as f32, b.gy as f32, c.gy as f32, d.gy as f32) as f64;
+        s.v += v as f64;
         s.gx += gx;
         s.gy += gy;
         s.a += gy * st.rx as f64 - gx * st.ry as f64;
     }
+    let unit = 1.0 / GRAD_SCALE as f64;
+    s.gx *= unit;
+    s.gy *= unit;
+    s.a *= unit;
     s
 }
 
@@ -317,6 +323,7 @@ pub(crate) fn evaluate<R: Rng + Send>(
 mod tests {
     use super::*;
     use crate::pyramid::blur_subsample;
+    use crate::tables::Entry;
     use rand_chacha::ChaCha8Rng;
 
     /// Smooth blobs, different in the two images, so the distance maps are smooth too.
@@ -458,26 +465,22 @@ mod tests {
             ((w - 1) * spacing) as f64 / 2.0,
             ((h - 1) * spacing) as f64 / 2.0,
         ];
+        // Slopes on the tables' fixed-point grid, so that the stored gradient is exact.
+        let slope =
+            |rng: &mut ChaCha8Rng| rng.gen_range(-9830i32..=9830) as f64 / GRAD_SCALE as f64;
         let coef: Vec<[f64; 3]> = (0..8)
-            .map(|_| {
-                [
-                    rng.gen_range(0.0..5.0),
-                    rng.gen_range(-0.3..0.3),
-                    rng.gen_range(-0.3..0.3),
-                ]
-            })
+            .map(|_| [rng.gen_range(0.0..5.0), slope(&mut rng), slope(&mut rng)])
             .collect();
         let table = coef
             .iter()
             .flat_map(|c| {
                 (0..w * h).map(|i| {
                     let (x, y) = ((i % w) as f64 * sp, (i / w) as f64 * sp);
-                    [
+                    Entry::new(
                         (c[0] + c[1] * x + c[2] * y) as f32,
                         c[1] as f32,
                         c[2] as f32,
-                        0.0,
-                    ]
+                    )
                 })
             })
             .collect();
