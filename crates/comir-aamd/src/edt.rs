@@ -50,9 +50,9 @@ pub(crate) fn edt_sq_into(
 ) {
     const NONE: u32 = u32::MAX;
     let n = width * height;
-    s.g.clear();
+    // Pass 1a writes every entry, so a reused buffer needs no clearing.
     s.g.resize(n, NONE);
-    let g = &mut s.g;
+    let g = &mut s.g[..n];
     // Pass 1a: distance to the nearest set pixel above (or at) each pixel, row by row.
     for x in 0..width {
         g[x] = if inside[x] { 0 } else { NONE };

@@ -119,8 +119,11 @@ fn accumulate(
     let (sp, scx, scy) = (src.spacing, src.center[0], src.center[1]);
     // Pass 1: where each point lands; prefetch the two rows of its 2×2 neighbourhood.
     staged.clear();
+    // 32-bit division is several times cheaper than 64-bit here; `levels` has < 2³² pixels.
+    let sw32 = sw as u32;
     for j in idx {
-        let (px, py) = ((j % sw) as f64 * sp - scx, (j / sw) as f64 * sp - scy);
+        let (jx, jy) = (j as u32 % sw32, j as u32 / sw32);
+        let (px, py) = (jx as f64 * sp - scx, jy as f64 * sp - scy);
         let rx = m[0][0] * px + m[0][1] * py;
         let ry = m[1][0] * px + m[1][1] * py;
         let (u, v) = (rx * inv + ox, ry * inv + oy);

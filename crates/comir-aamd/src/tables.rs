@@ -153,30 +153,28 @@ impl LevelImage {
         // measured in full-resolution pixels.
         let dmax = (((w - 1) * (w - 1) + (h - 1) * (h - 1)) as f64).sqrt() as f32;
         // Distance maps D⁺_1..D⁺_Q, then D⁻_1..D⁻_Q.
-        let maps: Vec<Vec<f32>> = (0..2 * q)
-            .into_par_iter()
-            .map_init(
-                || (EdtScratch::new(w), vec![false; n]),
-                |(scratch, inside), j| {
-                    let k = (j % q + 1) as u8;
-                    if j < q {
-                        inside.iter_mut().zip(&qmap).for_each(|(b, &l)| *b = l >= k);
-                    } else {
-                        let top = q as u8 - k;
-                        inside
-                            .iter_mut()
-                            .zip(&qmap)
-                            .for_each(|(b, &l)| *b = l <= top);
-                    }
-                    let mut d = vec![0f32; n];
-                    edt_sq_into(inside, w, h, &mut d, scratch);
-                    for v in &mut d {
-                        *v = (v.sqrt() * spacing as f32).min(dmax);
-                    }
-                    d
-                },
-            )
-            .collect();
+        // One buffer for all 2Q maps, so that it is large enough for huge pages.
+        let mut maps_buf: Vec<f32> = hugepages::zeroed(2 * q * n);
+        maps_buf.par_chunks_mut(n).enumerate().for_each_init(
+            || (EdtScratch::new(w), vec![false; n]),
+            |(scratch, inside), (j, d)| {
+                let k = (j % q + 1) as u8;
+                if j < q {
+                    inside.iter_mut().zip(&qmap).for_each(|(b, &l)| *b = l >= k);
+                } else {
+                    let top = q as u8 - k;
+                    inside
+                        .iter_mut()
+                        .zip(&qmap)
+                        .for_each(|(b, &l)| *b = l <= top);
+                }
+                edt_sq_into(inside, w, h, d, scratch);
+                for v in d.iter_mut() {
+                    *v = (v.sqrt() * spacing as f32).min(dmax);
+                }
+            },
+        );
+        let maps: Vec<&[f32]> = maps_buf.chunks(n).collect();
         // Row by row: the 2Q feature rows, then their prefix sums U_i and V_j, and
         // DT_i = U_i + V_{Q−i} written to every table. Blocks of rows run in parallel.
         let scale = 1.0 / q as f32;
@@ -285,6 +283,22 @@ mod tests {
         assert_eq!(quantise(0.5, 7), 4); // 1 + floor(3.0)
         assert_eq!(quantise(0.07, 7), 0); // 1 + floor(−0.01)
         assert_eq!(quantise(0.08, 7), 1);
+    }
+
+    #[test]
+    fn entries_keep_the_gradient_to_half_a_fixed_point_step() {
+        let half = 0.5 / GRAD_SCALE;
+        for k in 0..=2000 {
+            let g = -1.0 + k as f32 / 1000.0;
+            let e = Entry::new(3.25, g, -g);
+            assert_eq!(e.d, 3.25);
+            assert!((e.gx as f32 / GRAD_SCALE - g).abs() <= half * 1.0001, "{g}");
+            assert!((e.gy as f32 / GRAD_SCALE + g).abs() <= half * 1.0001, "{g}");
+        }
+        assert_eq!(Entry::new(0.0, 0.0, -0.0), Entry::default());
+        // Float rounding past the bound saturates instead of wrapping.
+        let e = Entry::new(1.0, 1.000_01, -1.000_01);
+        assert_eq!((e.gx, e.gy), (32767, -32767));
     }
 
     #[test]
