@@ -23,16 +23,19 @@ pub struct ModelPrep {
     representer: Representer,
     fixed_modality: Modality,
     match_histograms: bool,
+    rotation_average: bool,
 }
 
 impl ModelPrep {
     /// Loads a model folder onto `device`; `match_histograms` as in
-    /// [`comir_represent::for_registration`].
+    /// [`comir_represent::for_registration`]; `rotation_average` represents every image with
+    /// [`Representer::represent_rotation_averaged`].
     pub fn load(
         dir: &Path,
         fixed_modality: Modality,
         device: &str,
         match_histograms: bool,
+        rotation_average: bool,
     ) -> Result<ModelPrep> {
         let device = crate::device::select(device)?;
         let representer = Representer::load(dir, &device)?;
@@ -40,6 +43,7 @@ impl ModelPrep {
             representer,
             fixed_modality,
             match_histograms,
+            rotation_average,
         })
     }
 
@@ -55,14 +59,15 @@ impl ModelPrep {
             Modality::A => Modality::B,
             Modality::B => Modality::A,
         };
-        let f = self
-            .representer
-            .represent(fixed, self.fixed_modality)
-            .context("fixed image")?;
-        let m = self
-            .representer
-            .represent(moving, moving_modality)
-            .context("moving image")?;
+        let represent = |img: &Image, modality: Modality| {
+            if self.rotation_average {
+                self.representer.represent_rotation_averaged(img, modality)
+            } else {
+                self.representer.represent(img, modality)
+            }
+        };
+        let f = represent(fixed, self.fixed_modality).context("fixed image")?;
+        let m = represent(moving, moving_modality).context("moving image")?;
         Ok(for_registration(&f, &m, self.match_histograms))
     }
 }

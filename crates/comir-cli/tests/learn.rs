@@ -137,6 +137,45 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
     assert_eq!(record["method"], "comir+aamd");
+    // The same through rotation-averaged representations: other representations, so another
+    // optimum of the metric (the flag reaches the representer).
+    let json_avg = d.join("t-avg.json");
+    ok(&comir(&[
+        "register",
+        "--model",
+        s(&model),
+        "--fixed",
+        s(&d.join("A/p1.png")),
+        "--moving",
+        s(&d.join("B/p1.png")),
+        "--method",
+        "aamd",
+        "--rotation-average",
+        "--out",
+        s(&json_avg),
+    ]));
+    let avg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_avg).expect("json")).expect("parse");
+    assert_ne!(avg["metric_value"], record["metric_value"]);
+    // Without a model there is nothing to average.
+    let no_model = comir(&[
+        "register",
+        "--fixed",
+        s(&d.join("A/p1.png")),
+        "--moving",
+        s(&d.join("B/p1.png")),
+        "--method",
+        "aamd",
+        "--rotation-average",
+        "--out",
+        s(&json_avg),
+    ]);
+    assert_eq!(no_model.status.code(), Some(2));
+    assert!(
+        text(&no_model).1.contains("--model"),
+        "{}",
+        text(&no_model).1
+    );
 
     // Evaluate: only the held-out pairs, representation and raw methods side by side.
     let csv = d.join("eval.csv");

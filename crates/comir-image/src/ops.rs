@@ -191,6 +191,33 @@ pub fn subsample(img: &Image, factor: usize) -> Image {
     Image::from_vec(nw, nh, c, data).expect("consistent size")
 }
 
+/// `img` turned by `k` quarter turns (90° each, counter-clockwise as displayed with `y` down):
+/// one turn makes a `w × h` image `h × w`, with `out(x, y) = in(w − 1 − y, x)`. Four turns give
+/// back the image; `quarter_turns(·, 4 − k)` undoes `k` turns. Exact (no interpolation).
+pub fn quarter_turns(img: &Image, k: usize) -> Image {
+    let (w, h, c) = (img.width(), img.height(), img.channels());
+    let src = img.data();
+    let k = k % 4;
+    if k == 0 {
+        return img.clone();
+    }
+    let (ow, oh) = if k == 2 { (w, h) } else { (h, w) };
+    let mut data = Vec::with_capacity(w * h * c);
+    for y in 0..oh {
+        for x in 0..ow {
+            // Where output pixel (x, y) reads the input.
+            let (sx, sy) = match k {
+                1 => (w - 1 - y, x),
+                2 => (w - 1 - x, h - 1 - y),
+                _ => (y, h - 1 - x),
+            };
+            let i = (sy * w + sx) * c;
+            data.extend_from_slice(&src[i..i + c]);
+        }
+    }
+    Image::from_vec(ow, oh, c, data).expect("same number of pixels")
+}
+
 /// One pyramid level: Gaussian smoothing with `sigma`, then [`subsample`] by `factor`.
 pub fn pyramid_level(img: &Image, factor: usize, sigma: f64) -> Image {
     subsample(&gaussian_blur(img, sigma), factor)
@@ -248,6 +275,41 @@ pub fn warp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quarter_turns_move_pixels_where_a_rotation_does() {
+        // A 3×2 image with two channels; pixel (x, y) holds (10·x + y, −(10·x + y)).
+        let img = Image::from_vec(
+            3,
+            2,
+            2,
+            (0..2)
+                .flat_map(|y| {
+                    (0..3).flat_map(move |x| [(10 * x + y) as f32, -((10 * x + y) as f32)])
+                })
+                .collect(),
+        )
+        .expect("image");
+        let one = quarter_turns(&img, 1);
+        assert_eq!((one.width(), one.height(), one.channels()), (2, 3, 2));
+        // Counter-clockwise on screen: the top-right input corner (2, 0) goes to the top-left.
+        assert_eq!(one.get(0, 0, 0), 20.0);
+        assert_eq!(one.get(1, 0, 0), 21.0);
+        assert_eq!(one.get(0, 2, 0), 0.0);
+        assert_eq!(one.get(0, 2, 1), -0.0);
+        let two = quarter_turns(&img, 2);
+        assert_eq!((two.width(), two.height()), (3, 2));
+        assert_eq!(two.get(0, 0, 0), 21.0);
+        // Turning again is composing: k turns equal k single turns, and 4 − k undoes k.
+        for k in 0..6 {
+            let mut step = img.clone();
+            for _ in 0..k {
+                step = quarter_turns(&step, 1);
+            }
+            assert_eq!(quarter_turns(&img, k), step, "k = {k}");
+            assert_eq!(quarter_turns(&quarter_turns(&img, k), 4 - k % 4), img);
+        }
+    }
 
     #[test]
     fn blur_preserves_constant_and_mean() {

@@ -67,6 +67,11 @@ pub struct EvalArgs {
     /// matching the moving representation's histogram to the fixed one's (with --model).
     #[arg(long)]
     pub no_histogram_match: bool,
+    /// Represent every image as the average over its four 90° turns (each turned copy
+    /// represented and turned back): exactly rotation-equivariant representations, at four
+    /// times the inference time (with --model). Not in the reference.
+    #[arg(long, requires = "model")]
+    pub rotation_average: bool,
     /// Method(s) run on the raw images in the same run, for comparison (with --model).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub raw_method: Vec<MethodName>,
@@ -172,6 +177,7 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
                 args.fixed_modality,
                 &args.device,
                 !args.no_histogram_match,
+                args.rotation_average,
             )
         })
         .transpose()?;

@@ -330,6 +330,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             model: Some(model.clone()),
             fixed_modality: comir_represent::Modality::A,
             no_histogram_match: false,
+            rotation_average: false,
             raw_method: Vec::new(),
             device: "cpu".into(),
             report: None,

@@ -75,6 +75,11 @@ pub struct RegisterArgs {
     /// matching the moving representation's histogram to the fixed one's (with --model).
     #[arg(long)]
     no_histogram_match: bool,
+    /// Represent every image as the average over its four 90° turns (each turned copy
+    /// represented and turned back): exactly rotation-equivariant representations, at four
+    /// times the inference time (with --model). Not in the reference.
+    #[arg(long, requires = "model")]
+    rotation_average: bool,
 }
 
 /// The method (and model) that registers every pair of a run.
@@ -106,6 +111,7 @@ impl Pipeline {
                     args.fixed_modality,
                     &args.device,
                     !args.no_histogram_match,
+                    args.rotation_average,
                 )
             })
             .transpose()?;
