@@ -118,58 +118,41 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     ok(&represent(&model, "b", &d.join("B/p0.png"), &png, &[]));
     assert!(png.is_file());
 
-    // Register through the model.
+    // Register through the model (p1's pair, with `extra` options) into `json`.
+    let (fixed, moving) = (d.join("A/p1.png"), d.join("B/p1.png"));
+    let register = |json: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "register",
+            "--fixed",
+            s(&fixed),
+            "--moving",
+            s(&moving),
+            "--method",
+            "aamd",
+            "--out",
+            s(json),
+        ];
+        args.extend_from_slice(extra);
+        comir(&args)
+    };
+    let read = |json: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(json).expect("json")).expect("parse")
+    };
     let json = d.join("t.json");
-    let out = ok(&comir(&[
-        "register",
-        "--model",
-        s(&model),
-        "--fixed",
-        s(&d.join("A/p1.png")),
-        "--moving",
-        s(&d.join("B/p1.png")),
-        "--method",
-        "aamd",
-        "--out",
-        s(&json),
-    ]));
+    let out = ok(&register(&json, &["--model", s(&model)]));
     assert!(out.starts_with("comir+aamd"), "{out}");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let record = read(&json);
     assert_eq!(record["method"], "comir+aamd");
     // The same through rotation-averaged representations: other representations, so another
     // optimum of the metric (the flag reaches the representer).
     let json_avg = d.join("t-avg.json");
-    ok(&comir(&[
-        "register",
-        "--model",
-        s(&model),
-        "--fixed",
-        s(&d.join("A/p1.png")),
-        "--moving",
-        s(&d.join("B/p1.png")),
-        "--method",
-        "aamd",
-        "--rotation-average",
-        "--out",
-        s(&json_avg),
-    ]));
-    let avg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_avg).expect("json")).expect("parse");
-    assert_ne!(avg["metric_value"], record["metric_value"]);
+    ok(&register(
+        &json_avg,
+        &["--model", s(&model), "--rotation-average"],
+    ));
+    assert_ne!(read(&json_avg)["metric_value"], record["metric_value"]);
     // Without a model there is nothing to average.
-    let no_model = comir(&[
-        "register",
-        "--fixed",
-        s(&d.join("A/p1.png")),
-        "--moving",
-        s(&d.join("B/p1.png")),
-        "--method",
-        "aamd",
-        "--rotation-average",
-        "--out",
-        s(&json_avg),
-    ]);
+    let no_model = register(&json_avg, &["--rotation-average"]);
     assert_eq!(no_model.status.code(), Some(2));
     assert!(
         text(&no_model).1.contains("--model"),
