@@ -192,3 +192,61 @@ pub fn clip_per_param_norm(grads: &mut [f32], specs: &[ParamSpec], max_norm: f32
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Textbook Adam with L2 decay in f64 (Kingma & Ba, Algorithm 1, with `g + λp`), written
+    /// from the formulas rather than from [`Adam::step`]: bias-corrected moments, then
+    /// `p ← p − lr · m̂ / (√v̂ + ε)`.
+    fn textbook(p0: &[f64], grads: &[Vec<f64>], lr: f64, eps: f64, wd: f64) -> Vec<f64> {
+        let (b1, b2) = (0.9f64, 0.999f64);
+        let mut p = p0.to_vec();
+        let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
+        for (t, g) in grads.iter().enumerate() {
+            let t = t as i32 + 1;
+            for i in 0..p.len() {
+                let g = g[i] + wd * p[i];
+                m[i] = b1 * m[i] + (1.0 - b1) * g;
+                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                let (mh, vh) = (m[i] / (1.0 - b1.powi(t)), v[i] / (1.0 - b2.powi(t)));
+                p[i] -= lr * mh / (vh.sqrt() + eps);
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn adam_matches_the_textbook_update() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let n: usize = 200;
+        let p0: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        // Gradients over five orders of magnitude, so that both regimes of ε are exercised.
+        let grads: Vec<Vec<f64>> = (0..3)
+            .map(|_| {
+                (0..n)
+                    .map(|i| rng.gen_range(-1.0..1.0) * 10f64.powi((i % 5) as i32 - 2))
+                    .collect()
+            })
+            .collect();
+        for (eps, wd) in [(1e-8, 0.0), (1e-5, 1e-2), (1.0, 1e-2)] {
+            let expected = textbook(&p0, &grads, 0.05, eps, wd);
+            let mut adam = Adam::new(0.9, 0.999, eps as f32, wd as f32);
+            let mut p: Vec<f32> = p0.iter().map(|&v| v as f32).collect();
+            for g in &grads {
+                let g: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+                adam.step(0.05, &mut p, &g);
+            }
+            for (i, (&a, &e)) in p.iter().zip(&expected).enumerate() {
+                // f32 against f64: a few ulps of the parameter, far below one step (0.05).
+                assert!(
+                    (a as f64 - e).abs() < 2e-6,
+                    "ε {eps}, λ {wd}, entry {i}: {a} vs {e}"
+                );
+            }
+        }
+    }
+}
