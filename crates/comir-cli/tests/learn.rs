@@ -3,6 +3,7 @@
 
 mod common;
 
+use comir_image::ops::quarter_turns;
 use common::{comir, s};
 use std::path::Path;
 use std::process::Output;
@@ -117,6 +118,32 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     let png = d.join("rep.png");
     ok(&represent(&model, "b", &d.join("B/p0.png"), &png, &[]));
     assert!(png.is_file());
+    // Rotation-averaged: turning the input turns the output (the 64² input needs no uneven
+    // padding), which the plain network does not do.
+    let turned_in = d.join("p0-turned.png");
+    let p0 = comir_image::load(d.join("A/p0.png")).expect("p0");
+    comir_image::save_png(&turned_in, &quarter_turns(&p0, 1)).expect("save");
+    let turned_tif = d.join("rep-turned.tif");
+    let flag = ["--rotation-average"];
+    ok(&represent(&model, "a", &d.join("A/p0.png"), &tif, &flag));
+    ok(&represent(&model, "a", &turned_in, &turned_tif, &flag));
+    let avg = comir_image::load(&tif).expect("tif");
+    let avg_turned = comir_image::load(&turned_tif).expect("tif");
+    let (lo, hi) = avg.min_max();
+    let gap = |a: &comir_image::Image, b: &comir_image::Image| {
+        a.data()
+            .iter()
+            .zip(b.data())
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+    };
+    assert!(gap(&quarter_turns(&avg, 1), &avg_turned) < 1e-4 * (hi - lo));
+    ok(&represent(&model, "a", &turned_in, &turned_tif, &[]));
+    assert!(
+        gap(
+            &quarter_turns(&rep, 1),
+            &comir_image::load(&turned_tif).expect("tif")
+        ) > 1e-3 * (hi - lo)
+    );
 
     // Register through the model (p1's pair, with `extra` options) into `json`.
     let (fixed, moving) = (d.join("A/p1.png"), d.join("B/p1.png"));

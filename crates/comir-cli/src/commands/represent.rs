@@ -35,6 +35,11 @@ pub struct RepresentArgs {
     /// Largest tile side in pixels (memory bound); larger images are tiled.
     #[arg(long, default_value_t = 640)]
     pub max_tile: usize,
+    /// The mean over the input's four 90° turns, each represented and turned back (exactly
+    /// rotation-equivariant; four passes, and the whole output is held in memory). Not in the
+    /// reference.
+    #[arg(long)]
+    pub rotation_average: bool,
 }
 
 /// Runs `comir represent`.
@@ -62,7 +67,7 @@ pub fn run(args: RepresentArgs) -> Result<()> {
         .tile_plan(&img, args.modality)
         .with_context(input_context)?;
     let d = plan.channels();
-    let (lo, hi) = if ext != "png" && matches!(d, 1 | 3) {
+    let (lo, hi) = if ext != "png" && matches!(d, 1 | 3) && !args.rotation_average {
         // Band by band into the file: only one band of the output is ever in memory.
         let input = r
             .prepare_input(&img, args.modality)
@@ -90,9 +95,12 @@ pub fn run(args: RepresentArgs) -> Result<()> {
         written?;
         (lo, hi)
     } else {
-        let rep = r
-            .represent(&img, args.modality)
-            .with_context(input_context)?;
+        let rep = if args.rotation_average {
+            r.represent_rotation_averaged(&img, args.modality)
+        } else {
+            r.represent(&img, args.modality)
+        }
+        .with_context(input_context)?;
         // The input is not needed any more: free it before the output is written.
         drop(img);
         if ext == "png" {
