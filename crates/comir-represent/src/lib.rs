@@ -704,19 +704,19 @@ mod tests {
         let r = Representer::new(model(&device), &device).expect("representer");
         // Square and a multiple of the padding step, so that padding commutes with the turns.
         let img = test_image(48, 48);
+        let avg = r
+            .represent_rotation_averaged(&img, Modality::A)
+            .expect("avg");
+        let (lo, hi) = avg.min_max();
+        let plain = r.represent(&img, Modality::A).expect("plain");
         for k in 1..4 {
             let turned = quarter_turns(&img, k);
-            let avg = r
-                .represent_rotation_averaged(&img, Modality::A)
-                .expect("avg");
             let avg_turned = r
                 .represent_rotation_averaged(&turned, Modality::A)
                 .expect("avg");
-            let (lo, hi) = avg.min_max();
             let diff = max_abs_diff(&quarter_turns(&avg, k), &avg_turned);
             assert!(diff < 1e-4 * (hi - lo), "turns {k}: max difference {diff}");
             // The untrained network alone is far from equivariant, so the check can fail.
-            let plain = r.represent(&img, Modality::A).expect("plain");
             let plain_turned = r.represent(&turned, Modality::A).expect("plain");
             let plain_diff = max_abs_diff(&quarter_turns(&plain, k), &plain_turned);
             assert!(plain_diff > 1e-2 * (hi - lo), "turns {k}: {plain_diff}");
