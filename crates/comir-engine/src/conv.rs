@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gemm::{gemm, Parallelism};
+
+use crate::direct;
 use rayon::prelude::*;
 
 /// Writes rows of one input channel of a convolution.
@@ -242,10 +244,45 @@ impl SendPtr {
     }
 }
 
+/// How [`conv_forward`] computes a band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// One `gemm` matrix product per tap (portable).
+    Gemm,
+    /// The AVX2 + FMA direct kernel of [`crate::direct`].
+    Direct,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub(crate) fn best() -> Self {
+        if direct::available() {
+            Kernel::Direct
+        } else {
+            Kernel::Gemm
+        }
+    }
+}
+
 /// Forward convolution of one sample: `out[cout][h·w] = conv(src) (+ bias) (→ ReLU)`.
 /// `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_forward(
+    s: ConvShape,
+    src: &dyn RowSource,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    parallel: bool,
+) {
+    conv_forward_with(Kernel::best(), s, src, weight, bias, relu, out, parallel);
+}
+
+/// [`conv_forward`] with a chosen kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_forward_with(
+    kernel: Kernel,
     s: ConvShape,
     src: &dyn RowSource,
     weight: &[f32],
@@ -260,45 +297,70 @@ pub(crate) fn conv_forward(
         s.cout * s.cin * s.k * s.k,
         "conv_forward: weight size"
     );
+    let kk = s.k * s.k;
+    let wp = s.w + 2;
+    let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
+    let packed = match kernel {
+        Kernel::Direct => direct::pack_weights(s.cout, s.cin, kk, weight),
+        Kernel::Gemm => Vec::new(),
+    };
     let ptr = SendPtr(out.as_mut_ptr());
     let band = |(y0, rows): (usize, usize)| {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let Scratch { a, b, .. } = &mut *scratch;
-            let wp = s.w + 2;
-            let ps = (rows + 2) * wp + 2;
+            // The direct kernel computes whole tiles of grid positions: slack for the last.
+            let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
             let xp = grow(a, s.cin * ps);
             fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
-            let og = grow(b, s.cout * q);
-            let kk = s.k * s.k;
-            for (t, &(ky, kx)) in s.taps().iter().enumerate() {
-                let off = ky * wp + kx;
-                // SAFETY: og is cout×q; weight tap t of row co at co·cin·kk + ci·kk + t;
-                // the shifted band reads stay inside the plane (2 slack elements).
-                unsafe {
-                    matmul(
-                        s.cout,
-                        q,
-                        s.cin,
-                        og.as_mut_ptr(),
-                        q as isize,
-                        1,
-                        t > 0,
-                        weight.as_ptr().add(t),
-                        (s.cin * kk) as isize,
-                        kk as isize,
-                        xp.as_ptr().add(off),
-                        ps as isize,
-                        1,
-                    );
+            let stride = match kernel {
+                Kernel::Direct => {
+                    let stride = q.next_multiple_of(direct::PX_BLOCK);
+                    let og = grow(b, s.cout.next_multiple_of(direct::CO_BLOCK) * stride);
+                    let band = direct::Band {
+                        cin: s.cin,
+                        input: xp,
+                        plane: ps,
+                        offsets: &offsets,
+                        weights: &packed,
+                        positions: stride,
+                    };
+                    direct::conv_band(&band, og, stride);
+                    stride
                 }
-            }
+                Kernel::Gemm => {
+                    let og = grow(b, s.cout * q);
+                    for (t, &off) in offsets.iter().enumerate() {
+                        // SAFETY: og is cout×q; weight tap t of row co at co·cin·kk + ci·kk + t;
+                        // the shifted band reads stay inside the plane (slack elements).
+                        unsafe {
+                            matmul(
+                                s.cout,
+                                q,
+                                s.cin,
+                                og.as_mut_ptr(),
+                                q as isize,
+                                1,
+                                t > 0,
+                                weight.as_ptr().add(t),
+                                (s.cin * kk) as isize,
+                                kk as isize,
+                                xp.as_ptr().add(off),
+                                ps as isize,
+                                1,
+                            );
+                        }
+                    }
+                    q
+                }
+            };
+            let og = &b[..];
             let hw = s.h * s.w;
             for co in 0..s.cout {
                 let bco = bias.map_or(0.0, |b| b[co]);
                 for r in 0..rows {
-                    let g = &og[co * q + r * wp..co * q + r * wp + s.w];
+                    let g = &og[co * stride + r * wp..co * stride + r * wp + s.w];
                     // SAFETY: row y0 + r of channel co belongs to this band only.
                     let o = unsafe {
                         std::slice::from_raw_parts_mut(ptr.get().add(co * hw + (y0 + r) * s.w), s.w)
@@ -352,6 +414,21 @@ pub(crate) fn conv_backward(
     dout: &[f32],
     dw: &mut [f32],
     db: Option<&mut [f32]>,
+    sink: Option<&mut dyn RowSink>,
+) {
+    conv_backward_with(Kernel::best(), s, src, wt, dout, dw, db, sink);
+}
+
+/// [`conv_backward`] with a chosen kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward_with(
+    kernel: Kernel,
+    s: ConvShape,
+    src: &dyn RowSource,
+    wt: Option<&[f32]>,
+    dout: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
     mut sink: Option<&mut dyn RowSink>,
 ) {
     let hw = s.h * s.w;
@@ -364,51 +441,87 @@ pub(crate) fn conv_backward(
         }
     }
     let wp = s.w + 2;
+    let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
+    // The input gradient is a convolution of the padded output gradient with the flipped
+    // taps; the direct kernel runs it as a forward convolution (cout → cin channels).
+    let flipped: Vec<usize> = s
+        .taps()
+        .iter()
+        .map(|&(ky, kx)| (2 - ky) * wp + (2 - kx))
+        .collect();
+    let packed = match (kernel, wt) {
+        (Kernel::Direct, Some(wt)) => direct::pack_transposed(s.cout, s.cin, kk, wt),
+        _ => Vec::new(),
+    };
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         let Scratch { a, b, c } = &mut *scratch;
         for (y0, rows) in s.bands() {
-            let ps = (rows + 2) * wp + 2;
+            let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
+            // Direct: whole vectors and tiles of positions, zero past the band.
+            let (stride, co_rows) = match kernel {
+                Kernel::Direct => (
+                    q.next_multiple_of(direct::PX_BLOCK),
+                    s.cout.next_multiple_of(direct::GRAD_CO_BLOCK),
+                ),
+                Kernel::Gemm => (q, s.cout),
+            };
             let xp = grow(a, s.cin * ps);
             fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
             // Output gradient on the grid, junk columns zero (they must not reach dw).
-            let og = grow(b, s.cout * q);
+            let og = grow(b, co_rows * stride);
+            og.fill(0.0);
             for co in 0..s.cout {
                 for r in 0..rows {
-                    let g = &mut og[co * q + r * wp..co * q + (r + 1) * wp];
+                    let g = &mut og[co * stride + r * wp..co * stride + r * wp + s.w];
                     let d = co * hw + (y0 + r) * s.w;
-                    g[..s.w].copy_from_slice(&dout[d..d + s.w]);
-                    g[s.w..].fill(0.0);
+                    g.copy_from_slice(&dout[d..d + s.w]);
                 }
             }
-            for (t, &(ky, kx)) in s.taps().iter().enumerate() {
-                let off = ky * wp + kx;
-                // SAFETY: dw tap block is cout×cin; rhs element (q, ci) at xp[ci·ps + q + off].
-                unsafe {
-                    matmul(
-                        s.cout,
-                        s.cin,
-                        q,
-                        dw.as_mut_ptr().add(t * s.cout * s.cin),
-                        s.cin as isize,
-                        1,
-                        true,
-                        og.as_ptr(),
-                        q as isize,
-                        1,
-                        xp.as_ptr().add(off),
-                        1,
-                        ps as isize,
-                    );
+            match kernel {
+                Kernel::Direct => {
+                    let band = direct::GradBand {
+                        cin: s.cin,
+                        input: xp,
+                        plane: ps,
+                        offsets: &offsets,
+                        cout: s.cout,
+                        dout: og,
+                        stride,
+                    };
+                    direct::weight_grad_band(&band, dw);
+                }
+                Kernel::Gemm => {
+                    for (t, &off) in offsets.iter().enumerate() {
+                        // SAFETY: dw tap block is cout×cin; rhs element (q, ci) at
+                        // xp[ci·ps + q + off].
+                        unsafe {
+                            matmul(
+                                s.cout,
+                                s.cin,
+                                q,
+                                dw.as_mut_ptr().add(t * s.cout * s.cin),
+                                s.cin as isize,
+                                1,
+                                true,
+                                og.as_ptr(),
+                                q as isize,
+                                1,
+                                xp.as_ptr().add(off),
+                                1,
+                                ps as isize,
+                            );
+                        }
+                    }
                 }
             }
             let (Some(sink), Some(wt)) = (sink.as_deref_mut(), wt) else {
                 continue;
             };
             // Padded output gradient rows y0 − 1 .. y0 + rows (zero outside the image).
-            let dps = (rows + 2) * wp + 2;
-            let dp = grow(b, s.cout * q.max(dps));
+            let dps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
+            let dp = grow(b, s.cout * dps);
             for co in 0..s.cout {
                 let plane = &mut dp[co * dps..(co + 1) * dps];
                 for r in 0..rows + 2 {
@@ -425,40 +538,58 @@ pub(crate) fn conv_backward(
                 }
                 plane[(rows + 2) * wp..].fill(0.0);
             }
-            // col[t·cout + co][q] = dp[co][q + (2−ky)·wp + (2−kx)]  (flipped taps).
-            let kc = kk * s.cout;
-            let (col, da) = {
-                let buf = grow(c, kc * q + s.cin * q);
-                buf.split_at_mut(kc * q)
-            };
-            for (t, &(ky, kx)) in s.taps().iter().enumerate() {
-                let off = (2 - ky) * wp + (2 - kx);
-                for co in 0..s.cout {
-                    col[(t * s.cout + co) * q..(t * s.cout + co + 1) * q]
-                        .copy_from_slice(&dp[co * dps + off..co * dps + off + q]);
+            let (da, da_stride) = match kernel {
+                Kernel::Direct => {
+                    let da_stride = q.next_multiple_of(direct::PX_BLOCK);
+                    let da = grow(c, s.cin.next_multiple_of(direct::CO_BLOCK) * da_stride);
+                    let band = direct::Band {
+                        cin: s.cout,
+                        input: dp,
+                        plane: dps,
+                        offsets: &flipped,
+                        weights: &packed,
+                        positions: da_stride,
+                    };
+                    direct::conv_band(&band, da, da_stride);
+                    (&*da, da_stride)
                 }
-            }
-            // SAFETY: da is cin×q, wt is cin×kc, col is kc×q.
-            unsafe {
-                matmul(
-                    s.cin,
-                    q,
-                    kc,
-                    da.as_mut_ptr(),
-                    q as isize,
-                    1,
-                    false,
-                    wt.as_ptr(),
-                    kc as isize,
-                    1,
-                    col.as_ptr(),
-                    q as isize,
-                    1,
-                );
-            }
+                Kernel::Gemm => {
+                    // col[t·cout + co][q] = dp[co][q + flipped[t]].
+                    let kc = kk * s.cout;
+                    let (col, da) = {
+                        let buf = grow(c, kc * q + s.cin * q);
+                        buf.split_at_mut(kc * q)
+                    };
+                    for (t, &off) in flipped.iter().enumerate() {
+                        for co in 0..s.cout {
+                            col[(t * s.cout + co) * q..(t * s.cout + co + 1) * q]
+                                .copy_from_slice(&dp[co * dps + off..co * dps + off + q]);
+                        }
+                    }
+                    // SAFETY: da is cin×q, wt is cin×kc, col is kc×q.
+                    unsafe {
+                        matmul(
+                            s.cin,
+                            q,
+                            kc,
+                            da.as_mut_ptr(),
+                            q as isize,
+                            1,
+                            false,
+                            wt.as_ptr(),
+                            kc as isize,
+                            1,
+                            col.as_ptr(),
+                            q as isize,
+                            1,
+                        );
+                    }
+                    (&*da, q)
+                }
+            };
             for ci in 0..s.cin {
                 for r in 0..rows {
-                    let o = ci * q + r * wp;
+                    let o = ci * da_stride + r * wp;
                     sink.row(ci, y0 + r, &da[o..o + s.w]);
                 }
             }
@@ -473,6 +604,222 @@ pub(crate) fn add_tap_major(s: ConvShape, src: &[f32], dst: &mut [f32]) {
         for co in 0..s.cout {
             for ci in 0..s.cin {
                 dst[(co * s.cin + ci) * kk + t] += src[(t * s.cout + co) * s.cin + ci];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The convolution written out: zero padding, f64 sums.
+    fn naive(s: ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+        let (h, wd, k) = (s.h as isize, s.w as isize, s.k as isize);
+        let mut out = vec![0.0; s.cout * s.h * s.w];
+        for co in 0..s.cout {
+            for y in 0..h {
+                for xx in 0..wd {
+                    let mut sum = bias.map_or(0.0, |b| f64::from(b[co]));
+                    for ci in 0..s.cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (y + ky - k / 2, xx + kx - k / 2);
+                                if iy < 0 || iy >= h || ix < 0 || ix >= wd {
+                                    continue;
+                                }
+                                let wi =
+                                    ((co * s.cin + ci) * s.k + ky as usize) * s.k + kx as usize;
+                                let xi = (ci as isize * h + iy) * wd + ix;
+                                sum += f64::from(w[wi]) * f64::from(x[xi as usize]);
+                            }
+                        }
+                    }
+                    let v = if relu { sum.max(0.0) } else { sum };
+                    out[(co * s.h + y as usize) * s.w + xx as usize] = v as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn both_kernels_match_the_convolution_written_out() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Channel counts off the kernels' tile sizes, widths off the 24-position tile, and
+        // heights of one band and of several (odd remainders included).
+        let shapes = [
+            (1, 16, 3, 9, 13),
+            (5, 12, 3, 17, 30),
+            (28, 12, 3, 33, 25),
+            (13, 3, 3, 4, 47),
+            (40, 40, 1, 21, 19),
+            (88, 1, 1, 6, 11),
+            (7, 5, 1, 2, 2),
+        ];
+        let kernels: Vec<Kernel> = if direct::available() {
+            vec![Kernel::Gemm, Kernel::Direct]
+        } else {
+            vec![Kernel::Gemm]
+        };
+        for &(cin, cout, k, h, w) in &shapes {
+            let s = ConvShape { cin, cout, k, h, w };
+            let x: Vec<f32> = (0..cin * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..cout * cin * k * k)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for relu in [false, true] {
+                let want = naive(s, &x, &wt, Some(&bias), relu);
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                for &kernel in &kernels {
+                    for parallel in [false, true] {
+                        let mut got = vec![f32::NAN; cout * h * w];
+                        let src = Plain {
+                            x: &x,
+                            hw: h * w,
+                            w,
+                        };
+                        conv_forward_with(
+                            kernel,
+                            s,
+                            &src,
+                            &wt,
+                            Some(&bias),
+                            relu,
+                            &mut got,
+                            parallel,
+                        );
+                        let err = got
+                            .iter()
+                            .zip(&want)
+                            .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                        assert!(
+                            err <= 1e-5 * scale,
+                            "{kernel:?} {s:?} relu {relu}: max error {err} (scale {scale})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Collects the input gradient.
+    struct Collect {
+        dx: Vec<f32>,
+        hw: usize,
+        w: usize,
+    }
+
+    impl RowSink for Collect {
+        fn row(&mut self, c: usize, y: usize, grad: &[f32]) {
+            let s = c * self.hw + y * self.w;
+            self.dx[s..s + self.w].copy_from_slice(grad);
+        }
+    }
+
+    #[test]
+    fn both_backward_kernels_match_the_gradients_written_out() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let shapes = [
+            (1, 16, 3, 9, 13),
+            (5, 12, 3, 17, 30),
+            (28, 12, 3, 33, 25),
+            (13, 3, 3, 4, 47),
+            (40, 41, 1, 21, 19),
+            (88, 1, 1, 6, 11),
+            (7, 5, 1, 2, 2),
+        ];
+        let kernels: Vec<Kernel> = if direct::available() {
+            vec![Kernel::Gemm, Kernel::Direct]
+        } else {
+            vec![Kernel::Gemm]
+        };
+        for &(cin, cout, k, h, w) in &shapes {
+            let s = ConvShape { cin, cout, k, h, w };
+            let (hi, wi, ki) = (h as isize, w as isize, k as isize);
+            let x: Vec<f32> = (0..cin * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..cout * cin * k * k)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
+            let dout: Vec<f32> = (0..cout * h * w)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
+            // Written out in f64: dw[t][co][ci], db[co], dx[ci][y][x].
+            let mut dw_want = vec![0.0f64; k * k * cout * cin];
+            let mut dx_want = vec![0.0f64; cin * h * w];
+            for co in 0..cout {
+                for ci in 0..cin {
+                    for ky in 0..ki {
+                        for kx in 0..ki {
+                            let t = (ky * ki + kx) as usize;
+                            let wv = f64::from(wt[(co * cin + ci) * k * k + t]);
+                            for y in 0..hi {
+                                for xx in 0..wi {
+                                    let (iy, ix) = (y + ky - ki / 2, xx + kx - ki / 2);
+                                    if iy < 0 || iy >= hi || ix < 0 || ix >= wi {
+                                        continue;
+                                    }
+                                    let g = f64::from(
+                                        dout[((co as isize * hi + y) * wi + xx) as usize],
+                                    );
+                                    let xi = ((ci as isize * hi + iy) * wi + ix) as usize;
+                                    dw_want[(t * cout + co) * cin + ci] += g * f64::from(x[xi]);
+                                    dx_want[xi] += g * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let db_want: Vec<f64> = (0..cout)
+                .map(|co| {
+                    dout[co * h * w..(co + 1) * h * w]
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .sum()
+                })
+                .collect();
+            let tw = transpose_weight(s, &wt);
+            for &kernel in &kernels {
+                // Accumulates onto what is there.
+                let mut dw = vec![1.0f32; k * k * cout * cin];
+                let mut db = vec![1.0f32; cout];
+                let mut sink = Collect {
+                    dx: vec![f32::NAN; cin * h * w],
+                    hw: h * w,
+                    w,
+                };
+                let src = Plain {
+                    x: &x,
+                    hw: h * w,
+                    w,
+                };
+                conv_backward_with(
+                    kernel,
+                    s,
+                    &src,
+                    Some(&tw),
+                    &dout,
+                    &mut dw,
+                    Some(&mut db),
+                    Some(&mut sink),
+                );
+                let check = |name: &str, got: &[f32], want: &[f64], base: f64| {
+                    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                    let err = got
+                        .iter()
+                        .zip(want)
+                        .fold(0.0f64, |m, (&g, &w)| m.max((f64::from(g) - base - w).abs()));
+                    assert!(
+                        err <= 2e-5 * scale,
+                        "{kernel:?} {s:?} {name}: max error {err} (scale {scale})"
+                    );
+                };
+                check("dw", &dw, &dw_want, 1.0);
+                check("db", &db, &db_want, 1.0);
+                check("dx", &sink.dx, &dx_want, 0.0);
             }
         }
     }
