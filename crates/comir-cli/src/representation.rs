@@ -9,8 +9,17 @@ use comir_represent::{for_registration, Modality, Representer};
 
 /// The names of the pairs a model was trained or validated on (from its card).
 pub fn seen_pairs(card: &comir_model::ModelCard) -> HashSet<String> {
+    split_names(card, &["train", "validation"])
+}
+
+/// The names of the pairs a model was validated on (from its card).
+pub fn validation_pairs(card: &comir_model::ModelCard) -> HashSet<String> {
+    split_names(card, &["validation"])
+}
+
+fn split_names(card: &comir_model::ModelCard, parts: &[&str]) -> HashSet<String> {
     let split = &card.training["split"];
-    ["train", "validation"]
+    parts
         .iter()
         .filter_map(|k| split[k].as_array())
         .flatten()
@@ -50,6 +59,11 @@ impl ModelPrep {
     /// The names of the pairs the model was trained or validated on (from model.json).
     pub fn seen_pairs(&self) -> HashSet<String> {
         seen_pairs(self.representer.card())
+    }
+
+    /// The pairs the model was validated on.
+    pub fn validation_pairs(&self) -> HashSet<String> {
+        validation_pairs(self.representer.card())
     }
 
     /// The gray images to register: the representations of `fixed` (as the fixed modality) and

@@ -213,6 +213,67 @@ fn train_resume_represent_register_and_eval_through_a_model() {
         2
     );
     assert_eq!(data.iter().filter(|l| l.contains(",mi,")).count(), 2);
+    // The validation pairs instead: exactly those on the model card, none of the test pairs.
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).expect("card"))
+            .expect("json");
+    let validation: std::collections::BTreeSet<String> = card["training"]["split"]["validation"]
+        .as_array()
+        .expect("validation names")
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .expect("name")
+                .trim_end_matches(".png")
+                .to_string()
+        })
+        .collect();
+    assert!(!validation.is_empty());
+    let val_csv = d.join("eval-validation.csv");
+    ok(&comir(&[
+        "eval",
+        "--pairs",
+        s(d),
+        "--model",
+        s(&model),
+        "--split",
+        "validation",
+        "--method",
+        "aamd",
+        "--levels",
+        "1",
+        "--out",
+        s(&val_csv),
+    ]));
+    let pair_names = |csv: &Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(csv)
+            .expect("csv")
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split(',')
+                    .next()
+                    .expect("pair")
+                    .trim_end_matches(".png")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(pair_names(&val_csv), validation);
+    assert!(pair_names(&csv).is_disjoint(&validation));
+    // Without a model there is no split to choose.
+    let no_model = comir(&[
+        "eval",
+        "--pairs",
+        s(d),
+        "--split",
+        "validation",
+        "--method",
+        "mi",
+        "--out",
+        s(&val_csv),
+    ]);
+    assert_eq!(no_model.status.code(), Some(2));
 
     // A GPU device in a CPU-only build.
     if !cfg!(feature = "wgpu") {

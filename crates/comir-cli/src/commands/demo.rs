@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use comir_model::DenseUNetConfig;
 use comir_train::run::{RunPaths, TrainConfig};
 
-use super::eval::{evaluate, print_summaries, EvalArgs};
+use super::eval::{evaluate, print_summaries, EvalArgs, EvalSplit};
 use super::train::{train_with_progress, TrainerChoice};
 use crate::methods::MethodName;
 
@@ -152,6 +152,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         config: None,
         export_cases: None,
         model: Some(model.clone()),
+        split: EvalSplit::Test,
         fixed_modality: comir_represent::Modality::A,
         no_histogram_match: false,
         rotation_average: false,
@@ -188,6 +189,7 @@ fn run_raw(args: &DemoArgs, pairs: PathBuf) -> Result<()> {
         config: None,
         export_cases: None,
         model: None,
+        split: EvalSplit::Test,
         fixed_modality: comir_represent::Modality::A,
         no_histogram_match: false,
         rotation_average: false,

@@ -15,6 +15,15 @@ use crate::progress;
 use crate::representation::ModelPrep;
 use comir_represent::Modality;
 
+/// Which of a model's pairs `comir eval --model` evaluates on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplit {
+    /// The pairs the model was neither trained nor validated on.
+    Test,
+    /// The pairs the model was validated on (for choosing settings).
+    Validation,
+}
+
 /// Arguments of `comir eval`.
 #[derive(clap::Args)]
 #[command(
@@ -57,6 +66,11 @@ pub struct EvalArgs {
     /// Pairs the model was trained or validated on are skipped.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// With --model, which pairs: `test` (default), those the model was neither trained nor
+    /// validated on; or `validation`, only those it was validated on, to choose settings
+    /// without looking at the test pairs.
+    #[arg(long, value_enum, default_value = "test", requires = "model")]
+    pub split: EvalSplit,
     /// Which modality the fixed image is (the moving one is the other).
     #[arg(long, default_value = "a")]
     pub fixed_modality: Modality,
@@ -183,21 +197,40 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
         .transpose()?;
     let mut pairs = find_pairs(&args.pairs)?;
     if let Some(m) = &model {
-        let seen = m.seen_pairs();
         let before = pairs.len();
-        pairs.retain(|p| !seen.contains(&p.name));
-        if before != pairs.len() {
-            println!(
-                "skipping {} of {} pairs: the model was trained or validated on them",
-                before - pairs.len(),
-                before
-            );
-        }
-        if pairs.is_empty() {
-            bail!(
-                "{}: every pair was used to train the model; evaluate on other pairs",
-                args.pairs.display()
-            );
+        match args.split {
+            EvalSplit::Test => {
+                let seen = m.seen_pairs();
+                pairs.retain(|p| !seen.contains(&p.name));
+                if before != pairs.len() {
+                    println!(
+                        "skipping {} of {} pairs: the model was trained or validated on them",
+                        before - pairs.len(),
+                        before
+                    );
+                }
+                if pairs.is_empty() {
+                    bail!(
+                        "{}: every pair was used to train the model; evaluate on other pairs",
+                        args.pairs.display()
+                    );
+                }
+            }
+            EvalSplit::Validation => {
+                let validation = m.validation_pairs();
+                pairs.retain(|p| validation.contains(&p.name));
+                println!(
+                    "evaluating the model's {} validation pairs (of {}); its test results are elsewhere",
+                    pairs.len(),
+                    before
+                );
+                if pairs.is_empty() {
+                    bail!(
+                        "{}: none of the model's validation pairs is here",
+                        args.pairs.display()
+                    );
+                }
+            }
         }
     }
     let pairs = limit_pairs(pairs, args.limit)?;

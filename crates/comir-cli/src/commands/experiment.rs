@@ -14,7 +14,7 @@ use comir_train::BottleneckMode;
 use serde::{Deserialize, Serialize};
 
 use super::analyze::AnalyzeArgs;
-use super::eval::{evaluate, EvalArgs};
+use super::eval::{evaluate, EvalArgs, EvalSplit};
 use super::train::{train_with_progress, TrainerChoice};
 use crate::methods::MethodName;
 
@@ -328,6 +328,7 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             config: None,
             export_cases: None,
             model: Some(model.clone()),
+            split: EvalSplit::Test,
             fixed_modality: comir_represent::Modality::A,
             no_histogram_match: false,
             rotation_average: false,
