@@ -19,12 +19,12 @@
 //!
 //! # Why it is fast
 //!
-//! Convolutions run on row bands of one sample, on a zero-padded band into which batch norm
-//! + ReLU (or upsampling) are fused, with hand-written AVX2 + FMA kernels that keep a tile of
-//! outputs in registers over all input channels and taps (`direct.rs`; a few matrix products
-//! of the `gemm` crate on other CPUs); dense blocks
-//! append their layers' outputs into one preallocated buffer; samples run in parallel
-//! (rayon); buffers live in a reusable [`Workspace`] and per-thread scratch.
+//! Convolutions run on row bands of one sample, on a zero-padded band into which batch
+//! norm and ReLU (or upsampling) are fused, with hand-written AVX2 + FMA kernels that keep a
+//! tile of outputs in registers over all input channels and taps (`direct.rs`; a few matrix
+//! products of the `gemm` crate on other CPUs); dense blocks append their layers' outputs
+//! into one preallocated buffer; samples run in parallel (rayon); buffers live in a reusable
+//! [`Workspace`] and per-thread scratch.
 //!
 //! Dropout is not supported (the presets use none): configurations with `dropout ≠ 0` are
 //! rejected.
