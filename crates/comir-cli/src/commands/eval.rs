@@ -71,6 +71,11 @@ pub struct EvalArgs {
     /// without looking at the test pairs.
     #[arg(long, value_enum, default_value = "test", requires = "model")]
     pub split: EvalSplit,
+    /// Register representations with the reference's α-AMD settings too, instead of
+    /// [`MethodsConfig::for_representations`] (not a flag: the 2023-study replication, which
+    /// follows the paper; users set `pyramid_sigmas` in the config instead).
+    #[arg(skip)]
+    pub reference_aamd: bool,
     /// Which modality the fixed image is (the moving one is the other).
     #[arg(long, default_value = "a")]
     pub fixed_modality: Modality,
@@ -237,7 +242,15 @@ pub fn evaluate(args: &EvalArgs) -> Result<Vec<CaseResult>> {
     let cfg = MethodsConfig::load(args.config.as_deref())?.with_seed(args.seed);
     let registrars = methods(args)
         .into_iter()
-        .map(|(label, m, on_model)| Ok((label, build(m, &cfg, args.init == "global")?, on_model)))
+        .map(|(label, m, on_model)| {
+            // Learned representations get their own α-AMD pyramid; raw images the reference's.
+            let cfg = if on_model && !args.reference_aamd {
+                cfg.clone().for_representations()
+            } else {
+                cfg.clone()
+            };
+            Ok((label, build(m, &cfg, args.init == "global")?, on_model))
+        })
         .collect::<Result<Vec<_>>>()?;
 
     let mut rows: Vec<CaseResult> = if args.resume && args.out.exists() {

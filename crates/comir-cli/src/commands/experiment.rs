@@ -329,6 +329,8 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             export_cases: None,
             model: Some(model.clone()),
             split: EvalSplit::Test,
+            // The paper registered the representations with the reference α-AMD settings.
+            reference_aamd: true,
             fixed_modality: comir_represent::Modality::A,
             no_histogram_match: false,
             rotation_average: false,

@@ -100,7 +100,11 @@ struct Registered {
 
 impl Pipeline {
     fn new(args: &RegisterArgs) -> Result<Pipeline> {
-        let cfg = MethodsConfig::load(args.config.as_deref())?.with_seed(args.seed);
+        let mut cfg = MethodsConfig::load(args.config.as_deref())?.with_seed(args.seed);
+        if args.model.is_some() {
+            // Learned representations get their own α-AMD pyramid.
+            cfg = cfg.for_representations();
+        }
         let registrar = build(args.method, &cfg, args.init == "global")?;
         let model = args
             .model
