@@ -644,36 +644,43 @@ mod tests {
         out
     }
 
-    #[test]
-    fn both_kernels_match_the_convolution_written_out() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        // Channel counts off the kernels' tile sizes, widths off the 24-position tile, and
-        // heights of one band and of several (odd remainders included).
-        let shapes = [
-            (1, 16, 3, 9, 13),
-            (5, 12, 3, 17, 30),
-            (28, 12, 3, 33, 25),
-            (13, 3, 3, 4, 47),
-            (40, 40, 1, 21, 19),
-            (88, 1, 1, 6, 11),
-            (7, 5, 1, 2, 2),
-        ];
-        let kernels: Vec<Kernel> = if direct::available() {
+    /// `(cin, cout, k, h, w)`: channel counts off the kernels' tile sizes, widths off the
+    /// 16-position tile, and heights of one band and of several (odd remainders included).
+    const SHAPES: [(usize, usize, usize, usize, usize); 7] = [
+        (1, 16, 3, 9, 13),
+        (5, 12, 3, 17, 30),
+        (28, 12, 3, 33, 25),
+        (13, 3, 3, 4, 47),
+        (40, 41, 1, 21, 19),
+        (88, 1, 1, 6, 11),
+        (7, 5, 1, 2, 2),
+    ];
+
+    /// The kernels this CPU runs.
+    fn kernels() -> Vec<Kernel> {
+        if direct::available() {
             vec![Kernel::Gemm, Kernel::Direct]
         } else {
             vec![Kernel::Gemm]
-        };
-        for &(cin, cout, k, h, w) in &shapes {
+        }
+    }
+
+    fn uniform(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
+    }
+
+    #[test]
+    fn both_kernels_match_the_convolution_written_out() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for &(cin, cout, k, h, w) in &SHAPES {
             let s = ConvShape { cin, cout, k, h, w };
-            let x: Vec<f32> = (0..cin * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let wt: Vec<f32> = (0..cout * cin * k * k)
-                .map(|_| rng.gen_range(-1.0..1.0))
-                .collect();
-            let bias: Vec<f32> = (0..cout).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let x = uniform(&mut rng, cin * h * w);
+            let wt = uniform(&mut rng, cout * cin * k * k);
+            let bias = uniform(&mut rng, cout);
             for relu in [false, true] {
                 let want = naive(s, &x, &wt, Some(&bias), relu);
                 let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                for &kernel in &kernels {
+                for kernel in kernels() {
                     for parallel in [false, true] {
                         let mut got = vec![f32::NAN; cout * h * w];
                         let src = Plain {
@@ -722,30 +729,12 @@ mod tests {
     #[test]
     fn both_backward_kernels_match_the_gradients_written_out() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let shapes = [
-            (1, 16, 3, 9, 13),
-            (5, 12, 3, 17, 30),
-            (28, 12, 3, 33, 25),
-            (13, 3, 3, 4, 47),
-            (40, 41, 1, 21, 19),
-            (88, 1, 1, 6, 11),
-            (7, 5, 1, 2, 2),
-        ];
-        let kernels: Vec<Kernel> = if direct::available() {
-            vec![Kernel::Gemm, Kernel::Direct]
-        } else {
-            vec![Kernel::Gemm]
-        };
-        for &(cin, cout, k, h, w) in &shapes {
+        for &(cin, cout, k, h, w) in &SHAPES {
             let s = ConvShape { cin, cout, k, h, w };
             let (hi, wi, ki) = (h as isize, w as isize, k as isize);
-            let x: Vec<f32> = (0..cin * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let wt: Vec<f32> = (0..cout * cin * k * k)
-                .map(|_| rng.gen_range(-1.0..1.0))
-                .collect();
-            let dout: Vec<f32> = (0..cout * h * w)
-                .map(|_| rng.gen_range(-1.0..1.0))
-                .collect();
+            let x = uniform(&mut rng, cin * h * w);
+            let wt = uniform(&mut rng, cout * cin * k * k);
+            let dout = uniform(&mut rng, cout * h * w);
             // Written out in f64: dw[t][co][ci], db[co], dx[ci][y][x].
             let mut dw_want = vec![0.0f64; k * k * cout * cin];
             let mut dx_want = vec![0.0f64; cin * h * w];
@@ -782,7 +771,7 @@ mod tests {
                 })
                 .collect();
             let tw = transpose_weight(s, &wt);
-            for &kernel in &kernels {
+            for kernel in kernels() {
                 // Accumulates onto what is there.
                 let mut dw = vec![1.0f32; k * k * cout * cin];
                 let mut db = vec![1.0f32; cout];

@@ -35,14 +35,24 @@ pub(crate) fn available() -> bool {
 /// Rearranges `[cout][cin][taps]` weights into tiles `[cout / 6][cin][taps][6]`, the output
 /// channels padded with zeros to a multiple of [`CO_BLOCK`].
 pub(crate) fn pack_weights(cout: usize, cin: usize, taps: usize, weight: &[f32]) -> Vec<f32> {
-    let blocks = cout.div_ceil(CO_BLOCK);
-    let mut packed = vec![0.0; blocks * cin * taps * CO_BLOCK];
-    for co in 0..cout {
-        let (b, j) = (co / CO_BLOCK, co % CO_BLOCK);
-        for ci in 0..cin {
+    pack(cout, cin, taps, |co, ci, t| {
+        weight[(co * cin + ci) * taps + t]
+    })
+}
+
+/// Tiles `[outputs / 6][inputs][taps][6]` of `weight(output, input, tap)`, zero padded.
+fn pack(
+    outputs: usize,
+    inputs: usize,
+    taps: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut packed = vec![0.0; outputs.div_ceil(CO_BLOCK) * inputs * taps * CO_BLOCK];
+    for o in 0..outputs {
+        let (b, j) = (o / CO_BLOCK, o % CO_BLOCK);
+        for i in 0..inputs {
             for t in 0..taps {
-                packed[((b * cin + ci) * taps + t) * CO_BLOCK + j] =
-                    weight[(co * cin + ci) * taps + t];
+                packed[((b * inputs + i) * taps + t) * CO_BLOCK + j] = weight(o, i, t);
             }
         }
     }
@@ -127,18 +137,9 @@ pub(crate) struct GradBand<'a> {
 /// Re-packs transposed weights `wt[ci][t·cout + co]` (see `conv::transpose_weight`) for
 /// [`conv_band`] run as the input gradient: output channels `cin`, input channels `cout`.
 pub(crate) fn pack_transposed(cout: usize, cin: usize, taps: usize, wt: &[f32]) -> Vec<f32> {
-    let blocks = cin.div_ceil(CO_BLOCK);
-    let mut packed = vec![0.0; blocks * cout * taps * CO_BLOCK];
-    for ci in 0..cin {
-        let (b, j) = (ci / CO_BLOCK, ci % CO_BLOCK);
-        for co in 0..cout {
-            for t in 0..taps {
-                packed[((b * cout + co) * taps + t) * CO_BLOCK + j] =
-                    wt[ci * taps * cout + t * cout + co];
-            }
-        }
-    }
-    packed
+    pack(cin, cout, taps, |ci, co, t| {
+        wt[ci * taps * cout + t * cout + co]
+    })
 }
 
 /// `dw[t][co][ci] += Σ_n dout[co · stride + n] · input[ci · plane + offsets[t] + n]` over
