@@ -12,9 +12,9 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
 
 use crate::direct;
-use rayon::prelude::*;
 
 /// Writes rows of one input channel of a convolution.
 pub(crate) trait RowSource: Sync {
@@ -244,12 +244,12 @@ impl SendPtr {
     }
 }
 
-/// How [`conv_forward`] computes a band.
+/// How [`conv_forward`] and [`conv_backward`] compute a band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kernel {
     /// One `gemm` matrix product per tap (portable).
     Gemm,
-    /// The AVX2 + FMA direct kernel of [`crate::direct`].
+    /// The AVX2 + FMA direct kernels of [`crate::direct`].
     Direct,
 }
 
