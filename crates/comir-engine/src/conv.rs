@@ -264,6 +264,33 @@ impl Kernel {
     }
 }
 
+/// Runs the direct kernel on a padded band of `q` grid positions into `out` (grown as
+/// needed); returns the output's channel stride.
+#[allow(clippy::too_many_arguments)]
+fn direct_band(
+    inputs: usize,
+    outputs: usize,
+    input: &[f32],
+    plane: usize,
+    offsets: &[usize],
+    weights: &[f32],
+    q: usize,
+    out: &mut Vec<f32>,
+) -> usize {
+    let stride = q.next_multiple_of(direct::PX_BLOCK);
+    let og = grow(out, outputs.next_multiple_of(direct::CO_BLOCK) * stride);
+    let band = direct::Band {
+        cin: inputs,
+        input,
+        plane,
+        offsets,
+        weights,
+        positions: stride,
+    };
+    direct::conv_band(&band, og, stride);
+    stride
+}
+
 /// Forward convolution of one sample: `out[cout][h·w] = conv(src) (+ bias) (→ ReLU)`.
 /// `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
 #[allow(clippy::too_many_arguments)]
@@ -315,20 +342,7 @@ pub(crate) fn conv_forward_with(
             let xp = grow(a, s.cin * ps);
             fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
             let stride = match kernel {
-                Kernel::Direct => {
-                    let stride = q.next_multiple_of(direct::PX_BLOCK);
-                    let og = grow(b, s.cout.next_multiple_of(direct::CO_BLOCK) * stride);
-                    let band = direct::Band {
-                        cin: s.cin,
-                        input: xp,
-                        plane: ps,
-                        offsets: &offsets,
-                        weights: &packed,
-                        positions: stride,
-                    };
-                    direct::conv_band(&band, og, stride);
-                    stride
-                }
+                Kernel::Direct => direct_band(s.cin, s.cout, xp, ps, &offsets, &packed, q, b),
                 Kernel::Gemm => {
                     let og = grow(b, s.cout * q);
                     for (t, &off) in offsets.iter().enumerate() {
@@ -522,36 +536,16 @@ pub(crate) fn conv_backward_with(
             // Padded output gradient rows y0 − 1 .. y0 + rows (zero outside the image).
             let dps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let dp = grow(b, s.cout * dps);
-            for co in 0..s.cout {
-                let plane = &mut dp[co * dps..(co + 1) * dps];
-                for r in 0..rows + 2 {
-                    let row = &mut plane[r * wp..(r + 1) * wp];
-                    let y = (y0 + r).wrapping_sub(1);
-                    if y >= s.h {
-                        row.fill(0.0);
-                    } else {
-                        row[0] = 0.0;
-                        row[wp - 1] = 0.0;
-                        let d = co * hw + y * s.w;
-                        row[1..=s.w].copy_from_slice(&dout[d..d + s.w]);
-                    }
-                }
-                plane[(rows + 2) * wp..].fill(0.0);
-            }
+            let dsrc = Plain {
+                x: dout,
+                hw,
+                w: s.w,
+            };
+            fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, dp, dps);
             let (da, da_stride) = match kernel {
                 Kernel::Direct => {
-                    let da_stride = q.next_multiple_of(direct::PX_BLOCK);
-                    let da = grow(c, s.cin.next_multiple_of(direct::CO_BLOCK) * da_stride);
-                    let band = direct::Band {
-                        cin: s.cout,
-                        input: dp,
-                        plane: dps,
-                        offsets: &flipped,
-                        weights: &packed,
-                        positions: da_stride,
-                    };
-                    direct::conv_band(&band, da, da_stride);
-                    (&*da, da_stride)
+                    let da_stride = direct_band(s.cout, s.cin, dp, dps, &flipped, &packed, q, c);
+                    (&c[..], da_stride)
                 }
                 Kernel::Gemm => {
                     // col[t·cout + co][q] = dp[co][q + flipped[t]].
