@@ -30,9 +30,17 @@ struct Act {
 
 impl Act {
     fn reset(&mut self, n: usize, c: usize, hw: usize) {
+        self.reset_with_room(n, c, hw, c);
+    }
+
+    /// [`Act::reset`] with room for `room ≥ c` channels, so that growing to them later moves
+    /// nothing.
+    fn reset_with_room(&mut self, n: usize, c: usize, hw: usize, room: usize) {
         self.c = c;
         self.hw = hw;
         // Reuse the allocation across steps; the contents are overwritten by the forward.
+        let want = n * room.max(c) * hw;
+        self.data.reserve(want.saturating_sub(self.data.len()));
         self.data.resize(n * c * hw, 0.0);
         self.mean.resize(c, 0.0);
         self.var.resize(c, 1.0);
@@ -40,6 +48,14 @@ impl Act {
 
     fn stride(&self) -> usize {
         self.c * self.hw
+    }
+
+    /// Grows one sample's activations to `c` channels, keeping the ones there.
+    fn grow_single(&mut self, c: usize) {
+        self.c = c;
+        self.data.resize(c * self.hw, 0.0);
+        self.mean.resize(c, 0.0);
+        self.var.resize(c, 1.0);
     }
 }
 
@@ -375,10 +391,23 @@ impl FastDenseUNet {
         ws.td.resize_with(depth, Vec::new);
         ws.up.resize_with(depth, Act::default);
         let lvl = |l: usize| (h >> l, w >> l);
+        // Inference on one sample keeps no caches for a backward: the up block of each level
+        // grows in the buffer of the down block, whose channels are its first (no copy of the
+        // skip connection, and a third less memory to touch), and the transitions down share
+        // one scratch buffer.
+        let in_place = !train && n == 1;
+        let room = |l: usize| {
+            let i = depth - 1 - l;
+            if in_place {
+                plan.up_inputs[i] + self.config.up_blocks[i] * g
+            } else {
+                plan.skips[l]
+            }
+        };
 
         // conv_init → first channels of down block 0.
         let (h0, w0) = lvl(0);
-        ws.down[0].reset(n, plan.skips[0], h0 * w0);
+        ws.down[0].reset_with_room(n, plan.skips[0], h0 * w0, room(0));
         {
             let ci = self.conv_init;
             let s = shape(ci, h0, w0);
@@ -426,7 +455,8 @@ impl FastDenseUNet {
             let (a, b) = bn_affine(p, running, td.bn, &act.mean, &act.var, train, mo, eps);
             let comp = td.conv.cout;
             let hwi = hi * wi;
-            let tbuf = &mut ws.td[i];
+            let ti = if in_place { 0 } else { i };
+            let tbuf = &mut ws.td[ti];
             tbuf.resize(n * comp * hwi, 0.0);
             let s = shape(td.conv, hi, wi);
             tbuf.par_chunks_mut(comp * hwi)
@@ -451,7 +481,7 @@ impl FastDenseUNet {
                 });
             let (hn, wn) = lvl(i + 1);
             let next = if i + 1 < depth {
-                ws.down[i + 1].reset(n, plan.skips[i + 1], hn * wn);
+                ws.down[i + 1].reset_with_room(n, plan.skips[i + 1], hn * wn, room(i + 1));
                 &mut ws.down[i + 1]
             } else {
                 ws.bott
@@ -459,7 +489,7 @@ impl FastDenseUNet {
                 &mut ws.bott
             };
             let ns = next.stride();
-            max_pool(&ws.td[i], comp * hwi, &mut next.data, ns, comp, hi, wi);
+            max_pool(&ws.td[ti], comp * hwi, &mut next.data, ns, comp, hi, wi);
         }
         let (hb, wb) = lvl(depth);
         block_forward(
@@ -482,7 +512,12 @@ impl FastDenseUNet {
             let skip = plan.skips[l];
             let tu = self.trans_up[i];
             let c_new = self.config.up_blocks[i] * g;
-            ws.up[i].reset(n, plan.up_inputs[i] + c_new, hwl);
+            if in_place {
+                std::mem::swap(&mut ws.up[i], &mut ws.down[l]);
+                ws.up[i].grow_single(plan.up_inputs[i] + c_new);
+            } else {
+                ws.up[i].reset(n, plan.up_inputs[i] + c_new, hwl);
+            }
             let (before, rest) = ws.up.split_at_mut(i);
             let cur = &mut rest[0];
             let (prev, prev_start) = if i == 0 {
@@ -490,7 +525,7 @@ impl FastDenseUNet {
             } else {
                 (&before[i - 1], plan.up_inputs[i - 1])
             };
-            let skip_act = &ws.down[l];
+            let skip_act = (!in_place).then_some(&ws.down[l]);
             let s = shape(tu, hl, wl);
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
@@ -498,8 +533,10 @@ impl FastDenseUNet {
                 .par_chunks_mut(cur_stride)
                 .enumerate()
                 .for_each(|(k, sample)| {
-                    let sk = &skip_act.data[k * skip_act.stride()..(k + 1) * skip_act.stride()];
-                    sample[..skip * hwl].copy_from_slice(&sk[..skip * hwl]);
+                    if let Some(sa) = skip_act {
+                        let sk = &sa.data[k * sa.stride()..(k + 1) * sa.stride()];
+                        sample[..skip * hwl].copy_from_slice(&sk[..skip * hwl]);
+                    }
                     let pv = &prev.data[k * prev.stride()..(k + 1) * prev.stride()];
                     let src = Upsample {
                         x: &pv[prev_start * hw_low..(prev_start + tu.cin) * hw_low],
@@ -535,6 +572,12 @@ impl FastDenseUNet {
                 };
                 conv_forward(s, &src, conv_w(p, head), None, false, out, true);
             });
+        if in_place {
+            // Give the down blocks their (grown) buffers back for the next tile.
+            for l in 0..depth {
+                std::mem::swap(&mut ws.up[depth - 1 - l], &mut ws.down[l]);
+            }
+        }
         ws.bott_start = plan.bottleneck_in;
     }
 }

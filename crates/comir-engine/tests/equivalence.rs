@@ -299,6 +299,36 @@ fn inference_forward_matches_burn() {
     assert_eq!(engine.running_stats(), before.running_stats());
 }
 
+/// Inference grows each level's up block inside its down block's buffer and hands the buffers
+/// back afterwards: a workspace reused across tile sizes, and then for training, gives what a
+/// fresh one gives.
+#[test]
+fn a_workspace_reused_across_sizes_and_modes_gives_fresh_results() {
+    let (_, engine, _) = pair(6);
+    let cfg = tiny();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let big = rand_vec(&mut rng, cfg.in_channels * 2 * S * 2 * S, 0.0, 1.0);
+    let x = input(9, &cfg);
+    let one = &x[..cfg.in_channels * S * S];
+    let mut ws = Workspace::new();
+    engine
+        .forward_inference_in(&mut ws, &big, 1, 2 * S, 2 * S)
+        .expect("big tile");
+    let reused = engine
+        .forward_inference_in(&mut ws, one, 1, S, S)
+        .expect("small tile");
+    let fresh = engine.forward_inference(one, 1, S, S).expect("fresh");
+    assert_eq!(reused, fresh, "inference in a reused workspace");
+    let (mut a, mut b) = (engine.clone(), engine.clone());
+    a.forward_train(&x, N, S, S, &mut ws)
+        .expect("train, reused");
+    let mut ws_fresh = Workspace::new();
+    b.forward_train(&x, N, S, S, &mut ws_fresh)
+        .expect("train, fresh");
+    assert_eq!(ws.representation(), ws_fresh.representation());
+    assert_eq!(ws.bottleneck(), ws_fresh.bottleneck());
+}
+
 /// Loss `Σ repr·R + Σ bottleneck·Rb` in burn; returns the burn gradients by path and the
 /// engine's gradients.
 fn gradients(seed: u64) -> (HashMap<String, Vec<f32>>, Vec<f32>, FastDenseUNet) {

@@ -102,6 +102,17 @@ impl DenseUNetConfig {
         }
     }
 
+    /// comir's own preset for CPUs: the `small` layout with half its width (init 12, growth 6),
+    /// about 3.5× fewer multiply-adds per pixel (≈ 46 k parameters). Not in the reference:
+    /// chosen for time to quality on a 2-core CPU (README, performance).
+    pub fn fast(in_channels: usize) -> Self {
+        Self {
+            init_filters: 12,
+            growth_rate: 6,
+            ..Self::small(in_channels)
+        }
+    }
+
     /// Returns the configuration with `out_channels` replaced.
     pub fn with_out_channels(mut self, out_channels: usize) -> Self {
         self.out_channels = out_channels;
