@@ -87,8 +87,12 @@ pub struct Representer {
     /// `2^depth`). Bounds memory: inference of the `small` preset needs roughly 0.5 KiB per tile
     /// pixel.
     pub max_tile: usize,
-    /// Context margin on every side, in pixels (default 64; rounded up to a multiple of
-    /// `2^depth`).
+    /// Context margin on every side, in pixels (default 32; rounded up to a multiple of
+    /// `2^depth`, so 64 for the six-level `histology` networks). Not the reference's 128: for
+    /// the three-level presets, whose receptive field reaches about 67 px, 32 px changes a
+    /// trained `small` model's representation of an 834² image by at most 0.4 % of its standard
+    /// deviation (RMS 0.006 %) against one pass with 128, and computes a third fewer pixels
+    /// than 64 (README, performance).
     pub margin: usize,
 }
 
@@ -126,7 +130,7 @@ impl Representer {
             workspaces: Default::default(),
             device: device.clone(),
             max_tile: 640,
-            margin: 64,
+            margin: 32,
         })
     }
 

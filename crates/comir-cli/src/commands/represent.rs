@@ -35,6 +35,11 @@ pub struct RepresentArgs {
     /// Largest tile side in pixels (memory bound); larger images are tiled.
     #[arg(long, default_value_t = 640)]
     pub max_tile: usize,
+    /// Context added on every side of the image and of each tile, in pixels (mirrored at the
+    /// image's edges; rounded up to a multiple of 2^depth) [default: 32, so 64 for six-level
+    /// networks]
+    #[arg(long)]
+    pub margin: Option<usize>,
     /// The mean over the input's four 90° turns, each represented and turned back (exactly
     /// rotation-equivariant; four passes, and the whole output is held in memory). Not in the
     /// reference.
@@ -59,6 +64,9 @@ pub fn run(args: RepresentArgs) -> Result<()> {
     let device = crate::device::select(&args.device)?;
     let mut r = Representer::load(&args.model, &device)?;
     r.max_tile = args.max_tile;
+    if let Some(m) = args.margin {
+        r.margin = m;
+    }
     let img = comir_image::load(&args.input)?;
     let (in_w, in_h) = (img.width(), img.height());
     let input_context = || format!("{}", args.input.display());
