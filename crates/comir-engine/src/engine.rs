@@ -263,12 +263,12 @@ fn max_pool(
     w: usize,
 ) {
     let (h2, w2) = (h / 2, w / 2);
-    dst.par_chunks_mut(dst_stride)
-        .zip(src.par_chunks(src_stride))
-        .for_each(|(d, s)| {
-            for ch in 0..c {
-                let sp = &s[ch * h * w..(ch + 1) * h * w];
-                let dp = &mut d[ch * h2 * w2..(ch + 1) * h2 * w2];
+    // Parallel over channel planes, not samples: inference runs one sample at a time.
+    for (d, s) in dst.chunks_mut(dst_stride).zip(src.chunks(src_stride)) {
+        d[..c * h2 * w2]
+            .par_chunks_mut(h2 * w2)
+            .zip(s[..c * h * w].par_chunks(h * w))
+            .for_each(|(dp, sp)| {
                 for y in 0..h2 {
                     let r0 = &sp[2 * y * w..(2 * y + 1) * w];
                     let r1 = &sp[(2 * y + 1) * w..(2 * y + 2) * w];
@@ -279,8 +279,8 @@ fn max_pool(
                             .max(r1[2 * x + 1]);
                     }
                 }
-            }
-        });
+            });
+    }
 }
 
 impl FastDenseUNet {
