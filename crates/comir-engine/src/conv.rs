@@ -639,11 +639,12 @@ mod tests {
     }
 
     /// `(cin, cout, k, h, w)`: channel counts off the kernels' tile sizes, widths off the
-    /// 16-position tile, heights of one band and of several (odd remainders included), and a wide
-    /// image cut into bands of two rows.
-    const SHAPES: [(usize, usize, usize, usize, usize); 8] = [
+    /// 16-position tile, heights of one band and of several (odd remainders included), and wide
+    /// images cut into bands of a few rows.
+    const SHAPES: [(usize, usize, usize, usize, usize); 9] = [
         (1, 16, 3, 9, 13),
         (30, 6, 3, 23, 700),
+        (30, 6, 1, 40, 700),
         (5, 12, 3, 17, 30),
         (28, 12, 3, 33, 25),
         (13, 3, 3, 4, 47),
