@@ -287,6 +287,57 @@ fn max_pool(
     }
 }
 
+/// Inference transition down of one sample: the 1×1 convolution of `src` (`h` rows) and the
+/// 2×2 max pool, strip by strip, into the first `conv.cout` channels of `next`
+/// (`[c][(h/2)·(w/2)]`). The same numbers as the convolution of the whole map followed by
+/// [`max_pool`], without storing that map.
+fn transition_down_pooled(params: &[f32], conv: ConvP, src: &BnRelu, h: usize, next: &mut [f32]) {
+    let (w, c) = (src.w, conv.cout);
+    let (h2, w2) = (h / 2, w / 2);
+    // Strips of 2·k rows whose convolution output stays in the L2 cache (about 256 KiB).
+    let k = (256 * 1024 / (c * 2 * w * 4)).clamp(1, h2.max(1));
+    let strips: Vec<usize> = (0..h2).step_by(k).collect();
+    let pooled: Vec<Vec<f32>> = strips
+        .par_iter()
+        .map_init(Vec::new, |tmp: &mut Vec<f32>, &y2| {
+            let rows = k.min(h2 - y2);
+            let y0 = 2 * y2;
+            tmp.resize(c * 2 * rows * w, 0.0);
+            let strip = BnRelu {
+                x: &src.x[y0 * w..],
+                ..*src
+            };
+            conv_forward(
+                shape(conv, 2 * rows, w),
+                &strip,
+                conv_w(params, conv),
+                conv_b(params, conv),
+                false,
+                tmp,
+                false,
+            );
+            let mut out = vec![0.0; c * rows * w2];
+            max_pool(
+                tmp,
+                c * 2 * rows * w,
+                &mut out,
+                c * rows * w2,
+                c,
+                2 * rows,
+                w,
+            );
+            out
+        })
+        .collect();
+    for (&y2, out) in strips.iter().zip(&pooled) {
+        let rows = out.len() / (c * w2);
+        for ch in 0..c {
+            let dst = ch * h2 * w2 + y2 * w2;
+            next[dst..dst + rows * w2].copy_from_slice(&out[ch * rows * w2..(ch + 1) * rows * w2]);
+        }
+    }
+}
+
 impl FastDenseUNet {
     /// Training-mode forward of `x: [N][C_in][H·W]`: batch statistics in every batch norm,
     /// running statistics updated like burn does (momentum 0.1, biased variance). The results
@@ -397,8 +448,8 @@ impl FastDenseUNet {
         let lvl = |l: usize| (h >> l, w >> l);
         // Inference on one sample keeps no caches for a backward: the up block of each level
         // grows in the buffer of the down block, whose channels are its first (no copy of the
-        // skip connection, and a third less memory to touch), and the transitions down share
-        // one scratch buffer.
+        // skip connection), and the transitions down pool strip by strip instead of storing
+        // their full-resolution output: half the memory to touch.
         let in_place = !train && n == 1;
         let room = |l: usize| {
             let i = depth - 1 - l;
@@ -455,12 +506,38 @@ impl FastDenseUNet {
             );
             // Transition down: BN → ReLU → 1×1 conv (cached pre-pool) → max pool.
             let td = self.trans_down[i];
-            let act = &ws.down[i];
-            let (a, b) = bn_affine(p, running, td.bn, &act.mean, &act.var, train, mo, eps);
+            let (a, b) = {
+                let act = &ws.down[i];
+                bn_affine(p, running, td.bn, &act.mean, &act.var, train, mo, eps)
+            };
             let comp = td.conv.cout;
             let hwi = hi * wi;
-            let ti = if in_place { 0 } else { i };
-            let tbuf = &mut ws.td[ti];
+            let (hn, wn) = lvl(i + 1);
+            if i + 1 < depth {
+                ws.down[i + 1].reset_with_room(n, plan.skips[i + 1], hn * wn, room(i + 1));
+            } else {
+                ws.bott
+                    .reset(n, plan.bottleneck_in + plan.bottleneck, hn * wn);
+            }
+            let (done, rest) = ws.down.split_at_mut(i + 1);
+            let act = &done[i];
+            let next = if i + 1 < depth {
+                &mut rest[0]
+            } else {
+                &mut ws.bott
+            };
+            if in_place {
+                let src = BnRelu {
+                    x: &act.data,
+                    a: &a,
+                    b: &b,
+                    hw: hwi,
+                    w: wi,
+                };
+                transition_down_pooled(p, td.conv, &src, hi, &mut next.data);
+                continue;
+            }
+            let tbuf = &mut ws.td[i];
             tbuf.resize(n * comp * hwi, 0.0);
             let s = shape(td.conv, hi, wi);
             tbuf.par_chunks_mut(comp * hwi)
@@ -483,17 +560,8 @@ impl FastDenseUNet {
                         true,
                     );
                 });
-            let (hn, wn) = lvl(i + 1);
-            let next = if i + 1 < depth {
-                ws.down[i + 1].reset_with_room(n, plan.skips[i + 1], hn * wn, room(i + 1));
-                &mut ws.down[i + 1]
-            } else {
-                ws.bott
-                    .reset(n, plan.bottleneck_in + plan.bottleneck, hn * wn);
-                &mut ws.bott
-            };
             let ns = next.stride();
-            max_pool(&ws.td[ti], comp * hwi, &mut next.data, ns, comp, hi, wi);
+            max_pool(&ws.td[i], comp * hwi, &mut next.data, ns, comp, hi, wi);
         }
         let (hb, wb) = lvl(depth);
         block_forward(

@@ -299,6 +299,34 @@ fn inference_forward_matches_burn() {
     assert_eq!(engine.running_stats(), before.running_stats());
 }
 
+/// Wide enough that inference pools its transitions down strip by strip (strips of 4 pooled
+/// rows at the top level, 8 channels × 1024 columns, the last strip shorter).
+#[test]
+fn inference_on_a_wide_image_matches_burn() {
+    let (net, engine, _) = pair(12);
+    let cfg = tiny();
+    let (h, w) = (36, 1024);
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let x = rand_vec(&mut rng, cfg.in_channels * h * w, 0.0, 1.0);
+    let device = Device::flex();
+    let out = net
+        .valid()
+        .forward(tensor4(&x, [1, cfg.in_channels, h, w], &device));
+    let fast = engine.forward_inference(&x, 1, h, w).expect("forward");
+    assert_close(
+        "representation",
+        &fast.representation,
+        &to_vec(out.representation),
+        1e-4,
+    );
+    assert_close(
+        "bottleneck",
+        &fast.bottleneck,
+        &to_vec(out.bottleneck),
+        1e-4,
+    );
+}
+
 /// Inference grows each level's up block inside its down block's buffer and hands the buffers
 /// back afterwards: a workspace reused across tile sizes, and then for training, gives what a
 /// fresh one gives.
