@@ -82,7 +82,7 @@ def run_child(cmd, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--comir", required=True, help="the comir binary")
-    ap.add_argument("--preset", choices=["histology", "small"], default="histology")
+    ap.add_argument("--preset", choices=["histology", "small", "fast"], default="histology")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

@@ -36,6 +36,9 @@ PRESETS = {
                       params=1_053_244),
     "small": dict(init=16, down=(2,) * 3, bottleneck=3, up=(2,) * 3, growth=12, compression=1.0,
                   params=164_600),
+    # comir's own (not in the reference): small at half the width
+    "fast": dict(init=12, down=(2,) * 3, bottleneck=3, up=(2,) * 3, growth=6, compression=1.0,
+                 params=46_260),
 }
 
 

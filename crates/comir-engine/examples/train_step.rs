@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p comir-engine --example train_step -- [--trainer engine|burn] \
-//!     [--preset histology|small] [--batch 8] [--size 128] [--steps 5] [--warmup 1] [--threads 2]
+//!     [--preset histology|small|fast] [--batch 8] [--size 128] [--steps 5] [--warmup 1] [--threads 2]
 //! ```
 //!
 //! One step is what both trainers do with `TrainSettings::default()`: both networks
@@ -37,7 +37,7 @@ struct Options {
     threads: usize,
 }
 
-const USAGE: &str = "usage: train_step [--trainer engine|burn] [--preset histology|small] \
+const USAGE: &str = "usage: train_step [--trainer engine|burn] [--preset histology|small|fast] \
                      [--batch N] [--size S] [--steps N] [--warmup N] [--threads N]";
 
 fn parse_args() -> Result<Options, String> {
@@ -88,8 +88,9 @@ fn preset(name: &str) -> Result<DenseUNetConfig, String> {
     match name {
         "histology" => Ok(DenseUNetConfig::histology(1)),
         "small" => Ok(DenseUNetConfig::small(1)),
+        "fast" => Ok(DenseUNetConfig::fast(1)),
         _ => Err(format!(
-            "unknown preset {name:?} (histology or small)\n{USAGE}"
+            "unknown preset {name:?} (histology, small or fast)\n{USAGE}"
         )),
     }
 }

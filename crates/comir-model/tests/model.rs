@@ -330,6 +330,8 @@ fn densenet_parameter_counts_match_pytorch_reference() {
         count(DenseUNetConfig::small(1).with_out_channels(3)),
         164_776
     );
+    // comir's own preset (not in the reference; the PyTorch network of bench/ agrees).
+    assert_eq!(count(DenseUNetConfig::fast(1)), 46_260);
     // burn's own count includes the running mean/var buffers (2 per BN channel;
     // 8,466 BN channels in the histology network).
     let net = DenseUNetConfig::histology(1).init(&device);

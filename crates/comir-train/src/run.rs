@@ -32,6 +32,9 @@ pub enum Preset {
     /// times faster on a CPU.
     #[default]
     Small,
+    /// `small` at half the width (growth 6, 12 initial filters; ≈ 46 k parameters): comir's
+    /// own, not in the reference. About 3.5× fewer multiply-adds per pixel than `small`.
+    Fast,
 }
 
 impl Preset {
@@ -40,6 +43,7 @@ impl Preset {
         match self {
             Preset::Histology => DenseUNetConfig::histology(in_channels),
             Preset::Small => DenseUNetConfig::small(in_channels),
+            Preset::Fast => DenseUNetConfig::fast(in_channels),
         }
     }
 }
@@ -50,7 +54,10 @@ impl std::str::FromStr for Preset {
         match s {
             "histology" => Ok(Preset::Histology),
             "small" => Ok(Preset::Small),
-            _ => Err(format!("unknown preset '{s}'; valid: histology, small")),
+            "fast" => Ok(Preset::Fast),
+            _ => Err(format!(
+                "unknown preset '{s}'; valid: histology, small, fast"
+            )),
         }
     }
 }
