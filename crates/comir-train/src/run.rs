@@ -28,12 +28,14 @@ use crate::{ContrastiveTrainer, Error, StepStats, TrainSettings, TrainerFactory,
 pub enum Preset {
     /// The reference histology DenseUNet (≈ 1.05 M parameters).
     Histology,
-    /// The reference Zurich DenseUNet (≈ 0.165 M parameters), the default: it trains about five
-    /// times faster on a CPU.
-    #[default]
+    /// The reference Zurich DenseUNet (≈ 0.165 M parameters): it trains about five times
+    /// faster than `histology` on a CPU.
     Small,
-    /// `small` at half the width (growth 6, 12 initial filters; ≈ 46 k parameters): comir's
-    /// own, not in the reference. About 3.5× fewer multiply-adds per pixel than `small`.
+    /// `small` at half the width (growth 6, 12 initial filters; ≈ 46 k parameters), the
+    /// default: comir's own, not in the reference. About 3.5× fewer multiply-adds per pixel
+    /// than `small`, so 2.4× more training steps a minute, and as good on histology after 10
+    /// minutes (README, time to quality); it represents an 834² image in under half a second.
+    #[default]
     Fast,
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use comir_train::run::{LrDecay, TrainConfig};
+use comir_train::run::{LrDecay, Preset, TrainConfig};
 
 fn configs_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
@@ -42,4 +42,7 @@ fn the_histology_recipe_anneals_and_the_frozen_study_recipe_does_not() {
         load("histology-study-2023.toml").schedule.lr_decay,
         LrDecay::Constant
     );
+    // The time-to-quality recipe trains the default network (README, time to quality).
+    assert_eq!(load("histology-30min.toml").preset, Preset::default());
+    assert_eq!(Preset::default(), Preset::Fast);
 }
