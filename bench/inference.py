@@ -137,11 +137,13 @@ def measure(a, tmp, torch, load_file, bench):
                     times.append(time.perf_counter() - t)
             return statistics.median(times)
         torch_s = timed(xp)
-        # The same pixels as comir's one pass (64 px mirror margin, up to a multiple of 64),
-        # when that is a single tile: the per-pixel speed of the two implementations.
-        m = 64
+        # The same pixels as comir's one pass (32 px mirror margin rounded up to a multiple of
+        # 2^depth, and the side up to one), when that is a single tile: the per-pixel speed of
+        # the two implementations.
+        multiple = 2 ** len(bench.PRESETS[a.preset]["down"])
+        m = -(-32 // multiple) * multiple
         side = a.size + 2 * m
-        side += (-side) % 64
+        side += (-side) % multiple
         same = None
         if side <= 640:
             xs = torch.nn.functional.pad(x, (m, side - a.size - m, m, side - a.size - m), mode="reflect")
@@ -154,7 +156,7 @@ def measure(a, tmp, torch, load_file, bench):
           f"median of {a.runs}")
     print(f"{'':10} {'seconds':>9} {'peak MiB':>9}  what")
     print(f"{'comir':10} {comir_s:9.3f} {comir_mib:9.0f}  whole `comir represent` command (start-up, I/O, "
-          f"64 px mirror margin, tiles <= 640)")
+          f"mirror margin, tiles <= 640)")
     if not a.skip_pytorch:
         print(f"{'pytorch':10} {torch_s:9.3f} {torch_mib:9.0f}  forward pass only, reference padding "
               f"({a.size} -> {padded})")
