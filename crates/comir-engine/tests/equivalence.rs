@@ -273,6 +273,22 @@ fn training_forward_and_running_stats_match_burn() {
     );
 }
 
+/// The engine's inference output against burn's (inference mode) on the same input.
+fn assert_inference_matches(fast: &comir_engine::Output, burn: comir_model::ModelOutput) {
+    assert_close(
+        "representation",
+        &fast.representation,
+        &to_vec(burn.representation),
+        1e-4,
+    );
+    assert_close(
+        "bottleneck",
+        &fast.bottleneck,
+        &to_vec(burn.bottleneck),
+        1e-4,
+    );
+}
+
 #[test]
 fn inference_forward_matches_burn() {
     let (net, engine, _) = pair(4);
@@ -282,18 +298,7 @@ fn inference_forward_matches_burn() {
     let valid = net.valid();
     let out = valid.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
     let fast = engine.forward_inference(&x, N, S, S).expect("forward");
-    assert_close(
-        "representation",
-        &fast.representation,
-        &to_vec(out.representation),
-        1e-4,
-    );
-    assert_close(
-        "bottleneck",
-        &fast.bottleneck,
-        &to_vec(out.bottleneck),
-        1e-4,
-    );
+    assert_inference_matches(&fast, out);
     // Inference leaves the running statistics alone.
     let before = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
     assert_eq!(engine.running_stats(), before.running_stats());
@@ -313,18 +318,7 @@ fn inference_on_a_wide_image_matches_burn() {
         .valid()
         .forward(tensor4(&x, [1, cfg.in_channels, h, w], &device));
     let fast = engine.forward_inference(&x, 1, h, w).expect("forward");
-    assert_close(
-        "representation",
-        &fast.representation,
-        &to_vec(out.representation),
-        1e-4,
-    );
-    assert_close(
-        "bottleneck",
-        &fast.bottleneck,
-        &to_vec(out.bottleneck),
-        1e-4,
-    );
+    assert_inference_matches(&fast, out);
 }
 
 /// Inference grows each level's up block inside its down block's buffer and hands the buffers
