@@ -504,7 +504,8 @@ impl FastDenseUNet {
                 mo,
                 eps,
             );
-            // Transition down: BN → ReLU → 1×1 conv (cached pre-pool) → max pool.
+            // Transition down: BN → ReLU → 1×1 conv → max pool (training caches the pre-pool
+            // map for the backward; inference pools strip by strip).
             let td = self.trans_down[i];
             let (a, b) = {
                 let act = &ws.down[i];
@@ -513,17 +514,14 @@ impl FastDenseUNet {
             let comp = td.conv.cout;
             let hwi = hi * wi;
             let (hn, wn) = lvl(i + 1);
-            if i + 1 < depth {
-                ws.down[i + 1].reset_with_room(n, plan.skips[i + 1], hn * wn, room(i + 1));
-            } else {
-                ws.bott
-                    .reset(n, plan.bottleneck_in + plan.bottleneck, hn * wn);
-            }
             let (done, rest) = ws.down.split_at_mut(i + 1);
             let act = &done[i];
             let next = if i + 1 < depth {
+                rest[0].reset_with_room(n, plan.skips[i + 1], hn * wn, room(i + 1));
                 &mut rest[0]
             } else {
+                ws.bott
+                    .reset(n, plan.bottleneck_in + plan.bottleneck, hn * wn);
                 &mut ws.bott
             };
             if in_place {
