@@ -1,12 +1,12 @@
 //! Time of one inference-mode forward pass of one network on one square tile, in process
 //! (no image I/O): the engine's share of `comir represent`. A development tool for the kernels.
 //!
-//! `cargo run --release -p comir-engine --example infer_time -- [small|histology|fast] [--size 552] [--runs 10]`
+//! `cargo run --release -p comir-engine --example infer_time -- [fast|small|histology] [--size 552] [--runs 10]`
 
 use std::time::Instant;
 
 use comir_engine::{FastDenseUNet, Workspace};
-use comir_model::DenseUNetConfig;
+use comir_train::run::Preset;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,13 +17,12 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(default)
     };
-    let (size, runs) = (value("--size", 552), value("--runs", 10));
-    let cfg = match args.first().map(String::as_str) {
-        Some("histology") => DenseUNetConfig::histology(1),
-        Some("fast") => DenseUNetConfig::fast(1),
-        _ => DenseUNetConfig::small(1),
-    };
-    let net = match FastDenseUNet::new(&cfg, 0) {
+    let (size, runs) = (value("--size", 552), value("--runs", 10).max(1));
+    let name = args.first().map_or("fast", String::as_str);
+    let net = match name
+        .parse::<Preset>()
+        .and_then(|p| FastDenseUNet::new(&p.network(1), 0).map_err(|e| e.to_string()))
+    {
         Ok(net) => net,
         Err(e) => {
             eprintln!("infer_time: {e}");

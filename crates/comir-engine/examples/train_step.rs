@@ -22,6 +22,7 @@
 use comir_data::Batch;
 use comir_engine::{FastDenseUNet, FastTrainer};
 use comir_model::DenseUNetConfig;
+use comir_train::run::Preset;
 use comir_train::{ContrastiveTrainer, TrainSettings, Trainer};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -85,14 +86,9 @@ fn parse_args() -> Result<Options, String> {
 
 /// The network configuration of a preset name (one input channel, D = 1).
 fn preset(name: &str) -> Result<DenseUNetConfig, String> {
-    match name {
-        "histology" => Ok(DenseUNetConfig::histology(1)),
-        "small" => Ok(DenseUNetConfig::small(1)),
-        "fast" => Ok(DenseUNetConfig::fast(1)),
-        _ => Err(format!(
-            "unknown preset {name:?} (histology, small or fast)\n{USAGE}"
-        )),
-    }
+    name.parse::<Preset>()
+        .map(|p| p.network(1))
+        .map_err(|e| format!("{e}\n{USAGE}"))
 }
 
 /// A memory field of `/proc/self/status` in MiB (`VmHWM`: peak resident set, `VmRSS`: current),
