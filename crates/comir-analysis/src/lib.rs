@@ -26,6 +26,9 @@
 //!   representation of a rotated image, rotated back, against the representation of the image).
 //! * [`plot`] — PNG pictures of the above (MDS scatter, log-scale spectrum), drawn without fonts or
 //!   system libraries, and [`tables`] — the same numbers as CSV rows.
+//! * [`protocol`] — the whole analysis of a trained model on held-out pairs: seeded patch
+//!   sampling, the analyses above on two layers, and the rotation equivariance; the model comes
+//!   in through the [`protocol::Embedder`] trait.
 //!
 //! Every file is written through a temporary file and a rename
 //! ([`comir_image::io::write_file_atomically`]), so a killed run never leaves a torn file.
@@ -62,6 +65,7 @@
 pub mod gap;
 pub mod mds;
 pub mod plot;
+pub mod protocol;
 pub mod spectrum;
 pub mod tables;
 

@@ -5,6 +5,8 @@
 //! | spectrum | `layer,modality,index,singular_value` (index from 0, values descending) |
 //! | summary | `layer,modality,effective_rank,below_1e-5,dims,n` |
 //! | MDS points | `set,index,modality,x,y` |
+//! | modality gap | `layer,corresponding,non_corresponding,ratio,n` |
+//! | equivariance | `modality,angle_deg,correlation` |
 //!
 //! Every file starts with its header, even when there are no rows, so a reader always finds the
 //! columns. Floats are written in their shortest exact form.
@@ -113,6 +115,33 @@ impl MdsPoint {
     }
 }
 
+/// The modality gap of one layer's embeddings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GapRow {
+    /// Which embedding.
+    pub layer: String,
+    /// Mean distance of corresponding A/B embeddings.
+    pub corresponding: f64,
+    /// Mean distance of non-corresponding ones.
+    pub non_corresponding: f64,
+    /// `corresponding / non_corresponding`.
+    pub ratio: f64,
+    /// Number of pairs.
+    pub n: usize,
+}
+
+/// The equivariance score of one modality at one rotation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EquivarianceRow {
+    /// `"A"` or `"B"`.
+    pub modality: String,
+    /// The rotation, in degrees.
+    pub angle_deg: f64,
+    /// Pearson correlation of the rotated-and-back representation with the representation
+    /// (NaN when undefined).
+    pub correlation: f64,
+}
+
 /// Column names of the spectrum CSV.
 pub const SPECTRUM_HEADER: [&str; 4] = ["layer", "modality", "index", "singular_value"];
 /// Column names of the summary CSV.
@@ -126,6 +155,10 @@ pub const SUMMARY_HEADER: [&str; 6] = [
 ];
 /// Column names of the MDS points CSV.
 pub const MDS_HEADER: [&str; 5] = ["set", "index", "modality", "x", "y"];
+/// Column names of the modality-gap CSV.
+pub const GAP_HEADER: [&str; 5] = ["layer", "corresponding", "non_corresponding", "ratio", "n"];
+/// Column names of the equivariance CSV.
+pub const EQUIVARIANCE_HEADER: [&str; 3] = ["modality", "angle_deg", "correlation"];
 
 /// Writes spectrum rows with the header [`SPECTRUM_HEADER`].
 ///
@@ -149,6 +182,25 @@ pub fn write_summary_csv(path: impl AsRef<Path>, rows: &[SpectrumSummary]) -> Re
 /// [`Error::Csv`] or [`Error::Image`] (for I/O) naming the file.
 pub fn write_mds_csv(path: impl AsRef<Path>, rows: &[MdsPoint]) -> Result<(), Error> {
     write_rows(path.as_ref(), &MDS_HEADER, rows)
+}
+
+/// Writes modality-gap rows with the header [`GAP_HEADER`].
+///
+/// # Errors
+/// [`Error::Csv`] or [`Error::Image`] (for I/O) naming the file.
+pub fn write_gap_csv(path: impl AsRef<Path>, rows: &[GapRow]) -> Result<(), Error> {
+    write_rows(path.as_ref(), &GAP_HEADER, rows)
+}
+
+/// Writes equivariance rows with the header [`EQUIVARIANCE_HEADER`].
+///
+/// # Errors
+/// [`Error::Csv`] or [`Error::Image`] (for I/O) naming the file.
+pub fn write_equivariance_csv(
+    path: impl AsRef<Path>,
+    rows: &[EquivarianceRow],
+) -> Result<(), Error> {
+    write_rows(path.as_ref(), &EQUIVARIANCE_HEADER, rows)
 }
 
 fn write_rows<T: Serialize>(path: &Path, header: &[&str], rows: &[T]) -> Result<(), Error> {

@@ -1,15 +1,13 @@
 //! `comir`: register multimodal images and evaluate registration.
 //!
-//! This binary is glue: it parses flags, builds library objects, renders progress and prints
-//! tables. All the work happens in the `comir-*` library crates. Errors are printed once, on one
+//! This binary is glue: each command parses its flags, calls one entry point of
+//! `comir-pipeline`, and prints what it returns; progress bars are drawn by [`console`]. All
+//! the work happens in the `comir-*` library crates. Errors are printed once, on one
 //! line, and the process exits with status 2.
 
 mod commands;
-mod csv_out;
-mod device;
-mod methods;
-mod progress;
-mod representation;
+mod console;
+mod values;
 
 use std::process::ExitCode;
 

@@ -9,6 +9,10 @@
 //!
 //! Cases depend only on the pair name, the level and the seed, never on the method, so every
 //! method sees the same displaced images.
+//!
+//! [`runner`] evaluates methods on every pair × level (resumably, with a split filter, exported
+//! cases and sample cases for pictures); a caller supplies learned representations through
+//! [`Representations`].
 
 mod protocol;
 mod results;
@@ -122,6 +126,12 @@ pub fn evaluate_case_with_transform(
     let found = found.angle_rad.is_finite().then_some(found);
     (row, found)
 }
+
+mod export;
+pub mod runner;
+
+pub use export::CaseExporter;
+pub use runner::{EvalObserver, Representations, SampleCase};
 
 #[cfg(test)]
 mod tests {

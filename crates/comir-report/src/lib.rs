@@ -6,13 +6,14 @@
 //!   checkerboard and a colour overlay before and after registration; success rate against the
 //!   initial displacement; the error scatter; the training loss curve when a model was used.
 //! * [`write_study_report`]: an experiment grid (`comir experiment`) — the results table and each
-//!   cell's analysis plots.
+//!   cell's analysis plots; [`study`] makes that table (success rate, mean ± std over seeds).
 //!
 //! Data flow one way: the report reads results and images, it never computes a registration.
 
 #![warn(missing_docs)]
 
 pub mod html;
+pub mod study;
 pub mod visuals;
 
 use std::path::{Path, PathBuf};
@@ -49,28 +50,8 @@ pub enum Error {
     },
 }
 
-/// One evaluated case shown in pictures.
-#[derive(Clone, Debug)]
-pub struct SampleCase {
-    /// Pair name.
-    pub pair: String,
-    /// Displacement level.
-    pub level: u32,
-    /// Method whose result is shown.
-    pub method: String,
-    /// Fixed image (as evaluated).
-    pub fixed: Image,
-    /// Moving image, displaced.
-    pub moving: Image,
-    /// Representations of the fixed and moving images, when a model was used.
-    pub representations: Option<(Image, Image)>,
-    /// The transform found (fixed → moving coordinates); `None` when the method failed.
-    pub found: Option<Rigid2>,
-    /// Corner error of the result, in pixels.
-    pub error_px: f64,
-    /// Whether it counts as a success.
-    pub success: bool,
-}
+/// One evaluated case shown in pictures (kept by the evaluation runner).
+pub use comir_eval::SampleCase;
 
 /// One row of a training history (`history.csv` of a model folder).
 #[derive(Clone, Copy, Debug, PartialEq)]

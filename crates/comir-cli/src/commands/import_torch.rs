@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use comir_engine::FastDenseUNet;
-use comir_model::store::{save_parts, InputTransform, ModelCard, NetworkPair};
-use comir_train::run::{Preset, TrainConfig};
+use anyhow::Result;
+use comir_pipeline::import_torch::{import_torch, ImportOptions};
+use comir_pipeline::Preset;
 
 /// Arguments of `comir import-torch`.
 #[derive(clap::Args)]
@@ -46,64 +45,24 @@ pub struct ImportTorchArgs {
 
 /// Runs `comir import-torch`.
 pub fn run(args: ImportTorchArgs) -> Result<()> {
-    let mut base = match &args.config {
-        Some(p) => TrainConfig::from_toml_file(p)?,
-        None => TrainConfig::default(),
+    let options = ImportOptions {
+        a: args.a,
+        b: args.b,
+        out: args.out,
+        preset: args.preset,
+        config: args.config,
+        log_a: args.log_a,
+        log_b: args.log_b,
     };
-    if args.config.is_none() || base.network.is_none() {
-        base.preset = args.preset;
-    }
-    let mut networks = Vec::new();
-    let mut configs = Vec::new();
-    for path in [&args.a, &args.b] {
-        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        let (cin, d) =
-            comir_engine::torch_channels(&bytes).with_context(|| format!("{}", path.display()))?;
-        base.out_channels = d;
-        let config = base.network_for(cin);
-        let net = FastDenseUNet::from_torch_safetensors(&bytes, &config)
-            .with_context(|| format!("{}", path.display()))?;
-        networks.push(net.to_burn(&Default::default())?);
-        configs.push(config);
-    }
-    if configs[0].out_channels != configs[1].out_channels {
-        anyhow::bail!(
-            "{} and {}: the networks give {} and {} representation channels; they must agree",
-            args.a.display(),
-            args.b.display(),
-            configs[0].out_channels,
-            configs[1].out_channels
-        );
-    }
-    let b = networks.pop().context("two networks")?;
-    let a = networks.pop().context("two networks")?;
-    let mut card = ModelCard::new(
-        configs[0].clone(),
-        configs[1].clone(),
-        InputTransform {
-            log_a: args.log_a,
-            log_b: args.log_b,
-            normalize_a: false,
-            normalize_b: false,
-        },
-    );
-    card.training = serde_json::json!({
-        "imported_from": {
-            "a": args.a.display().to_string(),
-            "b": args.b.display().to_string(),
-            "format": "PyTorch state_dict (safetensors), official CoMIR DenseUNet key names",
-        }
-    });
-    save_parts(&args.out, &card, &NetworkPair { a, b })
-        .with_context(|| format!("{}", args.out.display()))?;
+    let imported = import_torch(&options)?;
     println!(
         "imported: {} (A: {} → {} channels, B: {} → {}; {} parameters each)",
-        args.out.display(),
-        configs[0].in_channels,
-        configs[0].out_channels,
-        configs[1].in_channels,
-        configs[1].out_channels,
-        FastDenseUNet::new(&configs[0], 0)?.params().len()
+        options.out.display(),
+        imported.a.in_channels,
+        imported.a.out_channels,
+        imported.b.in_channels,
+        imported.b.out_channels,
+        imported.parameters
     );
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! `comir represent`.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use comir_represent::{for_registration, sigmoid_image, Modality, Representer};
+use anyhow::Result;
+use comir_pipeline::represent::{represent_file, RepresentOptions};
+use comir_pipeline::Modality;
 
 /// Arguments of `comir represent`.
 #[derive(clap::Args)]
@@ -49,86 +49,26 @@ pub struct RepresentArgs {
 
 /// Runs `comir represent`.
 pub fn run(args: RepresentArgs) -> Result<()> {
-    let ext = args
-        .out
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    if !matches!(ext.as_str(), "tif" | "tiff" | "png") {
-        bail!(
-            "{}: the output must end in .tif, .tiff or .png",
-            args.out.display()
-        );
-    }
-    let device = crate::device::select(&args.device)?;
-    let mut r = Representer::load(&args.model, &device)?;
-    r.max_tile = args.max_tile;
-    if let Some(m) = args.margin {
-        r.margin = m;
-    }
-    let img = comir_image::load(&args.input)?;
-    let (in_w, in_h) = (img.width(), img.height());
-    let input_context = || format!("{}", args.input.display());
-    let start = Instant::now();
-    let plan = r
-        .tile_plan(&img, args.modality)
-        .with_context(input_context)?;
-    let d = plan.channels();
-    let (lo, hi) = if ext != "png" && matches!(d, 1 | 3) && !args.rotation_average {
-        // Band by band into the file: only one band of the output is ever in memory.
-        let input = r
-            .prepare_input(&img, args.modality)
-            .with_context(input_context)?;
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        let mut failure = None;
-        let written =
-            comir_image::save_tiff_f32_bands(&args.out, (in_w, in_h, d), plan.band_rows(), |i| {
-                match r.represent_band(&input, &plan, i) {
-                    Ok(band) => {
-                        let (l, h) = band.min_max();
-                        (lo, hi) = (lo.min(l), hi.max(h));
-                        Ok(band)
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        failure = Some(e);
-                        Err(std::io::Error::other(message))
-                    }
-                }
-            });
-        if let Some(e) = failure {
-            return Err(e).with_context(input_context);
-        }
-        written?;
-        (lo, hi)
-    } else {
-        let rep = if args.rotation_average {
-            r.represent_rotation_averaged(&img, args.modality)
-        } else {
-            r.represent(&img, args.modality)
-        }
-        .with_context(input_context)?;
-        // The input is not needed any more: free it before the output is written.
-        drop(img);
-        if ext == "png" {
-            let out = if d == 1 || d == 3 {
-                sigmoid_image(&rep)
-            } else {
-                for_registration(&rep, &rep, false).0
-            };
-            comir_image::save_png(&args.out, &out)?;
-        } else {
-            comir_image::save_tiff_f32(&args.out, &rep)?;
-        }
-        rep.min_max()
+    let options = RepresentOptions {
+        model: args.model,
+        modality: args.modality,
+        input: args.input,
+        out: args.out,
+        device: args.device,
+        max_tile: args.max_tile,
+        margin: args.margin,
+        rotation_average: args.rotation_average,
     };
-    let seconds = start.elapsed().as_secs_f64();
+    let r = represent_file(&options)?;
     println!(
-        "{}×{} image → {d}-channel representation in [{lo:.3}, {hi:.3}], {seconds:.2} s -> {}",
-        in_w,
-        in_h,
-        args.out.display()
+        "{}×{} image → {}-channel representation in [{:.3}, {:.3}], {:.2} s -> {}",
+        r.width,
+        r.height,
+        r.channels,
+        r.lo,
+        r.hi,
+        r.seconds,
+        options.out.display()
     );
     Ok(())
 }

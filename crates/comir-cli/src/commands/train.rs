@@ -2,16 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use comir_model::loss::Critic;
-use comir_train::run::{
-    has_checkpoint, saved_config, saved_trainer, train, HistoryRow, Observer, Preset, RunPaths,
-    RunSummary, TrainConfig,
-};
-use comir_train::TrainerFactory;
-use indicatif::ProgressBar;
+use anyhow::Result;
+use comir_pipeline::train::{train, TrainOptions};
+use comir_pipeline::{BottleneckMode, Critic, Preset};
 
-use crate::progress;
+use crate::console::Terminal;
+use crate::values::TrainerArg;
 
 /// Arguments of `comir train`.
 #[derive(clap::Args)]
@@ -52,7 +48,7 @@ pub struct TrainArgs {
     /// Contrastive supervision of the bottleneck (the 2023 study): off (default), flat,
     /// pooled or projection.
     #[arg(long)]
-    pub bottleneck: Option<comir_train::BottleneckMode>,
+    pub bottleneck: Option<BottleneckMode>,
     /// λ, the weight of the bottleneck loss (default 1).
     #[arg(long)]
     pub bottleneck_weight: Option<f64>,
@@ -75,161 +71,32 @@ pub struct TrainArgs {
     pub resume: bool,
     /// Which implementation trains: auto (comir's CPU engine on the CPU, burn on a GPU; a
     /// resumed run keeps the one that started it), engine, or burn.
-    #[arg(long, value_enum, default_value_t = TrainerChoice::Auto)]
-    pub trainer: TrainerChoice,
-}
-
-/// The `--trainer` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TrainerChoice {
-    /// The CPU engine on the CPU, burn otherwise.
-    Auto,
-    /// comir's hand-written CPU engine (≈ 4× faster than burn's CPU backend).
-    Engine,
-    /// burn, on any device.
-    Burn,
-}
-
-struct Bar {
-    pb: ProgressBar,
-    last_val: Option<(f64, f64)>,
-    last_row: Option<HistoryRow>,
-}
-
-impl Observer for Bar {
-    fn start(&mut self, first: usize, total: usize) {
-        self.pb.set_length(total as u64);
-        self.pb.set_position(first as u64);
-        self.pb.reset_eta();
-    }
-    fn step(&mut self, row: &HistoryRow) {
-        if let (Some(l), Some(p)) = (row.val_loss, row.val_positive_mse) {
-            self.last_val = Some((l, p));
-        }
-        let val = self
-            .last_val
-            .map_or(String::new(), |(l, p)| format!(" | val {l:.4} pos {p:.4}"));
-        self.pb.set_message(format!(
-            "loss {:.4} pos {:.4}{val}",
-            row.loss, row.positive_mse
-        ));
-        self.pb.set_position(row.step as u64);
-        self.last_row = Some(row.clone());
-    }
-    fn checkpoint(&mut self, step: usize) {
-        // Without a terminal (nohup, a cluster job) the bar is hidden: log one line per checkpoint.
-        if let (true, Some(r)) = (self.pb.is_hidden(), &self.last_row) {
-            let val = self.last_val.map_or(String::new(), |(l, p)| {
-                format!(", validation {l:.4} / {p:.4}")
-            });
-            eprintln!(
-                "step {step}/{}: loss {:.4}, positive-pair error {:.4}{val}, {:.0} s",
-                self.pb.length().unwrap_or(0),
-                r.loss,
-                r.positive_mse,
-                r.seconds
-            );
-        }
-    }
-}
-
-/// Trains with a progress bar (one line per checkpoint without a terminal) on the trainer that
-/// `choice` and `device` select.
-pub fn train_with_progress(
-    config: &TrainConfig,
-    paths: &RunPaths,
-    resume: bool,
-    choice: TrainerChoice,
-    device_name: &str,
-) -> Result<RunSummary> {
-    let mut bar = Bar {
-        pb: progress::bar(config.schedule.steps as u64, "train"),
-        last_val: None,
-        last_row: None,
-    };
-    let device = crate::device::select(device_name)?;
-    let kind = match choice {
-        TrainerChoice::Auto if resume => saved_trainer(&paths.out)?,
-        TrainerChoice::Auto
-            if device_name == "cpu" && comir_engine::supports(&config.network_for(1)).is_ok() =>
-        {
-            "engine".to_string()
-        }
-        TrainerChoice::Auto | TrainerChoice::Burn => "burn".to_string(),
-        TrainerChoice::Engine => {
-            if device_name != "cpu" {
-                bail!(
-                    "--trainer engine runs on the CPU only; use --trainer burn with --device {device_name}"
-                );
-            }
-            "engine".to_string()
-        }
-    };
-    let factory: Box<TrainerFactory<'_>> = if kind == "engine" {
-        Box::new(comir_engine::engine_trainer_factory())
-    } else {
-        Box::new(comir_train::burn_trainer_factory(device))
-    };
-    let summary = train(config, paths, resume, factory.as_ref(), &mut bar)?;
-    bar.pb.finish_and_clear();
-    Ok(summary)
+    #[arg(long, value_enum, default_value_t = TrainerArg::Auto)]
+    pub trainer: TrainerArg,
 }
 
 /// Runs `comir train`.
 pub fn run(args: TrainArgs) -> Result<()> {
-    if !args.resume && has_checkpoint(&args.out) {
-        bail!(
-            "{}: holds a training run already; pass --resume to continue it or choose another --out",
-            args.out.display()
-        );
-    }
-    if args.resume && !has_checkpoint(&args.out) {
-        bail!("{}: no checkpoint to resume from", args.out.display());
-    }
-    // A resumed run starts from its saved settings; flags on top must agree with them (only
-    // --steps may change), which the trainer checks.
-    let mut config = match (&args.config, args.resume) {
-        (Some(p), _) => TrainConfig::from_toml_file(p)?,
-        (None, true) => saved_config(&args.out)?,
-        (None, false) => TrainConfig::default(),
-    };
-    if let Some(p) = args.preset {
-        config.preset = p;
-        config.network = None;
-    }
-    if let Some(s) = args.steps {
-        config.schedule.steps = s;
-    }
-    if let Some(b) = args.batch {
-        config.schedule.batch = b;
-    }
-    if let Some(c) = args.critic {
-        config.train.critic = c;
-    }
-    if let Some(t) = args.tau {
-        config.train.tau = t;
-    }
-    if let Some(m) = args.bottleneck {
-        config.train.bottleneck.mode = m;
-    }
-    if let Some(w) = args.bottleneck_weight {
-        config.train.bottleneck.weight = w;
-    }
-    if let Some(s) = args.seed {
-        config.train.seed = s;
-    }
-    if let Some(f) = args.test_fraction {
-        config.split.test_fraction = f;
-    }
-    if let Some(m) = args.minutes {
-        config.schedule.minutes = Some(m);
-    }
-    let paths = RunPaths {
+    let options = TrainOptions {
         a: args.a,
         b: args.b,
         out: args.out,
+        preset: args.preset,
+        config: args.config,
+        steps: args.steps,
+        batch: args.batch,
+        critic: args.critic,
+        tau: args.tau,
+        bottleneck: args.bottleneck,
+        bottleneck_weight: args.bottleneck_weight,
+        seed: args.seed,
+        test_fraction: args.test_fraction,
+        minutes: args.minutes,
+        device: args.device,
+        resume: args.resume,
+        trainer: args.trainer.into(),
     };
-    let summary = train_with_progress(&config, &paths, args.resume, args.trainer, &args.device)?;
+    let summary = train(&options, &mut Terminal)?;
     let last = summary.history.last();
     let val = summary
         .history
@@ -253,6 +120,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some((l, p)) = val {
         println!("validation: loss {l:.4}, positive-pair error {p:.5}");
     }
-    println!("model: {}", paths.out.display());
+    println!("model: {}", options.out.display());
     Ok(())
 }

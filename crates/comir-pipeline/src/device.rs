@@ -1,6 +1,6 @@
-//! The compute device, chosen once, here: the library crates take a burn `Device` and run
+//! The compute device, chosen by name: the library crates take a burn `Device` and run
 //! unchanged on the CPU (`flex`, always built) or a GPU (`wgpu`, `cuda`: cargo features of this
-//! binary, e.g. `cargo build --release --features cuda`).
+//! crate, which the `comir` binary forwards, e.g. `cargo build --release --features cuda`).
 
 use anyhow::{bail, Result};
 use burn::tensor::Device;

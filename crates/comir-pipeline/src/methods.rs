@@ -1,4 +1,5 @@
-//! Building a registration method from its command-line name and the optional config file.
+//! The method registry: a registration method built from its name and the optional TOML config
+//! file of method settings.
 
 use std::path::Path;
 
@@ -10,8 +11,8 @@ use comir_mi::{MattesMi, MattesMiConfig};
 use comir_register::{Chained, MultiStart, Registrar};
 use serde::{Deserialize, Serialize};
 
-/// The registration methods, by their command-line names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The registration methods, by their names in commands, grids and results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MethodName {
     /// α-AMD (Öfverstedt et al. 2019), reference settings, multi-start.
     Aamd,
@@ -24,6 +25,14 @@ pub enum MethodName {
 }
 
 impl MethodName {
+    /// Every method, in the order commands list them.
+    pub const ALL: [MethodName; 4] = [
+        MethodName::Aamd,
+        MethodName::Mi,
+        MethodName::Features,
+        MethodName::Global,
+    ];
+
     /// The name used in files and tables.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,6 +41,18 @@ impl MethodName {
             MethodName::Features => "features",
             MethodName::Global => "global",
         }
+    }
+}
+
+impl std::str::FromStr for MethodName {
+    type Err = String;
+
+    /// A method by its name, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<MethodName, String> {
+        MethodName::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("invalid variant: {s}"))
     }
 }
 
@@ -135,6 +156,18 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_parse_back_ignoring_case() {
+        for m in MethodName::ALL {
+            assert_eq!(m.as_str().parse::<MethodName>(), Ok(m));
+            assert_eq!(m.as_str().to_uppercase().parse::<MethodName>(), Ok(m));
+        }
+        assert_eq!(
+            "sift".parse::<MethodName>(),
+            Err("invalid variant: sift".to_string())
+        );
+    }
 
     #[test]
     fn representations_get_their_own_pyramid_sigma_unless_the_config_sets_one() {

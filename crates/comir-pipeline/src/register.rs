@@ -1,0 +1,178 @@
+//! Registering one pair of image files, on the raw images or through a trained model: the entry
+//! point behind `comir register --fixed … --moving …` (and, row by row, behind a manifest; see
+//! [`crate::batch`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use comir_image::ops::{warp, Border};
+use comir_image::Image;
+use comir_register::Registrar;
+use comir_transform::{write_itk_tfm, write_json, Rigid2, TransformRecord};
+
+use crate::methods::{build, MethodName, MethodsConfig};
+use crate::model::{ModelOptions, RegistrationModel};
+
+/// How pairs are registered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegisterOptions {
+    /// Registration method.
+    pub method: MethodName,
+    /// Seed of every random choice of the method.
+    pub seed: u64,
+    /// Start from a global FFT search instead of the identity (for large displacements).
+    pub init_global: bool,
+    /// Method settings (TOML with sections `[aamd]`, `[mi]`, `[features]`, `[global]`).
+    pub config: Option<PathBuf>,
+    /// Register the learned representations of the two images with this model.
+    pub model: Option<ModelOptions>,
+}
+
+/// The method (and model) that registers every pair of a run.
+pub struct PairRegistrar {
+    registrar: Box<dyn Registrar>,
+    model: Option<RegistrationModel>,
+    label: String,
+}
+
+/// One registration: the transform record, the transform, the fixed image as registered (for
+/// the warped output's size) and the moving image as loaded.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// What is written as JSON.
+    pub record: TransformRecord,
+    /// The transform found (fixed → moving coordinates).
+    pub transform: Rigid2,
+    /// The fixed image as registered (gray, or its representation).
+    pub fixed: Image,
+    /// The moving image as loaded.
+    pub moving_full: Image,
+}
+
+impl PairRegistrar {
+    /// Builds the method (and loads the model).
+    ///
+    /// # Errors
+    /// An invalid config file, or a model that cannot be loaded.
+    pub fn new(options: &RegisterOptions) -> Result<PairRegistrar> {
+        let mut cfg = MethodsConfig::load(options.config.as_deref())?.with_seed(options.seed);
+        if options.model.is_some() {
+            // Learned representations get their own α-AMD pyramid.
+            cfg = cfg.for_representations();
+        }
+        let registrar = build(options.method, &cfg, options.init_global)?;
+        let model = options
+            .model
+            .as_ref()
+            .map(RegistrationModel::load)
+            .transpose()?;
+        let label = match &model {
+            Some(_) => format!("comir+{}", options.method.as_str()),
+            None => options.method.as_str().to_string(),
+        };
+        Ok(PairRegistrar {
+            registrar,
+            model,
+            label,
+        })
+    }
+
+    /// The method's name in records (`comir+aamd` through a model).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Registers the image in `moving_path` onto the one in `fixed_path`.
+    ///
+    /// # Errors
+    /// Unreadable images, or the method's failure (naming both files).
+    pub fn register(&self, fixed_path: &Path, moving_path: &Path) -> Result<Registered> {
+        let fixed_full = comir_image::load(fixed_path)?;
+        let moving_full = comir_image::load(moving_path)?;
+        let start = Instant::now();
+        let (fixed, moving) = match &self.model {
+            Some(m) => m.prepare(&fixed_full, &moving_full)?,
+            None => (fixed_full.to_gray(), moving_full.to_gray()),
+        };
+        let init = comir_register::centered_identity(&fixed, &moving);
+        let outcome = self
+            .registrar
+            .register(&fixed, &moving, &init)
+            .with_context(|| {
+                format!(
+                    "registering {} to {}",
+                    moving_path.display(),
+                    fixed_path.display()
+                )
+            })?;
+        let seconds = start.elapsed().as_secs_f64();
+        let record = TransformRecord::new(
+            &outcome.transform,
+            &self.label,
+            outcome.metric_value,
+            seconds,
+        );
+        Ok(Registered {
+            record,
+            transform: outcome.transform,
+            fixed,
+            moving_full,
+        })
+    }
+}
+
+/// Where one registration's results go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairOutputs {
+    /// The transform as JSON.
+    pub out: PathBuf,
+    /// Also the transform as an ITK .tfm file (Euler2DTransform).
+    pub tfm: Option<PathBuf>,
+    /// Also the moving image resampled into the fixed frame (.png, or .tif for float).
+    pub warped: Option<PathBuf>,
+}
+
+/// Registers `moving` onto `fixed` and writes the outputs; returns the registration.
+///
+/// # Errors
+/// As [`PairRegistrar::new`] and [`PairRegistrar::register`], or an unwritable output.
+pub fn register_pair(
+    options: &RegisterOptions,
+    fixed: &Path,
+    moving: &Path,
+    outputs: &PairOutputs,
+) -> Result<Registered> {
+    let registrar = PairRegistrar::new(options)?;
+    let registered = registrar.register(fixed, moving)?;
+    let t = &registered.transform;
+    write_json(&outputs.out, &registered.record)?;
+    if let Some(path) = &outputs.tfm {
+        write_itk_tfm(path, t)?;
+    }
+    if let Some(path) = &outputs.warped {
+        let out = warp(
+            &registered.moving_full,
+            registered.fixed.width(),
+            registered.fixed.height(),
+            Border::Zero,
+            |p| t.apply(p),
+        );
+        let is_tif = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
+        if is_tif {
+            comir_image::save_tiff_f32(path, &out)?;
+        } else {
+            let (lo, hi) = out.min_max();
+            let out = if lo < 0.0 || hi > 1.0 {
+                out.normalized()
+            } else {
+                out
+            };
+            comir_image::save_png(path, &out)?;
+        }
+    }
+    Ok(registered)
+}
