@@ -26,7 +26,7 @@ use nalgebra::DMatrix;
 use crate::{check_rows, Error};
 
 /// The default threshold of [`count_below`]: a singular value below 10⁻⁵ of the largest counts as
-/// collapsed (the definition).
+/// collapsed (the threshold of the dimensional-collapse analysis, docs/method.md §8.3).
 pub const COLLAPSE_REL: f64 = 1e-5;
 
 /// Which matrix the eigenvalues are taken from. Both give the same spectrum; they differ in cost.
@@ -114,7 +114,7 @@ pub fn effective_rank(sv: &[f64]) -> f64 {
     entropy.exp()
 }
 
-/// How many values are below `rel` times the largest (use [`COLLAPSE_REL`] for the issue's
+/// How many values are below `rel` times the largest (use [`COLLAPSE_REL`] for the analysis's
 /// 10⁻⁵). An all-zero spectrum has every value collapsed, so the count is its length.
 pub fn count_below(sv: &[f64], rel: f64) -> usize {
     let max = sv.iter().copied().fold(0.0f64, f64::max);

@@ -102,7 +102,7 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     clean_error(&train(&["--steps", "4"]), "--resume");
     // Resume with more steps: the saved settings are used.
     let out = ok(&train(&["--resume", "--steps", "6"]));
-    assert!(out.contains("trained 6 steps (2 in this session)"), "{out}");
+    assert!(out.contains("trained 6 steps (2 in this run)"), "{out}");
     // ... but not with different ones.
     clean_error(
         &train(&["--resume", "--steps", "8", "--tau", "0.2"]),

@@ -1,6 +1,6 @@
 //! `comir analyze`: what a trained model's embeddings look like on held-out pairs — MDS maps,
 //! covariance spectra (dimensional collapse), the modality gap and the rotation equivariance
-//! (the analyses of Wetzer et al. 2023; method-notes §2.2).
+//! (the analyses of Wetzer et al. 2023; docs/method.md §8).
 
 use std::path::PathBuf;
 

@@ -104,7 +104,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .rev()
         .find_map(|r| r.val_loss.zip(r.val_positive_mse));
     println!(
-        "trained {} steps ({} in this session) on {} pairs ({} validation, {} held out for testing)",
+        "trained {} steps ({} in this run) on {} pairs ({} validation, {} held out for testing)",
         summary.steps,
         summary.steps_this_session,
         summary.split.train.len(),
