@@ -2,8 +2,9 @@
 //!
 //! Integer images are scaled to `[0, 1]` (8-bit by 1/255, 16-bit by 1/65535); float TIFFs keep
 //! their values. Gray stays one channel, RGB stays three channels (see [`Image::to_gray`] for the
-//! weights used when one channel is needed). Writes go to a temporary file in the target folder that
-//! is then renamed, so a killed process never leaves a torn file.
+//! weights used when one channel is needed). Writes go through [`comir_fs::write_atomically`]: a
+//! temporary file in the target folder that is then renamed, so a killed process never leaves a
+//! torn file.
 
 use std::io::Write;
 use std::path::Path;
@@ -337,65 +338,6 @@ fn decode_tiff(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<Image, Error
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-///
-/// # Errors
-/// [`Error::Io`] naming `path`.
-pub fn write_atomically(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
-    let path = path.as_ref();
-    write_file_atomically(path, bytes).map_err(|e| io_err(path, e))
-}
-
-/// The one place where comir writes a file: a temporary file in the same folder, flushed to
-/// disk, then renamed over `path`, so that a crash at any moment leaves the old file or the new
-/// one, never a torn one. The file gets the usual `rw-r--r--` permissions (a bare temporary file
-/// would be private to its owner).
-///
-/// # Errors
-/// What the operating system says.
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_file_atomically_with(path, |f| f.write_all(bytes))
-}
-
-/// Writes `path` atomically from a writer: `fill` writes into a temporary file in the same
-/// folder (buffered, seekable), which is then synced and renamed over `path`. For outputs too
-/// large to build in memory first (a 10,000² float TIFF is 400 MB).
-///
-/// # Errors
-/// As [`write_file_atomically`], or what `fill` returns.
-pub fn write_file_atomically_with(
-    path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
-        // tempfile's message ends in its random file's name; say which folder instead.
-        let text = e.to_string();
-        let cause = text.split(" at path ").next().unwrap_or(&text);
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot create a file in {}: {cause}", dir.display()),
-        )
-    })?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        fill(&mut w)?;
-        w.flush()?;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// Saves an image as 8-bit PNG. Values are taken as `[0, 1]` and clamped; 1 channel gives gray,
 /// 3 channels RGB.
 ///
@@ -427,7 +369,7 @@ pub fn save_png(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    write_atomically(path, &buf)
+    comir_fs::write_atomically(path, &buf).map_err(|e| io_err(path, e))
 }
 
 /// Saves an image as a 32-bit float TIFF, values unchanged: 1 channel gray, 3 channels RGB, any
@@ -440,7 +382,7 @@ pub fn save_tiff_f32(path: impl AsRef<Path>, img: &Image) -> Result<(), Error> {
     let path = path.as_ref();
     let to_io = |e: tiff::TiffError| std::io::Error::other(e.to_string());
     // Encoded straight into the temporary file: no second copy of the image in memory.
-    write_file_atomically_with(path, |w| {
+    comir_fs::write_atomically_with(path, |w| {
         let mut enc = TiffEncoder::new(w).map_err(to_io)?;
         let (width, height) = (img.width() as u32, img.height() as u32);
         match img.channels() {
@@ -505,7 +447,7 @@ pub fn save_tiff_f32_bands(
         band_rows,
         strip_rows,
     };
-    write_file_atomically_with(path, |w| {
+    comir_fs::write_atomically_with(path, |w| {
         let mut enc = TiffEncoder::new(w).map_err(tiff_to_io)?;
         if channels == 1 {
             write_bands::<_, colortype::Gray32Float>(&mut enc, layout, &mut band)
@@ -606,23 +548,6 @@ mod tests {
 
     fn ramp() -> Image {
         Image::from_fn(7, 5, |x, y| (x + 7 * y) as f32 / 34.0)
-    }
-
-    #[test]
-    fn atomic_writes_replace_the_file_and_are_readable_by_others() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("out.csv");
-        write_atomically(&p, b"old").expect("write");
-        write_atomically(&p, b"new").expect("rewrite");
-        assert_eq!(std::fs::read(&p).expect("read"), b"new");
-        // Only the target is left: no temporary files behind.
-        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
-            assert_eq!(mode, 0o644);
-        }
     }
 
     #[test]

@@ -367,13 +367,13 @@ pub fn run(args: ExperimentArgs) -> Result<()> {
             })
             .with_context(|| format!("analysing {label}"))?;
         }
-        comir_image::io::write_file_atomically(&done, &serde_json::to_vec_pretty(&results)?)
+        comir_fs::write_atomically(&done, &serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("{}", done.display()))?;
         all.extend(results);
     }
     crate::csv_out::write_csv(&out.join("results.csv"), &all)?;
     let table = markdown(&all);
-    comir_image::io::write_file_atomically(&out.join("results.md"), table.as_bytes())
+    comir_fs::write_atomically(&out.join("results.md"), table.as_bytes())
         .with_context(|| format!("{}", out.join("results.md").display()))?;
     println!("\n{table}");
     if let Some(dir) = &args.report {
