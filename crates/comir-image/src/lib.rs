@@ -20,6 +20,8 @@ pub mod pyramid;
 
 mod error;
 mod image;
+mod limits;
+mod tiff_io;
 
 pub use crate::error::Error;
 pub use crate::image::Image;
