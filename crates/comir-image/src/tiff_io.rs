@@ -43,28 +43,22 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<I
     }
     check_size(path, w.into(), h.into(), channels, max_bytes)?;
     let raw = dec.read_image().map_err(|e| decode_err(path, e))?;
-    let data: Vec<f32> = match raw {
-        DecodingResult::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
-        DecodingResult::U16(v) => v.iter().map(|&x| x as f32 / 65535.0).collect(),
-        DecodingResult::F32(v) => v,
-        DecodingResult::F64(v) => v.iter().map(|&x| x as f32).collect(),
-        other => {
-            let kind = match other {
-                DecodingResult::U32(_) | DecodingResult::U64(_) => "unsigned integer",
-                DecodingResult::I8(_)
-                | DecodingResult::I16(_)
-                | DecodingResult::I32(_)
-                | DecodingResult::I64(_) => "signed integer",
-                _ => "other",
-            };
-            return Err(unsupported(
-                path,
-                format!(
-                    "unsupported TIFF bit depth: {bits}-bit {kind} samples (use 8/16-bit unsigned integer or 32-bit float)"
-                ),
-            ));
-        }
-    };
+    let data = samples_to_f32(raw).map_err(|other| {
+        let kind = match other {
+            DecodingResult::U32(_) | DecodingResult::U64(_) => "unsigned integer",
+            DecodingResult::I8(_)
+            | DecodingResult::I16(_)
+            | DecodingResult::I32(_)
+            | DecodingResult::I64(_) => "signed integer",
+            _ => "other",
+        };
+        unsupported(
+            path,
+            format!(
+                "unsupported TIFF bit depth: {bits}-bit {kind} samples (use 8/16-bit unsigned integer or 32-bit float)"
+            ),
+        )
+    })?;
     let (w, h) = (w as usize, h as usize);
     if data.len() != w * h * channels as usize {
         return Err(decode_err(
@@ -93,18 +87,12 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<I
             }
             check_size(path, w as u64, h as u64, planes.len() as u64 + 1, max_bytes)?;
             let page = dec.read_image().map_err(|e| decode_err(path, e))?;
-            let plane: Vec<f32> = match page {
-                DecodingResult::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
-                DecodingResult::U16(v) => v.iter().map(|&x| x as f32 / 65535.0).collect(),
-                DecodingResult::F32(v) => v,
-                DecodingResult::F64(v) => v.iter().map(|&x| x as f32).collect(),
-                _ => {
-                    return Err(unsupported(
-                        path,
-                        format!("TIFF page {}: unsupported sample type", planes.len() + 1),
-                    ))
-                }
-            };
+            let plane = samples_to_f32(page).map_err(|_| {
+                unsupported(
+                    path,
+                    format!("TIFF page {}: unsupported sample type", planes.len() + 1),
+                )
+            })?;
             if plane.len() != w * h {
                 return Err(decode_err(path, "a page is shorter than the header says"));
             }
@@ -134,6 +122,21 @@ pub(crate) fn decode_tiff(bytes: &[u8], path: &Path, max_bytes: u64) -> Result<I
             Image::from_vec(w, h, 3, rgb).map_err(|e| decode_err(path, e))?
         }
         _ => img,
+    })
+}
+
+/// TIFF samples as `f32`: 8- and 16-bit unsigned integers scaled to `[0, 1]`, floats as they
+/// are; samples of any other type are given back.
+fn samples_to_f32(
+    raw: tiff::decoder::DecodingResult,
+) -> Result<Vec<f32>, tiff::decoder::DecodingResult> {
+    use tiff::decoder::DecodingResult;
+    Ok(match raw {
+        DecodingResult::U8(v) => v.iter().map(|&x| x as f32 / 255.0).collect(),
+        DecodingResult::U16(v) => v.iter().map(|&x| x as f32 / 65535.0).collect(),
+        DecodingResult::F32(v) => v,
+        DecodingResult::F64(v) => v.iter().map(|&x| x as f32).collect(),
+        other => return Err(other),
     })
 }
 
