@@ -73,90 +73,93 @@ pub fn blur_subsample(img: &Image, sigma: f64, factor: usize, order: PassOrder) 
     if w == 0 || h == 0 {
         return Image::zeros(nw, nh, c);
     }
-    let kernel = gaussian_kernel(sigma);
+    let filter = Filter {
+        kernel: gaussian_kernel(sigma),
+        factor,
+    };
     let data = match order {
         PassOrder::HorizontalFirst => {
-            let rows = horizontal_pass(img.data(), (w, h, c), &kernel, factor);
-            vertical_pass(&rows, (nw, h, c), &kernel, factor)
+            let rows = filter.horizontal(img.data(), (w, h, c));
+            filter.vertical(&rows, (nw, h, c))
         }
         PassOrder::VerticalFirst => {
-            let columns = vertical_pass(img.data(), (w, h, c), &kernel, factor);
-            horizontal_pass(&columns, (w, nh, c), &kernel, factor)
+            let columns = filter.vertical(img.data(), (w, h, c));
+            filter.horizontal(&columns, (w, nh, c))
         }
     };
     Image::from_vec(nw, nh, c, data).expect("the passes produce nw × nh × c values")
 }
 
-/// Filters each row of `src` (`w × h × c`) with `kernel` at every `factor`-th column only:
-/// `w.div_ceil(factor) × h × c` values.
-fn horizontal_pass(
-    src: &[f32],
-    (w, h, c): (usize, usize, usize),
-    kernel: &[f32],
+/// A separable filter with `kernel` in both directions, evaluated at every `factor`-th pixel only.
+struct Filter {
+    kernel: Vec<f32>,
     factor: usize,
-) -> Vec<f32> {
-    let r = kernel.len() / 2;
-    let out_stride = w.div_ceil(factor) * c;
-    // Each value starts at −0.0, the neutral element of float addition, so that it is exactly
-    // the sum of its products (as `Iterator::sum` forms it).
-    let mut out = vec![-0.0f32; out_stride * h];
-    out.par_chunks_mut(out_stride)
-        .enumerate()
-        .with_min_len(ROWS_PER_TASK)
-        .for_each_init(
-            || vec![0f32; (w + 2 * r) * c],
-            |padded, (y, dst)| {
-                let row = &src[y * w * c..(y + 1) * w * c];
-                for (i, px) in padded.chunks_exact_mut(c).enumerate() {
-                    let xi = mirror_index(i as isize - r as isize, w);
-                    px.copy_from_slice(&row[xi * c..(xi + 1) * c]);
-                }
-                // Tap by tap over the whole output row: the products of one value are added in
-                // kernel order, and the loops over a row vectorise.
-                for (j, &kv) in kernel.iter().enumerate() {
-                    let taps = &padded[j * c..];
-                    if factor == 1 {
-                        for (d, p) in dst.iter_mut().zip(taps) {
-                            *d += kv * p;
-                        }
-                    } else {
-                        for (d, p) in dst.chunks_exact_mut(c).zip(taps.chunks(factor * c)) {
-                            for (d, p) in d.iter_mut().zip(p) {
+}
+
+impl Filter {
+    /// Filters each row of `src` (`w × h × c`) at every `factor`-th column only:
+    /// `w.div_ceil(factor) × h × c` values.
+    fn horizontal(&self, src: &[f32], (w, h, c): (usize, usize, usize)) -> Vec<f32> {
+        let (kernel, factor) = (&self.kernel, self.factor);
+        let r = kernel.len() / 2;
+        let out_stride = w.div_ceil(factor) * c;
+        // Each value starts at −0.0, the neutral element of float addition, so that it is exactly
+        // the sum of its products (as `Iterator::sum` forms it).
+        let mut out = vec![-0.0f32; out_stride * h];
+        out.par_chunks_mut(out_stride)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each_init(
+                || vec![0f32; (w + 2 * r) * c],
+                |padded, (y, dst)| {
+                    let row = &src[y * w * c..(y + 1) * w * c];
+                    for (i, px) in padded.chunks_exact_mut(c).enumerate() {
+                        let xi = mirror_index(i as isize - r as isize, w);
+                        px.copy_from_slice(&row[xi * c..(xi + 1) * c]);
+                    }
+                    // Tap by tap over the whole output row: the products of one value are added in
+                    // kernel order, and the loops over a row vectorise.
+                    for (j, &kv) in kernel.iter().enumerate() {
+                        let taps = &padded[j * c..];
+                        if factor == 1 {
+                            for (d, p) in dst.iter_mut().zip(taps) {
                                 *d += kv * p;
+                            }
+                        } else {
+                            for (d, p) in dst.chunks_exact_mut(c).zip(taps.chunks(factor * c)) {
+                                for (d, p) in d.iter_mut().zip(p) {
+                                    *d += kv * p;
+                                }
                             }
                         }
                     }
-                }
-            },
-        );
-    out
-}
+                },
+            );
+        out
+    }
 
-/// Filters each column of `src` (`w × h × c`) with `kernel` at every `factor`-th row only:
-/// `w × h.div_ceil(factor) × c` values.
-fn vertical_pass(
-    src: &[f32],
-    (w, h, c): (usize, usize, usize),
-    kernel: &[f32],
-    factor: usize,
-) -> Vec<f32> {
-    let r = kernel.len() / 2;
-    let stride = w * c;
-    let mut out = vec![0f32; stride * h.div_ceil(factor)];
-    // Whole rows at a time, for cache friendliness.
-    out.par_chunks_mut(stride)
-        .enumerate()
-        .with_min_len(ROWS_PER_TASK)
-        .for_each(|(oy, dst)| {
-            let y = oy * factor;
-            for (j, &kv) in kernel.iter().enumerate() {
-                let yi = mirror_index((y + j) as isize - r as isize, h);
-                for (d, s) in dst.iter_mut().zip(&src[yi * stride..(yi + 1) * stride]) {
-                    *d += kv * s;
+    /// Filters each column of `src` (`w × h × c`) at every `factor`-th row only:
+    /// `w × h.div_ceil(factor) × c` values.
+    fn vertical(&self, src: &[f32], (w, h, c): (usize, usize, usize)) -> Vec<f32> {
+        let (kernel, factor) = (&self.kernel, self.factor);
+        let r = kernel.len() / 2;
+        let stride = w * c;
+        let mut out = vec![0f32; stride * h.div_ceil(factor)];
+        // Whole rows at a time, for cache friendliness.
+        out.par_chunks_mut(stride)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(oy, dst)| {
+                let y = oy * factor;
+                for (j, &kv) in kernel.iter().enumerate() {
+                    let yi = mirror_index((y + j) as isize - r as isize, h);
+                    for (d, s) in dst.iter_mut().zip(&src[yi * stride..(yi + 1) * stride]) {
+                        *d += kv * s;
+                    }
                 }
-            }
-        });
-    out
+            });
+        out
+    }
 }
 
 /// Separable Gaussian smoothing of every channel, σ in pixels, edges mirrored with repetition
