@@ -67,9 +67,9 @@
 mod edt;
 mod hugepages;
 mod measure;
-mod pyramid;
 mod tables;
 
+use comir_image::pyramid::{blur_subsample, PassOrder};
 use comir_image::Image;
 use comir_register::{check_inputs, Error, Outcome, Registrar, StopReason, MIN_SIZE};
 use comir_transform::Rigid2;
@@ -350,8 +350,7 @@ impl AlphaAmd {
             .map(|&(l, is_moving)| {
                 let img = if is_moving { &mnorm } else { &fnorm };
                 let f = cfg.pyramid_factors[l];
-                let level =
-                    pyramid::blur_subsample(img.data(), img.width(), img.height(), sigmas[l], f);
+                let level = blur_subsample(img, sigmas[l], f, PassOrder::HorizontalFirst);
                 LevelImage::build(&level, f, img.center(), q)
             })
             .collect();

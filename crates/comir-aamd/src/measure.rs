@@ -325,8 +325,9 @@ pub(crate) fn evaluate<R: Rng + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pyramid::blur_subsample;
     use crate::tables::Entry;
+    use comir_image::pyramid::{blur_subsample, PassOrder};
+    use comir_image::Image;
     use rand_chacha::ChaCha8Rng;
 
     /// Smooth blobs, different in the two images, so the distance maps are smooth too.
@@ -344,7 +345,8 @@ mod tests {
     }
 
     fn level_image(data: &[f32], w: usize, h: usize) -> LevelImage {
-        let l = blur_subsample(data, w, h, 0.0, 1);
+        let img = Image::from_vec(w, h, 1, data.to_vec()).expect("image");
+        let l = blur_subsample(&img, 0.0, 1, PassOrder::HorizontalFirst);
         LevelImage::build(&l, 1, [(w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0], 7)
     }
 

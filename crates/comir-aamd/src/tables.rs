@@ -7,11 +7,11 @@
 //! `U_i = (1/Q) Σ_{k≤i} D⁺_k` and `V_j = (1/Q) Σ_{k≤j} D⁻_k`, the table a source point of level `i`
 //! reads is `DT_i = U_i + V_{Q−i}` (distance and gradient together).
 
+use comir_image::Image;
 use rayon::prelude::*;
 
 use crate::edt::{edt_sq_into, EdtScratch};
 use crate::hugepages;
-use crate::pyramid::Level;
 
 /// One table entry: the distance and its gradient (per full-resolution pixel) at one pixel.
 ///
@@ -144,10 +144,10 @@ fn feature_row(
 impl LevelImage {
     /// Builds the level data of an image already smoothed and subsampled by `spacing`
     /// (`level`), whose full-resolution centre is `center`, with `q` α-levels.
-    pub(crate) fn build(level: &Level, spacing: usize, center: [f64; 2], q: usize) -> LevelImage {
-        let (w, h) = (level.width, level.height);
+    pub(crate) fn build(level: &Image, spacing: usize, center: [f64; 2], q: usize) -> LevelImage {
+        let (w, h) = (level.width(), level.height());
         let n = w * h;
-        let qmap: Vec<u8> = level.data.iter().map(|&v| quantise(v, q)).collect();
+        let qmap: Vec<u8> = level.data().iter().map(|&v| quantise(v, q)).collect();
         let sp = spacing as f64;
         // The clip: the level's diagonal in index units (as the reference), applied to distances
         // measured in full-resolution pixels.
@@ -308,11 +308,7 @@ mod tests {
         let data: Vec<f32> = (0..w * h)
             .map(|i| (((i * 37) % 23) as f32 / 22.0).clamp(0.0, 1.0))
             .collect();
-        let lvl = Level {
-            data: data.clone(),
-            width: w,
-            height: h,
-        };
+        let lvl = Image::from_vec(w, h, 1, data.clone()).expect("level");
         let li = LevelImage::build(&lvl, 2, [12.0, 8.0], q);
         let qm: Vec<u8> = data.iter().map(|&v| quantise(v, q)).collect();
         let dist = |pred: &dyn Fn(u8) -> bool| -> Vec<f32> {

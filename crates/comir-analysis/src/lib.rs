@@ -31,7 +31,7 @@
 //!   in through the [`protocol::Embedder`] trait.
 //!
 //! Every file is written through a temporary file and a rename
-//! ([`comir_image::io::write_file_atomically`]), so a killed run never leaves a torn file.
+//! ([`comir_fs::write_atomically`]), so a killed run never leaves a torn file.
 //!
 //! # Example
 //!

@@ -218,7 +218,7 @@ fn write_rows<T: Serialize>(path: &Path, header: &[&str], rows: &[T]) -> Result<
         w.serialize(r).map_err(|e| csv_err(&e))?;
     }
     let bytes = w.into_inner().map_err(|e| csv_err(&e))?;
-    comir_image::io::write_atomically(path, &bytes)?;
+    comir_fs::write_atomically(path, &bytes).map_err(|e| csv_err(&e))?;
     Ok(())
 }
 

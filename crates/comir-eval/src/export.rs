@@ -61,7 +61,9 @@ impl CaseExporter {
             case.initial_error_px
         ));
         let text = self.lines.join("\n") + "\n";
-        comir_image::io::write_atomically(self.dir.join("cases.csv"), text.as_bytes())?;
+        let path = self.dir.join("cases.csv");
+        comir_fs::write_atomically(&path, text.as_bytes())
+            .map_err(|error| crate::Error::Io { path, error })?;
         Ok(())
     }
 }

@@ -56,7 +56,10 @@ pub fn write_csv(path: impl AsRef<Path>, rows: &[CaseResult]) -> Result<(), Erro
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    comir_image::io::write_atomically(path, &bytes)?;
+    comir_fs::write_atomically(path, &bytes).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
     Ok(())
 }
 

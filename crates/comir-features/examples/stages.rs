@@ -6,18 +6,7 @@ use std::time::Instant;
 
 use comir_features::{detect_and_describe, match_descriptors, FeatureConfig};
 use comir_image::ops::gaussian_blur;
-use comir_image::Image;
-use comir_testkit::phantom_pair;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn textured(w: usize, seed: u64) -> Image {
-    let (a, _) = phantom_pair(w, w, seed);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_b10b);
-    let noise = Image::from_fn(w, w, |_, _| rng.gen::<f32>());
-    let blobs = gaussian_blur(&noise, 2.5).normalized();
-    Image::from_fn(w, w, |x, y| a.get(x, y, 0) + 0.6 * blobs.get(x, y, 0))
-}
+use comir_testkit::textured;
 
 fn best_ms(mut f: impl FnMut()) -> f64 {
     (0..5)

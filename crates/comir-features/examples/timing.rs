@@ -5,21 +5,10 @@
 use std::time::Instant;
 
 use comir_features::{detect_and_describe, FeatureConfig, FeatureRegistrar};
-use comir_image::ops::{gaussian_blur, Border};
-use comir_image::Image;
+use comir_image::ops::Border;
 use comir_register::{centered_identity, Registrar};
-use comir_testkit::{moved_by, phantom_pair};
+use comir_testkit::{moved_by, textured};
 use comir_transform::{corner_error, Rigid2};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-fn textured(w: usize, seed: u64) -> Image {
-    let (a, _) = phantom_pair(w, w, seed);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_b10b);
-    let noise = Image::from_fn(w, w, |_, _| rng.gen::<f32>());
-    let blobs = gaussian_blur(&noise, 2.5).normalized();
-    Image::from_fn(w, w, |x, y| a.get(x, y, 0) + 0.6 * blobs.get(x, y, 0))
-}
 
 fn main() {
     for (w, upsample) in [(256usize, false), (512, false), (512, true)] {

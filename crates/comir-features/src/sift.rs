@@ -27,7 +27,7 @@
 
 use std::f32::consts::PI;
 
-use comir_image::ops::gaussian_kernel;
+use comir_image::ops::gaussian_blur;
 use comir_image::Image;
 use rayon::prelude::*;
 
@@ -125,60 +125,20 @@ pub(crate) fn fast_atan2(y: f32, x: f32) -> f32 {
     }
 }
 
-/// Index mirrored into `[0, n)` with the edge repeated (scipy `reflect`), as `comir_image::ops`.
-#[inline]
-fn mirror_index(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n <= 1 {
-        return 0;
-    }
-    let period = 2 * n;
-    let m = i.rem_euclid(period);
-    (if m >= n { period - 1 - m } else { m }) as usize
-}
-
-/// Separable Gaussian blur (kernel truncated at 4σ, mirrored edges). Rows are filtered in
-/// parallel; every output value is computed by the same sequence of operations whatever the
-/// thread count, so the result is deterministic.
+/// Separable Gaussian blur (kernel truncated at 4σ, mirrored edges), through
+/// [`gaussian_blur`]: rows are filtered in parallel, and every output value is computed by the
+/// same sequence of operations whatever the thread count, so the result is deterministic.
 fn blur(src: &Plane, sigma: f64) -> Plane {
-    let (w, h) = (src.w, src.h);
-    if sigma <= 0.0 || w == 0 || h == 0 {
+    if sigma <= 0.0 || src.w == 0 || src.h == 0 {
         return src.clone();
     }
-    let k = gaussian_kernel(sigma);
-    let r = k.len() / 2;
-    let mut tmp = vec![0f32; w * h];
-    tmp.par_chunks_mut(w)
-        .enumerate()
-        .with_min_len(ROWS_PER_TASK)
-        .for_each(|(y, out)| {
-            let row = &src.data[y * w..(y + 1) * w];
-            let mut pad = vec![0f32; w + 2 * r];
-            pad[r..r + w].copy_from_slice(row);
-            for i in 0..r {
-                pad[i] = row[mirror_index(i as isize - r as isize, w)];
-                pad[r + w + i] = row[mirror_index((w + i) as isize, w)];
-            }
-            // Tap by tap over the whole row, so the inner loop vectorises.
-            for (j, &kv) in k.iter().enumerate() {
-                for (o, p) in out.iter_mut().zip(&pad[j..j + w]) {
-                    *o += kv * p;
-                }
-            }
-        });
-    let mut out = vec![0f32; w * h];
-    out.par_chunks_mut(w)
-        .enumerate()
-        .with_min_len(ROWS_PER_TASK)
-        .for_each(|(y, dst)| {
-            for (j, &kv) in k.iter().enumerate() {
-                let yi = mirror_index(y as isize + j as isize - r as isize, h);
-                for (d, s) in dst.iter_mut().zip(&tmp[yi * w..(yi + 1) * w]) {
-                    *d += kv * s;
-                }
-            }
-        });
-    Plane { w, h, data: out }
+    let img =
+        Image::from_vec(src.w, src.h, 1, src.data.clone()).expect("a plane holds w × h values");
+    Plane {
+        w: src.w,
+        h: src.h,
+        data: gaussian_blur(&img, sigma).into_vec(),
+    }
 }
 
 /// Every other pixel, starting at `(0, 0)`: octave pixel `i` is pixel `2i` of the finer octave.

@@ -3,21 +3,12 @@ use std::f64::consts::PI;
 use comir_image::ops::{gaussian_blur, Border};
 use comir_image::Image;
 use comir_register::{centered_identity, Error, MultiStart, Registrar};
-use comir_testkit::{moved_by, phantom_pair};
+use comir_testkit::{moved_by, textured};
 use comir_transform::{corner_error, Rigid2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-
-/// A license-clean textured test image: phantom modality A plus smoothed random noise blobs.
-fn textured(w: usize, seed: u64) -> Image {
-    let (a, _) = phantom_pair(w, w, seed);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_b10b);
-    let noise = Image::from_fn(w, w, |_, _| rng.gen::<f32>());
-    let blobs = gaussian_blur(&noise, 2.5).normalized();
-    Image::from_fn(w, w, |x, y| a.get(x, y, 0) + 0.6 * blobs.get(x, y, 0))
-}
 
 /// Angle difference wrapped to `(−π, π]`.
 fn wrap(a: f64) -> f64 {

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong in the image layer. Each variant names the file when one is involved.
 #[derive(Debug, thiserror::Error)]
@@ -39,4 +39,28 @@ pub enum Error {
     /// An argument is out of range (size zero, channel mismatch, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// [`Error::Decode`] naming `path`.
+pub(crate) fn decode_err(path: &Path, reason: impl ToString) -> Error {
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// [`Error::Unsupported`] naming `path`.
+pub(crate) fn unsupported(path: &Path, reason: impl ToString) -> Error {
+    Error::Unsupported {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// [`Error::Io`] naming `path`.
+pub(crate) fn io_err(path: &Path, error: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        error,
+    }
 }

@@ -151,17 +151,7 @@ impl Image {
     /// If `c >= channels`.
     pub fn channel(&self, c: usize) -> Image {
         assert!(c < self.channels);
-        let data = self
-            .data
-            .chunks_exact(self.channels)
-            .map(|px| px[c])
-            .collect();
-        Image {
-            width: self.width,
-            height: self.height,
-            channels: 1,
-            data,
-        }
+        self.per_pixel(|px| px[c])
     }
 
     /// A single-channel version. Three- or four-channel images are treated as RGB(A) and weighted
@@ -170,32 +160,18 @@ impl Image {
     pub fn to_gray(&self) -> Image {
         match self.channels {
             1 => self.clone(),
-            3 | 4 => {
-                let data = self
-                    .data
-                    .chunks_exact(self.channels)
-                    .map(|px| 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2])
-                    .collect();
-                Image {
-                    width: self.width,
-                    height: self.height,
-                    channels: 1,
-                    data,
-                }
-            }
-            n => {
-                let data = self
-                    .data
-                    .chunks_exact(n)
-                    .map(|px| px.iter().sum::<f32>() / n as f32)
-                    .collect();
-                Image {
-                    width: self.width,
-                    height: self.height,
-                    channels: 1,
-                    data,
-                }
-            }
+            3 | 4 => self.per_pixel(|px| 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]),
+            n => self.per_pixel(|px| px.iter().sum::<f32>() / n as f32),
+        }
+    }
+
+    /// The single-channel image of `value(pixel's channels)` at every pixel.
+    fn per_pixel(&self, value: impl FnMut(&[f32]) -> f32) -> Image {
+        Image {
+            width: self.width,
+            height: self.height,
+            channels: 1,
+            data: self.data.chunks_exact(self.channels).map(value).collect(),
         }
     }
 

@@ -9,14 +9,19 @@
 //!   anything is allocated.
 //! * [`nifti_io`] reads NIfTI-1 (`.nii`, `.nii.gz`): 2-D images or a chosen slice of a 3-D
 //!   volume (`t1.nii.gz:z=90`), through [`load`].
-//! * [`ops`] has Gaussian smoothing, subsampling, pyramids, bilinear sampling and warping.
+//! * [`pyramid`] has the Gaussian smoothing and subsampling every pyramid in comir is built with.
+//! * [`ops`] has intensity transforms, bilinear sampling and warping (and re-exports the
+//!   smoothing).
 
 pub mod io;
 pub mod nifti_io;
 pub mod ops;
+pub mod pyramid;
 
 mod error;
 mod image;
+mod limits;
+mod tiff_io;
 
 pub use crate::error::Error;
 pub use crate::image::Image;

@@ -17,7 +17,8 @@ use std::path::Path;
 use nifti::volume::RandomAccessNiftiVolume;
 use nifti::{InMemNiftiObject, NiftiHeader, NiftiObject, NiftiType};
 
-use crate::io::{check_size, decode_err, unsupported};
+use crate::error::{decode_err, unsupported};
+use crate::limits::check_size;
 use crate::{Error, Image};
 
 /// A slice of a volume: axis (0 = x, 1 = y, 2 = z) and voxel index.

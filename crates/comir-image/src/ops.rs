@@ -1,6 +1,10 @@
-//! Smoothing, subsampling, bilinear sampling and warping.
+//! Intensity transforms, quarter turns, bilinear sampling and warping; the Gaussian smoothing
+//! and subsampling of [`crate::pyramid`] are re-exported here.
 
 use crate::Image;
+
+// Where callers have always found them.
+pub use crate::pyramid::{gaussian_blur, gaussian_kernel, mirror_index, pyramid_level, subsample};
 
 /// The quantile that [`network_input`] stretches to 0 (and `1 −` it to 1) when asked to
 /// normalise.
@@ -104,93 +108,6 @@ fn mirror(v: f64, n: usize) -> f64 {
     }
 }
 
-/// Index mirrored into `[0, n)` with the edge repeated (scipy `reflect`), used for filtering.
-#[inline]
-pub fn mirror_index(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * n;
-    let m = i.rem_euclid(period);
-    (if m >= n { period - 1 - m } else { m }) as usize
-}
-
-/// A normalised 1-D Gaussian kernel truncated at 4σ (scipy's `gaussian_filter` default).
-pub fn gaussian_kernel(sigma: f64) -> Vec<f32> {
-    if sigma <= 0.0 {
-        return vec![1.0];
-    }
-    let radius = (4.0 * sigma + 0.5) as isize;
-    let mut k: Vec<f64> = (-radius..=radius)
-        .map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp())
-        .collect();
-    let s: f64 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= s);
-    k.into_iter().map(|v| v as f32).collect()
-}
-
-/// Separable Gaussian smoothing of every channel, σ in pixels, edges mirrored with repetition
-/// (scipy `gaussian_filter(mode="reflect")`). σ ≤ 0 returns a copy.
-pub fn gaussian_blur(img: &Image, sigma: f64) -> Image {
-    if sigma <= 0.0 {
-        return img.clone();
-    }
-    let k = gaussian_kernel(sigma);
-    let r = (k.len() / 2) as isize;
-    let (w, h, c) = (img.width(), img.height(), img.channels());
-    let src = img.data();
-    // Horizontal pass.
-    let mut tmp = vec![0f32; src.len()];
-    for y in 0..h {
-        let row = &src[y * w * c..(y + 1) * w * c];
-        let out = &mut tmp[y * w * c..(y + 1) * w * c];
-        for x in 0..w {
-            for ch in 0..c {
-                let mut acc = 0f32;
-                for (j, &kv) in k.iter().enumerate() {
-                    let xi = mirror_index(x as isize + j as isize - r, w);
-                    acc += kv * row[xi * c + ch];
-                }
-                out[x * c + ch] = acc;
-            }
-        }
-    }
-    // Vertical pass: accumulate whole rows for cache friendliness.
-    let mut out = vec![0f32; src.len()];
-    let stride = w * c;
-    for y in 0..h {
-        let dst = &mut out[y * stride..(y + 1) * stride];
-        for (j, &kv) in k.iter().enumerate() {
-            let yi = mirror_index(y as isize + j as isize - r, h);
-            let srow = &tmp[yi * stride..(yi + 1) * stride];
-            for (d, s) in dst.iter_mut().zip(srow) {
-                *d += kv * s;
-            }
-        }
-    }
-    Image::from_vec(w, h, c, out).expect("same shape")
-}
-
-/// Keeps every `factor`-th pixel in both directions, starting at `(0, 0)` (numpy `[::f, ::f]`).
-///
-/// # Panics
-/// If `factor` is zero.
-pub fn subsample(img: &Image, factor: usize) -> Image {
-    assert!(factor > 0);
-    let (w, h, c) = (img.width(), img.height(), img.channels());
-    let (nw, nh) = (w.div_ceil(factor), h.div_ceil(factor));
-    let mut data = Vec::with_capacity(nw * nh * c);
-    for y in (0..h).step_by(factor) {
-        for x in (0..w).step_by(factor) {
-            for ch in 0..c {
-                data.push(img.get(x, y, ch));
-            }
-        }
-    }
-    Image::from_vec(nw, nh, c, data).expect("consistent size")
-}
-
 /// `img` turned by `k` quarter turns (90° each, counter-clockwise as displayed with `y` down):
 /// one turn makes a `w × h` image `h × w`, with `out(x, y) = in(w − 1 − y, x)`. Four turns give
 /// back the image; `quarter_turns(·, 4 − k)` undoes `k` turns. Exact (no interpolation).
@@ -216,11 +133,6 @@ pub fn quarter_turns(img: &Image, k: usize) -> Image {
         }
     }
     Image::from_vec(ow, oh, c, data).expect("same number of pixels")
-}
-
-/// One pyramid level: Gaussian smoothing with `sigma`, then [`subsample`] by `factor`.
-pub fn pyramid_level(img: &Image, factor: usize, sigma: f64) -> Image {
-    subsample(&gaussian_blur(img, sigma), factor)
 }
 
 /// Bilinear interpolation of channel `c` at `(x, y)`; `None` outside `[0, w−1] × [0, h−1]`.
@@ -312,19 +224,6 @@ mod tests {
     }
 
     #[test]
-    fn blur_preserves_constant_and_mean() {
-        let img = Image::from_fn(9, 6, |_, _| 0.7);
-        let b = gaussian_blur(&img, 2.0);
-        assert!(b.data().iter().all(|v| (v - 0.7).abs() < 1e-5));
-        let ramp = Image::from_fn(31, 1, |x, _| x as f32);
-        let b = gaussian_blur(&ramp, 1.5);
-        // A linear ramp is unchanged by a symmetric kernel away from the borders.
-        for x in 8..23 {
-            assert!((b.get(x, 0, 0) - x as f32).abs() < 1e-4);
-        }
-    }
-
-    #[test]
     fn bilinear_matches_plane_exactly() {
         let img = Image::from_fn(5, 4, |x, y| 2.0 * x as f32 - 3.0 * y as f32 + 1.0);
         let v = sample_bilinear(&img, 2.25, 1.5, 0).expect("inside");
@@ -342,13 +241,5 @@ mod tests {
         assert_eq!(out.get(5, 3, 0), 0.0); // x + 2 = 7 is outside
         let refl = warp(&img, 6, 5, Border::Reflect, |[x, y]| [x + 2.0, y]);
         assert_eq!(refl.get(5, 0, 0), img.get(3, 0, 0)); // 7 mirrors to 3 about 5
-    }
-
-    #[test]
-    fn subsample_takes_every_other_pixel() {
-        let img = Image::from_fn(5, 3, |x, y| (x + 10 * y) as f32);
-        let s = subsample(&img, 2);
-        assert_eq!((s.width(), s.height()), (3, 2));
-        assert_eq!(s.get(2, 1, 0), img.get(4, 2, 0));
     }
 }

@@ -71,7 +71,7 @@
 //! This is a single-start method; `comir_register::MultiStart::reference` wraps it for the usual
 //! 0 / ±0.4 rad starts. Each start builds its own pyramid (a few milliseconds at 512²).
 
-use comir_image::ops::gaussian_kernel;
+use comir_image::pyramid::{blur_subsample, PassOrder};
 use comir_image::Image;
 use comir_register::{check_inputs, Error, Outcome, Registrar, StopReason, MIN_SIZE};
 use comir_transform::Rigid2;
@@ -276,62 +276,6 @@ impl MattesMi {
     }
 }
 
-/// Index mirrored into `[0, n)` with the edge repeated (scipy `reflect`, as `gaussian_blur`).
-#[inline]
-fn mirror_index(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n <= 1 {
-        return 0;
-    }
-    let m = i.rem_euclid(2 * n);
-    (if m >= n { 2 * n - 1 - m } else { m }) as usize
-}
-
-/// `subsample(&gaussian_blur(img, sigma), factor)` for a single-channel image (same kernel and
-/// edge handling), computing only the pixels that are kept: the vertical pass runs on the kept
-/// rows only and the horizontal pass at the kept columns only.
-fn blur_subsample(img: &Image, sigma: f64, factor: usize) -> Image {
-    let factor = factor.max(1);
-    let k = gaussian_kernel(sigma);
-    let r = (k.len() / 2) as isize;
-    let (w, h) = (img.width(), img.height());
-    let (nw, nh) = (w.div_ceil(factor), h.div_ceil(factor));
-    let data = img.data();
-    let c = img.channels();
-    let mut tmp = vec![0f32; nh * w * c];
-    let stride = w * c;
-    for ny in 0..nh {
-        let dst = &mut tmp[ny * stride..(ny + 1) * stride];
-        for (j, &kv) in k.iter().enumerate() {
-            let yi = mirror_index((ny * factor) as isize + j as isize - r, h);
-            let src = &data[yi * stride..(yi + 1) * stride];
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d += kv * s;
-            }
-        }
-    }
-    let cols: Vec<usize> = (0..nw)
-        .flat_map(|nx| {
-            (0..k.len()).map(move |j| mirror_index((nx * factor) as isize + j as isize - r, w))
-        })
-        .collect();
-    let mut out = Vec::with_capacity(nw * nh * c);
-    for ny in 0..nh {
-        let row = &tmp[ny * stride..(ny + 1) * stride];
-        for idx in cols.chunks_exact(k.len()) {
-            for ch in 0..c {
-                let acc: f32 = idx
-                    .iter()
-                    .zip(&k)
-                    .map(|(&xi, &kv)| kv * row[xi * c + ch])
-                    .sum();
-                out.push(acc);
-            }
-        }
-    }
-    Image::from_vec(nw, nh, c, out).unwrap_or_else(|_| Image::zeros(nw, nh, c))
-}
-
 /// Smoothed, shrunk copies of `img` for `factors` (coarsest first), returned in the same order.
 /// Each level is derived from the next finer one when its factor is a multiple of the finer one's.
 fn pyramid(img: &Image, factors: &[usize], sigma_per_factor: f64) -> Vec<Image> {
@@ -342,9 +286,9 @@ fn pyramid(img: &Image, factors: &[usize], sigma_per_factor: f64) -> Vec<Image> 
         let level = match (prev, out.last()) {
             (Some((pf, ps)), Some(src)) if f % pf == 0 && sigma >= ps => {
                 let extra = (sigma * sigma - ps * ps).sqrt() / pf as f64;
-                blur_subsample(src, extra, f / pf)
+                blur_subsample(src, extra, f / pf, PassOrder::VerticalFirst)
             }
-            _ => blur_subsample(img, sigma, f),
+            _ => blur_subsample(img, sigma, f, PassOrder::VerticalFirst),
         };
         out.push(level);
         prev = Some((f, sigma));

@@ -191,7 +191,7 @@ pub struct Model {
 /// # Errors
 /// The folder is not writable.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    comir_image::io::write_file_atomically(path, bytes).map_err(|error| StoreError::Io {
+    comir_fs::write_atomically(path, bytes).map_err(|error| StoreError::Io {
         path: path.to_path_buf(),
         error,
     })

@@ -295,13 +295,13 @@ pub fn run_experiment(
         console.say(&format!("cell {}/{total}: {label}{left}", i + 1));
         ran += 1;
         let results = run_cell(&grid, &base, &cell, &dir, &methods, console)?;
-        comir_image::io::write_file_atomically(&done, &serde_json::to_vec_pretty(&results)?)
+        comir_fs::write_atomically(&done, &serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("{}", done.display()))?;
         all.extend(results);
     }
     crate::write_csv(&out.join("results.csv"), &all)?;
     let table = markdown(&all);
-    comir_image::io::write_file_atomically(&out.join("results.md"), table.as_bytes())
+    comir_fs::write_atomically(&out.join("results.md"), table.as_bytes())
         .with_context(|| format!("{}", out.join("results.md").display()))?;
     console.say(&format!("\n{table}"));
     let report = options

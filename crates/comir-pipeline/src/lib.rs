@@ -82,6 +82,5 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
         w.serialize(r)?;
     }
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    comir_image::io::write_file_atomically(path, &bytes)
-        .with_context(|| format!("{}", path.display()))
+    comir_fs::write_atomically(path, &bytes).with_context(|| format!("{}", path.display()))
 }

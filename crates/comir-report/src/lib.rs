@@ -117,7 +117,7 @@ pub struct EvalReport<'a> {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<(), Error> {
-    comir_image::io::write_file_atomically(path, text.as_bytes()).map_err(|e| Error::Write {
+    comir_fs::write_atomically(path, text.as_bytes()).map_err(|e| Error::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
@@ -497,11 +497,9 @@ pub fn write_study_report(dir: &Path, report: &StudyReport) -> Result<PathBuf, E
                 path: src.clone(),
                 reason: format!("cannot read: {e}"),
             })?;
-            comir_image::io::write_file_atomically(&dir.join(&file), &bytes).map_err(|e| {
-                Error::Write {
-                    path: dir.join(&file),
-                    reason: e.to_string(),
-                }
+            comir_fs::write_atomically(&dir.join(&file), &bytes).map_err(|e| Error::Write {
+                path: dir.join(&file),
+                reason: e.to_string(),
             })?;
             body.push_str(&html::figure(&file, caption));
         }

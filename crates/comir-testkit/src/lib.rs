@@ -77,6 +77,16 @@ pub fn phantom_pair(width: usize, height: usize, seed: u64) -> (Image, Image) {
     (render(&map_a), render(&map_b))
 }
 
+/// A license-clean textured image of `w × w` pixels: phantom modality A plus smoothed random
+/// noise blobs, so that feature detectors find corners everywhere.
+pub fn textured(w: usize, seed: u64) -> Image {
+    let (a, _) = phantom_pair(w, w, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_b10b);
+    let noise = Image::from_fn(w, w, |_, _| rng.gen::<f32>());
+    let blobs = gaussian_blur(&noise, 2.5).normalized();
+    Image::from_fn(w, w, |x, y| a.get(x, y, 0) + 0.6 * blobs.get(x, y, 0))
+}
+
 /// The moving image whose true fixed-to-moving transform is `t`: `moving(t(p)) = fixed(p)`.
 pub fn moved_by(fixed: &Image, t: &Rigid2, border: Border) -> Image {
     let inv = t.inverse();

@@ -187,7 +187,7 @@ impl TransformRecord {
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    comir_image::io::write_file_atomically(path, text.as_bytes()).map_err(|error| Error::Io {
+    comir_fs::write_atomically(path, text.as_bytes()).map_err(|error| Error::Io {
         path: path.to_path_buf(),
         error,
     })
