@@ -13,14 +13,7 @@ use comir_train::run::{train, RunPaths, Silent, TrainConfig};
 use comir_train::{BottleneckMode, OptimizerSettings, TrainSettings, Trainer};
 
 fn tiny_network() -> DenseUNetConfig {
-    DenseUNetConfig {
-        init_filters: 4,
-        down_blocks: vec![1, 1],
-        up_blocks: vec![1, 1],
-        bottleneck_layers: 1,
-        growth_rate: 4,
-        ..DenseUNetConfig::small(1)
-    }
+    DenseUNetConfig::tiny()
 }
 
 fn tiny_config(steps: usize, optimizer: &OptimizerSettings) -> TrainConfig {

@@ -20,13 +20,8 @@ fn tiny(in_channels: usize) -> DenseUNetConfig {
     DenseUNetConfig {
         in_channels,
         out_channels: 3,
-        init_filters: 4,
-        down_blocks: vec![1, 1],
-        up_blocks: vec![1, 1],
-        bottleneck_layers: 1,
-        growth_rate: 4,
         compression: 0.75,
-        dropout: 0.0,
+        ..DenseUNetConfig::tiny()
     }
 }
 

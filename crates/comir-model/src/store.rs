@@ -314,12 +314,8 @@ mod tests {
 
     fn tiny() -> DenseUNetConfig {
         DenseUNetConfig {
-            init_filters: 4,
-            down_blocks: vec![1, 1],
-            up_blocks: vec![1, 1],
-            bottleneck_layers: 1,
             growth_rate: 2,
-            ..DenseUNetConfig::small(1)
+            ..DenseUNetConfig::tiny()
         }
     }
 

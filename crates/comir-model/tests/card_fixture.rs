@@ -29,7 +29,10 @@ fn a_version_1_training_card_loads() {
     assert_eq!(card.network_a.init_filters, 4);
     assert!(card.input.log_a && !card.input.log_b);
     assert_eq!(card.training["config"]["patches"]["size"], 32);
-    assert_eq!(card.training["split"]["test"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        card.training["split"]["test"].as_array().map(Vec::len),
+        Some(2)
+    );
 }
 
 /// `fixtures/model-v1-imported.json`: written by `comir import-torch --a a.safetensors --b

@@ -11,14 +11,7 @@ use comir_train::run::{train, RunPaths, Silent, TrainConfig};
 
 fn tiny_config(steps: usize) -> TrainConfig {
     let mut c = TrainConfig {
-        network: Some(DenseUNetConfig {
-            init_filters: 4,
-            down_blocks: vec![1, 1],
-            up_blocks: vec![1, 1],
-            bottleneck_layers: 1,
-            growth_rate: 4,
-            ..DenseUNetConfig::small(1)
-        }),
+        network: Some(DenseUNetConfig::tiny()),
         ..TrainConfig::default()
     };
     c.patches.size = 32;
