@@ -36,13 +36,11 @@ mod direct;
 mod engine;
 mod net;
 pub mod optim;
-mod torch_import;
 mod trainer;
 
 pub use conv::set_band_bytes;
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
-pub use torch_import::{comir_name as torch_key_to_comir, torch_channels};
 pub use trainer::{engine_trainer_factory, supports, Clipping, FastTrainer};
 
 /// Errors of the engine.

@@ -13,21 +13,26 @@
 //! Gradient clipping uses burn's per-parameter norm clipping; the reference clips the total norm
 //! per network (`clip_grad_norm_(·, 1.0)`), so with clipping on the two differ when several
 //! parameters exceed the norm. This is a documented deviation until a total-norm clip lands.
+//!
+//! The settings types ([`TrainSettings`], [`run::TrainConfig`], ...) live in
+//! `comir_model::recipe`, because a model card records them; they are re-exported here.
 
 pub mod bottleneck;
 pub mod run;
 
 pub use bottleneck::{BottleneckMode, BottleneckSettings, BottleneckSupervision};
+/// The training recipe's types live in `comir_model::recipe` (a model card records them);
+/// they are re-exported here under their old paths.
+pub use comir_model::recipe::{ConfigError, OptimizerSettings, TrainSettings};
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
-use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, scalar, Critic};
+use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, scalar};
 use comir_model::{DenseUNet, DenseUNetConfig, NetworkPair};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 /// Errors of the training layer.
 #[derive(Debug, thiserror::Error)]
@@ -58,145 +63,14 @@ pub enum Error {
     },
 }
 
-/// The optimiser of each network.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum OptimizerSettings {
-    /// SGD with momentum and weight decay (reference: lr 1e-2, momentum 0.9, weight decay 1e-5).
-    Sgd {
-        /// Learning rate.
-        lr: f64,
-        /// Momentum.
-        momentum: f64,
-        /// L2 weight decay.
-        weight_decay: f64,
-    },
-    /// Adam (the Zurich notebook: lr 1e-3, weight decay 1e-4).
-    Adam {
-        /// Learning rate.
-        lr: f64,
-        /// L2 weight decay.
-        weight_decay: f64,
-    },
-}
-
-impl Default for OptimizerSettings {
-    fn default() -> Self {
-        OptimizerSettings::Sgd {
-            lr: 1e-2,
-            momentum: 0.9,
-            weight_decay: 1e-5,
+impl From<ConfigError> for Error {
+    /// Keeps the message: a recipe's invalid setting is this crate's invalid setting.
+    fn from(e: ConfigError) -> Error {
+        match e {
+            ConfigError::Invalid(m) => Error::InvalidConfig(m),
+            ConfigError::Model(m) => Error::Model(m),
+            other => Error::InvalidConfig(other.to_string()),
         }
-    }
-}
-
-impl OptimizerSettings {
-    /// The learning rate.
-    pub fn lr(&self) -> f64 {
-        match self {
-            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => *lr,
-        }
-    }
-}
-
-/// What a training step does (defaults: the histology CoMIR recipe).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSettings {
-    /// Similarity critic (default `mse`).
-    pub critic: Critic,
-    /// InfoNCE temperature τ (default 0.5).
-    pub tau: f64,
-    /// Optimiser of each network (default SGD, lr 1e-2, momentum 0.9, weight decay 1e-5).
-    pub optimizer: OptimizerSettings,
-    /// Weight of the L1 activation decay (default 1e-4).
-    pub l1_decay: f64,
-    /// Weight of the L2 activation decay (default 1e-4).
-    pub l2_decay: f64,
-    /// Random 90° rotations per sample and modality, undone on the outputs (default true).
-    pub equivariance: bool,
-    /// Per-parameter gradient-norm clip (default 1.0; `None` disables it).
-    pub grad_clip_norm: Option<f64>,
-    /// Seed of the weights and of the rotations (default 0).
-    pub seed: u64,
-    /// Contrastive supervision of the bottleneck (default off: the CoMIR baseline).
-    pub bottleneck: BottleneckSettings,
-    /// Weight of a direct alignment term, the mean squared difference of corresponding A/B
-    /// representations, added to the loss (default 0: CoMIR's loss, InfoNCE alone). Not in the
-    /// reference: constant patches (SHG's black and H&E's white background) are as close to every
-    /// other constant patch as to their positive, so InfoNCE leaves their levels free and the two
-    /// networks map the background to different values; this term pins them together.
-    pub align_weight: f64,
-}
-
-impl Default for TrainSettings {
-    fn default() -> Self {
-        TrainSettings {
-            critic: Critic::Mse,
-            tau: 0.5,
-            optimizer: OptimizerSettings::default(),
-            l1_decay: 1e-4,
-            l2_decay: 1e-4,
-            equivariance: true,
-            grad_clip_norm: Some(1.0),
-            seed: 0,
-            bottleneck: BottleneckSettings::default(),
-            align_weight: 0.0,
-        }
-    }
-}
-
-impl TrainSettings {
-    /// Checks the settings.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the bad value.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::InvalidConfig(m));
-        if !(self.tau > 0.0 && self.tau.is_finite()) {
-            return bad(format!("tau must be a positive number, got {}", self.tau));
-        }
-        if !(self.optimizer.lr() > 0.0 && self.optimizer.lr().is_finite()) {
-            return bad(format!(
-                "learning rate must be positive, got {}",
-                self.optimizer.lr()
-            ));
-        }
-        let non_negative = |x: f64| x >= 0.0 && x.is_finite();
-        if !non_negative(self.align_weight) {
-            return bad(format!(
-                "align_weight must be finite and ≥ 0, got {}",
-                self.align_weight
-            ));
-        }
-        if !non_negative(self.l1_decay) || !non_negative(self.l2_decay) {
-            return bad(format!(
-                "activation decay weights must be finite and ≥ 0, got {} and {}",
-                self.l1_decay, self.l2_decay
-            ));
-        }
-        let (momentum, weight_decay) = match self.optimizer {
-            OptimizerSettings::Sgd {
-                momentum,
-                weight_decay,
-                ..
-            } => (momentum, weight_decay),
-            OptimizerSettings::Adam { weight_decay, .. } => (0.0, weight_decay),
-        };
-        if !(non_negative(momentum) && momentum < 1.0) {
-            return bad(format!("momentum must lie in [0, 1), got {momentum}"));
-        }
-        if !non_negative(weight_decay) {
-            return bad(format!(
-                "weight_decay must be finite and ≥ 0, got {weight_decay}"
-            ));
-        }
-        if let Some(c) = self.grad_clip_norm {
-            if c <= 0.0 || c.is_nan() {
-                return bad(format!("grad_clip_norm must be positive, got {c}"));
-            }
-        }
-        self.bottleneck.validate()
     }
 }
 

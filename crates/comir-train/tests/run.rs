@@ -133,12 +133,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let model =
         comir_model::Model::load(whole.path(), &burn::tensor::Device::flex()).expect("model loads");
     assert_eq!(model.card.network_a.init_filters, 4);
-    assert_eq!(
-        model.card.training["split"]["test"]
-            .as_array()
-            .map(|a| a.len()),
-        Some(2)
-    );
+    assert_eq!(model.card.split().map(|s| s.test.len()), Some(2));
     let history = std::fs::read_to_string(whole.path().join("history.csv")).expect("history");
     assert_eq!(history.lines().count(), 7, "header + one row per step");
 
