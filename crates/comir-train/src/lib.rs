@@ -10,29 +10,40 @@
 //! 4. back-propagates once and updates each network with its own optimiser (SGD with momentum
 //!    and weight decay, the reference default, or Adam).
 //!
+//! Two trainers take this step: [`Trainer`] runs the networks on burn (any device);
+//! [`FastTrainer`] runs them on the hand-written CPU engine (`comir_engine`), which is what
+//! `comir train` uses on a CPU. Both share the step's skeleton ([`StepPlan`]: the rotations
+//! drawn once per step, and the loss code), so from the same seed they draw the same rotations
+//! and compute the same loss. [`run::train`] drives either through [`ContrastiveTrainer`].
+//!
 //! Gradient clipping uses burn's per-parameter norm clipping; the reference clips the total norm
 //! per network (`clip_grad_norm_(·, 1.0)`), so with clipping on the two differ when several
-//! parameters exceed the norm. This is a documented deviation until a total-norm clip lands.
+//! parameters exceed the norm. This is a documented deviation until a total-norm clip lands
+//! (the engine's [`Clipping::TotalNorm`] clips as the reference does).
 //!
 //! The settings types ([`TrainSettings`], [`run::TrainConfig`], ...) live in
 //! `comir_model::recipe`, because a model card records them; they are re-exported here.
 
 pub mod bottleneck;
+mod engine;
 pub mod run;
+mod step;
 
 pub use bottleneck::{BottleneckMode, BottleneckSettings, BottleneckSupervision};
 /// The training recipe's types live in `comir_model::recipe` (a model card records them);
 /// they are re-exported here under their old paths.
 pub use comir_model::recipe::{ConfigError, OptimizerSettings, TrainSettings};
+pub use engine::{engine_trainer_factory, Clipping, FastTrainer};
+pub use step::StepPlan;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
-use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, scalar};
 use comir_model::{DenseUNet, DenseUNetConfig, NetworkPair};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use step::{evaluation_stats, step_loss, StepLoss};
 
 /// Errors of the training layer.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +148,7 @@ pub fn init_networks(
 }
 
 /// What [`run::train`] needs from a trainer. Implemented by [`Trainer`] (burn, any device)
-/// and by `comir_engine::FastTrainer` (the hand-written CPU engine); the binary picks one.
+/// and by [`FastTrainer`] (the hand-written CPU engine); the binary picks one.
 pub trait ContrastiveTrainer {
     /// A short name recorded in checkpoints (their optimiser states differ between trainers).
     fn kind(&self) -> &'static str;
@@ -339,14 +350,7 @@ impl Trainer {
         );
         let za = nets.a.try_forward(xa)?.representation;
         let zb = nets.b.try_forward(xb)?.representation;
-        let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean());
-        let contrastive = scalar(info_nce(za, zb, self.settings.critic, self.settings.tau));
-        Ok(StepStats {
-            loss: contrastive,
-            contrastive,
-            bottleneck: 0.0,
-            positive_mse,
-        })
+        Ok(evaluation_stats(&self.settings, za, zb))
     }
 
     /// Everything a later run needs to continue exactly where this one is: weights, batch-norm
@@ -435,48 +439,24 @@ impl Trainer {
             TensorData::new(batch.b.clone(), [n, batch.channels_b, s, s]),
             &self.device,
         );
-        let draw = |rng: &mut ChaCha8Rng| -> Vec<usize> {
-            if self.settings.equivariance {
-                (0..n).map(|_| rng.gen_range(0..4)).collect()
-            } else {
-                vec![0; n]
-            }
-        };
-        let ka = draw(&mut self.rng);
-        let kb = draw(&mut self.rng);
-        let oa = self.net_a.try_forward(rot90(xa, &ka))?;
-        let ob = self.net_b.try_forward(rot90(xb, &kb))?;
+        let plan = StepPlan::draw(&mut self.rng, n, self.settings.equivariance);
+        let oa = self.net_a.try_forward(plan.rotate(0, xa))?;
+        let ob = self.net_b.try_forward(plan.rotate(1, xb))?;
         let (ya, yb) = (oa.representation, ob.representation);
-        let (za, zb) = (
-            rot90_inverse(ya.clone(), &ka),
-            rot90_inverse(yb.clone(), &kb),
-        );
-        let positive_sq = (za.clone() - zb.clone()).powf_scalar(2.0).mean();
-        let positive_mse = scalar(positive_sq.clone().detach());
-        let contrastive = info_nce(za, zb, self.settings.critic, self.settings.tau);
-        let mut loss = contrastive.clone();
-        if self.settings.align_weight > 0.0 {
-            loss = loss + positive_sq * self.settings.align_weight;
-        }
-        let mut bottleneck = 0.0;
-        if self.bottleneck.is_on() {
-            let lb = self.bottleneck.loss(oa.bottleneck, ob.bottleneck, &ka, &kb);
-            bottleneck = scalar(lb.clone().detach());
-            loss = loss + lb * self.bottleneck.weight();
-        }
-        if self.settings.l1_decay > 0.0 {
-            loss = loss + activation_decay(&[ya.clone(), yb.clone()], 1.0) * self.settings.l1_decay;
-        }
-        if self.settings.l2_decay > 0.0 {
-            loss = loss + activation_decay(&[ya, yb], 2.0) * self.settings.l2_decay;
-        }
-        let loss_value = scalar(loss.clone().detach());
-        if !loss_value.is_finite() {
-            return Err(Error::Diverged {
-                step: self.steps + 1,
-                loss: loss_value,
-            });
-        }
+        let z = [plan.undo(0, ya.clone()), plan.undo(1, yb.clone())];
+        let bottlenecks = self
+            .bottleneck
+            .is_on()
+            .then_some([oa.bottleneck, ob.bottleneck]);
+        let StepLoss { loss, stats } = step_loss(
+            &self.settings,
+            &self.bottleneck,
+            &plan,
+            z,
+            [ya, yb],
+            bottlenecks,
+            self.steps,
+        )?;
         let mut grads = loss.backward();
         let ga = GradientsParams::from_module(&mut grads, &self.net_a);
         let gb = GradientsParams::from_module(&mut grads, &self.net_b);
@@ -485,11 +465,6 @@ impl Trainer {
         self.net_b = self.opt_b.step(lr, self.net_b.clone(), gb);
         self.bottleneck.update(&mut grads, lr);
         self.steps += 1;
-        Ok(StepStats {
-            loss: loss_value,
-            contrastive: scalar(contrastive.detach()),
-            bottleneck,
-            positive_mse,
-        })
+        Ok(stats)
     }
 }

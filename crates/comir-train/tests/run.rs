@@ -6,32 +6,11 @@
 
 use std::path::Path;
 
-use comir_model::DenseUNetConfig;
-use comir_train::run::{train, RunPaths, Silent, TrainConfig};
+use comir_train::run::{train, RunPaths, Silent};
 
-fn tiny_config(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig {
-        network: Some(DenseUNetConfig::tiny()),
-        ..TrainConfig::default()
-    };
-    c.patches.size = 32;
-    c.schedule.steps = steps;
-    c.schedule.batch = 4;
-    c.schedule.checkpoint_every = 2;
-    c.schedule.validate_every = 2;
-    c.schedule.validation_batches = 1;
-    c.split.validation_fraction = 0.25;
-    c.split.test_fraction = 0.2;
-    c
-}
+mod common;
 
-fn paths(data: &Path, out: &Path) -> RunPaths {
-    RunPaths {
-        a: data.join("A"),
-        b: data.join("B"),
-        out: out.to_path_buf(),
-    }
-}
+use common::{run_paths as paths, tiny_run_config as tiny_config};
 
 #[test]
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
