@@ -1,4 +1,4 @@
-//! `comir import-torch` on weights written by PyTorch (the fixture of comir-engine, made by
+//! `comir import-torch` on weights written by PyTorch (the fixture of comir-model, made by
 //! `bench/export_torch_weights.py`): the model folder it writes represents an image as PyTorch
 //! did, through `comir represent`.
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../comir-engine/tests/fixtures/torch-tiny")
+        .join("../comir-model/tests/fixtures/torch-tiny")
         .join(name)
 }
 

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use comir_engine::{FastDenseUNet, Workspace};
-use comir_train::run::Preset;
+use comir_model::recipe::Preset;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

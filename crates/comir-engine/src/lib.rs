@@ -14,8 +14,9 @@
 //!
 //! and [`optim`] provides SGD (momentum, dampening, weight decay) and Adam with burn's
 //! semantics, plus total-norm (PyTorch `clip_grad_norm_`) and burn's per-parameter norm
-//! gradient clipping. [`FastTrainer`] runs `comir_train::Trainer`'s step on two engine
-//! networks (the loss and its gradient w.r.t. the representations still come from burn).
+//! gradient clipping. `comir_train::FastTrainer` runs the training step on two engine
+//! networks; `comir_represent` runs inference on them. The engine itself knows nothing of
+//! training runs: it depends on `comir-model` only.
 //!
 //! # Why it is fast
 //!
@@ -36,14 +37,25 @@ mod direct;
 mod engine;
 mod net;
 pub mod optim;
-mod torch_import;
-mod trainer;
 
 pub use conv::set_band_bytes;
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
-pub use torch_import::{comir_name as torch_key_to_comir, torch_channels};
-pub use trainer::{engine_trainer_factory, supports, Clipping, FastTrainer};
+
+/// `Ok` when the engine runs networks of this configuration (everything but dropout), else
+/// why not.
+///
+/// # Errors
+/// The reason, naming the unsupported setting.
+pub fn supports(config: &comir_model::DenseUNetConfig) -> Result<(), String> {
+    if config.dropout != 0.0 {
+        return Err(format!(
+            "the CPU engine does not implement dropout (got {}); use the burn trainer",
+            config.dropout
+        ));
+    }
+    Ok(())
+}
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +73,4 @@ pub enum Error {
     /// The burn network and the engine do not have the same tensors.
     #[error("conversion: {0}")]
     Convert(String),
-    /// The loss became NaN or infinite (the weights are left as they were).
-    #[error("training diverged at step {step}: the loss is {loss}")]
-    Diverged {
-        /// The step.
-        step: usize,
-        /// The loss value.
-        loss: f64,
-    },
 }

@@ -113,6 +113,22 @@ impl DenseUNetConfig {
         }
     }
 
+    /// A network small enough to train in milliseconds, for tests and examples (not for real
+    /// data): one input and one output channel, init 4, two levels of one layer down and up,
+    /// a one-layer bottleneck, growth 4, compression 1, no dropout; inputs must be multiples
+    /// of 4. Tests that need other numbers override fields
+    /// (`DenseUNetConfig { growth_rate: 3, ..DenseUNetConfig::tiny() }`).
+    pub fn tiny() -> Self {
+        Self {
+            init_filters: 4,
+            down_blocks: vec![1, 1],
+            up_blocks: vec![1, 1],
+            bottleneck_layers: 1,
+            growth_rate: 4,
+            ..Self::small(1)
+        }
+    }
+
     /// Returns the configuration with `out_channels` replaced.
     pub fn with_out_channels(mut self, out_channels: usize) -> Self {
         self.out_channels = out_channels;

@@ -21,6 +21,11 @@
 //!   [`loss::Critic`] similarities, the activation regulariser
 //!   [`loss::activation_decay`], and the C4 (90° rotation) helpers
 //!   [`loss::rot90`] / [`loss::rot90_inverse`] used for rotational equivariance.
+//! * [`store`]: the model folder (`model.json` + `weights.bpk`) that inference loads; its card
+//!   ([`ModelCard`]) records how the networks were made ([`record`]), including the training
+//!   recipe ([`recipe`]: the configuration structs of `comir train`, which live here so that
+//!   reading a card needs no training code).
+//! * [`torch_import`]: the weights of the official PyTorch CoMIR as a [`DenseUNet`].
 //!
 //! # Backends
 //!
@@ -54,12 +59,17 @@ pub mod densenet;
 pub mod error;
 pub mod heads;
 pub mod loss;
+pub mod recipe;
+pub mod record;
 pub mod store;
+pub mod torch_import;
 pub mod unet;
 
 pub use densenet::{DenseUNet, DenseUNetConfig};
 pub use error::ModelError;
 pub use heads::{ProjectionHead, ProjectionHeadConfig};
+pub use recipe::{ConfigError, TrainConfig};
+pub use record::TrainingRecord;
 pub use store::{InputTransform, Model, ModelCard, NetworkPair, StoreError};
 pub use unet::{UNet, UNetConfig};
 

@@ -3,8 +3,8 @@
 //! ```text
 //! MODEL_DIR/
 //!   model.json     what the networks are (ModelCard: format version, both configurations,
-//!                  the input transforms, and the training recipe and summary as written by
-//!                  comir-train)
+//!                  the input transforms, and how they were made: the training recipe, split
+//!                  and summary, or the import; see `crate::record`)
 //!   weights.bpk    both networks' parameters and batch-norm statistics (burn's burnpack
 //!                  format; parameter paths `a.*` and `b.*`)
 //! ```
@@ -13,6 +13,7 @@
 //! old or the new file, never a torn one. A model folder from another format version is refused
 //! with a message that says which version it is.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -20,6 +21,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::record::{SplitNames, TrainingRecord, TrainingRun};
 use crate::{DenseUNet, DenseUNetConfig};
 
 /// `format` field of every `model.json`.
@@ -83,9 +85,10 @@ pub struct ModelCard {
     pub network_b: DenseUNetConfig,
     /// Intensity transforms applied to the inputs.
     pub input: InputTransform,
-    /// Training recipe and summary (free-form, written by the trainer; kept for provenance).
+    /// How the networks were made: the training run (recipe, split, summary) or the import
+    /// ([`TrainingRecord`]); absent in a card means [`TrainingRecord::Unrecorded`].
     #[serde(default)]
-    pub training: serde_json::Value,
+    pub training: TrainingRecord,
 }
 
 impl ModelCard {
@@ -102,8 +105,45 @@ impl ModelCard {
             network_a,
             network_b,
             input,
-            training: serde_json::Value::Null,
+            training: TrainingRecord::Unrecorded,
         }
+    }
+
+    /// The training run, for a model trained by comir (`None` for imported models and cards
+    /// that record nothing).
+    pub fn training_run(&self) -> Option<&TrainingRun> {
+        self.training.run()
+    }
+
+    /// The pairs of each part of the run's split (`None` when the card records no run).
+    pub fn split(&self) -> Option<&SplitNames> {
+        self.training_run().map(|run| &run.split)
+    }
+
+    /// The names of the pairs the networks were trained or validated on: train ∪ validation of
+    /// the split. Empty when the card records no run (an imported model's training pairs are
+    /// not known).
+    pub fn seen_pairs(&self) -> HashSet<String> {
+        self.split()
+            .map(|s| s.train.iter().chain(&s.validation).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of the pairs the run validated on (empty when the card records no run).
+    pub fn validation_pairs(&self) -> HashSet<String> {
+        self.split()
+            .map(|s| s.validation.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The side of the square training patches: the run's `patches.size`; for a card that
+    /// records no run (an imported model), the reference recipe's patch side, 128
+    /// (`PatchConfig::default().size`).
+    pub fn patch_size(&self) -> usize {
+        self.training_run().map_or_else(
+            || crate::recipe::PatchConfig::default().size,
+            |run| run.config.patches.size,
+        )
     }
 }
 
@@ -314,12 +354,8 @@ mod tests {
 
     fn tiny() -> DenseUNetConfig {
         DenseUNetConfig {
-            init_filters: 4,
-            down_blocks: vec![1, 1],
-            up_blocks: vec![1, 1],
-            bottleneck_layers: 1,
             growth_rate: 2,
-            ..DenseUNetConfig::small(1)
+            ..DenseUNetConfig::tiny()
         }
     }
 

@@ -11,7 +11,7 @@ use comir_image::Image;
 use comir_represent::{Modality, Representer};
 use indicatif::ProgressBar;
 
-use crate::model::{patch_size, seen_pairs};
+use crate::model::seen_pairs;
 use crate::Console;
 
 /// Which model to analyse, on which pairs, into which folder.
@@ -129,7 +129,7 @@ pub fn analyze(options: &AnalyzeOptions, console: &mut dyn Console) -> Result<An
     let card = representer.card();
     let size = match options.patch_size {
         Some(s) => s,
-        None => patch_size(card).unwrap_or(128),
+        None => card.patch_size(),
     };
     let seen = seen_pairs(card);
     let mut pairs = comir_data::find_pairs_in(&options.pairs.join("A"), &options.pairs.join("B"))?;

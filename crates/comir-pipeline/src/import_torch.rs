@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use comir_engine::FastDenseUNet;
+use comir_model::record::{ImportSource, TrainingRecord};
 use comir_model::store::{save_parts, InputTransform, ModelCard, NetworkPair};
+use comir_model::torch_import::{dense_unet_from_torch, torch_channels};
 use comir_model::DenseUNetConfig;
 use comir_train::run::{Preset, TrainConfig};
 
@@ -58,13 +59,12 @@ pub fn import_torch(options: &ImportOptions) -> Result<Imported> {
     let mut configs = Vec::new();
     for path in [&options.a, &options.b] {
         let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-        let (cin, d) =
-            comir_engine::torch_channels(&bytes).with_context(|| format!("{}", path.display()))?;
+        let (cin, d) = torch_channels(&bytes).with_context(|| format!("{}", path.display()))?;
         base.out_channels = d;
         let config = base.network_for(cin);
-        let net = FastDenseUNet::from_torch_safetensors(&bytes, &config)
+        let net = dense_unet_from_torch(&bytes, &config, &Default::default())
             .with_context(|| format!("{}", path.display()))?;
-        networks.push(net.to_burn(&Default::default())?);
+        networks.push(net);
         configs.push(config);
     }
     if configs[0].out_channels != configs[1].out_channels {
@@ -88,16 +88,14 @@ pub fn import_torch(options: &ImportOptions) -> Result<Imported> {
             normalize_b: false,
         },
     );
-    card.training = serde_json::json!({
-        "imported_from": {
-            "a": options.a.display().to_string(),
-            "b": options.b.display().to_string(),
-            "format": "PyTorch state_dict (safetensors), official CoMIR DenseUNet key names",
-        }
+    card.training = TrainingRecord::Imported(ImportSource {
+        a: options.a.display().to_string(),
+        b: options.b.display().to_string(),
+        format: ImportSource::PYTORCH_FORMAT.to_string(),
     });
+    let parameters = comir_model::trainable_param_count(&a);
     save_parts(&options.out, &card, &NetworkPair { a, b })
         .with_context(|| format!("{}", options.out.display()))?;
-    let parameters = FastDenseUNet::new(&configs[0], 0)?.params().len();
     let b = configs.pop().context("two networks")?;
     let a = configs.pop().context("two networks")?;
     Ok(Imported { a, b, parameters })

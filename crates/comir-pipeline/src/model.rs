@@ -11,29 +11,12 @@ use comir_represent::{for_registration, Modality, Representer};
 
 /// The names of the pairs a model was trained or validated on (from its card).
 pub fn seen_pairs(card: &ModelCard) -> HashSet<String> {
-    split_names(card, &["train", "validation"])
+    card.seen_pairs()
 }
 
 /// The names of the pairs a model was validated on (from its card).
 pub fn validation_pairs(card: &ModelCard) -> HashSet<String> {
-    split_names(card, &["validation"])
-}
-
-fn split_names(card: &ModelCard, parts: &[&str]) -> HashSet<String> {
-    let split = &card.training["split"];
-    parts
-        .iter()
-        .filter_map(|k| split[k].as_array())
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect()
-}
-
-/// The side of the patches a model was trained on, when its card records it.
-pub fn patch_size(card: &ModelCard) -> Option<usize> {
-    card.training["config"]["patches"]["size"]
-        .as_u64()
-        .map(|s| s as usize)
+    card.validation_pairs()
 }
 
 /// Which model registers, and how its representations are made.

@@ -150,7 +150,7 @@ pub fn train_with_progress(
         }
     };
     let factory: Box<TrainerFactory<'_>> = if kind == "engine" {
-        Box::new(comir_engine::engine_trainer_factory())
+        Box::new(comir_train::engine_trainer_factory())
     } else {
         Box::new(comir_train::burn_trainer_factory(device))
     };

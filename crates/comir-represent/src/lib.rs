@@ -626,12 +626,8 @@ mod tests {
 
     fn model(device: &Device) -> Model {
         let cfg = DenseUNetConfig {
-            init_filters: 4,
-            down_blocks: vec![1, 1],
-            up_blocks: vec![1, 1],
-            bottleneck_layers: 1,
             growth_rate: 3,
-            ..DenseUNetConfig::small(1)
+            ..DenseUNetConfig::tiny()
         };
         device.seed(5);
         Model {

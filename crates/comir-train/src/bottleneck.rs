@@ -21,99 +21,10 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use comir_model::loss::{global_average_pool, info_nce, rot90_inverse, Critic};
 use comir_model::{DenseUNetConfig, ProjectionHead, ProjectionHeadConfig};
-use serde::{Deserialize, Serialize};
+
+pub use comir_model::recipe::{BottleneckMode, BottleneckSettings};
 
 use crate::{optimizer, Error, Materialize, TrainSettings};
-
-/// Which bottleneck supervision is added to the CoMIR loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BottleneckMode {
-    /// None: the CoMIR baseline (default).
-    #[default]
-    Off,
-    /// InfoNCE on the flattened (un-rotated) bottleneck tensor.
-    Flat,
-    /// InfoNCE on the globally average-pooled bottleneck vector.
-    Pooled,
-    /// InfoNCE on a projection head's output, the head fed the pooled vector.
-    Projection,
-}
-
-impl BottleneckMode {
-    /// The name used in configs and tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            BottleneckMode::Off => "off",
-            BottleneckMode::Flat => "flat",
-            BottleneckMode::Pooled => "pooled",
-            BottleneckMode::Projection => "projection",
-        }
-    }
-}
-
-impl std::str::FromStr for BottleneckMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" | "none" | "baseline" => Ok(BottleneckMode::Off),
-            "flat" => Ok(BottleneckMode::Flat),
-            "pooled" => Ok(BottleneckMode::Pooled),
-            "projection" => Ok(BottleneckMode::Projection),
-            other => Err(format!(
-                "unknown bottleneck supervision '{other}'; valid: off, flat, pooled, projection"
-            )),
-        }
-    }
-}
-
-/// Settings of the bottleneck supervision (`[train.bottleneck]` in a config).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BottleneckSettings {
-    /// Which form (default `off`).
-    pub mode: BottleneckMode,
-    /// λ, the weight of the bottleneck term (default 1).
-    pub weight: f64,
-    /// Hidden width of the projection head (default 64).
-    pub projection_hidden: usize,
-    /// Output width of the projection head (default 32).
-    pub projection_out: usize,
-}
-
-impl Default for BottleneckSettings {
-    fn default() -> Self {
-        BottleneckSettings {
-            mode: BottleneckMode::Off,
-            weight: 1.0,
-            projection_hidden: 64,
-            projection_out: 32,
-        }
-    }
-}
-
-impl BottleneckSettings {
-    /// Checks the values.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the bad value.
-    pub fn validate(&self) -> Result<(), Error> {
-        if !(self.weight >= 0.0 && self.weight.is_finite()) {
-            return Err(Error::InvalidConfig(format!(
-                "bottleneck weight must be ≥ 0, got {}",
-                self.weight
-            )));
-        }
-        if self.mode == BottleneckMode::Projection
-            && (self.projection_hidden == 0 || self.projection_out == 0)
-        {
-            return Err(Error::InvalidConfig(
-                "projection head sizes must be positive".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 struct Heads {
     a: ProjectionHead,

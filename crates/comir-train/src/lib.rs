@@ -10,24 +10,40 @@
 //! 4. back-propagates once and updates each network with its own optimiser (SGD with momentum
 //!    and weight decay, the reference default, or Adam).
 //!
+//! Two trainers take this step: [`Trainer`] runs the networks on burn (any device);
+//! [`FastTrainer`] runs them on the hand-written CPU engine (`comir_engine`), which is what
+//! `comir train` uses on a CPU. Both share the step's skeleton ([`StepPlan`]: the rotations
+//! drawn once per step, and the loss code), so from the same seed they draw the same rotations
+//! and compute the same loss. [`run::train`] drives either through [`ContrastiveTrainer`].
+//!
 //! Gradient clipping uses burn's per-parameter norm clipping; the reference clips the total norm
 //! per network (`clip_grad_norm_(·, 1.0)`), so with clipping on the two differ when several
-//! parameters exceed the norm. This is a documented deviation until a total-norm clip lands.
+//! parameters exceed the norm. This is a documented deviation until a total-norm clip lands
+//! (the engine's [`Clipping::TotalNorm`] clips as the reference does).
+//!
+//! The settings types ([`TrainSettings`], [`run::TrainConfig`], ...) live in
+//! `comir_model::recipe`, because a model card records them; they are re-exported here.
 
 pub mod bottleneck;
+mod engine;
 pub mod run;
+mod step;
 
 pub use bottleneck::{BottleneckMode, BottleneckSettings, BottleneckSupervision};
+/// The training recipe's types live in `comir_model::recipe` (a model card records them);
+/// they are re-exported here under their old paths.
+pub use comir_model::recipe::{ConfigError, OptimizerSettings, TrainSettings};
+pub use engine::{engine_trainer_factory, Clipping, FastTrainer};
+pub use step::StepPlan;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
-use comir_model::loss::{activation_decay, info_nce, rot90, rot90_inverse, scalar, Critic};
 use comir_model::{DenseUNet, DenseUNetConfig, NetworkPair};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use step::{evaluation_stats, step_loss, StepLoss};
 
 /// Errors of the training layer.
 #[derive(Debug, thiserror::Error)]
@@ -58,145 +74,14 @@ pub enum Error {
     },
 }
 
-/// The optimiser of each network.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum OptimizerSettings {
-    /// SGD with momentum and weight decay (reference: lr 1e-2, momentum 0.9, weight decay 1e-5).
-    Sgd {
-        /// Learning rate.
-        lr: f64,
-        /// Momentum.
-        momentum: f64,
-        /// L2 weight decay.
-        weight_decay: f64,
-    },
-    /// Adam (the Zurich notebook: lr 1e-3, weight decay 1e-4).
-    Adam {
-        /// Learning rate.
-        lr: f64,
-        /// L2 weight decay.
-        weight_decay: f64,
-    },
-}
-
-impl Default for OptimizerSettings {
-    fn default() -> Self {
-        OptimizerSettings::Sgd {
-            lr: 1e-2,
-            momentum: 0.9,
-            weight_decay: 1e-5,
+impl From<ConfigError> for Error {
+    /// Keeps the message: a recipe's invalid setting is this crate's invalid setting.
+    fn from(e: ConfigError) -> Error {
+        match e {
+            ConfigError::Invalid(m) => Error::InvalidConfig(m),
+            ConfigError::Model(m) => Error::Model(m),
+            other => Error::InvalidConfig(other.to_string()),
         }
-    }
-}
-
-impl OptimizerSettings {
-    /// The learning rate.
-    pub fn lr(&self) -> f64 {
-        match self {
-            OptimizerSettings::Sgd { lr, .. } | OptimizerSettings::Adam { lr, .. } => *lr,
-        }
-    }
-}
-
-/// What a training step does (defaults: the histology CoMIR recipe).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSettings {
-    /// Similarity critic (default `mse`).
-    pub critic: Critic,
-    /// InfoNCE temperature τ (default 0.5).
-    pub tau: f64,
-    /// Optimiser of each network (default SGD, lr 1e-2, momentum 0.9, weight decay 1e-5).
-    pub optimizer: OptimizerSettings,
-    /// Weight of the L1 activation decay (default 1e-4).
-    pub l1_decay: f64,
-    /// Weight of the L2 activation decay (default 1e-4).
-    pub l2_decay: f64,
-    /// Random 90° rotations per sample and modality, undone on the outputs (default true).
-    pub equivariance: bool,
-    /// Per-parameter gradient-norm clip (default 1.0; `None` disables it).
-    pub grad_clip_norm: Option<f64>,
-    /// Seed of the weights and of the rotations (default 0).
-    pub seed: u64,
-    /// Contrastive supervision of the bottleneck (default off: the CoMIR baseline).
-    pub bottleneck: BottleneckSettings,
-    /// Weight of a direct alignment term, the mean squared difference of corresponding A/B
-    /// representations, added to the loss (default 0: CoMIR's loss, InfoNCE alone). Not in the
-    /// reference: constant patches (SHG's black and H&E's white background) are as close to every
-    /// other constant patch as to their positive, so InfoNCE leaves their levels free and the two
-    /// networks map the background to different values; this term pins them together.
-    pub align_weight: f64,
-}
-
-impl Default for TrainSettings {
-    fn default() -> Self {
-        TrainSettings {
-            critic: Critic::Mse,
-            tau: 0.5,
-            optimizer: OptimizerSettings::default(),
-            l1_decay: 1e-4,
-            l2_decay: 1e-4,
-            equivariance: true,
-            grad_clip_norm: Some(1.0),
-            seed: 0,
-            bottleneck: BottleneckSettings::default(),
-            align_weight: 0.0,
-        }
-    }
-}
-
-impl TrainSettings {
-    /// Checks the settings.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the bad value.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::InvalidConfig(m));
-        if !(self.tau > 0.0 && self.tau.is_finite()) {
-            return bad(format!("tau must be a positive number, got {}", self.tau));
-        }
-        if !(self.optimizer.lr() > 0.0 && self.optimizer.lr().is_finite()) {
-            return bad(format!(
-                "learning rate must be positive, got {}",
-                self.optimizer.lr()
-            ));
-        }
-        let non_negative = |x: f64| x >= 0.0 && x.is_finite();
-        if !non_negative(self.align_weight) {
-            return bad(format!(
-                "align_weight must be finite and ≥ 0, got {}",
-                self.align_weight
-            ));
-        }
-        if !non_negative(self.l1_decay) || !non_negative(self.l2_decay) {
-            return bad(format!(
-                "activation decay weights must be finite and ≥ 0, got {} and {}",
-                self.l1_decay, self.l2_decay
-            ));
-        }
-        let (momentum, weight_decay) = match self.optimizer {
-            OptimizerSettings::Sgd {
-                momentum,
-                weight_decay,
-                ..
-            } => (momentum, weight_decay),
-            OptimizerSettings::Adam { weight_decay, .. } => (0.0, weight_decay),
-        };
-        if !(non_negative(momentum) && momentum < 1.0) {
-            return bad(format!("momentum must lie in [0, 1), got {momentum}"));
-        }
-        if !non_negative(weight_decay) {
-            return bad(format!(
-                "weight_decay must be finite and ≥ 0, got {weight_decay}"
-            ));
-        }
-        if let Some(c) = self.grad_clip_norm {
-            if c <= 0.0 || c.is_nan() {
-                return bad(format!("grad_clip_norm must be positive, got {c}"));
-            }
-        }
-        self.bottleneck.validate()
     }
 }
 
@@ -263,7 +148,7 @@ pub fn init_networks(
 }
 
 /// What [`run::train`] needs from a trainer. Implemented by [`Trainer`] (burn, any device)
-/// and by `comir_engine::FastTrainer` (the hand-written CPU engine); the binary picks one.
+/// and by [`FastTrainer`] (the hand-written CPU engine); the binary picks one.
 pub trait ContrastiveTrainer {
     /// A short name recorded in checkpoints (their optimiser states differ between trainers).
     fn kind(&self) -> &'static str;
@@ -465,14 +350,7 @@ impl Trainer {
         );
         let za = nets.a.try_forward(xa)?.representation;
         let zb = nets.b.try_forward(xb)?.representation;
-        let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean());
-        let contrastive = scalar(info_nce(za, zb, self.settings.critic, self.settings.tau));
-        Ok(StepStats {
-            loss: contrastive,
-            contrastive,
-            bottleneck: 0.0,
-            positive_mse,
-        })
+        Ok(evaluation_stats(&self.settings, za, zb))
     }
 
     /// Everything a later run needs to continue exactly where this one is: weights, batch-norm
@@ -561,48 +439,24 @@ impl Trainer {
             TensorData::new(batch.b.clone(), [n, batch.channels_b, s, s]),
             &self.device,
         );
-        let draw = |rng: &mut ChaCha8Rng| -> Vec<usize> {
-            if self.settings.equivariance {
-                (0..n).map(|_| rng.gen_range(0..4)).collect()
-            } else {
-                vec![0; n]
-            }
-        };
-        let ka = draw(&mut self.rng);
-        let kb = draw(&mut self.rng);
-        let oa = self.net_a.try_forward(rot90(xa, &ka))?;
-        let ob = self.net_b.try_forward(rot90(xb, &kb))?;
+        let plan = StepPlan::draw(&mut self.rng, n, self.settings.equivariance);
+        let oa = self.net_a.try_forward(plan.rotate(0, xa))?;
+        let ob = self.net_b.try_forward(plan.rotate(1, xb))?;
         let (ya, yb) = (oa.representation, ob.representation);
-        let (za, zb) = (
-            rot90_inverse(ya.clone(), &ka),
-            rot90_inverse(yb.clone(), &kb),
-        );
-        let positive_sq = (za.clone() - zb.clone()).powf_scalar(2.0).mean();
-        let positive_mse = scalar(positive_sq.clone().detach());
-        let contrastive = info_nce(za, zb, self.settings.critic, self.settings.tau);
-        let mut loss = contrastive.clone();
-        if self.settings.align_weight > 0.0 {
-            loss = loss + positive_sq * self.settings.align_weight;
-        }
-        let mut bottleneck = 0.0;
-        if self.bottleneck.is_on() {
-            let lb = self.bottleneck.loss(oa.bottleneck, ob.bottleneck, &ka, &kb);
-            bottleneck = scalar(lb.clone().detach());
-            loss = loss + lb * self.bottleneck.weight();
-        }
-        if self.settings.l1_decay > 0.0 {
-            loss = loss + activation_decay(&[ya.clone(), yb.clone()], 1.0) * self.settings.l1_decay;
-        }
-        if self.settings.l2_decay > 0.0 {
-            loss = loss + activation_decay(&[ya, yb], 2.0) * self.settings.l2_decay;
-        }
-        let loss_value = scalar(loss.clone().detach());
-        if !loss_value.is_finite() {
-            return Err(Error::Diverged {
-                step: self.steps + 1,
-                loss: loss_value,
-            });
-        }
+        let z = [plan.undo(0, ya.clone()), plan.undo(1, yb.clone())];
+        let bottlenecks = self
+            .bottleneck
+            .is_on()
+            .then_some([oa.bottleneck, ob.bottleneck]);
+        let StepLoss { loss, stats } = step_loss(
+            &self.settings,
+            &self.bottleneck,
+            &plan,
+            z,
+            [ya, yb],
+            bottlenecks,
+            self.steps,
+        )?;
         let mut grads = loss.backward();
         let ga = GradientsParams::from_module(&mut grads, &self.net_a);
         let gb = GradientsParams::from_module(&mut grads, &self.net_b);
@@ -611,11 +465,6 @@ impl Trainer {
         self.net_b = self.opt_b.step(lr, self.net_b.clone(), gb);
         self.bottleneck.update(&mut grads, lr);
         self.steps += 1;
-        Ok(StepStats {
-            loss: loss_value,
-            contrastive: scalar(contrastive.detach()),
-            bottleneck,
-            positive_mse,
-        })
+        Ok(stats)
     }
 }

@@ -13,297 +13,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use comir_data::{find_pairs_in, split_by_name, Batch, Pair, PatchConfig, PatchSampler};
+use comir_data::{find_pairs_in, split_by_name, Batch, Pair, PatchSampler};
+use comir_model::record::{DataFolders, TrainingRecord, TrainingRun};
 use comir_model::store::{save_parts, write_atomically};
-use comir_model::{DenseUNetConfig, InputTransform, ModelCard};
+use comir_model::{InputTransform, ModelCard};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{ContrastiveTrainer, Error, StepStats, TrainSettings, TrainerFactory, TrainerState};
+use crate::{ContrastiveTrainer, Error, StepStats, TrainerFactory, TrainerState};
 
-/// Network size presets (method-notes §1.2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// The reference histology DenseUNet (≈ 1.05 M parameters).
-    Histology,
-    /// The reference Zurich DenseUNet (≈ 0.165 M parameters): it trains about five times
-    /// faster than `histology` on a CPU.
-    Small,
-    /// `small` at half the width (growth 6, 12 initial filters; ≈ 46 k parameters), the
-    /// default: comir's own, not in the reference. About 3.5× fewer multiply-adds per pixel
-    /// than `small`, so 2.4× more training steps a minute, and as good on histology after 10
-    /// minutes (README, time to quality); it represents an 834² image in under half a second.
-    #[default]
-    Fast,
-}
-
-impl Preset {
-    /// The network configuration for `in_channels` input channels.
-    pub fn network(self, in_channels: usize) -> DenseUNetConfig {
-        match self {
-            Preset::Histology => DenseUNetConfig::histology(in_channels),
-            Preset::Small => DenseUNetConfig::small(in_channels),
-            Preset::Fast => DenseUNetConfig::fast(in_channels),
-        }
-    }
-}
-
-impl std::str::FromStr for Preset {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Preset, String> {
-        match s {
-            "histology" => Ok(Preset::Histology),
-            "small" => Ok(Preset::Small),
-            "fast" => Ok(Preset::Fast),
-            _ => Err(format!(
-                "unknown preset '{s}'; valid: histology, small, fast"
-            )),
-        }
-    }
-}
-
-/// How the learning rate changes over a run: a factor on the optimiser's rate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrDecay {
-    /// The optimiser's rate throughout (the reference recipe).
-    #[default]
-    Constant,
-    /// Half a cosine from the full rate to zero over the run. Not in the reference: under a
-    /// constant rate the registration quality of snapshots swings by tens of points from one
-    /// few hundred steps to the next (README, time to quality); annealing ends the run in a
-    /// minimum instead of wherever the last step landed.
-    Cosine,
-}
-
-/// How long to train and how to split and watch it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Schedule {
-    /// Optimisation steps (default 2000).
-    pub steps: usize,
-    /// Patch pairs per step (default 8, MultiRegEval).
-    pub batch: usize,
-    /// Validate every this many steps (default 100; 0 disables).
-    pub validate_every: usize,
-    /// Batches of the fixed validation set (default 4).
-    pub validation_batches: usize,
-    /// Write a checkpoint every this many steps (default 50).
-    pub checkpoint_every: usize,
-    /// Keep a copy of the model every this many steps in `OUT/snapshots/step-NNNNNN/` (a
-    /// complete model folder for `--model`), to measure quality against training time from one
-    /// run (default 0: none).
-    pub snapshot_every: usize,
-    /// A wall-clock budget: stop (with a checkpoint) at the first step that ends after this
-    /// many minutes of training, summed over resumed sessions (default none). The step count
-    /// then depends on the machine's speed, so such runs are reproducible only through their
-    /// checkpoint.
-    pub minutes: Option<f64>,
-    /// Learning-rate decay (default `constant`). Its progress is the larger of `step / steps`
-    /// and, with a time budget, `elapsed / minutes`: a budgeted run anneals by the clock.
-    pub lr_decay: LrDecay,
-}
-
-impl Schedule {
-    /// The factor on the learning rate for the step that starts after `done` steps and
-    /// `elapsed_s` seconds of training.
-    pub fn lr_scale(&self, done: usize, elapsed_s: f64) -> f64 {
-        match self.lr_decay {
-            LrDecay::Constant => 1.0,
-            LrDecay::Cosine => {
-                let by_steps = done as f64 / self.steps.max(1) as f64;
-                let by_time = self.minutes.map_or(0.0, |m| elapsed_s / (m * 60.0));
-                let progress = by_steps.max(by_time).clamp(0.0, 1.0);
-                0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-            }
-        }
-    }
-}
-
-impl Default for Schedule {
-    fn default() -> Self {
-        Schedule {
-            steps: 2000,
-            batch: 8,
-            validate_every: 100,
-            validation_batches: 4,
-            checkpoint_every: 50,
-            snapshot_every: 0,
-            minutes: None,
-            lr_decay: LrDecay::Constant,
-        }
-    }
-}
-
-/// How the pairs are divided, by a seeded hash of their names (`comir_data::split_by_name`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SplitSettings {
-    /// Fraction of pairs held out as a test set, never trained or validated on (default 0: the
-    /// folder is for training; `comir eval --model` then skips every pair the model has seen).
-    pub test_fraction: f64,
-    /// Fraction of the remaining pairs used for validation (default 0.15).
-    pub validation_fraction: f64,
-    /// Seed of the split (default 0).
-    pub seed: u64,
-}
-
-impl Default for SplitSettings {
-    fn default() -> Self {
-        SplitSettings {
-            test_fraction: 0.0,
-            validation_fraction: 0.15,
-            seed: 0,
-        }
-    }
-}
-
-/// Everything a training run does; the TOML of `comir train --config`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Network preset (default `small`), used when `network` is not given.
-    pub preset: Preset,
-    /// Explicit network configuration for both modalities (input channels are taken from the
-    /// data); overrides `preset`.
-    pub network: Option<DenseUNetConfig>,
-    /// Representation channels D (default 1).
-    pub out_channels: usize,
-    /// Loss, optimiser and seed.
-    pub train: TrainSettings,
-    /// Patch sampling and augmentation.
-    pub patches: PatchConfig,
-    /// Steps, batch size, validation and checkpoint cadence.
-    pub schedule: Schedule,
-    /// Train / validation / test split.
-    pub split: SplitSettings,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            preset: Preset::default(),
-            network: None,
-            out_channels: 1,
-            train: TrainSettings::default(),
-            patches: PatchConfig::default(),
-            schedule: Schedule::default(),
-            split: SplitSettings::default(),
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Reads a TOML file; unknown keys are errors.
-    ///
-    /// # Errors
-    /// The file cannot be read or parsed (message names the file).
-    pub fn from_toml_file(path: &Path) -> Result<TrainConfig, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
-        TrainConfig::from_toml_str(&text)
-            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))
-    }
-
-    /// Parses a configuration from TOML text (unknown keys are errors). The message is one
-    /// line with the line number of the problem.
-    ///
-    /// # Errors
-    /// The text is not valid TOML or does not fit the schema.
-    pub fn from_toml_str(text: &str) -> Result<TrainConfig, String> {
-        toml::from_str(text).map_err(|e| {
-            let message = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}: {message}")
-                }
-                None => message,
-            }
-        })
-    }
-
-    /// The network of a modality with `in_channels` input channels.
-    pub fn network_for(&self, in_channels: usize) -> DenseUNetConfig {
-        let mut c = self
-            .network
-            .clone()
-            .unwrap_or_else(|| self.preset.network(in_channels));
-        c.in_channels = in_channels;
-        c.out_channels = self.out_channels;
-        c
-    }
-
-    /// Checks every value that the parts do not check themselves.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the value.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::InvalidConfig(m));
-        self.train.validate()?;
-        self.patches
-            .validate()
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        let s = &self.schedule;
-        if s.steps == 0 {
-            return bad("schedule.steps must be at least 1".into());
-        }
-        if s.batch < 2 {
-            return bad(format!(
-                "schedule.batch must be at least 2 (InfoNCE needs negatives), got {}",
-                s.batch
-            ));
-        }
-        if s.checkpoint_every == 0 {
-            return bad("schedule.checkpoint_every must be at least 1".into());
-        }
-        if let Some(m) = s.minutes {
-            if !(m > 0.0 && m.is_finite()) {
-                return bad(format!("schedule.minutes must be positive, got {m}"));
-            }
-        }
-        if self.out_channels == 0 {
-            return bad("out_channels must be at least 1".into());
-        }
-        for (name, f) in [
-            ("split.test_fraction", self.split.test_fraction),
-            ("split.validation_fraction", self.split.validation_fraction),
-        ] {
-            if !(0.0..1.0).contains(&f) {
-                return bad(format!("{name} must lie in [0, 1), got {f}"));
-            }
-        }
-        let net = self.network_for(1);
-        net.validate()?;
-        let m = net.required_multiple();
-        if self.patches.size % m != 0 {
-            return bad(format!(
-                "patch size {} must be a multiple of {m} for this network (2^depth)",
-                self.patches.size
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The pairs of each part of the split.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SplitNames {
-    /// Trained on.
-    pub train: Vec<String>,
-    /// Validated on.
-    pub validation: Vec<String>,
-    /// Held out.
-    pub test: Vec<String>,
-}
+/// The recipe and the record of a run live in `comir_model` (a model card holds them); they
+/// are re-exported here under their old paths.
+pub use comir_model::recipe::{LrDecay, Preset, Schedule, SplitSettings, TrainConfig};
+pub use comir_model::record::{HistoryRow, SplitNames};
 
 /// Splits the pairs as `settings` says: first the test set, then validation from the rest.
 pub fn split_pairs(pairs: &[Pair], settings: &SplitSettings) -> (Vec<Pair>, Vec<Pair>, Vec<Pair>) {
@@ -322,31 +45,6 @@ pub fn split_pairs(pairs: &[Pair], settings: &SplitSettings) -> (Vec<Pair>, Vec<
         (rest, Vec::new())
     };
     (train, val, test)
-}
-
-/// One row of `history.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistoryRow {
-    /// Step number (1-based: the row after the first step is step 1).
-    pub step: usize,
-    /// Wall-clock seconds of training so far (summed over resumed sessions).
-    pub seconds: f64,
-    /// Training loss.
-    pub loss: f64,
-    /// Its InfoNCE part.
-    pub contrastive: f64,
-    /// Mean squared difference of corresponding representations in the batch.
-    pub positive_mse: f64,
-    /// Validation InfoNCE, where measured.
-    pub val_loss: Option<f64>,
-    /// Validation positive-pair error, where measured.
-    pub val_positive_mse: Option<f64>,
-    /// The bottleneck InfoNCE (unweighted; 0 without bottleneck supervision).
-    #[serde(default)]
-    pub bottleneck: f64,
-    /// The learning rate of this step (the optimiser's, times the schedule's decay).
-    #[serde(default)]
-    pub lr: f64,
 }
 
 /// What a run reports as it goes (the CLI draws a progress bar from this).
@@ -660,13 +358,16 @@ pub fn train(
                       history: &[HistoryRow],
                       card: &mut ModelCard|
      -> Result<(), Error> {
-        card.training = serde_json::json!({
-            "config": config,
-            "split": split,
-            "steps": trainer.steps(),
-            "data": { "a": paths.a, "b": paths.b },
-            "last": history.last(),
-        });
+        card.training = TrainingRecord::Run(Box::new(TrainingRun {
+            config: config.clone(),
+            split: split.clone(),
+            steps: trainer.steps(),
+            data: DataFolders {
+                a: paths.a.clone(),
+                b: paths.b.clone(),
+            },
+            last: history.last().cloned(),
+        }));
         save_parts(dir, card, &trainer.inference_networks()?)
             .map_err(|e| Error::State(format!("{}: {e}", dir.display())))
     };

@@ -11,17 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 fn run(seed: u64) -> Vec<StepStats> {
     let sampler = common::phantom_sampler(2, 48, 16);
-    let net = DenseUNetConfig {
-        in_channels: 1,
-        out_channels: 1,
-        init_filters: 4,
-        down_blocks: vec![1, 1],
-        up_blocks: vec![1, 1],
-        bottleneck_layers: 1,
-        growth_rate: 4,
-        compression: 1.0,
-        dropout: 0.0,
-    };
+    let net = DenseUNetConfig::tiny();
     let settings = TrainSettings {
         seed,
         ..TrainSettings::default()

@@ -11,12 +11,9 @@ fn a_cosine_run_decays_the_rate_from_full_to_near_zero() {
     let out = tempfile::tempdir().expect("tmp");
     let mut c = TrainConfig {
         network: Some(DenseUNetConfig {
-            init_filters: 4,
             down_blocks: vec![1],
             up_blocks: vec![1],
-            bottleneck_layers: 1,
-            growth_rate: 4,
-            ..DenseUNetConfig::small(1)
+            ..DenseUNetConfig::tiny()
         }),
         ..TrainConfig::default()
     };

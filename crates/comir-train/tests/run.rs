@@ -6,39 +6,11 @@
 
 use std::path::Path;
 
-use comir_model::DenseUNetConfig;
-use comir_train::run::{train, RunPaths, Silent, TrainConfig};
+use comir_train::run::{train, RunPaths, Silent};
 
-fn tiny_config(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig {
-        network: Some(DenseUNetConfig {
-            init_filters: 4,
-            down_blocks: vec![1, 1],
-            up_blocks: vec![1, 1],
-            bottleneck_layers: 1,
-            growth_rate: 4,
-            ..DenseUNetConfig::small(1)
-        }),
-        ..TrainConfig::default()
-    };
-    c.patches.size = 32;
-    c.schedule.steps = steps;
-    c.schedule.batch = 4;
-    c.schedule.checkpoint_every = 2;
-    c.schedule.validate_every = 2;
-    c.schedule.validation_batches = 1;
-    c.split.validation_fraction = 0.25;
-    c.split.test_fraction = 0.2;
-    c
-}
+mod common;
 
-fn paths(data: &Path, out: &Path) -> RunPaths {
-    RunPaths {
-        a: data.join("A"),
-        b: data.join("B"),
-        out: out.to_path_buf(),
-    }
-}
+use common::{run_paths as paths, tiny_run_config as tiny_config};
 
 #[test]
 fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
@@ -140,12 +112,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let model =
         comir_model::Model::load(whole.path(), &burn::tensor::Device::flex()).expect("model loads");
     assert_eq!(model.card.network_a.init_filters, 4);
-    assert_eq!(
-        model.card.training["split"]["test"]
-            .as_array()
-            .map(|a| a.len()),
-        Some(2)
-    );
+    assert_eq!(model.card.split().map(|s| s.test.len()), Some(2));
     let history = std::fs::read_to_string(whole.path().join("history.csv")).expect("history");
     assert_eq!(history.lines().count(), 7, "header + one row per step");
 

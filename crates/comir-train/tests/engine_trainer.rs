@@ -3,11 +3,11 @@
 
 use burn::tensor::Device;
 use comir_data::Batch;
-use comir_engine::{Clipping, FastDenseUNet, FastTrainer};
+use comir_engine::FastDenseUNet;
 use comir_model::DenseUNetConfig;
 use comir_train::{
-    BottleneckMode, BottleneckSettings, ContrastiveTrainer, OptimizerSettings, TrainSettings,
-    Trainer,
+    BottleneckMode, BottleneckSettings, Clipping, ContrastiveTrainer, FastTrainer,
+    OptimizerSettings, TrainSettings, Trainer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

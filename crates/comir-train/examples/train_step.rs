@@ -1,10 +1,10 @@
 //! Times CoMIR training steps on synthetic patches and prints one JSON line (the comir half of
 //! `bench/train-step`, which compares it with PyTorch). The trainer is the one `comir train`
-//! uses on the CPU, the engine ([`comir_engine::FastTrainer`]); `--trainer burn` times
+//! uses on the CPU, the engine ([`comir_train::FastTrainer`]); `--trainer burn` times
 //! [`comir_train::Trainer`] on burn's `flex` backend instead.
 //!
 //! ```text
-//! cargo run --release -p comir-engine --example train_step -- [--trainer engine|burn] \
+//! cargo run --release -p comir-train --example train_step -- [--trainer engine|burn] \
 //!     [--preset histology|small|fast] [--batch 8] [--size 128] [--steps 5] [--warmup 1] [--threads 2]
 //! ```
 //!
@@ -20,10 +20,10 @@
 //! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network.
 
 use comir_data::Batch;
-use comir_engine::{FastDenseUNet, FastTrainer};
+use comir_engine::FastDenseUNet;
 use comir_model::DenseUNetConfig;
 use comir_train::run::Preset;
-use comir_train::{ContrastiveTrainer, TrainSettings, Trainer};
+use comir_train::{ContrastiveTrainer, FastTrainer, TrainSettings, Trainer};
 use std::process::ExitCode;
 use std::time::Instant;
 

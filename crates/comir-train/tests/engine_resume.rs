@@ -7,20 +7,19 @@
 
 use std::path::Path;
 
-use comir_engine::{engine_trainer_factory, FastDenseUNet, FastTrainer};
+use comir_engine::FastDenseUNet;
 use comir_model::DenseUNetConfig;
-use comir_train::run::{train, RunPaths, Silent, TrainConfig};
-use comir_train::{BottleneckMode, OptimizerSettings, TrainSettings, Trainer};
+use comir_train::run::{train, Silent, TrainConfig};
+use comir_train::{
+    engine_trainer_factory, BottleneckMode, FastTrainer, OptimizerSettings, TrainSettings, Trainer,
+};
+
+mod common;
+
+use common::run_paths as paths;
 
 fn tiny_network() -> DenseUNetConfig {
-    DenseUNetConfig {
-        init_filters: 4,
-        down_blocks: vec![1, 1],
-        up_blocks: vec![1, 1],
-        bottleneck_layers: 1,
-        growth_rate: 4,
-        ..DenseUNetConfig::small(1)
-    }
+    DenseUNetConfig::tiny()
 }
 
 fn tiny_config(steps: usize, optimizer: &OptimizerSettings) -> TrainConfig {
@@ -32,29 +31,10 @@ fn tiny_config_with(
     optimizer: &OptimizerSettings,
     bottleneck: BottleneckMode,
 ) -> TrainConfig {
-    let mut c = TrainConfig {
-        network: Some(tiny_network()),
-        ..TrainConfig::default()
-    };
+    let mut c = common::tiny_run_config(steps);
     c.train.optimizer = optimizer.clone();
     c.train.bottleneck.mode = bottleneck;
-    c.patches.size = 32;
-    c.schedule.steps = steps;
-    c.schedule.batch = 4;
-    c.schedule.checkpoint_every = 2;
-    c.schedule.validate_every = 2;
-    c.schedule.validation_batches = 1;
-    c.split.validation_fraction = 0.25;
-    c.split.test_fraction = 0.2;
     c
-}
-
-fn paths(data: &Path, out: &Path) -> RunPaths {
-    RunPaths {
-        a: data.join("A"),
-        b: data.join("B"),
-        out: out.to_path_buf(),
-    }
 }
 
 /// The saved networks' parameters and running statistics, as flat engine buffers.

@@ -1,6 +1,6 @@
 //! Weights of the official PyTorch CoMIR: a DenseUNet `state_dict` saved as safetensors
-//! (`safetensors.torch.save_file(net.state_dict(), path)`) becomes a [`FastDenseUNet`], from
-//! which `comir import-torch` writes an ordinary comir model folder.
+//! (`safetensors.torch.save_file(net.state_dict(), path)`) becomes a [`DenseUNet`], from which
+//! `comir import-torch` writes an ordinary comir model folder.
 //!
 //! The reference network (`models/tiramisu.py` of the CoMIR repository, reproduced by
 //! `bench/pytorch_train_step.py`) and comir's DenseUNet have the same layers in the same order;
@@ -23,10 +23,23 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use comir_model::DenseUNetConfig;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::{Error, FastDenseUNet};
+use crate::{DenseUNet, DenseUNetConfig, ModelError};
+
+/// Why weights could not be imported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The file is not a `state_dict` of this configuration (the message names the tensor).
+    #[error("conversion: {0}")]
+    Convert(String),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
 
 /// comir's name for a PyTorch `state_dict` key; `None` for keys comir does not use.
 pub fn comir_name(torch_key: &str) -> Option<String> {
@@ -58,7 +71,7 @@ pub fn comir_name(torch_key: &str) -> Option<String> {
     Some(k)
 }
 
-fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>, Error> {
+fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>, ImportError> {
     // safetensors has checked that the byte count matches the shape and type.
     let f16 = |b: u16| -> f32 {
         // IEEE half → single, exactly (subnormals included).
@@ -94,7 +107,7 @@ fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>, Error> {
             .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
             .collect(),
         other => {
-            return Err(Error::Convert(format!(
+            return Err(ImportError::Convert(format!(
                 "`{name}`: tensors of type {other:?} are not weights (expected a float type)"
             )))
         }
@@ -105,87 +118,146 @@ fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>, Error> {
 /// `final_conv`), to build the matching configuration.
 ///
 /// # Errors
-/// [`Error::Convert`] when the bytes are not safetensors or lack those tensors.
-pub fn torch_channels(bytes: &[u8]) -> Result<(usize, usize), Error> {
+/// [`ImportError::Convert`] when the bytes are not safetensors or lack those tensors.
+pub fn torch_channels(bytes: &[u8]) -> Result<(usize, usize), ImportError> {
     let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Convert(format!("not a safetensors file: {e}")))?;
-    let dim = |key: &str, axis: usize| -> Result<usize, Error> {
-        let t = st
-            .tensor(key)
-            .map_err(|_| Error::Convert(format!("no `{key}`: not a CoMIR DenseUNet state_dict")))?;
+        .map_err(|e| ImportError::Convert(format!("not a safetensors file: {e}")))?;
+    let dim = |key: &str, axis: usize| -> Result<usize, ImportError> {
+        let t = st.tensor(key).map_err(|_| {
+            ImportError::Convert(format!("no `{key}`: not a CoMIR DenseUNet state_dict"))
+        })?;
         t.shape()
             .get(axis)
             .copied()
-            .ok_or_else(|| Error::Convert(format!("`{key}` has shape {:?}", t.shape())))
+            .ok_or_else(|| ImportError::Convert(format!("`{key}` has shape {:?}", t.shape())))
     };
     Ok((dim("conv_init.weight", 1)?, dim("final_conv.weight", 0)?))
 }
 
-impl FastDenseUNet {
-    /// The network of `config` with the weights and batch-norm statistics of a reference
-    /// PyTorch `state_dict` (safetensors bytes). Every tensor of the network must be present
-    /// with its shape; keys comir does not know are refused (they mean another architecture).
-    ///
-    /// # Errors
-    /// [`Error::Convert`] naming the first missing, unexpected or mis-shaped tensor.
-    pub fn from_torch_safetensors(bytes: &[u8], config: &DenseUNetConfig) -> Result<Self, Error> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Convert(format!("not a safetensors file: {e}")))?;
-        let mut by_name: HashMap<String, (String, Vec<usize>, Vec<f32>)> = HashMap::new();
-        let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        keys.sort();
-        for key in keys {
-            let Some(name) = comir_name(&key) else {
-                continue;
-            };
-            let t = st
-                .tensor(&key)
-                .map_err(|e| Error::Convert(format!("`{key}`: {e}")))?;
-            let data = to_f32(t.dtype(), t.data(), &key)?;
-            by_name.insert(name, (key, t.shape().to_vec(), data));
-        }
-        let mut net = Self::zeros(config)?;
-        let (specs, running_specs) = (net.specs.clone(), net.running_specs.clone());
-        for (specs, buf) in [
-            (&specs, &mut net.params),
-            (&running_specs, &mut net.running),
-        ] {
-            for spec in specs {
-                let (key, shape, data) = by_name.remove(&spec.name).ok_or_else(|| {
-                    Error::Convert(format!(
-                        "the state_dict has no tensor for comir's `{}`: is it a DenseUNet of \
-                         this configuration (init {}, blocks {:?}, growth {})?",
-                        spec.name, config.init_filters, config.down_blocks, config.growth_rate
-                    ))
-                })?;
-                if shape != spec.shape {
-                    return Err(Error::Convert(format!(
-                        "`{key}` has shape {shape:?}; this configuration needs {:?}",
-                        spec.shape
-                    )));
-                }
-                buf[spec.range()].copy_from_slice(&data);
-            }
-        }
-        if let Some((key, ..)) = by_name.values().min_by(|a, b| a.0.cmp(&b.0)) {
-            return Err(Error::Convert(format!(
-                "the state_dict has `{key}`, which this configuration does not (another \
-                 architecture or more blocks)"
+/// Shape of every float tensor of a module, under its parameter path, in visiting order.
+struct Shapes {
+    path: Vec<String>,
+    out: Vec<(String, Vec<usize>)>,
+}
+
+impl ModuleVisitor for Shapes {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out
+            .push((self.path.join("."), param.lazy_shape().to_vec()));
+    }
+}
+
+/// Replaces every float tensor by the imported values of the same path (all present: checked
+/// before).
+struct Write {
+    path: Vec<String>,
+    values: HashMap<String, Vec<f32>>,
+}
+
+impl ModuleMapper for Write {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(data) = self.values.remove(&self.path.join(".")) else {
+            return param;
+        };
+        let shape = param.lazy_shape().to_vec();
+        param.map(|t| {
+            // Keep the tensor's device and its gradient requirement.
+            let require_grad = t.is_require_grad();
+            Tensor::<D>::from_data(TensorData::new(data, shape), &t.device())
+                .set_require_grad(require_grad)
+        })
+    }
+}
+
+/// The network of `config` on `device` with the weights and batch-norm statistics of a
+/// reference PyTorch `state_dict` (safetensors bytes). Every tensor of the network must be
+/// present with its shape; keys comir does not know are refused (they mean another
+/// architecture).
+///
+/// # Errors
+/// [`ImportError::Convert`] naming the first missing, unexpected or mis-shaped tensor;
+/// [`ImportError::Model`] for an invalid configuration.
+pub fn dense_unet_from_torch(
+    bytes: &[u8],
+    config: &DenseUNetConfig,
+    device: &Device,
+) -> Result<DenseUNet, ImportError> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| ImportError::Convert(format!("not a safetensors file: {e}")))?;
+    let mut by_name: HashMap<String, (String, Vec<usize>, Vec<f32>)> = HashMap::new();
+    let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    keys.sort();
+    for key in keys {
+        let Some(name) = comir_name(&key) else {
+            continue;
+        };
+        let t = st
+            .tensor(&key)
+            .map_err(|e| ImportError::Convert(format!("`{key}`: {e}")))?;
+        let data = to_f32(t.dtype(), t.data(), &key)?;
+        by_name.insert(name, (key, t.shape().to_vec(), data));
+    }
+    let net = config.try_init(device)?;
+    let mut shapes = Shapes {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    net.visit(&mut shapes);
+    let mut values = HashMap::new();
+    for (name, needed) in shapes.out {
+        let (key, shape, data) = by_name.remove(&name).ok_or_else(|| {
+            ImportError::Convert(format!(
+                "the state_dict has no tensor for comir's `{name}`: is it a DenseUNet of \
+                 this configuration (init {}, blocks {:?}, growth {})?",
+                config.init_filters, config.down_blocks, config.growth_rate
+            ))
+        })?;
+        if shape != needed {
+            return Err(ImportError::Convert(format!(
+                "`{key}` has shape {shape:?}; this configuration needs {needed:?}"
             )));
         }
-        Ok(net)
+        values.insert(name, data);
     }
+    if let Some((key, ..)) = by_name.values().min_by(|a, b| a.0.cmp(&b.0)) {
+        return Err(ImportError::Convert(format!(
+            "the state_dict has `{key}`, which this configuration does not (another \
+             architecture or more blocks)"
+        )));
+    }
+    Ok(net.map(&mut Write {
+        path: Vec::new(),
+        values,
+    }))
+}
 
-    /// [`FastDenseUNet::from_torch_safetensors`] on a file.
-    ///
-    /// # Errors
-    /// As there, with the file named; or the file cannot be read.
-    pub fn from_torch_file(path: &Path, config: &DenseUNetConfig) -> Result<Self, Error> {
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Convert(format!("{}: {e}", path.display())))?;
-        Self::from_torch_safetensors(&bytes, config)
-            .map_err(|e| Error::Convert(format!("{}: {e}", path.display())))
-    }
+/// [`dense_unet_from_torch`] on a file.
+///
+/// # Errors
+/// As there, with the file named; or the file cannot be read.
+pub fn dense_unet_from_torch_file(
+    path: &Path,
+    config: &DenseUNetConfig,
+    device: &Device,
+) -> Result<DenseUNet, ImportError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ImportError::Convert(format!("{}: {e}", path.display())))?;
+    dense_unet_from_torch(&bytes, config, device).map_err(|e| match e {
+        ImportError::Convert(m) => ImportError::Convert(format!("{}: {m}", path.display())),
+        other => other,
+    })
 }
 
 #[cfg(test)]

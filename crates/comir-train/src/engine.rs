@@ -1,23 +1,24 @@
-//! [`FastTrainer`]: the step of `comir_train::Trainer` on two [`FastDenseUNet`]s.
+//! [`FastTrainer`]: the step of [`crate::Trainer`] on two [`FastDenseUNet`]s of the CPU
+//! engine (`comir_engine`).
 //!
-//! The networks run on the engine; the loss (InfoNCE + activation decay) and its gradient
-//! w.r.t. the two representations are computed with burn autodiff on the small
-//! representation tensors, using `comir_model::loss` itself, so the loss code is shared.
+//! The networks run on the engine; the loss and its gradient w.r.t. the two representations
+//! (and bottlenecks) are computed with burn autodiff on those small tensors by the step code
+//! both trainers share ([`crate::step`]): the same rotations, the same loss.
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_data::Batch;
-use comir_model::loss::{activation_decay, info_nce, scalar};
+use comir_engine::optim::{clip_per_param_norm, clip_total_norm, Adam, Sgd};
+use comir_engine::{supports, FastDenseUNet, Workspace};
 use comir_model::{DenseUNetConfig, NetworkPair};
-use comir_train::{
-    BottleneckSupervision, ContrastiveTrainer, OptimizerSettings, StepStats, TrainSettings,
-    TrainerState,
-};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::optim::{clip_per_param_norm, clip_total_norm, Adam, Sgd};
-use crate::{Error, FastDenseUNet, Workspace};
+use crate::step::{evaluation_stats, step_loss, StepLoss, StepPlan};
+use crate::{
+    BottleneckSupervision, ContrastiveTrainer, Error, OptimizerSettings, StepStats, TrainSettings,
+    TrainerState,
+};
 
 /// How gradients are clipped (per network).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,7 +26,7 @@ pub enum Clipping {
     /// PyTorch `clip_grad_norm_(params, max_norm)`: the total norm of the network (the
     /// reference's behaviour).
     TotalNorm(f32),
-    /// burn's per-parameter norm clipping (what `comir_train::Trainer` does).
+    /// burn's per-parameter norm clipping (what [`crate::Trainer`] does).
     PerParameter(f32),
     /// No clipping.
     None,
@@ -59,10 +60,8 @@ impl Opt {
     }
 }
 
-/// Two engine networks and their optimisers, with the step semantics of
-/// `comir_train::Trainer::step` (C4 rotations per sample and modality undone on the outputs,
-/// InfoNCE with the configured critic and τ, L1/L2 activation decay on the raw outputs, one
-/// optimiser per network).
+/// Two engine networks and their optimisers, with the step of [`crate::Trainer::step`] (the
+/// shared [`StepPlan`] and loss; one optimiser per network).
 pub struct FastTrainer {
     nets: [FastDenseUNet; 2],
     ws: [Workspace; 2],
@@ -78,39 +77,10 @@ pub struct FastTrainer {
     lr_scale: f64,
 }
 
-/// Rotates every `[c][s][s]` sample `i` by `k[i]·90°` counter-clockwise like `torch.rot90`
-/// (k = 1: `out[i][j] = x[j][s − 1 − i]`).
-fn rot90(x: &[f32], n: usize, c: usize, s: usize, k: &[usize]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    for (i, &ki) in k.iter().enumerate().take(n) {
-        for ch in 0..c {
-            let base = (i * c + ch) * s * s;
-            let src = &x[base..base + s * s];
-            let dst = &mut out[base..base + s * s];
-            for r in 0..s {
-                for col in 0..s {
-                    let (sr, sc) = match ki % 4 {
-                        0 => (r, col),
-                        1 => (col, s - 1 - r),
-                        2 => (s - 1 - r, s - 1 - col),
-                        _ => (s - 1 - col, r),
-                    };
-                    dst[r * s + col] = src[sr * s + sc];
-                }
-            }
-        }
-    }
-    out
-}
-
-fn inverse(k: &[usize]) -> Vec<usize> {
-    k.iter().map(|&ki| (4 - ki % 4) % 4).collect()
-}
-
 impl FastTrainer {
-    /// A trainer for two networks (modality A, modality B) with `comir_train` settings and a
-    /// clipping mode (`settings.grad_clip_norm` is ignored in favour of `clipping`). The
-    /// rotations are drawn like `comir_train::Trainer` draws them from the same seed.
+    /// A trainer for two networks (modality A, modality B) with these settings and a clipping
+    /// mode (`settings.grad_clip_norm` is ignored in favour of `clipping`). The rotations are
+    /// drawn as [`crate::Trainer`] draws them from the same seed.
     ///
     /// # Errors
     /// Invalid settings, or networks with different output channels.
@@ -120,18 +90,15 @@ impl FastTrainer {
         settings: TrainSettings,
         clipping: Clipping,
     ) -> Result<Self, Error> {
-        settings
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        settings.validate()?;
         if net_a.out_channels() != net_b.out_channels() {
-            return Err(Error::Config(
+            return Err(Error::InvalidConfig(
                 "both networks need the same number of output channels".into(),
             ));
         }
         let device = Device::flex().autodiff();
         let bottleneck =
-            BottleneckSupervision::new(&settings, net_a.config(), net_b.config(), &device)
-                .map_err(|e| Error::Config(e.to_string()))?;
+            BottleneckSupervision::new(&settings, net_a.config(), net_b.config(), &device)?;
         Ok(Self {
             bottleneck,
             opts: [Opt::new(&settings.optimizer), Opt::new(&settings.optimizer)],
@@ -157,53 +124,54 @@ impl FastTrainer {
         self.steps
     }
 
-    /// Both networks built and seeded exactly as `comir_train::Trainer::new` builds them
-    /// (burn's initialisation from `settings.seed`, A first, then B), so both trainers start
-    /// from the same weights. Gradients are clipped per parameter tensor
-    /// (`settings.grad_clip_norm`) as burn's trainer clips them, so both trainers take the same
-    /// steps (the reference clips each network's total norm; see comir-train's docs).
+    /// Both networks built and seeded exactly as [`crate::Trainer::new`] builds them (burn's
+    /// initialisation from `settings.seed`, A first, then B), so both trainers start from the
+    /// same weights. Gradients are clipped per parameter tensor (`settings.grad_clip_norm`) as
+    /// burn's trainer clips them, so both trainers take the same steps (the reference clips
+    /// each network's total norm; see the crate documentation).
     ///
     /// # Errors
-    /// Invalid settings, or a configuration the engine does not run (see [`supports`]).
+    /// Invalid settings, or a configuration the engine does not run
+    /// (see [`comir_engine::supports`]).
     pub fn from_configs(
         a: &DenseUNetConfig,
         b: &DenseUNetConfig,
         settings: TrainSettings,
-    ) -> Result<Self, comir_train::Error> {
+    ) -> Result<Self, Error> {
         settings.validate()?;
         for c in [a, b] {
-            supports(c).map_err(comir_train::Error::InvalidConfig)?;
+            supports(c).map_err(Error::InvalidConfig)?;
         }
-        let (na, nb) = comir_train::init_networks(a, b, settings.seed, &Device::flex().autodiff())?;
-        let ea = FastDenseUNet::from_burn(&na, a).map_err(to_train_error)?;
-        let eb = FastDenseUNet::from_burn(&nb, b).map_err(to_train_error)?;
+        let (na, nb) = crate::init_networks(a, b, settings.seed, &Device::flex().autodiff())?;
+        let ea = FastDenseUNet::from_burn(&na, a).map_err(backend)?;
+        let eb = FastDenseUNet::from_burn(&nb, b).map_err(backend)?;
         let clipping = settings
             .grad_clip_norm
             .map_or(Clipping::None, |c| Clipping::PerParameter(c as f32));
-        Self::new(ea, eb, settings, clipping).map_err(to_train_error)
+        Self::new(ea, eb, settings, clipping)
     }
 
     /// Scores a batch without training: no rotations, running statistics (as
-    /// `comir_train::Trainer::evaluate`).
+    /// [`crate::Trainer::evaluate`]).
     ///
     /// # Errors
     /// Wrong patch sizes or channels.
     pub fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
         let (n, s) = (batch.n, batch.size);
         let d = self.nets[0].out_channels();
-        let oa = self.nets[0].forward_inference(&batch.a, n, s, s)?;
-        let ob = self.nets[1].forward_inference(&batch.b, n, s, s)?;
+        let oa = self.nets[0]
+            .forward_inference(&batch.a, n, s, s)
+            .map_err(backend)?;
+        let ob = self.nets[1]
+            .forward_inference(&batch.b, n, s, s)
+            .map_err(backend)?;
         let device = Device::flex();
         let t = |z: Vec<f32>| Tensor::<4>::from_data(TensorData::new(z, [n, d, s, s]), &device);
-        let (za, zb) = (t(oa.representation), t(ob.representation));
-        let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean());
-        let contrastive = scalar(info_nce(za, zb, self.settings.critic, self.settings.tau));
-        Ok(StepStats {
-            loss: contrastive,
-            contrastive,
-            bottleneck: 0.0,
-            positive_mse,
-        })
+        Ok(evaluation_stats(
+            &self.settings,
+            t(oa.representation),
+            t(ob.representation),
+        ))
     }
 
     /// Both networks as burn modules on the CPU (inference mode).
@@ -213,28 +181,25 @@ impl FastTrainer {
     pub fn burn_networks(&self) -> Result<NetworkPair, Error> {
         let device = Device::flex();
         Ok(NetworkPair {
-            a: self.nets[0].to_burn(&device)?.valid(),
-            b: self.nets[1].to_burn(&device)?.valid(),
+            a: self.nets[0].to_burn(&device).map_err(backend)?.valid(),
+            b: self.nets[1].to_burn(&device).map_err(backend)?.valid(),
         })
     }
 
     /// Weights, running statistics, optimiser states, the rotation RNG and the step count; the
-    /// weights are in the format of `comir_train::Trainer::state` (a [`NetworkPair`] record),
-    /// the optimiser states in the engine's own format.
+    /// weights are in the format of [`crate::Trainer::state`] (a [`NetworkPair`] record), the
+    /// optimiser states in the engine's own format.
     ///
     /// # Errors
     /// The conversion failed.
     pub fn state(&self) -> Result<TrainerState, Error> {
         Ok(TrainerState {
             steps: self.steps,
-            weights: self.burn_networks()?.to_bytes().map_err(Error::Convert)?,
+            weights: self.burn_networks()?.to_bytes().map_err(Error::State)?,
             optimizer_a: encode_optimizer(&self.opts[0]),
             optimizer_b: encode_optimizer(&self.opts[1]),
             rng_word_pos: self.rng.get_word_pos(),
-            bottleneck: self
-                .bottleneck
-                .state()
-                .map_err(|e| Error::Convert(e.to_string()))?,
+            bottleneck: self.bottleneck.state()?,
         })
     }
 
@@ -242,12 +207,12 @@ impl FastTrainer {
     /// settings.
     ///
     /// # Errors
-    /// The state does not fit.
+    /// [`Error::State`]: the state does not fit.
     pub fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
         let pair = self
             .burn_networks()?
             .load_bytes(&state.weights)
-            .map_err(Error::Convert)?;
+            .map_err(Error::State)?;
         let opt_a = decode_optimizer(
             &state.optimizer_a,
             &self.settings,
@@ -258,11 +223,10 @@ impl FastTrainer {
             &self.settings,
             self.nets[1].num_params(),
         )?;
-        let na = FastDenseUNet::from_burn(&pair.a, self.nets[0].config())?;
-        let nb = FastDenseUNet::from_burn(&pair.b, self.nets[1].config())?;
-        self.bottleneck
-            .restore(&state.bottleneck)
-            .map_err(|e| Error::Convert(e.to_string()))?;
+        let unfit = |e: comir_engine::Error| Error::State(e.to_string());
+        let na = FastDenseUNet::from_burn(&pair.a, self.nets[0].config()).map_err(unfit)?;
+        let nb = FastDenseUNet::from_burn(&pair.b, self.nets[1].config()).map_err(unfit)?;
+        self.bottleneck.restore(&state.bottleneck)?;
         self.nets = [na, nb];
         self.opts = [opt_a, opt_b];
         self.ws = [Workspace::new(), Workspace::new()];
@@ -278,43 +242,27 @@ impl FastTrainer {
     /// networks' weights are left as they were).
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
         let (n, s) = (batch.n, batch.size);
-        let draw = |rng: &mut ChaCha8Rng| -> Vec<usize> {
-            if self.settings.equivariance {
-                (0..n).map(|_| rng.gen_range(0..4)).collect()
-            } else {
-                vec![0; n]
-            }
-        };
-        let ka = draw(&mut self.rng);
-        let kb = draw(&mut self.rng);
-        let xa = rot90(&batch.a, n, batch.channels_a, s, &ka);
-        let xb = rot90(&batch.b, n, batch.channels_b, s, &kb);
-        self.nets[0].forward_train(&xa, n, s, s, &mut self.ws[0])?;
-        self.nets[1].forward_train(&xb, n, s, s, &mut self.ws[1])?;
+        let plan = StepPlan::draw(&mut self.rng, n, self.settings.equivariance);
+        let xa = plan.rotate_values(0, &batch.a, batch.channels_a, s);
+        let xb = plan.rotate_values(1, &batch.b, batch.channels_b, s);
+        self.nets[0]
+            .forward_train(&xa, n, s, s, &mut self.ws[0])
+            .map_err(backend)?;
+        self.nets[1]
+            .forward_train(&xb, n, s, s, &mut self.ws[1])
+            .map_err(backend)?;
         let d = self.nets[0].out_channels();
-        let za = rot90(self.ws[0].representation(), n, d, s, &inverse(&ka));
-        let zb = rot90(self.ws[1].representation(), n, d, s, &inverse(&kb));
-        // Loss on leaves za, zb. The activation decay sums |y|^p, which is rotation invariant,
-        // so it is computed on the un-rotated outputs with the same value and gradient.
+        // The loss on leaves za, zb in the inputs' frame. The activation decay sums |y|^p,
+        // which is rotation invariant, so it is computed on these leaves too, with the same
+        // value and gradient as on the raw outputs.
+        let za = plan.undo_values(0, self.ws[0].representation(), d, s);
+        let zb = plan.undo_values(1, self.ws[1].representation(), d, s);
         let leaf = |z: Vec<f32>| {
             Tensor::<4>::from_data(TensorData::new(z, [n, d, s, s]), &self.device).require_grad()
         };
         let (ta, tb) = (leaf(za), leaf(zb));
-        let positive_sq = (ta.clone() - tb.clone()).powf_scalar(2.0).mean();
-        let positive_mse = scalar(positive_sq.clone().detach());
-        let contrastive = info_nce(
-            ta.clone(),
-            tb.clone(),
-            self.settings.critic,
-            self.settings.tau,
-        );
-        let mut loss = contrastive.clone();
-        if self.settings.align_weight > 0.0 {
-            loss = loss + positive_sq * self.settings.align_weight;
-        }
-        // The bottleneck term on leaves in the networks' (rotated) frames; the shared
-        // comir_train code undoes the rotations as burn's trainer does.
-        let mut bottleneck = 0.0;
+        // The bottleneck term on leaves in the networks' (rotated) frames; the shared step
+        // undoes the rotations as burn's trainer does.
         let bottleneck_leaves = if self.bottleneck.is_on() {
             let cb = self.nets[0].bottleneck_channels();
             let hb = s / self.nets[0].required_multiple();
@@ -322,46 +270,40 @@ impl FastTrainer {
                 Tensor::<4>::from_data(TensorData::new(z, [n, cb, hb, hb]), &self.device)
                     .require_grad()
             };
-            let (ba, bb) = (leaf(self.ws[0].bottleneck()), leaf(self.ws[1].bottleneck()));
-            let lb = self.bottleneck.loss(ba.clone(), bb.clone(), &ka, &kb);
-            bottleneck = scalar(lb.clone().detach());
-            loss = loss + lb * self.bottleneck.weight();
-            Some((ba, bb))
+            Some([leaf(self.ws[0].bottleneck()), leaf(self.ws[1].bottleneck())])
         } else {
             None
         };
-        if self.settings.l1_decay > 0.0 {
-            loss = loss + activation_decay(&[ta.clone(), tb.clone()], 1.0) * self.settings.l1_decay;
-        }
-        if self.settings.l2_decay > 0.0 {
-            loss = loss + activation_decay(&[ta.clone(), tb.clone()], 2.0) * self.settings.l2_decay;
-        }
-        let loss_value = scalar(loss.clone().detach());
-        if !loss_value.is_finite() {
-            return Err(Error::Diverged {
-                step: self.steps + 1,
-                loss: loss_value,
-            });
-        }
+        let StepLoss { loss, stats } = step_loss(
+            &self.settings,
+            &self.bottleneck,
+            &plan,
+            [ta.clone(), tb.clone()],
+            [ta.clone(), tb.clone()],
+            bottleneck_leaves.clone(),
+            self.steps,
+        )?;
         let mut grads = loss.backward();
         let grad_of = |t: &Tensor<4>| -> Result<Vec<f32>, Error> {
             t.grad(&grads)
-                .ok_or_else(|| Error::Shape("no gradient for a representation".into()))?
+                .ok_or_else(|| Error::Backend("no gradient for a representation".into()))?
                 .into_data()
                 .try_into_vec_as::<f32>()
-                .map_err(|e| Error::Shape(format!("{e:?}")))
+                .map_err(|e| Error::Backend(format!("{e:?}")))
         };
-        // The gradient of un-rotating is rotating.
-        let dya = rot90(&grad_of(&ta)?, n, d, s, &ka);
-        let dyb = rot90(&grad_of(&tb)?, n, d, s, &kb);
+        // The gradient of undoing the rotation is rotating.
+        let dya = plan.rotate_values(0, &grad_of(&ta)?, d, s);
+        let dyb = plan.rotate_values(1, &grad_of(&tb)?, d, s);
         let lr64 = self.settings.optimizer.lr() * self.lr_scale;
         let lr = lr64 as f32;
         let dbott = match &bottleneck_leaves {
-            Some((ba, bb)) => [Some(grad_of(ba)?), Some(grad_of(bb)?)],
+            Some([ba, bb]) => [Some(grad_of(ba)?), Some(grad_of(bb)?)],
             None => [None, None],
         };
         for (k, dy) in [dya, dyb].iter().enumerate() {
-            self.nets[k].backward(&mut self.ws[k], dy, dbott[k].as_deref(), &mut self.grads)?;
+            self.nets[k]
+                .backward(&mut self.ws[k], dy, dbott[k].as_deref(), &mut self.grads)
+                .map_err(backend)?;
             match self.clipping {
                 Clipping::TotalNorm(c) => {
                     clip_total_norm(&mut self.grads, c);
@@ -375,42 +317,26 @@ impl FastTrainer {
         }
         self.bottleneck.update(&mut grads, lr64);
         self.steps += 1;
-        Ok(StepStats {
-            loss: loss_value,
-            contrastive: scalar(contrastive.detach()),
-            bottleneck,
-            positive_mse,
-        })
+        Ok(stats)
     }
 }
 
-/// `Ok` when the engine runs networks of this configuration (everything but dropout), else
-/// why not.
-pub fn supports(config: &DenseUNetConfig) -> Result<(), String> {
-    if config.dropout != 0.0 {
-        return Err(format!(
-            "the CPU engine does not implement dropout (got {}); use the burn trainer",
-            config.dropout
-        ));
-    }
-    Ok(())
-}
-
-fn to_train_error(e: Error) -> comir_train::Error {
+/// An engine error as this crate's: bad configurations and inputs keep their kind, the rest
+/// is the backend's.
+fn backend(e: comir_engine::Error) -> Error {
     match e {
-        Error::Config(m) => comir_train::Error::InvalidConfig(m),
-        Error::Model(m) => comir_train::Error::Model(m),
-        Error::Diverged { step, loss } => comir_train::Error::Diverged { step, loss },
-        other => comir_train::Error::Backend(other.to_string()),
+        comir_engine::Error::Config(m) => Error::InvalidConfig(m),
+        comir_engine::Error::Model(m) => Error::Model(m),
+        other => Error::Backend(other.to_string()),
     }
 }
 
-/// A `comir_train::TrainerFactory` building [`FastTrainer`]s (see [`FastTrainer::from_configs`]).
+/// A [`crate::TrainerFactory`] building [`FastTrainer`]s (see [`FastTrainer::from_configs`]).
 pub fn engine_trainer_factory() -> impl Fn(
     &DenseUNetConfig,
     &DenseUNetConfig,
     &TrainSettings,
-) -> Result<Box<dyn ContrastiveTrainer>, comir_train::Error> {
+) -> Result<Box<dyn ContrastiveTrainer>, Error> {
     |a, b, settings| {
         Ok(Box::new(FastTrainer::from_configs(a, b, settings.clone())?)
             as Box<dyn ContrastiveTrainer>)
@@ -424,23 +350,23 @@ impl ContrastiveTrainer for FastTrainer {
     fn steps(&self) -> usize {
         self.steps
     }
-    fn step(&mut self, batch: &Batch) -> Result<StepStats, comir_train::Error> {
-        FastTrainer::step(self, batch).map_err(to_train_error)
+    fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
+        FastTrainer::step(self, batch)
     }
     fn set_lr_scale(&mut self, scale: f64) {
         self.lr_scale = scale;
     }
-    fn evaluate(&self, batch: &Batch) -> Result<StepStats, comir_train::Error> {
-        FastTrainer::evaluate(self, batch).map_err(to_train_error)
+    fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
+        FastTrainer::evaluate(self, batch)
     }
-    fn inference_networks(&self) -> Result<NetworkPair, comir_train::Error> {
-        self.burn_networks().map_err(to_train_error)
+    fn inference_networks(&self) -> Result<NetworkPair, Error> {
+        self.burn_networks()
     }
-    fn state(&self) -> Result<TrainerState, comir_train::Error> {
-        FastTrainer::state(self).map_err(to_train_error)
+    fn state(&self) -> Result<TrainerState, Error> {
+        FastTrainer::state(self)
     }
-    fn restore(&mut self, state: &TrainerState) -> Result<(), comir_train::Error> {
-        FastTrainer::restore(self, state).map_err(|e| comir_train::Error::State(e.to_string()))
+    fn restore(&mut self, state: &TrainerState) -> Result<(), Error> {
+        FastTrainer::restore(self, state)
     }
 }
 
@@ -484,7 +410,7 @@ struct Reader<'a>(&'a [u8]);
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], Error> {
         if self.0.len() < n {
-            return Err(Error::Convert("truncated optimiser state".into()));
+            return Err(Error::State("truncated optimiser state".into()));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -498,7 +424,7 @@ impl Reader<'_> {
         len.copy_from_slice(self.take(8)?);
         let len = u64::from_le_bytes(len);
         if len != expected as u64 {
-            return Err(Error::Convert(format!(
+            return Err(Error::State(format!(
                 "optimiser state for {len} parameters, the network has {expected}"
             )));
         }
@@ -513,7 +439,7 @@ impl Reader<'_> {
 fn decode_optimizer(bytes: &[u8], settings: &TrainSettings, params: usize) -> Result<Opt, Error> {
     let mut r = Reader(bytes);
     if r.take(8).ok() != Some(OPTIMIZER_MAGIC.as_slice()) {
-        return Err(Error::Convert(
+        return Err(Error::State(
             "not an optimiser state of the CPU engine".into(),
         ));
     }
@@ -534,13 +460,13 @@ fn decode_optimizer(bytes: &[u8], settings: &TrainSettings, params: usize) -> Re
             o.set_moments(i32::from_le_bytes(t), m, v);
         }
         _ => {
-            return Err(Error::Convert(
+            return Err(Error::State(
                 "the optimiser state is for another optimiser".into(),
             ))
         }
     }
     if !r.0.is_empty() {
-        return Err(Error::Convert(
+        return Err(Error::State(
             "trailing bytes after the optimiser state".into(),
         ));
     }
