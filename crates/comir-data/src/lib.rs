@@ -4,7 +4,7 @@
 //! * [`split_by_name`] makes a deterministic train/validation split by name, so that a pair is
 //!   never trained on and evaluated at once.
 //! * [`PatchSampler`] draws training patches the way the CoMIR reference does
-//!   (method-notes §1.6, MultiRegEval `train_comir.py`): a random pair (with replacement), a random
+//!   (docs/method.md §1.5, MultiRegEval `train_comir.py`): a random pair (with replacement), a random
 //!   position, a random rotation in [−180°, 180°) with symmetric (edge-repeating) padding, a
 //!   horizontal flip with probability ½, an optional Gaussian blur, and the centre `size × size`
 //!   crop — all with **identical geometry for both modalities**. Patches come out channel-first

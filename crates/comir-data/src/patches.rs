@@ -4,7 +4,7 @@ use rand::Rng;
 
 use crate::{Error, Pair};
 
-/// How training patches are drawn (defaults: the CoMIR / MultiRegEval recipe, method-notes §1.6).
+/// How training patches are drawn (defaults: the CoMIR / MultiRegEval recipe, docs/method.md §1.5).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatchConfig {

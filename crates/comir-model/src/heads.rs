@@ -1,5 +1,5 @@
 //! The projection head of the `projection` bottleneck supervision (Wetzer et al. 2023, read as
-//! SimCLR's head; method-notes §2.2): `Linear → ReLU → Linear` on a pooled bottleneck vector.
+//! SimCLR's head; docs/method.md §2.2): `Linear → ReLU → Linear` on a pooled bottleneck vector.
 //! It exists only during training; the saved model does not include it.
 
 use burn::module::Module;

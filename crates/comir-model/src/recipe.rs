@@ -32,7 +32,7 @@ pub enum ConfigError {
     Model(#[from] ModelError),
 }
 
-/// Network size presets (method-notes §1.2).
+/// Network size presets (docs/method.md §1.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {

@@ -55,7 +55,7 @@ pub enum StoreError {
     },
 }
 
-/// Per-modality intensity transform applied before the network (method-notes §1.6).
+/// Per-modality intensity transform applied before the network (docs/method.md §1.5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputTransform {

@@ -346,7 +346,7 @@ impl Representer {
 
     /// The representation averaged over the four quarter turns of the input: each turned copy
     /// is represented and turned back, and the four results are averaged. The networks are
-    /// trained to be equivariant to these turns (§1.5 of the method notes) but are so only
+    /// trained to be equivariant to these turns (docs/method.md §1.4) but are so only
     /// approximately; the average is exactly equivariant and smooths what the networks
     /// disagree on between orientations. Not in the reference. Costs four passes.
     ///

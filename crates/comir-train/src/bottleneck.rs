@@ -1,5 +1,5 @@
 //! Contrastive supervision of the U-Net bottleneck (Wetzer, Lindblad, Sladoje 2023;
-//! method-notes §2.2). The paper's exact definitions are not public; the reading adopted here:
+//! docs/method.md §2.2). The paper's exact definitions are not public; the reading adopted here:
 //!
 //! * **the bottleneck** is the new-feature output of the bottleneck dense block
 //!   ([`comir_model::ModelOutput::bottleneck`]: 48 channels for the histology preset, 36 for

@@ -1,12 +1,12 @@
-//! CoMIR training (Pielawski, Wetzer et al., NeurIPS 2020; method-notes §1.3–1.7).
+//! CoMIR training (Pielawski, Wetzer et al., NeurIPS 2020; docs/method.md §1.2–§1.6).
 //!
 //! One network per modality maps its patches to a representation; a [`Trainer`] step
 //! 1. rotates every input patch by an independent random multiple of 90° (per sample and per
 //!    modality, when `equivariance` is on) and undoes the rotation on the outputs (C4
-//!    equivariance, §1.5);
+//!    equivariance, docs/method.md §1.4);
 //! 2. computes the InfoNCE loss between the two modalities' representations with the chosen
 //!    critic and temperature (`comir_model::loss::info_nce`);
-//! 3. adds L1/L2 activation decay on the raw outputs (§1.4);
+//! 3. adds L1/L2 activation decay on the raw outputs (docs/method.md §1.3);
 //! 4. back-propagates once and updates each network with its own optimiser (SGD with momentum
 //!    and weight decay, the reference default, or Adam).
 //!
@@ -18,8 +18,8 @@
 //!
 //! Gradient clipping uses burn's per-parameter norm clipping; the reference clips the total norm
 //! per network (`clip_grad_norm_(·, 1.0)`), so with clipping on the two differ when several
-//! parameters exceed the norm. This is a documented deviation until a total-norm clip lands
-//! (the engine's [`Clipping::TotalNorm`] clips as the reference does).
+//! parameters exceed the norm. burn's trainer keeps this documented deviation (docs/method.md
+//! §1.6); the engine's [`Clipping::TotalNorm`] clips as the reference does.
 //!
 //! The settings types ([`TrainSettings`], [`run::TrainConfig`], ...) live in
 //! `comir_model::recipe`, because a model card records them; they are re-exported here.

@@ -78,7 +78,7 @@ pub struct RunSummary {
     /// Steps done in total.
     pub steps: usize,
     /// Steps done by this call (less than `steps` after a resume).
-    pub steps_this_session: usize,
+    pub steps_this_run: usize,
     /// The split used.
     pub split: SplitNames,
     /// The history of all sessions.
@@ -459,7 +459,7 @@ pub fn train(
     }
     Ok(RunSummary {
         steps: trainer.steps(),
-        steps_this_session: trainer.steps() - first,
+        steps_this_run: trainer.steps() - first,
         split,
         history,
     })

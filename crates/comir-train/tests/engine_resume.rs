@@ -119,7 +119,7 @@ fn engine_runs_start_like_burn_and_resume_bit_identically() {
             &mut Silent,
         )
         .expect("resumed part");
-        assert_eq!((second.steps, second.steps_this_session), (6, 3));
+        assert_eq!((second.steps, second.steps_this_run), (6, 3));
         let losses =
             |h: &[comir_train::run::HistoryRow]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
         assert_eq!(
@@ -165,7 +165,7 @@ fn engine_runs_start_like_burn_and_resume_bit_identically() {
         &mut Silent,
     )
     .expect("resume with the budget spent");
-    assert_eq!((again.steps, again.steps_this_session), (run.steps, 0));
+    assert_eq!((again.steps, again.steps_this_run), (run.steps, 0));
     let mut more = config.clone();
     more.schedule.minutes = None;
     more.schedule.steps = run.steps + 2;

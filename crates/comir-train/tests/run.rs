@@ -82,7 +82,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         &mut Silent,
     )
     .expect("resumed part");
-    assert_eq!((second.steps, second.steps_this_session), (6, 3));
+    assert_eq!((second.steps, second.steps_this_run), (6, 3));
 
     let losses = |h: &[comir_train::run::HistoryRow]| h.iter().map(|r| r.loss).collect::<Vec<_>>();
     assert_eq!(losses(&full.history), losses(&second.history));

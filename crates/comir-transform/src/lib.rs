@@ -147,7 +147,7 @@ pub fn corner_error(a: &Rigid2, b: &Rigid2, width: f64, height: f64) -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformRecord {
-    /// Always `"rigid"` for now.
+    /// `"rigid"`: the only kind comir writes and reads.
     pub kind: String,
     /// Homogeneous matrix mapping fixed `(x, y, 1)` to moving coordinates.
     pub fixed_to_moving: [[f64; 3]; 3],

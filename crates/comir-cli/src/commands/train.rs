@@ -106,7 +106,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     println!(
         "trained {} steps ({} in this run) on {} pairs ({} validation, {} held out for testing)",
         summary.steps,
-        summary.steps_this_session,
+        summary.steps_this_run,
         summary.split.train.len(),
         summary.split.validation.len(),
         summary.split.test.len()
