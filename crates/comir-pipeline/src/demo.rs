@@ -72,14 +72,7 @@ pub fn demo_config(minutes: f64, quick: bool) -> TrainConfig {
     c.split.test_fraction = 0.34;
     c.split.validation_fraction = 0.15;
     if quick {
-        c.network = Some(DenseUNetConfig {
-            init_filters: 4,
-            down_blocks: vec![1, 1],
-            up_blocks: vec![1, 1],
-            bottleneck_layers: 1,
-            growth_rate: 4,
-            ..DenseUNetConfig::small(1)
-        });
+        c.network = Some(DenseUNetConfig::tiny());
         c.patches.size = 32;
         c.schedule.batch = 4;
         c.schedule.steps = 3;
