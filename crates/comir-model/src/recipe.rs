@@ -107,7 +107,7 @@ pub struct Schedule {
     /// run (default 0: none).
     pub snapshot_every: usize,
     /// A wall-clock budget: stop (with a checkpoint) at the first step that ends after this
-    /// many minutes of training, summed over resumed sessions (default none). The step count
+    /// many minutes of training, summed over resumed runs (default none). The step count
     /// then depends on the machine's speed, so such runs are reproducible only through their
     /// checkpoint.
     pub minutes: Option<f64>,

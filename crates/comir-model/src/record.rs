@@ -39,7 +39,7 @@ pub struct SplitNames {
 pub struct HistoryRow {
     /// Step number (1-based: the row after the first step is step 1).
     pub step: usize,
-    /// Wall-clock seconds of training so far (summed over resumed sessions).
+    /// Wall-clock seconds of training so far (summed over resumed runs).
     pub seconds: f64,
     /// Training loss.
     pub loss: f64,

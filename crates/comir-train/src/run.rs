@@ -81,7 +81,7 @@ pub struct RunSummary {
     pub steps_this_run: usize,
     /// The split used.
     pub split: SplitNames,
-    /// The history of all sessions.
+    /// The history of every run of this model, resumed ones included.
     pub history: Vec<HistoryRow>,
 }
 

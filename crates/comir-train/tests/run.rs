@@ -62,7 +62,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     assert!(full.history.iter().any(|r| r.val_loss.is_some()));
 
     // The same run stopped after 3 steps (its last checkpoint is at step 3, the end of that
-    // session), then resumed to 6.
+    // run), then resumed to 6.
     let parts = tempfile::tempdir().expect("tmp");
     let first = train(
         &tiny_config(3),
