@@ -1,6 +1,6 @@
 //! Registration on real images: the bundled MNI152 T1/T2 demo pairs (always present) and the
 //! shared histology SHG/H&E set (skipped with a message when `../shared/datasets` is absent).
-//! These guard the success rates reported in the README against regressions.
+//! These guard the success rates reported in docs/results.md against regressions.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -104,7 +104,7 @@ impl DenseUNetConfig {
 
     /// comir's own preset for CPUs: the `small` layout with half its width (init 12, growth 6),
     /// about 3.5× fewer multiply-adds per pixel (≈ 46 k parameters). Not in the reference:
-    /// chosen for time to quality on a 2-core CPU (README, performance).
+    /// chosen for time to quality on a 2-core CPU (docs/results.md, "Presets").
     pub fn fast(in_channels: usize) -> Self {
         Self {
             init_filters: 12,

@@ -44,7 +44,7 @@ pub enum Preset {
     /// `small` at half the width (growth 6, 12 initial filters; ≈ 46 k parameters), the
     /// default: comir's own, not in the reference. About 3.5× fewer multiply-adds per pixel
     /// than `small`, so 2.4× more training steps a minute, and as good on histology after 10
-    /// minutes (README, time to quality); it represents an 834² image in under half a second.
+    /// minutes (docs/results.md, "Time to quality"); it represents an 834² image in under half a second.
     #[default]
     Fast,
 }
@@ -83,7 +83,7 @@ pub enum LrDecay {
     Constant,
     /// Half a cosine from the full rate to zero over the run. Not in the reference: under a
     /// constant rate the registration quality of snapshots swings by tens of points from one
-    /// few hundred steps to the next (README, time to quality); annealing ends the run in a
+    /// few hundred steps to the next (docs/results.md, "Time to quality"); annealing ends the run in a
     /// minimum instead of wherever the last step landed.
     Cosine,
 }

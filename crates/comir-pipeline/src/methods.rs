@@ -76,7 +76,7 @@ pub struct MethodsConfig {
 /// three-level pyramid. The reference's `[12, 5, 1]` was made for raw images; on
 /// representations its coarsest level blurs the structure away and leaves outlines that
 /// attract wrong rotations. Chosen on the validation pairs of four histology models and an
-/// MNI152 model, never on test pairs (README, "α-AMD on representations").
+/// MNI152 model, never on test pairs (docs/results.md, "The pyramid of α-AMD on representations").
 pub const REPRESENTATION_AAMD_SIGMAS: [f64; 3] = [2.0, 1.0, 1.0];
 
 impl MethodsConfig {

@@ -91,8 +91,8 @@ pub struct Representer {
     /// `2^depth`, so 64 for the six-level `histology` networks). Not the reference's 128: for
     /// the three-level presets, whose receptive field reaches about 67 px, 32 px changes a
     /// trained `small` model's representation of an 834² image by at most 0.4 % of its standard
-    /// deviation (RMS 0.006 %) against one pass with 128, and computes a third fewer pixels
-    /// than 64 (README, performance).
+    /// deviation (RMS 0.006 %) against one pass with 128, and computes fewer pixels than 64
+    /// (four 488² tiles instead of 552² for an 834² image).
     pub margin: usize,
 }
 
@@ -574,7 +574,8 @@ pub fn principal_direction(images: &[&Image]) -> Vec<f64> {
 /// agree on levels. On held-out histology pairs a 30-minute model's SHG representation had its
 /// tissue at other gray levels than the H&E one, which α-AMD (comparing level sets) reads as a
 /// different image; matching the moving representation's histogram to the fixed one's took
-/// α-AMD from 50 % to 82 % there, and from 96.9 % to 100 % on MNI152 T1/T2 (README).
+/// α-AMD from 42.9 % to 75.0 % of the cases there (docs/results.md, "Registering through a
+/// model").
 pub fn for_registration(fixed: &Image, moving: &Image, match_histograms: bool) -> (Image, Image) {
     let (f, m) = gray_pair(fixed, moving);
     let m = if match_histograms {

@@ -42,7 +42,7 @@ fn the_histology_recipe_anneals_and_the_frozen_study_recipe_does_not() {
         load("histology-study-2023.toml").schedule.lr_decay,
         LrDecay::Constant
     );
-    // The time-to-quality recipe trains the default network (README, time to quality).
+    // The time-to-quality recipe trains the default network (docs/results.md, "Time to quality").
     assert_eq!(load("histology-30min.toml").preset, Preset::default());
     assert_eq!(Preset::default(), Preset::Fast);
 }
