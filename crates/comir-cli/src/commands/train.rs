@@ -26,7 +26,8 @@ pub struct TrainArgs {
     /// Model folder to write (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Network size: small (≈0.17 M parameters, default) or histology (≈1.05 M).
+    /// Network size: fast (≈46 k parameters, the default), small (≈0.17 M, the reference
+    /// network) or histology (≈1.05 M, the reference histology network).
     #[arg(long)]
     pub preset: Option<Preset>,
     /// Training settings (TOML: preset, out_channels, [train], [patches], [schedule], [split]);
