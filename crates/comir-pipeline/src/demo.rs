@@ -157,11 +157,7 @@ pub fn run_demo(options: &DemoOptions, console: &mut dyn Console) -> Result<Demo
     ));
     let summary = train_with_progress(
         &config,
-        &RunPaths {
-            a: pairs.join("A"),
-            b: pairs.join("B"),
-            out: model.clone(),
-        },
+        &RunPaths::for_pairs(&pairs, model.clone()),
         false,
         TrainerChoice::Auto,
         "cpu",

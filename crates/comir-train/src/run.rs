@@ -72,6 +72,18 @@ pub struct RunPaths {
     pub out: PathBuf,
 }
 
+impl RunPaths {
+    /// The pairs of a folder holding `A/` and `B/` (the layout `comir eval` and the study use),
+    /// trained into `out`.
+    pub fn for_pairs(pairs: &Path, out: PathBuf) -> RunPaths {
+        RunPaths {
+            a: pairs.join("A"),
+            b: pairs.join("B"),
+            out,
+        }
+    }
+}
+
 /// What a finished run returns.
 #[derive(Clone, Debug)]
 pub struct RunSummary {

@@ -154,11 +154,7 @@ fn run_cell(
     let model = dir.join("model");
     let summary = train_with_progress(
         &config,
-        &RunPaths {
-            a: pairs.join("A"),
-            b: pairs.join("B"),
-            out: model.clone(),
-        },
+        &RunPaths::for_pairs(&pairs, model.clone()),
         has_checkpoint(&model),
         TrainerChoice::Auto,
         "cpu",
