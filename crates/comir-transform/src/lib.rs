@@ -18,6 +18,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bspline;
+pub use bspline::BSpline2;
+
 /// Errors reading or writing transform files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
