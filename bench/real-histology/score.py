@@ -14,7 +14,7 @@ A result says where each fixed (SHG) point lands in the raw H&E image.  It can c
     `common.evaluation_points` (the 4 corners and the 32×32 grid); `elastix.py` writes these.
   When both exist, the JSON wins unless it has no matrix.
 * a CSV with one row per pair: name, a11, a12, a21, a22, tx, ty (the layout of truth.csv),
-  optionally kind and seconds.
+  optionally kind, seconds and cpu_seconds.
 
 Per pair it computes the corner error (mean distance of the true and the recovered images of the
 corners (0, 0), (w, 0), (w, h), (0, h)), the dense error (mean distance over the 32×32 grid of cell
@@ -42,7 +42,8 @@ import common as cm  # noqa: E402
 
 Mapping = Callable[[np.ndarray], np.ndarray]  # (n, 2) fixed points → (n, 2) moving points
 HEADER = ["name", "truth_accepted", "kind", "corner_px", "dense_px", "dense_max_px", "success",
-          "seconds", "status"]
+          "seconds", "cpu_seconds", "status"]
+NO_TIMES = {"seconds": float("nan"), "cpu_seconds": float("nan")}
 
 
 class Unscorable(Exception):
@@ -85,20 +86,24 @@ def key(x: float, y: float) -> tuple[int, int]:
     return (round(x * 1e6), round(y * 1e6))
 
 
-def json_mapping(path: str) -> tuple[Mapping, str, float]:
+def times_of(rec: dict) -> dict:
+    """The optional wall-clock and CPU seconds of a result record (NaN when absent)."""
+    return {k: float(rec.get(k) or "nan") for k in NO_TIMES}
+
+
+def json_mapping(path: str) -> tuple[Mapping, str, dict]:
     with open(path) as f:
         rec = json.load(f)
     kind = str(rec.get("kind", "?"))
-    seconds = float(rec.get("seconds", float("nan")))
     if "fixed_to_moving" in rec:
-        return matrix_mapping(rec["fixed_to_moving"]), kind, seconds
+        return matrix_mapping(rec["fixed_to_moving"]), kind, times_of(rec)
     if kind in MAPPERS:
-        return MAPPERS[kind](rec, path), kind, seconds
+        return MAPPERS[kind](rec, path), kind, times_of(rec)
     raise Unscorable(f"kind {kind!r} has no fixed_to_moving matrix and no point mapper")
 
 
 def load_results(results: str, names: list[str]) -> dict[str, tuple]:
-    """name → (Mapping or None, kind, seconds, status) for every name."""
+    """name → (Mapping or None, kind, times, status) for every name."""
     out = {}
     if os.path.isdir(results):
         for n in names:
@@ -117,24 +122,23 @@ def load_results(results: str, names: list[str]) -> dict[str, tuple]:
                     if os.path.isfile(j):  # kind and seconds, when a JSON comes with the points
                         with open(j) as f:
                             rec = json.load(f)
-                    out[n] = (points_mapping(p), str(rec.get("kind", "points")),
-                              float(rec.get("seconds", float("nan"))), "ok")
+                    out[n] = (points_mapping(p), str(rec.get("kind", "points")), times_of(rec),
+                              "ok")
                 else:
-                    out[n] = (None, "", float("nan"), "missing")
+                    out[n] = (None, "", NO_TIMES, "missing")
             except (Unscorable, ValueError, KeyError, OSError) as e:
-                out[n] = (None, "", float("nan"), f"unscorable: {e}")
+                out[n] = (None, "", NO_TIMES, f"unscorable: {e}")
     else:
         with open(results, newline="") as f:
             rows = {r["name"]: r for r in csv.DictReader(f)}
         for n in names:
             r = rows.get(n)
             if r is None:
-                out[n] = (None, "", float("nan"), "missing")
+                out[n] = (None, "", NO_TIMES, "missing")
                 continue
             m = [[float(r["a11"]), float(r["a12"]), float(r["tx"])],
                  [float(r["a21"]), float(r["a22"]), float(r["ty"])], [0.0, 0.0, 1.0]]
-            out[n] = (matrix_mapping(m), r.get("kind") or "affine",
-                      float(r.get("seconds") or "nan"), "ok")
+            out[n] = (matrix_mapping(m), r.get("kind") or "affine", times_of(r), "ok")
     return out
 
 
@@ -159,9 +163,9 @@ def score(truth_dir: str, results: str) -> list[dict]:
     rows = []
     for t in truth:
         w, h = t["width"], t["height"]
-        mapping, kind, seconds, status = found[t["name"]]
-        row = {"name": t["name"], "truth_accepted": t["accepted"], "kind": kind,
-               "seconds": seconds, "corner_px": float("nan"), "dense_px": float("nan"),
+        mapping, kind, times, status = found[t["name"]]
+        row = {"name": t["name"], "truth_accepted": t["accepted"], "kind": kind, **times,
+               "corner_px": float("nan"), "dense_px": float("nan"),
                "dense_max_px": float("nan"), "success": False, "status": status}
         if mapping is not None:
             try:
@@ -178,13 +182,18 @@ def score(truth_dir: str, results: str) -> list[dict]:
 
 
 def summary(rows: list[dict]) -> dict:
-    """success k/n, median dense error (failures to map count as +inf) and mean seconds."""
+    """success k/n, median dense error (failures to map count as +inf) and mean (CPU) seconds,
+    over the pairs whose truth was accepted."""
     counted = [r for r in rows if r["truth_accepted"]]
     dense = [r["dense_px"] if not math.isnan(r["dense_px"]) else math.inf for r in counted]
-    secs = [r["seconds"] for r in counted if not math.isnan(r["seconds"])]
+
+    def mean(key):
+        v = [r[key] for r in counted if not math.isnan(r[key])]
+        return float(np.mean(v)) if v else float("nan")
+
     return {"k": sum(r["success"] for r in counted), "n": len(counted),
             "median_dense_px": float(np.median(dense)) if dense else float("nan"),
-            "mean_seconds": float(np.mean(secs)) if secs else float("nan")}
+            "mean_seconds": mean("seconds"), "mean_cpu_seconds": mean("cpu_seconds")}
 
 
 def print_table(rows: list[dict], label: str, file=sys.stdout) -> None:
