@@ -147,7 +147,8 @@ def register(fixed: np.ndarray, moving: np.ndarray, stages: tuple, grid_spacing:
     pts = cm.evaluation_points(w, h)
     comb = reg.GetCombinationTransform()
     theirs = map_points(comb, pts)
-    out = {"seconds": seconds, "cpu_seconds": cpu_seconds, "points": pts, "mapped": theirs, "matrix": None}
+    out = {"seconds": seconds, "cpu_seconds": cpu_seconds, "points": pts, "mapped": theirs,
+           "matrix": None}
     if "bspline" not in stages:
         m = composed_matrix(reg.GetTransformParameterObject())
         gap = float(np.max(np.linalg.norm(cm.apply_affine(m, pts) - theirs, axis=1)))
