@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use comir_aamd::{AlphaAmd, AlphaAmdConfig};
 use comir_image::ops::Border;
-use comir_register::{centered_identity, Registrar};
+use comir_register::{centered_rigid, Registrar};
 use comir_testkit::{datasets_dir, moved_by, phantom_pair};
 use comir_transform::{corner_error, Rigid2};
 
@@ -51,10 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let truth = Rigid2::new(8f64.to_radians(), [12.0, -9.0], fixed.center());
     let moving = moved_by(&fixed, &truth, Border::Zero);
     let reg = AlphaAmd::new(AlphaAmdConfig::default())?;
-    let init = centered_identity(&fixed, &moving);
+    let init = centered_rigid(&fixed, &moving);
     pool.install(|| -> Result<(), comir_register::Error> {
         // Warm-up run (page faults, thread start-up), then timed runs.
-        reg.register(&fixed, &moving, &init)?;
+        reg.register(&fixed, &moving, &init.into())?;
         let mut best = f64::INFINITY;
         for _ in 0..3 {
             let c0 = cpu_seconds();

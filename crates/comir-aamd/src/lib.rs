@@ -71,8 +71,8 @@ mod tables;
 
 use comir_image::pyramid::{blur_subsample, PassOrder};
 use comir_image::Image;
-use comir_register::{check_inputs, Error, Outcome, Registrar, StopReason, MIN_SIZE};
-use comir_transform::Rigid2;
+use comir_register::{check_inputs, rigid_start, Error, Outcome, Registrar, StopReason, MIN_SIZE};
+use comir_transform::{Rigid2, Transform2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -416,7 +416,7 @@ impl AlphaAmd {
         )
         .with_center(init.center);
         Ok(Outcome {
-            transform: t,
+            transform: t.into(),
             metric_value: best.value,
             iterations: total,
             stop: best.stop,
@@ -496,8 +496,9 @@ impl Registrar for AlphaAmd {
         "aamd"
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
+        let init = rigid_start(init, "aamd")?;
         let prep = self.prepare(fixed, moving)?;
-        self.register_prepared(&prep, init)
+        self.register_prepared(&prep, &init)
     }
 }

@@ -23,8 +23,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Register a moving image to a fixed image (rigid) and write the transform.
+    /// Register a moving image to a fixed image (rigid, similarity or affine) and write the
+    /// transform.
     Register(commands::register::RegisterArgs),
+    /// Map point coordinates (landmarks, annotations) through a registration's transform.
+    TransformPoints(commands::transform_points::TransformPointsArgs),
     /// Evaluate a method on aligned pairs with the MultiRegEval protocol.
     Eval(commands::eval::EvalArgs),
     /// Train a CoMIR (one network per modality) on aligned image pairs.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Register(args) => commands::register::run(args),
+        Command::TransformPoints(args) => commands::transform_points::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::Train(args) => commands::train::run(args),

@@ -66,7 +66,7 @@ fn register_mi_recovers_a_known_transform_and_writes_all_outputs() {
     assert!(o.status.success(), "{}", stderr(&o));
     let rec = read_json(&out).expect("json");
     assert_eq!(rec.method, "mi");
-    let err = corner_error(&rec.rigid(), &truth, 96.0, 96.0);
+    let err = corner_error(&rec.transform(), &truth, 96.0, 96.0);
     assert!(err < 0.02 * 96.0, "corner error {err}");
     assert!(std::fs::read_to_string(&tfm)
         .expect("tfm")
@@ -99,7 +99,12 @@ fn global_init_lets_a_local_method_recover_a_large_rotation() {
             out.to_str().expect("utf8"),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
-        corner_error(&read_json(&out).expect("json").rigid(), &truth, 96.0, 96.0)
+        corner_error(
+            &read_json(&out).expect("json").transform(),
+            &truth,
+            96.0,
+            96.0,
+        )
     };
     // 110° is far outside a local optimiser's reach, even with the ±0.4 rad starts.
     assert!(error("identity") > 0.02 * 96.0);

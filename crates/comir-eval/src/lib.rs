@@ -56,7 +56,7 @@ pub enum Error {
 
 use comir_image::Image;
 use comir_register::Registrar;
-use comir_transform::{corner_error, Rigid2};
+use comir_transform::{corner_error, Transform2};
 
 /// Turns a case's two images into what the method registers (e.g. learned representations).
 /// The default is the identity.
@@ -83,7 +83,7 @@ pub fn evaluate_case_with_transform(
     case: &Case,
     registrar: &dyn Registrar,
     prepare: &Prepare<'_>,
-) -> (CaseResult, Option<Rigid2>) {
+) -> (CaseResult, Option<Transform2>) {
     let start = std::time::Instant::now();
     let outcome = prepare(&case.fixed, &case.moving).and_then(|(fixed, moving)| {
         let init = comir_register::centered_identity(&fixed, &moving);
@@ -96,16 +96,11 @@ pub fn evaluate_case_with_transform(
     let (error_px, found, metric, status) = match outcome {
         Ok(o) => (
             corner_error(&o.transform, &case.truth, w, h),
-            o.transform,
+            Some(o.transform),
             o.metric_value,
             "ok".to_string(),
         ),
-        Err(e) => (
-            f64::NAN,
-            Rigid2::new(f64::NAN, [f64::NAN; 2], [0.0; 2]),
-            f64::NAN,
-            e,
-        ),
+        Err(e) => (f64::NAN, None, f64::NAN, e),
     };
     let row = CaseResult {
         pair: pair.to_string(),
@@ -119,11 +114,11 @@ pub fn evaluate_case_with_transform(
         true_angle_deg: case.displacement.angle_deg,
         true_tx: case.displacement.translation[0],
         true_ty: case.displacement.translation[1],
-        found_angle_deg: found.angle_rad.to_degrees(),
+        found_angle_deg: found.map_or(f64::NAN, |t| t.angle_rad().to_degrees()),
         metric_value: metric,
         status,
     };
-    let found = found.angle_rad.is_finite().then_some(found);
+    let found = found.filter(|t| t.angle_rad().is_finite());
     (row, found)
 }
 
@@ -139,7 +134,7 @@ mod tests {
     use comir_register::{Outcome, StopReason};
 
     /// An oracle that returns the truth it was told: the protocol must score it 0.
-    struct Oracle(Rigid2);
+    struct Oracle(comir_transform::Rigid2);
     impl Registrar for Oracle {
         fn name(&self) -> &'static str {
             "oracle"
@@ -148,10 +143,10 @@ mod tests {
             &self,
             _: &Image,
             _: &Image,
-            _: &Rigid2,
+            _: &Transform2,
         ) -> Result<Outcome, comir_register::Error> {
             Ok(Outcome {
-                transform: self.0,
+                transform: self.0.into(),
                 metric_value: 0.0,
                 iterations: 0,
                 stop: StopReason::Converged,
@@ -172,7 +167,7 @@ mod tests {
             "x.png",
             3,
             &case,
-            &Oracle(Rigid2::identity(a.center())),
+            &Oracle(comir_transform::Rigid2::identity(a.center())),
             id,
         );
         assert!((r.error_px - case.initial_error_px).abs() < 1e-9);

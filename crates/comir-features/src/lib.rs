@@ -52,8 +52,8 @@ pub mod ransac;
 pub mod sift;
 
 use comir_image::Image;
-use comir_register::{check_inputs, Error, Outcome, Registrar, StopReason, MIN_SIZE};
-use comir_transform::Rigid2;
+use comir_register::{check_inputs, rigid_start, Error, Outcome, Registrar, StopReason, MIN_SIZE};
+use comir_transform::{Rigid2, Transform2};
 use serde::{Deserialize, Serialize};
 
 pub use crate::matching::{match_descriptors, Match};
@@ -268,7 +268,8 @@ impl Registrar for FeatureRegistrar {
         NAME
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
+        let init = rigid_start(init, NAME)?;
         let cfg = &self.config;
         let a = self.analyse(fixed, moving)?;
         let fail = |reason: String| {
@@ -315,7 +316,7 @@ impl Registrar for FeatureRegistrar {
         let metric_value =
             -(fit.inliers.len() as f64) + fit.mean_residual / cfg.inlier_threshold_px;
         Ok(Outcome {
-            transform,
+            transform: transform.into(),
             metric_value,
             iterations: fit.iterations,
             stop: StopReason::Converged,

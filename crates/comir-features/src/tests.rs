@@ -248,7 +248,7 @@ fn recovers_known_rotation_and_translation() {
             "{deg}° {t:?} on {w} px: corner error {err} px, transform {:?}",
             out.transform
         );
-        assert_eq!(out.transform.center, fixed.center());
+        assert_eq!(out.transform.center(), fixed.center());
         assert!(out.metric_value < -5.0, "metric {}", out.metric_value);
     }
 }

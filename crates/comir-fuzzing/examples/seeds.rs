@@ -85,13 +85,26 @@ fn image_seeds(dir: &Path) {
 
 fn transform_seeds(dir: &Path) {
     let t = comir_transform::Rigid2::new(0.1, [1.5, -2.0], [10.0, 11.0]);
-    let rec = comir_transform::TransformRecord::new(&t, "mi", -0.5, 0.01);
+    let rec = comir_transform::TransformRecord::new(&t.into(), "mi", -0.5, 0.01);
     let json = serde_json::to_string_pretty(&rec).expect("json");
     write(dir, "ok-record.json", json.as_bytes());
     write(
         dir,
         "err-kind.json",
-        json.replace("\"rigid\"", "\"affine\"").as_bytes(),
+        json.replace("\"rigid\"", "\"perspective\"").as_bytes(),
+    );
+    let a = comir_transform::Affine2 {
+        matrix: [[0.7, 0.05], [-0.02, 0.75]],
+        translation: [30.0, -12.0],
+        center: [10.0, 11.0],
+    };
+    let affine = comir_transform::TransformRecord::new(&a.into(), "mi", -0.4, 0.02);
+    let affine = serde_json::to_string_pretty(&affine).expect("json");
+    write(dir, "ok-affine.json", affine.as_bytes());
+    write(
+        dir,
+        "err-reflecting.json",
+        affine.replacen("0.7,", "-0.7,", 1).as_bytes(),
     );
     write(
         dir,

@@ -46,13 +46,13 @@ pub fn decode_image(data: &[u8]) -> Result<Image, comir_image::Error> {
 pub fn parse_transform(data: &[u8]) -> Result<TransformRecord, String> {
     let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
     let rec = comir_transform::parse_json(text, "fuzz-input").map_err(|e| e.to_string())?;
-    let t = rec.rigid();
+    let t = rec.transform();
     let p = t.apply([1.0, 2.0]);
     assert!(
         p.iter().all(|v| v.is_finite()),
         "a finite record maps to {p:?}"
     );
-    let _ = t.inverse().compose(&t).matrix();
+    let _ = t.inverse().map(|inv| inv.matrix3());
     let _ = comir_transform::itk_tfm_text(&t);
     Ok(rec)
 }
@@ -177,15 +177,16 @@ pub fn register_bytes(data: &[u8]) -> Option<Result<Outcome, comir_register::Err
     }
     let mut init = comir_register::centered_identity(&fixed, &moving);
     if flags & 4 != 0 {
-        init.angle_rad += f64::from(data[0]) * 0.05;
-        init.translation[0] += f64::from(data[2]) / 8.0;
-        init.translation[1] -= f64::from(data[3]) / 8.0;
+        let mut mu = init.params();
+        mu[0] += f64::from(data[0]) * 0.05;
+        mu[1] += f64::from(data[2]) / 8.0;
+        mu[2] -= f64::from(data[3]) / 8.0;
+        init.set_params(&mu);
     }
     let result = registrar(data[0], flags & 1 != 0).register(&fixed, &moving, &init);
     if let Ok(o) = &result {
         let t = &o.transform;
-        let finite =
-            t.angle_rad.is_finite() && t.translation.iter().chain(&t.center).all(|v| v.is_finite());
+        let finite = t.params().iter().chain(&t.center()).all(|v| v.is_finite());
         assert!(
             finite,
             "a registration returned a non-finite transform: {t:?}"

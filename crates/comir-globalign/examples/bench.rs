@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use comir_globalign::{GlobalSearch, GlobalSearchConfig};
 use comir_image::ops::Border;
-use comir_register::{centered_identity, Registrar as _};
+use comir_register::{centered_rigid, Registrar as _};
 use comir_testkit::{datasets_dir, moved_by, phantom_pair};
 use comir_transform::{corner_error, Rigid2};
 
@@ -27,7 +27,7 @@ fn main() {
     };
     let truth = Rigid2::new(100f64.to_radians(), [20.0, -15.0], a.center());
     let moving = moved_by(&b, &truth, Border::Zero);
-    let init = centered_identity(&a, &moving);
+    let init = centered_rigid(&a, &moving);
     let g = GlobalSearch::new(GlobalSearchConfig::default()).expect("config");
     println!(
         "{}x{} pair, {} threads",

@@ -65,8 +65,8 @@ use std::time::Instant;
 
 use comir_image::ops::pyramid_level;
 use comir_image::Image;
-use comir_register::{check_inputs, Error, Outcome, Registrar, StopReason, MIN_SIZE};
-use comir_transform::Rigid2;
+use comir_register::{check_inputs, rigid_start, Error, Outcome, Registrar, StopReason, MIN_SIZE};
+use comir_transform::{Rigid2, Transform2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -649,7 +649,7 @@ impl GlobalSearch {
         stats.refine_s = t_refine.elapsed().as_secs_f64();
         stats.angles_evaluated = evaluated;
         let outcome = Outcome {
-            transform: Rigid2::new(wrap(best.angle), best.t, c),
+            transform: Rigid2::new(wrap(best.angle), best.t, c).into(),
             metric_value: -best.mi,
             iterations: evaluated,
             stop: StopReason::SearchComplete,
@@ -663,8 +663,9 @@ impl Registrar for GlobalSearch {
         "global"
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
-        self.register_with_stats(fixed, moving, init)
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
+        let init = rigid_start(init, "global")?;
+        self.register_with_stats(fixed, moving, &init)
             .map(|(o, _)| o)
     }
 }

@@ -100,7 +100,7 @@ fn recover(w: usize, angle_deg: f64, t: [f64; 2], cfg: GlobalSearchConfig) -> (f
     let g = GlobalSearch::new(cfg).expect("valid");
     let init = comir_register::centered_identity(&a, &moving);
     let o = g.register(&a, &moving, &init).expect("registers");
-    assert_eq!(o.transform.center, init.center);
+    assert_eq!(o.transform.center(), init.center());
     assert_eq!(o.stop, StopReason::SearchComplete);
     (corner_error(&o.transform, &truth, w as f64, w as f64), o)
 }
@@ -152,7 +152,8 @@ fn identity_gives_near_zero_error() {
             "{w}: corner error {err}, got {:?}",
             o.transform
         );
-        assert!(o.transform.translation[0].abs() < 0.5 && o.transform.translation[1].abs() < 0.5);
+        let r = o.transform.as_rigid().expect("rigid");
+        assert!(r.translation[0].abs() < 0.5 && r.translation[1].abs() < 0.5);
     }
 }
 
@@ -166,7 +167,15 @@ fn different_image_sizes_and_centres() {
     let g = GlobalSearch::new(GlobalSearchConfig::default()).expect("valid");
     let init = comir_register::centered_identity(&a, &moving);
     let o = g.register(&a, &moving, &init).expect("registers");
-    let err = corner_error(&o.transform.with_center(truth.center), &truth, 100.0, 90.0);
+    let err = corner_error(
+        &o.transform
+            .as_rigid()
+            .expect("rigid")
+            .with_center(truth.center),
+        &truth,
+        100.0,
+        90.0,
+    );
     assert!(
         err < 0.02 * 100.0,
         "corner error {err}, got {:?}",
@@ -198,8 +207,8 @@ fn deterministic_across_runs_and_thread_counts() {
     assert_eq!(o1, o2);
     assert_eq!(o1, o3);
     assert_eq!(
-        o1.transform.angle_rad.to_bits(),
-        o3.transform.angle_rad.to_bits()
+        o1.transform.angle_rad().to_bits(),
+        o3.transform.angle_rad().to_bits()
     );
     assert!(corner_error(&o1.transform, &truth, 96.0, 96.0) < 0.02 * 96.0);
 }
@@ -218,7 +227,7 @@ fn use_init_restricts_the_search() {
     let g = GlobalSearch::new(restricted).expect("valid");
     // Around the truth: found.
     let near = Rigid2::new(1.25, [4.0, 3.0], a.center());
-    let o = g.register(&a, &moving, &near).expect("registers");
+    let o = g.register(&a, &moving, &near.into()).expect("registers");
     assert!(
         corner_error(&o.transform, &truth, 96.0, 96.0) < 0.02 * 96.0,
         "{:?}",
@@ -226,9 +235,9 @@ fn use_init_restricts_the_search() {
     );
     // Far from the truth: the angle stays within the range around init.
     let far = Rigid2::new(-1.0, [0.0, 0.0], a.center());
-    let o = g.register(&a, &moving, &far).expect("registers");
+    let o = g.register(&a, &moving, &far.into()).expect("registers");
     assert!(
-        (o.transform.angle_rad + 1.0).abs() <= 10f64.to_radians() + 0.05,
+        (o.transform.angle_rad() + 1.0).abs() <= 10f64.to_radians() + 0.05,
         "{:?}",
         o.transform
     );

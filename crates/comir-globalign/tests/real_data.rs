@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use comir_globalign::{GlobalSearch, GlobalSearchConfig};
 use comir_image::ops::Border;
-use comir_register::centered_identity;
+use comir_register::centered_rigid;
 use comir_testkit::{dataset, moved_by};
 use comir_transform::{corner_error, Rigid2};
 use rand::{Rng, SeedableRng};
@@ -43,7 +43,7 @@ fn run(name: &str, count: usize, angle_deg: f64, t: [f64; 2]) -> Option<(usize, 
         ];
         let truth = Rigid2::new(ang.to_radians(), tt, a.center());
         let moving = moved_by(&b, &truth, Border::Zero);
-        let init = centered_identity(&a, &moving);
+        let init = centered_rigid(&a, &moving);
         let start = Instant::now();
         let (o, st) = g
             .register_with_stats(&a, &moving, &init)
@@ -62,9 +62,9 @@ fn run(name: &str, count: usize, angle_deg: f64, t: [f64; 2]) -> Option<(usize, 
             a.height(),
             tt[0],
             tt[1],
-            o.transform.angle_rad.to_degrees(),
-            o.transform.translation[0],
-            o.transform.translation[1],
+            o.transform.angle_rad().to_degrees(),
+            o.transform.params()[1],
+            o.transform.params()[2],
             if success { "ok" } else { "FAIL" },
             st.prepare_s,
             st.coarse_s,

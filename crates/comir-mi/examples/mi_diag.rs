@@ -42,7 +42,7 @@ fn main() {
         let o = reg
             .register(&a, &moving, &centered_identity(&a, &moving))
             .expect("reg");
-        let ot = reg.register(&a, &moving, &truth).expect("reg");
+        let ot = reg.register(&a, &moving, &truth.into()).expect("reg");
         let e = corner_error(&o.transform, &truth, w, a.height() as f64);
         let et = corner_error(&ot.transform, &truth, w, a.height() as f64);
         ok += usize::from(e <= 0.02 * w);

@@ -1,8 +1,9 @@
-//! Mattes mutual-information rigid registration, the classical multimodal baseline.
+//! Mattes mutual-information registration (rigid, similarity or affine), the classical multimodal
+//! baseline.
 //!
 //! # Method
-//! Mutual information (MI) between the fixed image `F` and the moving image `M` warped by a rigid
-//! transform `T` is estimated from a joint histogram, following Mattes et al., "PET-CT image
+//! Mutual information (MI) between the fixed image `F` and the moving image `M` warped by a
+//! transform `T` (rigid, similarity or affine: [`MattesMiConfig::transform`]) is estimated from a joint histogram, following Mattes et al., "PET-CT image
 //! registration in the chest using free-form deformations", IEEE TMI 22(1), 2003 (the metric ITK and
 //! elastix call *(Advanced)MattesMutualInformation*):
 //!
@@ -21,8 +22,9 @@
 //!   [`MattesMiConfig::intensity_clip`] optionally replaces `[min, max]` by inner quantiles
 //!   (off by default; on 10 raw SHG/H&E pairs it did not change the success rate).
 //! * The derivative is analytic: `∇M` is the exact derivative of the bilinear interpolant at the
-//!   mapped point and `∂T/∂μ` the Jacobian of the rigid map `T(p) = R(θ)(p − c) + c + t` with
-//!   respect to `μ = (θ, tx, ty)`. It is computed in a second pass over the samples, after the
+//!   mapped point and `∂T/∂μ` the Jacobian of the transform with respect to its parameters `μ`
+//!   (ITK's parameters: `θ, tx, ty` for `T(p) = R(θ)(p − c) + c + t`; `s, θ, tx, ty` for a
+//!   similarity; the four matrix entries and `tx, ty` for an affine map). It is computed in a second pass over the samples, after the
 //!   histogram; `p_F` does not depend on `μ` and the terms from the marginals sum to zero, which
 //!   gives the short form above.
 //! * `Outcome::metric_value` is `−MI` (in nats) at the result, measured on the finest level's
@@ -54,8 +56,9 @@
 //!
 //! # Optimiser
 //! Regular-step gradient descent (ITK's `RegularStepGradientDescentOptimizer`) on the cost `−MI`
-//! in scaled parameters `(θ·r, tx, ty)`, `r` the RMS distance of the samples from the rotation
-//! centre, so that a unit step in the rotation moves points as far on average as a unit step in
+//! in scaled parameters (`(θ·r, tx, ty)` for a rigid transform; the scale, angle and matrix
+//! entries are multiplied by `r` too), `r` the RMS distance of the samples from the centre, so
+//! that a unit step in any parameter moves points as far on average as a unit step in
 //! translation. Each iteration moves by the current step length along the normalised negative
 //! gradient; whenever the gradient direction reverses (negative dot product with the previous
 //! gradient) the step is multiplied by [`MattesMiConfig::relaxation`] (0.7; ITK's 0.5 halves the
@@ -73,13 +76,13 @@
 
 use comir_image::pyramid::{blur_subsample, PassOrder};
 use comir_image::Image;
-use comir_register::{check_inputs, Error, Outcome, Registrar, StopReason, MIN_SIZE};
-use comir_transform::Rigid2;
+use comir_register::{check_inputs, start_as, Error, Outcome, Registrar, StopReason, MIN_SIZE};
+use comir_transform::{Transform2, TransformKind};
 use serde::{Deserialize, Serialize};
 
 mod metric;
 
-use metric::{sample_rng, Level, Scratch};
+use metric::{sample_rng, Level, Scratch, MAX_PARAMS};
 
 /// Settings of [`MattesMi`]. `Default` gives the reference settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +129,8 @@ pub struct MattesMiConfig {
     pub gradient_tolerance: f64,
     /// Seed of the sample draws (default 0).
     pub seed: u64,
+    /// The transform estimated: `rigid` (default), `similarity` or `affine`.
+    pub transform: TransformKind,
 }
 
 impl Default for MattesMiConfig {
@@ -144,6 +149,7 @@ impl Default for MattesMiConfig {
             max_iterations: 300,
             gradient_tolerance: 1e-9,
             seed: 0,
+            transform: TransformKind::Rigid,
         }
     }
 }
@@ -254,7 +260,7 @@ impl MattesMiConfig {
     }
 }
 
-/// Mattes mutual-information rigid registration (see the crate docs). Registrar name `"mi"`.
+/// Mattes mutual-information registration (see the crate docs). Registrar name `"mi"`.
 #[derive(Clone, Debug)]
 pub struct MattesMi {
     config: MattesMiConfig,
@@ -336,33 +342,46 @@ enum LevelEnd {
     TooFewSamples,
 }
 
-/// Regular-step gradient descent on `−MI` at one level; updates `theta`, `t` in place and returns
-/// the iterations used.
+/// Regular-step gradient descent on `−MI` at one level; updates `t` in place and returns the
+/// iterations used.
+///
+/// The descent runs in scaled parameters `μₖ·sₖ` ([`Transform2::parameter_scales`] with the
+/// samples' RMS radius: `(θ·r, tx, ty)` for a rigid transform), so that a unit step in any
+/// parameter moves the points about as far.
 fn optimise_level(
     config: &MattesMiConfig,
     level: &Level,
-    theta: &mut f64,
-    t: &mut [f64; 2],
+    t: &mut Transform2,
     scratch: &mut Scratch,
 ) -> (usize, LevelEnd) {
     let r = level.rms_radius();
+    let scales = t.parameter_scales(r);
+    let n = scales.len();
+    let mut mu = t.params();
     let min_valid = (config.min_valid_fraction * level.n_samples() as f64).ceil() as usize;
     let mut step = config.max_step * level.factor;
     let min_step = config.min_step * level.factor;
-    let mut prev: Option<[f64; 3]> = None;
+    let mut prev: Option<[f64; MAX_PARAMS]> = None;
     for it in 0..config.max_iterations {
-        let e = level.evaluate(*theta, *t, true, scratch);
+        let e = level.evaluate(t, true, scratch);
         if e.valid == 0 || e.valid < min_valid {
             return (it + 1, LevelEnd::TooFewSamples);
         }
-        // Gradient of the cost −MI in scaled parameters (θ·r, tx, ty).
-        let g = [-e.grad[0] / r, -e.grad[1], -e.grad[2]];
-        let norm = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+        // Gradient of the cost −MI in scaled parameters.
+        let mut g = [0.0; MAX_PARAMS];
+        for k in 0..n {
+            g[k] = -e.grad[k] / scales[k];
+        }
+        let norm = g[..n].iter().fold(0.0, |acc, v| acc + v * v).sqrt();
         if norm.is_nan() || norm <= config.gradient_tolerance {
             return (it + 1, LevelEnd::Converged);
         }
         if let Some(p) = prev {
-            if p[0] * g[0] + p[1] * g[1] + p[2] * g[2] < 0.0 {
+            let dot = p[..n]
+                .iter()
+                .zip(&g[..n])
+                .fold(0.0, |acc, (a, b)| acc + a * b);
+            if dot < 0.0 {
                 step *= config.relaxation;
             }
         }
@@ -370,9 +389,10 @@ fn optimise_level(
             return (it + 1, LevelEnd::Converged);
         }
         let k = step / norm;
-        *theta -= k * g[0] / r;
-        t[0] -= k * g[1];
-        t[1] -= k * g[2];
+        for j in 0..n {
+            mu[j] -= k * g[j] / scales[j];
+        }
+        t.set_params(&mu);
         prev = Some(g);
     }
     (config.max_iterations, LevelEnd::MaxIterations)
@@ -383,24 +403,25 @@ impl Registrar for MattesMi {
         "mi"
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+    fn kind(&self) -> TransformKind {
+        self.config.transform
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
         check_inputs(fixed, moving, MIN_SIZE)?;
         let cfg = &self.config;
-        let center = init.center;
-        let levels = build_levels(cfg, fixed, moving, center);
-        let mut theta = init.angle_rad;
-        let mut t = init.translation;
+        let mut t = start_as(init, cfg.transform, "mi")?;
+        let levels = build_levels(cfg, fixed, moving, t.center());
         let mut scratch = Scratch::default();
         let mut iterations = 0;
         let mut stop = StopReason::Converged;
-        let result = |theta: f64, t: [f64; 2]| Rigid2::new(theta, t, center);
         for level in &levels {
-            let (its, end) = optimise_level(cfg, level, &mut theta, &mut t, &mut scratch);
+            let (its, end) = optimise_level(cfg, level, &mut t, &mut scratch);
             iterations += its;
             match end {
                 LevelEnd::TooFewSamples => {
                     return Ok(Outcome {
-                        transform: result(theta, t),
+                        transform: t,
                         metric_value: 0.0,
                         iterations,
                         stop: StopReason::TooFewSamples,
@@ -414,18 +435,18 @@ impl Registrar for MattesMi {
             method: "mi",
             reason: "no pyramid level".into(),
         })?;
-        let e = finest.evaluate(theta, t, false, &mut scratch);
+        let e = finest.evaluate(&t, false, &mut scratch);
         let min_valid = (cfg.min_valid_fraction * finest.n_samples() as f64).ceil() as usize;
         if e.valid == 0 || e.valid < min_valid {
             return Ok(Outcome {
-                transform: result(theta, t),
+                transform: t,
                 metric_value: 0.0,
                 iterations,
                 stop: StopReason::TooFewSamples,
             });
         }
         Ok(Outcome {
-            transform: result(theta, t),
+            transform: t,
             metric_value: -e.mi,
             iterations,
             stop,

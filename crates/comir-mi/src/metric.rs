@@ -1,8 +1,9 @@
 //! The Mattes mutual-information metric on one pyramid level: joint histogram with a box window on
 //! the fixed image and a cubic B-spline Parzen window on the moving image, and its analytic
-//! derivative with respect to the rigid parameters `(θ, tx, ty)`.
+//! derivative with respect to the parameters of a rigid, similarity or affine transform.
 
 use comir_image::Image;
+use comir_transform::Transform2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -45,8 +46,6 @@ struct Pending {
     base: u32,
     /// `κ₀ − m`: the B-spline argument of the first of the four moving bins.
     u0: f64,
-    /// `∂m/∂(θ, tx, ty)`.
-    dm: [f64; 3],
 }
 
 /// Reusable buffers, so an iteration allocates nothing.
@@ -55,15 +54,21 @@ pub(crate) struct Scratch {
     joint: Vec<f64>,
     log_ratio: Vec<f64>,
     pending: Vec<Pending>,
+    /// `∂m/∂μ` of each pending sample, `n_params` values per sample.
+    dm: Vec<f64>,
 }
+
+/// Most parameters of a transform the metric differentiates (affine: 6).
+pub(crate) const MAX_PARAMS: usize = 6;
 
 /// The metric at one transform.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Eval {
     /// Mutual information in nats (≥ 0).
     pub(crate) mi: f64,
-    /// `∂MI/∂(θ, tx, ty)` (zero when not requested).
-    pub(crate) grad: [f64; 3],
+    /// `∂MI/∂μ` in the transform's parameter order (zero when not requested; only the first
+    /// `n_params` entries are used).
+    pub(crate) grad: [f64; MAX_PARAMS],
     /// Samples that fell inside the moving image.
     pub(crate) valid: usize,
 }
@@ -121,6 +126,102 @@ fn bilinear_with_grad(img: &Image, x: f64, y: f64) -> Option<(f64, f64, f64)> {
     let gx = (1.0 - fy) * (v10 - v00) + fy * (v11 - v01);
     let gy = bot - top;
     Some((v, gx, gy))
+}
+
+/// A transform as the metric evaluates it: where a sample at offset `(dx, dy)` from the centre
+/// lands in the moving image (full-resolution pixels), and how the moving intensity there changes
+/// with each parameter given the image gradient `(mx, my)` (chain rule through `∂T/∂μ`).
+trait SampleMap {
+    /// Number of parameters.
+    const N: usize;
+    /// The mapped position.
+    fn map(&self, dx: f64, dy: f64) -> (f64, f64);
+    /// `∂m/∂μₖ = (mx, my) · ∂T/∂μₖ` for each parameter, into `out[..N]`.
+    fn dm(&self, dx: f64, dy: f64, mx: f64, my: f64, out: &mut [f64]);
+}
+
+/// `T(p) = R(θ)(p − c) + c + t`, parameters `(θ, tx, ty)`.
+struct RigidMap {
+    s: f64,
+    c: f64,
+    ox: f64,
+    oy: f64,
+}
+
+impl SampleMap for RigidMap {
+    const N: usize = 3;
+    #[inline(always)]
+    fn map(&self, dx: f64, dy: f64) -> (f64, f64) {
+        let (s, c) = (self.s, self.c);
+        (c * dx - s * dy + self.ox, s * dx + c * dy + self.oy)
+    }
+    #[inline(always)]
+    fn dm(&self, dx: f64, dy: f64, mx: f64, my: f64, out: &mut [f64]) {
+        let (s, c) = (self.s, self.c);
+        // ∂T/∂θ = R′(θ)(p − c).
+        let jx = -s * dx - c * dy;
+        let jy = c * dx - s * dy;
+        out[0] = mx * jx + my * jy;
+        out[1] = mx;
+        out[2] = my;
+    }
+}
+
+/// `T(p) = k·R(θ)(p − c) + c + t`, parameters `(k, θ, tx, ty)`.
+struct SimilarityMap {
+    k: f64,
+    s: f64,
+    c: f64,
+    ox: f64,
+    oy: f64,
+}
+
+impl SampleMap for SimilarityMap {
+    const N: usize = 4;
+    #[inline(always)]
+    fn map(&self, dx: f64, dy: f64) -> (f64, f64) {
+        let (k, s, c) = (self.k, self.s, self.c);
+        (
+            k * (c * dx - s * dy) + self.ox,
+            k * (s * dx + c * dy) + self.oy,
+        )
+    }
+    #[inline(always)]
+    fn dm(&self, dx: f64, dy: f64, mx: f64, my: f64, out: &mut [f64]) {
+        let (k, s, c) = (self.k, self.s, self.c);
+        out[0] = mx * (c * dx - s * dy) + my * (s * dx + c * dy);
+        out[1] = k * (mx * (-s * dx - c * dy) + my * (c * dx - s * dy));
+        out[2] = mx;
+        out[3] = my;
+    }
+}
+
+/// `T(p) = A(p − c) + c + t`, parameters `(a11, a12, a21, a22, tx, ty)`.
+struct AffineMap {
+    a: [[f64; 2]; 2],
+    ox: f64,
+    oy: f64,
+}
+
+impl SampleMap for AffineMap {
+    const N: usize = 6;
+    #[inline(always)]
+    fn map(&self, dx: f64, dy: f64) -> (f64, f64) {
+        let a = &self.a;
+        (
+            a[0][0] * dx + a[0][1] * dy + self.ox,
+            a[1][0] * dx + a[1][1] * dy + self.oy,
+        )
+    }
+    #[inline(always)]
+    fn dm(&self, dx: f64, dy: f64, mx: f64, my: f64, out: &mut [f64]) {
+        out[0] = mx * dx;
+        out[1] = mx * dy;
+        out[2] = my * dx;
+        out[3] = my * dy;
+        out[4] = mx;
+        out[5] = my;
+    }
 }
 
 impl Level {
@@ -203,28 +304,57 @@ impl Level {
         (s / self.samples.len() as f64).sqrt().max(1.0)
     }
 
-    /// MI (and, with `want_grad`, its gradient) at the rigid transform `(theta, t)` about the
-    /// level's centre. Samples mapped outside the moving image are dropped.
-    pub(crate) fn evaluate(
-        &self,
-        theta: f64,
-        t: [f64; 2],
-        want_grad: bool,
-        scratch: &mut Scratch,
-    ) -> Eval {
+    /// MI (and, with `want_grad`, its gradient with respect to the transform's parameters) at
+    /// `t`, which must be expressed about the level's centre. Samples mapped outside the moving
+    /// image are dropped.
+    pub(crate) fn evaluate(&self, t: &Transform2, want_grad: bool, scratch: &mut Scratch) -> Eval {
+        debug_assert_eq!(t.center(), self.center, "transform centre");
+        let tr = match t {
+            Transform2::Rigid(r) => r.translation,
+            Transform2::Similarity(r) => r.translation,
+            Transform2::Affine(r) => r.translation,
+        };
+        let ox = self.center[0] + tr[0];
+        let oy = self.center[1] + tr[1];
+        match t {
+            Transform2::Rigid(r) => {
+                let (s, c) = r.angle_rad.sin_cos();
+                self.evaluate_map(&RigidMap { s, c, ox, oy }, want_grad, scratch)
+            }
+            Transform2::Similarity(r) => {
+                let (s, c) = r.angle_rad.sin_cos();
+                let map = SimilarityMap {
+                    k: r.scale,
+                    s,
+                    c,
+                    ox,
+                    oy,
+                };
+                self.evaluate_map(&map, want_grad, scratch)
+            }
+            Transform2::Affine(r) => {
+                let map = AffineMap {
+                    a: r.matrix,
+                    ox,
+                    oy,
+                };
+                self.evaluate_map(&map, want_grad, scratch)
+            }
+        }
+    }
+
+    fn evaluate_map<M: SampleMap>(&self, map: &M, want_grad: bool, scratch: &mut Scratch) -> Eval {
         let b = self.bins;
         scratch.joint.clear();
         scratch.joint.resize(b * b, 0.0);
         scratch.pending.clear();
-        let (s, c) = theta.sin_cos();
+        scratch.dm.clear();
         let inv_f = 1.0 / self.factor;
-        let ox = self.center[0] + t[0];
-        let oy = self.center[1] + t[1];
         let m_hi = b as f64 - PAD - 1e-9;
         let mut valid = 0usize;
         for p in &self.samples {
-            let x = (c * p.dx - s * p.dy + ox) * inv_f;
-            let y = (s * p.dx + c * p.dy + oy) * inv_f;
+            let (x, y) = map.map(p.dx, p.dy);
+            let (x, y) = (x * inv_f, y * inv_f);
             let Some((v, gx, gy)) = bilinear_with_grad(&self.moving, x, y) else {
                 continue;
             };
@@ -245,20 +375,19 @@ impl Level {
                 // ∂m/∂(moving position) in full-resolution pixels.
                 let mx = slope * gx * inv_f;
                 let my = slope * gy * inv_f;
-                // ∂T/∂θ = R′(θ)(p − c).
-                let jx = -s * p.dx - c * p.dy;
-                let jy = c * p.dx - s * p.dy;
+                let at = scratch.dm.len();
+                scratch.dm.resize(at + M::N, 0.0);
+                map.dm(p.dx, p.dy, mx, my, &mut scratch.dm[at..]);
                 scratch.pending.push(Pending {
                     base: base as u32,
                     u0,
-                    dm: [mx * jx + my * jy, mx, my],
                 });
             }
         }
         if valid == 0 {
             return Eval {
                 mi: 0.0,
-                grad: [0.0; 3],
+                grad: [0.0; MAX_PARAMS],
                 valid,
             };
         }
@@ -301,22 +430,22 @@ impl Level {
             }
         }
         mi *= norm;
-        let mut grad = [0.0; 3];
+        let mut grad = [0.0; MAX_PARAMS];
         if want_grad {
             // dMI/dμ = Σ_{ι,κ} ∂p(ι,κ)/∂μ · log(p(ι,κ)/p_m(κ)), and
             // ∂p(ι,κ)/∂μ = −(1/N) Σ_x [ι = ι(x)] β³′(κ − m(x)) ∂m(x)/∂μ.
             let lr = &scratch.log_ratio;
-            for q in &scratch.pending {
+            for (q, dm) in scratch.pending.iter().zip(scratch.dm.chunks_exact(M::N)) {
                 let base = q.base as usize;
                 let mut acc = 0.0;
                 for j in 0..4 {
                     acc += lr[base + j] * bspline3_deriv(q.u0 + j as f64);
                 }
-                for (g, d) in grad.iter_mut().zip(q.dm) {
+                for (g, d) in grad.iter_mut().zip(dm) {
                     *g -= acc * d;
                 }
             }
-            for g in &mut grad {
+            for g in &mut grad[..M::N] {
                 *g *= norm;
             }
         }

@@ -1,8 +1,8 @@
 use super::*;
 use comir_image::ops::Border;
 use comir_register::{centered_identity, MultiStart};
-use comir_testkit::{moved_by, phantom_pair};
-use comir_transform::corner_error;
+use comir_testkit::{moved_by, moved_by_transform, phantom_pair};
+use comir_transform::{corner_error, dense_error, Affine2, Rigid2, Similarity2};
 
 fn smooth_pair(w: usize, h: usize) -> (Image, Image) {
     let fixed = Image::from_fn(w, h, |x, y| {
@@ -19,48 +19,83 @@ fn smooth_pair(w: usize, h: usize) -> (Image, Image) {
 }
 
 fn finite_difference_check(factor: usize, clip: f64) {
+    let f = factor as f64;
+    let center = [19.5 * f, 19.5 * f];
+    // Maps the fixed grid well inside the moving image (margin ≥ 5 level pixels).
+    let t = [12.3 * f, 11.6 * f];
+    let kinds: [Transform2; 3] = [
+        Rigid2::new(0.07, t, center).into(),
+        Similarity2 {
+            scale: 0.97,
+            angle_rad: 0.07,
+            translation: t,
+            center,
+        }
+        .into(),
+        // Entries with few decimals would map whole rows of the sample lattice exactly onto pixel
+        // edges, where the bilinear interpolant has a kink and finite differences average both
+        // sides.
+        Affine2 {
+            matrix: [[0.9813, 0.0617], [-0.0523, 1.0207]],
+            translation: t,
+            center,
+        }
+        .into(),
+    ];
+    for transform in kinds {
+        finite_difference_check_of(factor, clip, &transform);
+    }
+}
+
+fn finite_difference_check_of(factor: usize, clip: f64, transform: &Transform2) {
     let (fixed, moving) = smooth_pair(40, 40);
     // With factor > 1 the images play the part of level `factor` of bigger images.
     let f = factor as f64;
-    let center = [19.5 * f, 19.5 * f];
+    let center = transform.center();
     let mut rng = metric::sample_rng(7);
     let full = (39 * factor + 1, 39 * factor + 1);
     let level = Level::new(
         &fixed, moving, factor, full, center, 32, 100_000, clip, &mut rng,
     );
     let mut scratch = Scratch::default();
-    // Maps the fixed grid well inside the moving image (margin ≥ 5 level pixels).
-    let theta = 0.07;
-    let t = [12.3 * f, 11.6 * f];
-    let e = level.evaluate(theta, t, true, &mut scratch);
+    let e = level.evaluate(transform, true, &mut scratch);
     assert_eq!(e.valid, level.n_samples());
     assert!(e.mi > 0.05, "MI {}", e.mi);
-    let mi_at = |th: f64, tt: [f64; 2], s: &mut Scratch| {
-        let e = level.evaluate(th, tt, false, s);
+    let mut mi_at = |mu: &[f64]| {
+        let mut t = *transform;
+        t.set_params(mu);
+        let e = level.evaluate(&t, false, &mut scratch);
         assert_eq!(e.valid, level.n_samples());
         e.mi
     };
-    let ht = 1e-4 * f;
-    let hth = 2e-6;
-    let fd = [
-        (mi_at(theta + hth, t, &mut scratch) - mi_at(theta - hth, t, &mut scratch)) / (2.0 * hth),
-        (mi_at(theta, [t[0] + ht, t[1]], &mut scratch)
-            - mi_at(theta, [t[0] - ht, t[1]], &mut scratch))
-            / (2.0 * ht),
-        (mi_at(theta, [t[0], t[1] + ht], &mut scratch)
-            - mi_at(theta, [t[0], t[1] - ht], &mut scratch))
-            / (2.0 * ht),
-    ];
-    for (k, (&a, &n)) in e.grad.iter().zip(&fd).enumerate() {
+    let mu = transform.params();
+    let n = mu.len();
+    for k in 0..n {
+        // Translations move points by their own size, the other parameters by ~20 px per unit.
+        let h = if k + 2 >= n { 1e-4 * f } else { 2e-6 };
+        let (mut plus, mut minus) = (mu.clone(), mu.clone());
+        plus[k] += h;
+        minus[k] -= h;
+        let fd = (mi_at(&plus) - mi_at(&minus)) / (2.0 * h);
+        let a = e.grad[k];
         assert!(
-            n.abs() > 1e-4,
-            "component {k}: gradient too small to test ({n})"
+            fd.abs() > 1e-4,
+            "{} component {k}: gradient too small to test ({fd})",
+            transform.kind()
         );
         assert!(
-            (a - n).abs() <= 2e-3 * n.abs() + 1e-7,
-            "factor {factor}, clip {clip}, component {k}: analytic {a}, finite difference {n}"
+            (a - fd).abs() <= 2e-3 * fd.abs() + 1e-7,
+            "{}, factor {factor}, clip {clip}, component {k}: analytic {a}, finite difference {fd}",
+            transform.kind()
         );
     }
+}
+
+/// MI at the rigid transform `(theta, t)` about the level's centre `c`.
+fn mi_rigid(level: &Level, c: [f64; 2], theta: f64, t: [f64; 2], s: &mut Scratch) -> f64 {
+    level
+        .evaluate(&Rigid2::new(theta, t, c).into(), false, s)
+        .mi
 }
 
 #[test]
@@ -80,15 +115,16 @@ fn mi_is_maximal_at_the_true_alignment() {
     let mut rng = metric::sample_rng(1);
     let level = Level::new(&a, b, 1, (128, 128), a.center(), 32, 4096, 0.0, &mut rng);
     let mut s = Scratch::default();
-    let best = level.evaluate(0.0, [0.0, 0.0], false, &mut s).mi;
+    let c = a.center();
+    let best = mi_rigid(&level, c, 0.0, [0.0, 0.0], &mut s);
     for d in [-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0] {
         for t in [[d, 0.0], [0.0, d], [d, -d]] {
-            let mi = level.evaluate(0.0, t, false, &mut s).mi;
+            let mi = mi_rigid(&level, c, 0.0, t, &mut s);
             assert!(mi < best, "shift {t:?}: MI {mi} ≥ aligned {best}");
         }
     }
     for th in [-0.05, -0.02, -0.01, 0.01, 0.02, 0.05] {
-        let mi = level.evaluate(th, [0.0, 0.0], false, &mut s).mi;
+        let mi = mi_rigid(&level, c, th, [0.0, 0.0], &mut s);
         assert!(mi < best, "rotation {th}: MI {mi} ≥ aligned {best}");
     }
     // And the registrar's metric value is −MI.
@@ -134,10 +170,80 @@ fn recovers_rotation_and_translation_on_the_multimodal_phantom() {
             o.transform,
             truth
         );
-        assert_eq!(o.transform.center, truth.center);
+        assert_eq!(o.transform.center(), truth.center);
         assert!(o.metric_value < 0.0);
         assert_ne!(o.stop, StopReason::TooFewSamples);
     }
+}
+
+#[test]
+fn recovers_similarity_and_affine_transforms_on_the_multimodal_phantom() {
+    let w = 128;
+    let (a, b) = phantom_pair(w, w, 21);
+    let c = a.center();
+    let cases: [(TransformKind, Transform2); 2] = [
+        (
+            TransformKind::Similarity,
+            Similarity2 {
+                scale: 0.92,
+                angle_rad: 5f64.to_radians(),
+                translation: [4.0, -3.0],
+                center: c,
+            }
+            .into(),
+        ),
+        (
+            TransformKind::Affine,
+            Affine2 {
+                matrix: [[1.07, 0.05], [-0.04, 0.94]],
+                translation: [-5.0, 3.0],
+                center: c,
+            }
+            .into(),
+        ),
+    ];
+    for (kind, truth) in cases {
+        let moving = moved_by_transform(&b, &truth, Border::Zero);
+        let cfg = MattesMiConfig {
+            transform: kind,
+            ..MattesMiConfig::default()
+        };
+        let reg = MultiStart::reference(MattesMi::new(cfg).expect("config"));
+        let o = reg
+            .register(&a, &moving, &centered_identity(&a, &moving))
+            .expect("register");
+        assert_eq!(o.transform.kind(), kind);
+        // A rigid registration cannot get there: the scale alone moves the corners ≥ 4 px.
+        let err = dense_error(&o.transform, &truth, w as f64, w as f64);
+        assert!(
+            err < 0.01 * w as f64,
+            "{kind}: dense error {err:.3} px; got {:?}, truth {truth:?}",
+            o.transform
+        );
+    }
+}
+
+#[test]
+fn a_rigid_method_refuses_an_affine_start_and_an_affine_one_lifts_a_rigid_start() {
+    let (a, b) = phantom_pair(64, 64, 2);
+    let affine = Affine2::identity(a.center()).into();
+    let rigid = MattesMi::new(MattesMiConfig::default()).expect("config");
+    let e = rigid.register(&a, &b, &affine).expect_err("affine start");
+    assert!(
+        e.to_string()
+            .contains("cannot start from the affine transform"),
+        "{e}"
+    );
+    let cfg = MattesMiConfig {
+        transform: TransformKind::Affine,
+        max_iterations: 3,
+        ..MattesMiConfig::default()
+    };
+    let o = MattesMi::new(cfg)
+        .expect("config")
+        .register(&a, &b, &centered_identity(&a, &b))
+        .expect("register");
+    assert_eq!(o.transform.kind(), TransformKind::Affine);
 }
 
 #[test]
@@ -204,7 +310,7 @@ fn too_few_samples_is_reported() {
     let reg = MattesMi::new(MattesMiConfig::default()).expect("config");
     // Start so far off that almost nothing overlaps.
     let init = Rigid2::new(0.0, [58.0, 58.0], a.center());
-    let o = reg.register(&a, &b, &init).expect("register");
+    let o = reg.register(&a, &b, &init.into()).expect("register");
     assert_eq!(o.stop, StopReason::TooFewSamples);
     assert_eq!(o.metric_value, 0.0);
 }

@@ -63,7 +63,9 @@ impl ManifestResult {
             moving: row.moving.display().to_string(),
             output: row.output.display().to_string(),
             method: r.method.clone(),
-            angle_deg: r.angle_deg,
+            angle_deg: r
+                .angle_deg
+                .unwrap_or_else(|| r.transform().angle_rad().to_degrees()),
             tx: r.translation[0],
             ty: r.translation[1],
             metric_value: r.metric_value,

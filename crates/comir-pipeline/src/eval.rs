@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 
 use crate::methods::{build, MethodName, MethodsConfig};
 use crate::model::{ModelOptions, RegistrationModel};
+use crate::stages::TransformStages;
 use crate::Console;
 
 /// Pairs shown in pictures in a report (the first ones, at the largest level).
@@ -48,6 +49,8 @@ pub struct EvalOptions {
     pub border: Border,
     /// Start each local method from a global FFT search.
     pub init_global: bool,
+    /// The transform models each method runs, in order (`rigid`, `rigid,affine`, …).
+    pub stages: TransformStages,
     /// Method settings (TOML with sections `[aamd]`, `[mi]`, `[features]`, `[global]`).
     pub config: Option<PathBuf>,
     /// Register the learned representations of this model instead of the raw images; pairs
@@ -81,6 +84,7 @@ impl EvalOptions {
             resume: false,
             border: Border::Reflect,
             init_global: false,
+            stages: TransformStages::rigid(),
             config: None,
             model: None,
             split: EvalSplit::Test,
@@ -212,7 +216,7 @@ pub fn evaluate(options: &EvalOptions, console: &mut dyn Console) -> Result<Eval
             };
             Ok(Method {
                 label,
-                registrar: build(m, &cfg, options.init_global)?,
+                registrar: build(m, &cfg, options.init_global, &options.stages)?,
                 on_representations,
             })
         })

@@ -29,8 +29,10 @@ pub mod experiment;
 pub mod import_torch;
 pub mod methods;
 pub mod model;
+pub mod points;
 pub mod register;
 pub mod represent;
+pub mod stages;
 pub mod train;
 
 use std::path::Path;
@@ -46,6 +48,7 @@ pub use comir_represent::Modality;
 pub use comir_train::run::{Preset, RunSummary};
 pub use comir_train::BottleneckMode;
 pub use methods::{MethodName, MethodsConfig};
+pub use stages::TransformStages;
 
 /// Where a run's account goes: lines for the person who started it, side notes, and progress
 /// bars. The command-line tool prints lines on standard output, notes on standard error, and

@@ -9,6 +9,9 @@ use comir_features::{FeatureConfig, FeatureRegistrar};
 use comir_globalign::{GlobalSearch, GlobalSearchConfig};
 use comir_mi::{MattesMi, MattesMiConfig};
 use comir_register::{Chained, MultiStart, Registrar};
+use comir_transform::TransformKind;
+
+use crate::stages::TransformStages;
 use serde::{Deserialize, Serialize};
 
 /// The registration methods, by their names in commands, grids and results.
@@ -130,27 +133,57 @@ impl MethodsConfig {
     }
 }
 
-/// Builds the registrar for `name`. With `init_global`, a global search runs first and the
-/// method refines its result.
+/// Builds the registrar for `name` and the transform `stages`. With `init_global`, a global
+/// search runs first and the method refines its result.
+///
+/// The method runs the first stage; every later stage (similarity, affine) is Mattes MI with that
+/// transform, started where the previous stage ended, on the same images (or representations).
+/// α-AMD, feature matching and the global search estimate rigid transforms only, so with them the
+/// first stage must be `rigid`.
+///
+/// # Errors
+/// An invalid setting, or a first stage the method cannot estimate.
 pub fn build(
     name: MethodName,
     cfg: &MethodsConfig,
     init_global: bool,
+    stages: &TransformStages,
 ) -> Result<Box<dyn Registrar>> {
+    let kinds = stages.kinds();
+    let first = kinds.first().copied().unwrap_or(TransformKind::Rigid);
+    if name != MethodName::Mi && first != TransformKind::Rigid {
+        anyhow::bail!(
+            "{} estimates rigid transforms; start the chain with rigid (e.g. --transform \
+             rigid,{first}) or use --method mi",
+            name.as_str()
+        );
+    }
+    let mi_stage = |kind: TransformKind| {
+        let mut mi = cfg.mi.clone();
+        mi.transform = kind;
+        MattesMi::new(mi)
+    };
     let local: Box<dyn Registrar> = match name {
         MethodName::Aamd => Box::new(AlphaAmd::new(cfg.aamd.clone())?),
-        MethodName::Mi => Box::new(MultiStart::reference(MattesMi::new(cfg.mi.clone())?)),
+        MethodName::Mi => Box::new(MultiStart::reference(mi_stage(first)?)),
         MethodName::Features => Box::new(FeatureRegistrar::new(cfg.features.clone())?),
         MethodName::Global => Box::new(GlobalSearch::new(cfg.global.clone())?),
     };
+    let mut registrar = local;
     if init_global && name != MethodName::Global {
         let global = GlobalSearch::new(cfg.global.clone())?;
-        return Ok(Box::new(Chained {
+        registrar = Box::new(Chained {
             first: global,
-            then: local,
-        }));
+            then: registrar,
+        });
     }
-    Ok(local)
+    for &kind in kinds.iter().skip(1) {
+        registrar = Box::new(Chained {
+            first: registrar,
+            then: mi_stage(kind)?,
+        });
+    }
+    Ok(registrar)
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ use anyhow::{Context, Result};
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
 use comir_register::Registrar;
-use comir_transform::{write_itk_tfm, write_json, Rigid2, TransformRecord};
+use comir_transform::{write_itk_tfm, write_json, Transform2, TransformRecord};
 
 use crate::methods::{build, MethodName, MethodsConfig};
 use crate::model::{ModelOptions, RegistrationModel};
+use crate::points::read_transform;
+use crate::stages::TransformStages;
 
 /// How pairs are registered.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +25,11 @@ pub struct RegisterOptions {
     pub seed: u64,
     /// Start from a global FFT search instead of the identity (for large displacements).
     pub init_global: bool,
+    /// Start from this transform (JSON of `comir register` or ITK `.tfm`) instead of the
+    /// identity.
+    pub init_file: Option<PathBuf>,
+    /// The transform models, run in order (`rigid`, `rigid,affine`, …).
+    pub stages: TransformStages,
     /// Method settings (TOML with sections `[aamd]`, `[mi]`, `[features]`, `[global]`).
     pub config: Option<PathBuf>,
     /// Register the learned representations of the two images with this model.
@@ -32,6 +39,7 @@ pub struct RegisterOptions {
 /// The method (and model) that registers every pair of a run.
 pub struct PairRegistrar {
     registrar: Box<dyn Registrar>,
+    init: Option<Transform2>,
     model: Option<RegistrationModel>,
     label: String,
 }
@@ -43,7 +51,7 @@ pub struct Registered {
     /// What is written as JSON.
     pub record: TransformRecord,
     /// The transform found (fixed → moving coordinates).
-    pub transform: Rigid2,
+    pub transform: Transform2,
     /// The fixed image as registered (gray, or its representation).
     pub fixed: Image,
     /// The moving image as loaded.
@@ -61,7 +69,15 @@ impl PairRegistrar {
             // Learned representations get their own α-AMD pyramid.
             cfg = cfg.for_representations();
         }
-        let registrar = build(options.method, &cfg, options.init_global)?;
+        if options.init_global && options.init_file.is_some() {
+            anyhow::bail!("give a global search or a start transform, not both");
+        }
+        let registrar = build(options.method, &cfg, options.init_global, &options.stages)?;
+        let init = options
+            .init_file
+            .as_deref()
+            .map(read_transform)
+            .transpose()?;
         let model = options
             .model
             .as_ref()
@@ -73,6 +89,7 @@ impl PairRegistrar {
         };
         Ok(PairRegistrar {
             registrar,
+            init,
             model,
             label,
         })
@@ -95,7 +112,9 @@ impl PairRegistrar {
             Some(m) => m.prepare(&fixed_full, &moving_full)?,
             None => (fixed_full.to_gray(), moving_full.to_gray()),
         };
-        let init = comir_register::centered_identity(&fixed, &moving);
+        let init = self
+            .init
+            .unwrap_or_else(|| comir_register::centered_identity(&fixed, &moving));
         let outcome = self
             .registrar
             .register(&fixed, &moving, &init)
@@ -127,7 +146,7 @@ impl PairRegistrar {
 pub struct PairOutputs {
     /// The transform as JSON.
     pub out: PathBuf,
-    /// Also the transform as an ITK .tfm file (Euler2DTransform).
+    /// Also the transform as an ITK .tfm file.
     pub tfm: Option<PathBuf>,
     /// Also the moving image resampled into the fixed frame (.png, or .tif for float).
     pub warped: Option<PathBuf>,

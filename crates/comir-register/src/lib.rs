@@ -7,13 +7,15 @@
 //!
 //! Conventions shared by every method:
 //! * images are single-channel [`Image`]s; the transform maps fixed to moving points
-//!   ([`Rigid2`], see `comir-transform`);
+//!   ([`Transform2`], see `comir-transform`). A method estimates one [`TransformKind`] (its
+//!   [`Registrar::kind`]) and starts from an initial transform of that kind or a simpler one, which
+//!   it lifts (a rigid start for an affine method);
 //! * [`Outcome::metric_value`] is "lower is better" for every method (MI is reported negated), so
 //!   [`MultiStart`] can pick the best start without knowing the method;
 //! * same inputs and seed give the same result, whatever the number of threads.
 
 use comir_image::Image;
-use comir_transform::Rigid2;
+use comir_transform::{Rigid2, Transform2, TransformKind};
 
 /// Why a method stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +35,7 @@ pub enum StopReason {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     /// Fixed-to-moving transform.
-    pub transform: Rigid2,
+    pub transform: Transform2,
     /// The method's cost at the result; lower is better.
     pub metric_value: f64,
     /// Optimiser iterations (or candidates evaluated) in total.
@@ -129,21 +131,32 @@ pub fn check_inputs(fixed: &Image, moving: &Image, min: usize) -> Result<(), Err
 
 /// The default starting transform: no rotation, image centres aligned, rotation about the fixed
 /// image's centre.
-pub fn centered_identity(fixed: &Image, moving: &Image) -> Rigid2 {
+pub fn centered_identity(fixed: &Image, moving: &Image) -> Transform2 {
+    Transform2::Rigid(centered_rigid(fixed, moving))
+}
+
+/// [`centered_identity`] as a [`Rigid2`], for the methods' rigid-only entry points.
+pub fn centered_rigid(fixed: &Image, moving: &Image) -> Rigid2 {
     let (cf, cm) = (fixed.center(), moving.center());
     Rigid2::new(0.0, [cm[0] - cf[0], cm[1] - cf[1]], cf)
 }
 
-/// A rigid registration method.
+/// A registration method.
 pub trait Registrar: Send + Sync {
     /// Short name, as used on the command line (`aamd`, `mi`, ...).
     fn name(&self) -> &'static str;
 
+    /// The kind of transform it estimates (rigid unless the method says otherwise).
+    fn kind(&self) -> TransformKind {
+        TransformKind::Rigid
+    }
+
     /// Registers `moving` to `fixed`, starting from `init` (fixed-to-moving).
     ///
     /// # Errors
-    /// Unusable inputs (see [`check_inputs`]) or a method-specific failure.
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error>;
+    /// Unusable inputs (see [`check_inputs`]), a start more flexible than the method's kind (see
+    /// [`start_as`]) or a method-specific failure.
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error>;
 }
 
 impl<R: Registrar + ?Sized> Registrar for Box<R> {
@@ -151,8 +164,39 @@ impl<R: Registrar + ?Sized> Registrar for Box<R> {
         (**self).name()
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+    fn kind(&self) -> TransformKind {
+        (**self).kind()
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
         (**self).register(fixed, moving, init)
+    }
+}
+
+/// The start `init` as a transform of `kind`, for a method that estimates `kind`: the same map
+/// when `kind` can express it (rigid ⊂ similarity ⊂ affine).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when `init` is more flexible than `kind` (an affine start for a rigid
+/// method), since dropping its scale or shear would silently change the start.
+pub fn start_as(init: &Transform2, kind: TransformKind, method: &str) -> Result<Transform2, Error> {
+    init.lift(kind).ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "{method} estimates {kind} transforms and cannot start from the {} transform it was \
+             given",
+            init.kind()
+        ))
+    })
+}
+
+/// The start `init` as a rigid transform, for the methods that estimate rigid transforms only.
+///
+/// # Errors
+/// As [`start_as`].
+pub fn rigid_start(init: &Transform2, method: &str) -> Result<Rigid2, Error> {
+    match start_as(init, TransformKind::Rigid, method)? {
+        Transform2::Rigid(r) => Ok(r),
+        _ => unreachable!("lift to rigid gives a rigid transform"),
     }
 }
 
@@ -181,16 +225,16 @@ impl<R: Registrar> Registrar for MultiStart<R> {
         self.inner.name()
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+    fn kind(&self) -> TransformKind {
+        self.inner.kind()
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
         use rayon::prelude::*;
         let results: Vec<Result<Outcome, Error>> = self
             .angles_rad
             .par_iter()
-            .map(|&a| {
-                let mut start = *init;
-                start.angle_rad += a;
-                self.inner.register(fixed, moving, &start)
-            })
+            .map(|&a| self.inner.register(fixed, moving, &init.rotated(a)))
             .collect();
         let mut best: Option<Outcome> = None;
         let mut first_err = None;
@@ -238,7 +282,11 @@ impl<A: Registrar, B: Registrar> Registrar for Chained<A, B> {
         self.then.name()
     }
 
-    fn register(&self, fixed: &Image, moving: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+    fn kind(&self) -> TransformKind {
+        self.then.kind()
+    }
+
+    fn register(&self, fixed: &Image, moving: &Image, init: &Transform2) -> Result<Outcome, Error> {
         let start = self.first.register(fixed, moving, init)?;
         let mut out = self.then.register(fixed, moving, &start.transform)?;
         out.iterations += start.iterations;
@@ -256,10 +304,11 @@ mod tests {
         fn name(&self) -> &'static str {
             "bowl"
         }
-        fn register(&self, _: &Image, _: &Image, init: &Rigid2) -> Result<Outcome, Error> {
+        fn register(&self, _: &Image, _: &Image, init: &Transform2) -> Result<Outcome, Error> {
+            let angle = rigid_start(init, "bowl")?.angle_rad;
             Ok(Outcome {
                 transform: *init,
-                metric_value: (init.angle_rad - 0.35).abs(),
+                metric_value: (angle - 0.35).abs(),
                 iterations: 1,
                 stop: StopReason::Converged,
             })
@@ -273,7 +322,7 @@ mod tests {
         let o = ms
             .register(&img, &img, &centered_identity(&img, &img))
             .expect("ok");
-        assert!((o.transform.angle_rad - 0.4).abs() < 1e-12);
+        assert!((o.transform.as_rigid().expect("rigid").angle_rad - 0.4).abs() < 1e-12);
         assert_eq!(o.iterations, 3);
     }
 
@@ -284,11 +333,11 @@ mod tests {
             fn name(&self) -> &'static str {
                 "jump"
             }
-            fn register(&self, _: &Image, _: &Image, init: &Rigid2) -> Result<Outcome, Error> {
-                let mut t = *init;
+            fn register(&self, _: &Image, _: &Image, init: &Transform2) -> Result<Outcome, Error> {
+                let mut t = rigid_start(init, "jump")?;
                 t.angle_rad = 0.3;
                 Ok(Outcome {
-                    transform: t,
+                    transform: t.into(),
                     metric_value: 9.0,
                     iterations: 5,
                     stop: StopReason::SearchComplete,
@@ -326,5 +375,19 @@ mod tests {
         let m = Image::zeros(31, 41, 1);
         let t = centered_identity(&f, &m);
         assert_eq!(t.apply(f.center()), m.center());
+    }
+
+    #[test]
+    fn starts_lift_up_but_never_down() {
+        let img = Image::from_fn(20, 20, |x, _| x as f32);
+        let rigid = centered_identity(&img, &img);
+        let affine = start_as(&rigid, TransformKind::Affine, "mi").expect("lift");
+        assert_eq!(affine.kind(), TransformKind::Affine);
+        let e = rigid_start(&affine, "aamd").expect_err("down");
+        assert!(
+            e.to_string()
+                .contains("aamd estimates rigid transforms and cannot start from the affine"),
+            "{e}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use comir_image::ops::{pyramid_level, warp, Border};
 use comir_image::Image;
-use comir_transform::Rigid2;
+use comir_transform::PointMap;
 
 /// Longest side of a picture in the report, in pixels (larger images are shrunk by a whole
 /// factor, after a blur, so that the page stays light).
@@ -78,9 +78,9 @@ fn gray01(img: &Image) -> Image {
 
 /// The moving image resampled into the fixed image's frame by `t` (fixed → moving coordinates,
 /// as `comir register` writes it); outside the moving image is black.
-pub fn moving_in_fixed_frame(fixed: &Image, moving: &Image, t: &Rigid2) -> Image {
+pub fn moving_in_fixed_frame(fixed: &Image, moving: &Image, t: &impl PointMap) -> Image {
     warp(moving, fixed.width(), fixed.height(), Border::Zero, |p| {
-        t.apply(p)
+        t.map_point(p)
     })
 }
 
@@ -134,6 +134,7 @@ pub fn overlay(fixed: &Image, moving: &Image) -> Image {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use comir_transform::Rigid2;
 
     #[test]
     fn shrink_keeps_small_images_and_divides_large_ones_by_a_whole_factor() {

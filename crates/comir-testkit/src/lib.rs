@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use comir_image::ops::{gaussian_blur, warp, Border};
 use comir_image::Image;
-use comir_transform::Rigid2;
+use comir_transform::{Rigid2, Transform2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -90,6 +90,14 @@ pub fn textured(w: usize, seed: u64) -> Image {
 /// The moving image whose true fixed-to-moving transform is `t`: `moving(t(p)) = fixed(p)`.
 pub fn moved_by(fixed: &Image, t: &Rigid2, border: Border) -> Image {
     let inv = t.inverse();
+    warp(fixed, fixed.width(), fixed.height(), border, |p| {
+        inv.apply(p)
+    })
+}
+
+/// [`moved_by`] for a transform of any kind (it must be invertible).
+pub fn moved_by_transform(fixed: &Image, t: &Transform2, border: Border) -> Image {
+    let inv = t.inverse().expect("an invertible transform");
     warp(fixed, fixed.width(), fixed.height(), border, |p| {
         inv.apply(p)
     })

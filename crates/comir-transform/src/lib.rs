@@ -1,22 +1,37 @@
-//! Rigid 2-D transforms, the contract between registration, evaluation and other tools.
+//! 2-D transforms, the contract between registration, evaluation and other tools.
 //!
 //! # Convention
 //! Points are `(x, y)`: `x` is the column, `y` the row, pixel centres at integer coordinates.
-//! A [`Rigid2`] maps a point of the **fixed** image to the **moving** image:
+//! Every transform maps a point of the **fixed** image to the **moving** image, so the moving
+//! image warped into the fixed frame is `moving(T(p))`. The linear kinds are written about a
+//! centre `c`, as ITK writes them:
 //!
 //! ```text
-//! T(p) = R(θ)·(p − c) + c + t,     R(θ) = [[cos θ, −sin θ], [sin θ, cos θ]]
+//! rigid       T(p) = R(θ)·(p − c) + c + t,     R(θ) = [[cos θ, −sin θ], [sin θ, cos θ]]
+//! similarity  T(p) = s·R(θ)·(p − c) + c + t
+//! affine      T(p) = A·(p − c) + c + t
 //! ```
 //!
-//! so the moving image warped into the fixed frame is `moving(T(p))`. With unit spacing and zero
-//! origin this is exactly ITK's `Euler2DTransform` (parameters `θ, tx, ty`, fixed parameters
-//! `cx, cy`), which also maps fixed points to moving points; [`write_itk_tfm`] writes it so that
+//! With unit spacing and zero origin these are exactly ITK's `Euler2DTransform`,
+//! `Similarity2DTransform` and `AffineTransform` (same parameters, same order, fixed parameters
+//! `cx, cy`), which also map fixed points to moving points; [`write_itk_tfm`] writes them so that
 //! SimpleITK and 3D Slicer read the same mapping. Because `y` points down, a positive θ turns
 //! clockwise on screen.
+//!
+//! [`Transform2`] holds any kind with its parameter vector, Jacobian and parameter scales, the
+//! interface optimisers work on; [`TransformRecord`] is the JSON file of a registration result.
 
-use std::path::Path;
+mod itk;
+mod linear;
+mod record;
+mod rigid;
+mod transform;
 
-use serde::{Deserialize, Serialize};
+pub use itk::{itk_tfm_text, parse_itk_tfm, read_itk_tfm, write_itk_tfm};
+pub use linear::{Affine2, AffineParts, Similarity2};
+pub use record::{parse_json, read_json, write_json, TransformRecord};
+pub use rigid::Rigid2;
+pub use transform::{PointMap, Transform2, TransformKind};
 
 pub mod bspline;
 pub use bspline::BSpline2;
@@ -43,90 +58,6 @@ pub enum Error {
     },
 }
 
-/// A rigid transform (rotation about a centre, then translation) mapping fixed to moving points.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Rigid2 {
-    /// Rotation angle θ in radians.
-    pub angle_rad: f64,
-    /// Translation `t = (tx, ty)` in pixels.
-    pub translation: [f64; 2],
-    /// Rotation centre `c = (cx, cy)` in pixels.
-    pub center: [f64; 2],
-}
-
-impl Rigid2 {
-    /// The identity, with rotation centre `center`.
-    pub fn identity(center: [f64; 2]) -> Rigid2 {
-        Rigid2 {
-            angle_rad: 0.0,
-            translation: [0.0, 0.0],
-            center,
-        }
-    }
-
-    /// A transform from its parts.
-    pub fn new(angle_rad: f64, translation: [f64; 2], center: [f64; 2]) -> Rigid2 {
-        Rigid2 {
-            angle_rad,
-            translation,
-            center,
-        }
-    }
-
-    /// Maps a fixed-image point to the moving image.
-    #[inline]
-    pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
-        let (s, c) = self.angle_rad.sin_cos();
-        let dx = p[0] - self.center[0];
-        let dy = p[1] - self.center[1];
-        [
-            c * dx - s * dy + self.center[0] + self.translation[0],
-            s * dx + c * dy + self.center[1] + self.translation[1],
-        ]
-    }
-
-    /// The homogeneous 3×3 matrix of [`Rigid2::apply`] (the `fixed_to_moving` field of the JSON).
-    pub fn matrix(&self) -> [[f64; 3]; 3] {
-        let (s, c) = self.angle_rad.sin_cos();
-        let o = self.apply([0.0, 0.0]);
-        [[c, -s, o[0]], [s, c, o[1]], [0.0, 0.0, 1.0]]
-    }
-
-    /// The inverse map (moving to fixed), expressed about the same centre.
-    pub fn inverse(&self) -> Rigid2 {
-        // T⁻¹(q) = R(−θ)(q − c − t) + c = R(−θ)(q − c) + c − R(−θ)t.
-        let (s, c) = (-self.angle_rad).sin_cos();
-        let [tx, ty] = self.translation;
-        Rigid2 {
-            angle_rad: -self.angle_rad,
-            translation: [-(c * tx - s * ty), -(s * tx + c * ty)],
-            center: self.center,
-        }
-    }
-
-    /// The same map expressed about another rotation centre.
-    pub fn with_center(&self, center: [f64; 2]) -> Rigid2 {
-        // Keep T(center_new) unchanged: t' = T(c') − c'.
-        let m = self.apply(center);
-        Rigid2 {
-            angle_rad: self.angle_rad,
-            translation: [m[0] - center[0], m[1] - center[1]],
-            center,
-        }
-    }
-
-    /// `self ∘ other`: first `other`, then `self`. The result uses `other`'s centre.
-    pub fn compose(&self, other: &Rigid2) -> Rigid2 {
-        let c = other.center;
-        let m = self.apply(other.apply(c));
-        Rigid2 {
-            angle_rad: self.angle_rad + other.angle_rad,
-            translation: [m[0] - c[0], m[1] - c[1]],
-            center: c,
-        }
-    }
-}
-
 /// The four corners used by the MultiRegEval protocol for a `width × height` image:
 /// `(0,0), (w,0), (w,h), (0,h)` (the protocol uses `w`, not `w − 1`).
 pub fn corners(width: f64, height: f64) -> [[f64; 2]; 4] {
@@ -135,137 +66,38 @@ pub fn corners(width: f64, height: f64) -> [[f64; 2]; 4] {
 
 /// Mean distance between where two transforms send the four corners of a `width × height` image.
 /// This is the MultiRegEval registration error when one of them is the ground truth.
-pub fn corner_error(a: &Rigid2, b: &Rigid2, width: f64, height: f64) -> f64 {
-    corners(width, height)
+pub fn corner_error(a: &impl PointMap, b: &impl PointMap, width: f64, height: f64) -> f64 {
+    mean_distance(a, b, &corners(width, height))
+}
+
+/// The points of a `n × n` grid spread evenly inside a `width × height` image (cell centres), the
+/// points the dense registration error is measured on.
+pub fn dense_grid(width: f64, height: f64, n: usize) -> Vec<[f64; 2]> {
+    let n = n.max(1);
+    let step = [width / n as f64, height / n as f64];
+    (0..n * n)
+        .map(|i| {
+            let (gx, gy) = ((i % n) as f64 + 0.5, (i / n) as f64 + 0.5);
+            [gx * step[0] - 0.5, gy * step[1] - 0.5]
+        })
+        .collect()
+}
+
+/// Mean distance between where two transforms send the points of a 32 × 32 [`dense_grid`]: the
+/// registration error for transforms that bend the image, where four corners say too little.
+pub fn dense_error(a: &impl PointMap, b: &impl PointMap, width: f64, height: f64) -> f64 {
+    mean_distance(a, b, &dense_grid(width, height, 32))
+}
+
+fn mean_distance(a: &impl PointMap, b: &impl PointMap, points: &[[f64; 2]]) -> f64 {
+    points
         .iter()
         .map(|&p| {
-            let (u, v) = (a.apply(p), b.apply(p));
+            let (u, v) = (a.map_point(p), b.map_point(p));
             ((u[0] - v[0]).powi(2) + (u[1] - v[1]).powi(2)).sqrt()
         })
         .sum::<f64>()
-        / 4.0
-}
-
-/// The registration result as written to JSON (the file contract of `comir register`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransformRecord {
-    /// `"rigid"`: the only kind comir writes and reads.
-    pub kind: String,
-    /// Homogeneous matrix mapping fixed `(x, y, 1)` to moving coordinates.
-    pub fixed_to_moving: [[f64; 3]; 3],
-    /// Rotation in degrees.
-    pub angle_deg: f64,
-    /// Translation `(tx, ty)` in pixels.
-    pub translation: [f64; 2],
-    /// Rotation centre `(cx, cy)` in pixels.
-    pub center: [f64; 2],
-    /// The registration method that produced it.
-    pub method: String,
-    /// The method's quality value at the result (see the method's docs for its meaning).
-    pub metric_value: f64,
-    /// Wall-clock seconds the registration took.
-    pub seconds: f64,
-}
-
-impl TransformRecord {
-    /// Wraps a transform with its provenance.
-    pub fn new(t: &Rigid2, method: &str, metric_value: f64, seconds: f64) -> TransformRecord {
-        TransformRecord {
-            kind: "rigid".into(),
-            fixed_to_moving: t.matrix(),
-            angle_deg: t.angle_rad.to_degrees(),
-            translation: t.translation,
-            center: t.center,
-            method: method.into(),
-            metric_value,
-            seconds,
-        }
-    }
-
-    /// The transform the record describes.
-    pub fn rigid(&self) -> Rigid2 {
-        Rigid2::new(self.angle_deg.to_radians(), self.translation, self.center)
-    }
-}
-
-fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    comir_fs::write_atomically(path, text.as_bytes()).map_err(|error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    })
-}
-
-/// Writes a record as pretty JSON (atomically: temporary file, then rename).
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub fn write_json(path: impl AsRef<Path>, rec: &TransformRecord) -> Result<(), Error> {
-    let path = path.as_ref();
-    let text = serde_json::to_string_pretty(rec).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_atomically(path, &(text + "\n"))
-}
-
-/// Reads a record written by [`write_json`].
-///
-/// # Errors
-/// [`Error::Io`] or [`Error::Parse`] naming the file.
-pub fn read_json(path: impl AsRef<Path>) -> Result<TransformRecord, Error> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    parse_json(&text, path)
-}
-
-/// Parses the text of a record as [`read_json`] does a file; `name` only labels the errors.
-/// The record must be `"rigid"` with a finite angle, translation and centre.
-///
-/// # Errors
-/// [`Error::Parse`] naming `name`.
-pub fn parse_json(text: &str, name: impl AsRef<Path>) -> Result<TransformRecord, Error> {
-    let parse = |reason: String| Error::Parse {
-        path: name.as_ref().to_path_buf(),
-        reason,
-    };
-    let rec: TransformRecord = serde_json::from_str(text).map_err(|e| parse(e.to_string()))?;
-    if rec.kind != "rigid" {
-        return Err(parse(format!(
-            "kind is '{}'; only \"rigid\" is supported",
-            rec.kind
-        )));
-    }
-    let finite = rec.angle_deg.is_finite()
-        && rec
-            .translation
-            .iter()
-            .chain(&rec.center)
-            .all(|v| v.is_finite());
-    if !finite {
-        return Err(parse("non-finite angle, translation or centre".into()));
-    }
-    Ok(rec)
-}
-
-/// The ITK transform-file text (`Euler2DTransform_double_2_2`) of a transform.
-pub fn itk_tfm_text(t: &Rigid2) -> String {
-    format!(
-        "#Insight Transform File V1.0\n#Transform 0\nTransform: Euler2DTransform_double_2_2\n\
-         Parameters: {:.17e} {:.17e} {:.17e}\nFixedParameters: {:.17e} {:.17e}\n",
-        t.angle_rad, t.translation[0], t.translation[1], t.center[0], t.center[1]
-    )
-}
-
-/// Writes a transform as an ITK `.tfm` file (atomically).
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub fn write_itk_tfm(path: impl AsRef<Path>, t: &Rigid2) -> Result<(), Error> {
-    write_atomically(path.as_ref(), &itk_tfm_text(t))
+        / points.len().max(1) as f64
 }
 
 #[cfg(test)]
@@ -331,8 +163,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("t.json");
         let t = Rigid2::new(0.1, [1.5, -2.0], [10.0, 11.0]);
-        write_json(&p, &TransformRecord::new(&t, "mi", -0.5, 0.01)).expect("write");
-        let back = read_json(&p).expect("read").rigid();
+        write_json(&p, &TransformRecord::new(&t.into(), "mi", -0.5, 0.01)).expect("write");
+        let back = read_json(&p).expect("read").transform();
         assert!(close(back.apply([3.0, 4.0]), t.apply([3.0, 4.0])));
         std::fs::write(&p, "{\"kind\": 3}").expect("write");
         let msg = read_json(&p).expect_err("bad").to_string();
@@ -342,7 +174,7 @@ mod tests {
     #[test]
     fn tfm_text_has_itk_layout() {
         let t = Rigid2::new(0.25, [1.0, 2.0], [3.0, 4.0]);
-        let text = itk_tfm_text(&t);
+        let text = itk_tfm_text(&t.into());
         assert!(text.contains("Transform: Euler2DTransform_double_2_2"));
         let params: Vec<f64> = text
             .lines()
@@ -352,5 +184,73 @@ mod tests {
             .map(|v| v.parse().expect("float"))
             .collect();
         assert_eq!(params, vec![0.25, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn records_of_every_kind_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("t.json");
+        let kinds: [Transform2; 3] = [
+            Rigid2::new(0.1, [1.5, -2.0], [10.0, 11.0]).into(),
+            Similarity2 {
+                scale: 1.2,
+                angle_rad: 0.05,
+                translation: [4.0, 1.0],
+                center: [10.0, 11.0],
+            }
+            .into(),
+            Affine2 {
+                matrix: [[0.7, 0.05], [0.02, 0.75]],
+                translation: [-30.0, 12.0],
+                center: [10.0, 11.0],
+            }
+            .into(),
+        ];
+        for t in kinds {
+            write_json(&p, &TransformRecord::new(&t, "mi", -0.5, 0.01)).expect("write");
+            let back = read_json(&p).expect("read").transform();
+            assert_eq!(back.kind(), t.kind());
+            assert!(corner_error(&back, &t, 100.0, 100.0) < 1e-9);
+            let tfm = parse_itk_tfm(&itk_tfm_text(&t), "t.tfm").expect("tfm");
+            assert!(corner_error(&tfm, &t, 100.0, 100.0) < 1e-9);
+        }
+        let rigid =
+            serde_json::to_value(TransformRecord::new(&kinds[0], "mi", 0.0, 0.0)).expect("json");
+        let keys: Vec<&String> = rigid.as_object().expect("object").keys().collect();
+        assert!(!keys.iter().any(|k| *k == "scale" || *k == "confidence"));
+    }
+
+    #[test]
+    fn bad_records_and_tfm_files_are_named() {
+        let reflect = r#"{"kind":"affine","fixed_to_moving":[[-1,0,5],[0,1,0],[0,0,1]],
+            "translation":[0,0],"center":[0,0],"method":"x","metric_value":0,"seconds":0}"#;
+        let e = parse_json(reflect, "r.json").expect_err("reflection");
+        assert!(e.to_string().contains("r.json") && e.to_string().contains("reflects"));
+        let bent = reflect.replace("affine", "bent");
+        let e = parse_json(&bent, "b.json").expect_err("kind");
+        assert!(e.to_string().contains("'bent'"), "{e}");
+        let short =
+            "Transform: AffineTransform_double_2_2\nParameters: 1 0 0 1\nFixedParameters: 0 0\n";
+        let e = parse_itk_tfm(short, "s.tfm").expect_err("count");
+        assert!(e.to_string().contains("s.tfm") && e.to_string().contains("6 parameters"));
+        let nan =
+            "Transform: Euler2DTransform_double_2_2\nParameters: nan 0 0\nFixedParameters: 0 0\n";
+        assert!(parse_itk_tfm(nan, "n.tfm").is_err());
+        let other =
+            "Transform: VersorRigid3DTransform_double_3_3\nParameters: 0\nFixedParameters: 0\n";
+        let e = parse_itk_tfm(other, "o.tfm").expect_err("class");
+        assert!(e.to_string().contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn dense_error_of_a_shift_is_its_length_and_sees_inner_bending() {
+        let a = Rigid2::identity([50.0, 50.0]);
+        let b = Rigid2::new(0.0, [3.0, 4.0], [50.0, 50.0]);
+        assert!((dense_error(&a, &b, 100.0, 100.0) - 5.0).abs() < 1e-12);
+        let grid = dense_grid(64.0, 32.0, 4);
+        assert_eq!(grid.len(), 16);
+        assert!(grid
+            .iter()
+            .all(|p| p[0] > 0.0 && p[0] < 63.0 && p[1] > 0.0 && p[1] < 31.0));
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use comir_pipeline::eval::{evaluate, EvalOptions};
 use comir_pipeline::model::ModelOptions;
-use comir_pipeline::{Border, Modality};
+use comir_pipeline::{Border, Modality, TransformStages};
 
 use crate::console::{print_evaluation, Terminal};
 use crate::values::{methods, MethodArg, SplitArg};
@@ -45,6 +45,10 @@ pub struct EvalArgs {
     /// Start each local method from a global FFT search.
     #[arg(long, value_parser = ["identity", "global"], default_value = "identity")]
     pub init: String,
+    /// The transform each method estimates: rigid, similarity or affine, or a chain run in
+    /// order (e.g. rigid,affine; later stages use MI).
+    #[arg(long, default_value = "rigid")]
+    pub transform: TransformStages,
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -98,6 +102,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             Border::Reflect
         },
         init_global: args.init == "global",
+        stages: args.transform,
         config: args.config,
         model: args.model.map(|dir| ModelOptions {
             dir,

@@ -8,3 +8,4 @@ pub mod import_torch;
 pub mod register;
 pub mod represent;
 pub mod train;
+pub mod transform_points;

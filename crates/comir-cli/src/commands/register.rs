@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use comir_pipeline::batch::{merge, register_shard, Shard};
 use comir_pipeline::model::ModelOptions;
 use comir_pipeline::register::{register_pair, PairOutputs, RegisterOptions};
-use comir_pipeline::Modality;
+use comir_pipeline::{Modality, TransformStages};
 
 use crate::console::Terminal;
 use crate::values::MethodArg;
@@ -43,7 +43,7 @@ pub struct RegisterArgs {
     /// With --manifest: gather the shards' CSVs into MANIFEST.results.csv (every row once).
     #[arg(long, requires = "manifest")]
     merge: bool,
-    /// Also write the transform as an ITK .tfm file (Euler2DTransform).
+    /// Also write the transform as an ITK .tfm file (Euler2D, Similarity2D or Affine transform).
     #[arg(long)]
     tfm: Option<PathBuf>,
     /// Also write the moving image resampled into the fixed frame (.png, or .tif for float).
@@ -52,8 +52,13 @@ pub struct RegisterArgs {
     /// Seed of every random choice of the method.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Start from a global FFT search instead of the identity (for large displacements).
-    #[arg(long, value_parser = ["identity", "global"], default_value = "identity")]
+    /// The transform to estimate: rigid, similarity or affine, or a chain run in order, each
+    /// stage starting where the previous ended (e.g. rigid,affine; later stages use MI).
+    #[arg(long, default_value = "rigid")]
+    transform: TransformStages,
+    /// Where to start: identity (image centres aligned), global (an FFT search over rotations
+    /// and translations, for large displacements) or a transform file (.json or .tfm).
+    #[arg(long, default_value = "identity")]
     init: String,
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
@@ -84,6 +89,8 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         method: args.method.into(),
         seed: args.seed,
         init_global: args.init == "global",
+        init_file: (args.init != "global" && args.init != "identity").then(|| args.init.into()),
+        stages: args.transform,
         config: args.config,
         model: args.model.map(|dir| ModelOptions {
             dir,
@@ -129,14 +136,34 @@ pub fn run(args: RegisterArgs) -> Result<()> {
     };
     let registered = register_pair(&options, &fixed, &moving, &outputs)?;
     let (record, t) = (&registered.record, &registered.transform);
+    let c = t.center();
+    let params = match t.as_rigid() {
+        Some(r) => format!(
+            "angle {:.3}°, translation ({:.2}, {:.2}) px",
+            r.angle_rad.to_degrees(),
+            r.translation[0],
+            r.translation[1]
+        ),
+        None => {
+            let parts = t.to_affine().decompose();
+            let m = t.matrix3();
+            format!(
+                "{}: scale ({:.4}, {:.4}), angle {:.3}°, shear {:.4}, offset ({:.2}, {:.2}) px",
+                t.kind(),
+                parts.scale[0],
+                parts.scale[1],
+                parts.angle_rad.to_degrees(),
+                parts.shear,
+                m[0][2],
+                m[1][2]
+            )
+        }
+    };
     println!(
-        "{}: angle {:.3}°, translation ({:.2}, {:.2}) px about ({:.1}, {:.1}), metric {:.5}, {:.3} s -> {}",
+        "{}: {params} about ({:.1}, {:.1}), metric {:.5}, {:.3} s -> {}",
         record.method,
-        record.angle_deg,
-        t.translation[0],
-        t.translation[1],
-        t.center[0],
-        t.center[1],
+        c[0],
+        c[1],
         record.metric_value,
         record.seconds,
         outputs.out.display()
