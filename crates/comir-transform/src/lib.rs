@@ -33,6 +33,9 @@ pub use record::{parse_json, read_json, write_json, TransformRecord};
 pub use rigid::Rigid2;
 pub use transform::{PointMap, Transform2, TransformKind};
 
+pub mod bspline;
+pub use bspline::BSpline2;
+
 /// Errors reading or writing transform files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

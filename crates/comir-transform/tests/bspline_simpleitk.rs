@@ -1,0 +1,129 @@
+//! Checks the B-spline `.tfm` block against SimpleITK itself: the file we write must map points
+//! as `BSpline2::apply` does (inside the domain, on its edges, and outside where both give the
+//! identity), and our grid must be the one ITK builds from the same transform domain.
+//! Skips (with a message) when python3 or SimpleITK is missing.
+
+use std::process::Command;
+
+use comir_transform::BSpline2;
+
+fn simpleitk_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import SimpleITK"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Reads the transform and a points file (`x y` per line); prints the fixed parameters of the
+/// transform ITK builds from the transform domain `[0, w − 1] × [0, h − 1]` with the given mesh,
+/// then one mapped point per line.
+const SCRIPT: &str = r#"
+import sys, SimpleITK as sitk
+tfm_path, pts_path, w, h, mx, my = sys.argv[1:7]
+ref = sitk.BSplineTransform(2, 3)
+ref.SetTransformDomainOrigin((0.0, 0.0))
+ref.SetTransformDomainPhysicalDimensions((float(w) - 1.0, float(h) - 1.0))
+ref.SetTransformDomainMeshSize((int(mx), int(my)))
+print(" ".join(repr(v) for v in ref.GetFixedParameters()))
+t = sitk.ReadTransform(tfm_path)
+for line in open(pts_path):
+    x, y = map(float, line.split())
+    q = t.TransformPoint((x, y))
+    print(f"{q[0]!r} {q[1]!r}")
+"#;
+
+fn floats(line: &str) -> Vec<f64> {
+    line.split_whitespace()
+        .map(|v| v.parse().expect("float"))
+        .collect()
+}
+
+#[test]
+fn bspline_tfm_matches_simpleitk_points() {
+    if !simpleitk_available() {
+        eprintln!("SKIP: python3 with SimpleITK not found (pip install SimpleITK)");
+        return;
+    }
+    let (w, h) = (61usize, 47usize);
+    // Spacing 11 gives non-integer grid spacings (60/6 = 10, 46/5 = 9.2) and an origin of −9.2.
+    let t = BSpline2::random_smooth(w, h, 11.0, 4.0, 2024).expect("field");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tfm = dir.path().join("b.tfm");
+    let text = format!(
+        "#Insight Transform File V1.0\n#Transform 0\n{}",
+        t.itk_tfm_block()
+    );
+    std::fs::write(&tfm, text).expect("write tfm");
+
+    let (xm, ym) = ((w - 1) as f64, (h - 1) as f64);
+    let mut points = vec![
+        // Corners and edges of the domain (evaluated by both).
+        [0.0, 0.0],
+        [xm, 0.0],
+        [xm, ym],
+        [0.0, ym],
+        [xm, 17.5],
+        [23.25, ym],
+        // Outside the domain: the identity for both.
+        [-0.5, 10.0],
+        [xm + 0.25, 10.0],
+        [30.0, -3.0],
+        [30.0, ym + 1.0],
+    ];
+    for k in 0..20 {
+        // Scattered interior points, on and off control-point lines.
+        let fx = ((k * 7 + 3) % 20) as f64 / 20.0;
+        let fy = ((k * 11 + 5) % 20) as f64 / 20.0 + 0.013;
+        points.push([fx * xm + 0.1 * k as f64, fy * ym]);
+    }
+    points.push([10.0, 9.2]); // exactly on a control-point line (x = 10, y = 9.2)
+    let pts = dir.path().join("points.txt");
+    let listing: String = points
+        .iter()
+        .map(|p| format!("{:.17e} {:.17e}\n", p[0], p[1]))
+        .collect();
+    std::fs::write(&pts, listing).expect("write points");
+
+    let m = t.mesh_size();
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(&tfm)
+        .arg(&pts)
+        .args([w, h, m[0], m[1]].map(|v| v.to_string()))
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+
+    let itk_fixed = floats(lines.next().expect("fixed parameters"));
+    let ours = t.itk_fixed_parameters();
+    assert_eq!(itk_fixed.len(), ours.len());
+    for (a, b) in itk_fixed.iter().zip(ours) {
+        assert!(
+            (a - b).abs() < 1e-12,
+            "ITK builds fixed parameters {itk_fixed:?}, comir {ours:?}"
+        );
+    }
+
+    let mut worst = 0f64;
+    let mut count = 0;
+    for (line, p) in lines.zip(&points) {
+        let q = floats(line);
+        let ours = t.apply(*p);
+        let err = (q[0] - ours[0]).abs().max((q[1] - ours[1]).abs());
+        assert!(
+            err < 1e-6,
+            "SimpleITK maps {p:?} to {q:?}, comir to {ours:?}"
+        );
+        worst = worst.max(err);
+        count += 1;
+    }
+    assert_eq!(count, points.len(), "SimpleITK printed too few points");
+    eprintln!("{count} points agree with SimpleITK to {worst:.2e} px");
+}
