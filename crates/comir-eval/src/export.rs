@@ -47,7 +47,12 @@ impl CaseExporter {
         let (f, m) = (format!("{id}_fixed.tif"), format!("{id}_moving.tif"));
         comir_image::save_tiff_f32(self.dir.join(&f), &case.fixed)?;
         comir_image::save_tiff_f32(self.dir.join(&m), &case.moving)?;
-        let t = case.truth;
+        // The cases file holds rigid parameters, the format the elastix comparison reads.
+        let Some(&t) = case.truth.as_rigid() else {
+            return Err(RunError::Eval(crate::Error::InvalidConfig(
+                "--export-cases writes rigid cases only (use --displacement rigid)".into(),
+            )));
+        };
         self.lines.push(format!(
             "{id},{},{level},{},{},{f},{m},{:.17e},{:.17e},{:.17e},{:.17e},{:.17e},{:.17e}",
             pair.replace(',', "_"),

@@ -18,7 +18,9 @@ mod protocol;
 mod results;
 
 pub use comir_data::{find_pairs, Pair};
-pub use protocol::{draw_displacement, make_case, Case, Displacement, Protocol};
+pub use protocol::{
+    draw_displacement, error_of, make_case, Case, Displacement, DisplacementKind, Protocol,
+};
 pub use results::{read_csv, summarize, write_csv, CaseResult, LevelSummary, Summary};
 
 use std::path::PathBuf;
@@ -56,7 +58,7 @@ pub enum Error {
 
 use comir_image::Image;
 use comir_register::Registrar;
-use comir_transform::{corner_error, Transform2};
+use comir_transform::Transform2;
 
 /// Turns a case's two images into what the method registers (e.g. learned representations).
 /// The default is the identity.
@@ -92,10 +94,10 @@ pub fn evaluate_case_with_transform(
             .map_err(|e| e.to_string())
     });
     let seconds = start.elapsed().as_secs_f64();
-    let (w, h) = (case.fixed.width() as f64, case.fixed.height() as f64);
+    let w = case.fixed.width() as f64;
     let (error_px, found, metric, status) = match outcome {
         Ok(o) => (
-            corner_error(&o.transform, &case.truth, w, h),
+            case.error(&o.transform),
             Some(o.transform),
             o.metric_value,
             "ok".to_string(),
@@ -134,7 +136,7 @@ mod tests {
     use comir_register::{Outcome, StopReason};
 
     /// An oracle that returns the truth it was told: the protocol must score it 0.
-    struct Oracle(comir_transform::Rigid2);
+    struct Oracle(Transform2);
     impl Registrar for Oracle {
         fn name(&self) -> &'static str {
             "oracle"
@@ -146,7 +148,7 @@ mod tests {
             _: &Transform2,
         ) -> Result<Outcome, comir_register::Error> {
             Ok(Outcome {
-                transform: self.0.into(),
+                transform: self.0,
                 metric_value: 0.0,
                 iterations: 0,
                 stop: StopReason::Converged,
@@ -167,7 +169,7 @@ mod tests {
             "x.png",
             3,
             &case,
-            &Oracle(comir_transform::Rigid2::identity(a.center())),
+            &Oracle(comir_transform::Rigid2::identity(a.center()).into()),
             id,
         );
         assert!((r.error_px - case.initial_error_px).abs() < 1e-9);

@@ -1,6 +1,6 @@
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
-use comir_transform::{corner_error, Rigid2};
+use comir_transform::{corner_error, dense_error, Affine2, Rigid2, Transform2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -21,6 +21,29 @@ pub struct Protocol {
     pub success_frac: f64,
     /// How the displaced image is filled outside B: MultiRegEval reflects whole tiles.
     pub border: Border,
+    /// Which displacements are drawn: rigid (MultiRegEval's), or affine on top of them.
+    pub displacement: DisplacementKind,
+}
+
+/// The family of displacements of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DisplacementKind {
+    /// MultiRegEval's rotation and translation.
+    #[default]
+    Rigid,
+    /// The rigid draw, plus per-axis scales and a shear, each of magnitude in
+    /// `[2.5(L − 1), 2.5L) %` at level L with a random sign.
+    Affine,
+}
+
+impl DisplacementKind {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DisplacementKind::Rigid => "rigid",
+            DisplacementKind::Affine => "affine",
+        }
+    }
 }
 
 impl Default for Protocol {
@@ -32,6 +55,7 @@ impl Default for Protocol {
             translation_step_frac: 7.0 / 300.0,
             success_frac: 0.02,
             border: Border::Reflect,
+            displacement: DisplacementKind::Rigid,
         }
     }
 }
@@ -56,13 +80,34 @@ impl Protocol {
     }
 }
 
-/// The displacement applied to B: rotation θ and translation t, as in MultiRegEval.
+/// The displacement applied to B: rotation θ and translation t, as in MultiRegEval, and for the
+/// affine protocol per-axis scales and a shear (1, 1 and 0 for the rigid one).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Displacement {
     /// θ in degrees.
     pub angle_deg: f64,
     /// t = (tx, ty) in pixels.
     pub translation: [f64; 2],
+    /// Scale along x and y.
+    pub scale: [f64; 2],
+    /// Shear `k` of `[[sx, k], [0, sy]]`.
+    pub shear: f64,
+}
+
+impl Displacement {
+    /// The linear part `R(θ)·[[sx, k], [0, sy]]` of G.
+    fn linear(&self) -> [[f64; 2]; 2] {
+        let (s, c) = self.angle_deg.to_radians().sin_cos();
+        let u = [[self.scale[0], self.shear], [0.0, self.scale[1]]];
+        [
+            [c * u[0][0] - s * u[1][0], c * u[0][1] - s * u[1][1]],
+            [s * u[0][0] + c * u[1][0], s * u[0][1] + c * u[1][1]],
+        ]
+    }
+
+    fn is_rigid(&self) -> bool {
+        self.scale == [1.0, 1.0] && self.shear == 0.0
+    }
 }
 
 /// FNV-1a, so that case seeds do not depend on the standard library's hasher.
@@ -98,9 +143,20 @@ pub fn draw_displacement(
     let angle_deg = signed(protocol.rotation_step_deg);
     let tx = signed(s);
     let ty = signed(s);
+    // Drawn after the rigid part, so the rigid draws are the same in both protocols.
+    let (scale, shear) = match protocol.displacement {
+        DisplacementKind::Rigid => ([1.0, 1.0], 0.0),
+        DisplacementKind::Affine => {
+            let sx = 1.0 + signed(0.025);
+            let sy = 1.0 + signed(0.025);
+            ([sx, sy], signed(0.025))
+        }
+    };
     Displacement {
         angle_deg,
         translation: [tx, ty],
+        scale,
+        shear,
     }
 }
 
@@ -113,9 +169,9 @@ pub struct Case {
     pub moving: Image,
     /// The displacement drawn.
     pub displacement: Displacement,
-    /// The true fixed-to-moving transform (G⁻¹).
-    pub truth: Rigid2,
-    /// Mean corner displacement before registration, in pixels.
+    /// The true fixed-to-moving transform (G⁻¹): rigid for the rigid protocol, else affine.
+    pub truth: Transform2,
+    /// Error before registration, in pixels (see [`Case::error`]).
     pub initial_error_px: f64,
 }
 
@@ -129,18 +185,48 @@ pub(crate) fn make_case_with_border(a: &Image, b: &Image, d: Displacement, borde
     let theta = d.angle_deg.to_radians();
     let (s, co) = theta.sin_cos();
     let [tx, ty] = d.translation;
-    // G(p) = R(p − c) + c + R t, as a comir transform about c.
+    // G(p) = R(p − c) + c + R t, as a comir transform about c (R·U for the affine protocol).
     let g = Rigid2::new(theta, [co * tx - s * ty, s * tx + co * ty], c);
-    let moving = warp(b, b.width(), b.height(), border, |p| g.apply(p));
-    let truth = g.inverse();
+    let (moving, truth) = if d.is_rigid() {
+        let moving = warp(b, b.width(), b.height(), border, |p| g.apply(p));
+        (moving, Transform2::Rigid(g.inverse()))
+    } else {
+        let g = Affine2 {
+            matrix: d.linear(),
+            translation: g.translation,
+            center: c,
+        };
+        let moving = warp(b, b.width(), b.height(), border, |p| g.apply(p));
+        // Scales stay within ±25 % and shears below 0.25, so G is always invertible.
+        let inv = g.inverse().unwrap_or(g);
+        (moving, Transform2::Affine(inv))
+    };
     let (w, h) = (a.width() as f64, a.height() as f64);
-    let initial_error_px = corner_error(&Rigid2::identity(c), &truth, w, h);
+    let initial_error_px = error_of(&Rigid2::identity(c).into(), &truth, w, h);
     Case {
         fixed: a.clone(),
         moving,
         displacement: d,
         truth,
         initial_error_px,
+    }
+}
+
+/// The registration error of `found` against `truth` for a `w × h` fixed image: the mean corner
+/// distance for a rigid truth (MultiRegEval's error), the mean distance over a dense grid
+/// (comir_transform::dense_error) otherwise, where four corners say too little.
+pub fn error_of(found: &Transform2, truth: &Transform2, w: f64, h: f64) -> f64 {
+    match truth {
+        Transform2::Rigid(_) => corner_error(found, truth, w, h),
+        _ => dense_error(found, truth, w, h),
+    }
+}
+
+impl Case {
+    /// The error of a registration result on this case (see [`error_of`]).
+    pub fn error(&self, found: &Transform2) -> f64 {
+        let (w, h) = (self.fixed.width() as f64, self.fixed.height() as f64);
+        error_of(found, &self.truth, w, h)
     }
 }
 
@@ -187,15 +273,49 @@ mod tests {
     #[test]
     fn truth_undoes_the_displacement() {
         let b = Image::from_fn(60, 40, |x, y| 2.0 * x as f32 + 3.0 * y as f32); // bilinear is exact on planes
-        let d = Displacement {
-            angle_deg: 12.0,
-            translation: [3.0, -5.0],
+        for (scale, shear) in [([1.0, 1.0], 0.0), ([1.06, 0.93], 0.04)] {
+            let d = Displacement {
+                angle_deg: 12.0,
+                translation: [3.0, -5.0],
+                scale,
+                shear,
+            };
+            let case = make_case_with_border(&b, &b, d, Border::Zero);
+            // moving(truth(p)) = b(p) at interior pixel centres.
+            for p in [[30.0, 20.0], [25.0, 15.0]] {
+                let q = case.truth.apply(p);
+                let v =
+                    comir_image::ops::sample_bilinear(&case.moving, q[0], q[1], 0).expect("inside");
+                let want = b.get(p[0] as usize, p[1] as usize, 0);
+                assert!((v - want).abs() < 1e-3, "{scale:?}: {v} vs {want}");
+            }
+            let rigid = case.truth.kind() == comir_transform::TransformKind::Rigid;
+            assert_eq!(rigid, shear == 0.0);
+        }
+    }
+
+    #[test]
+    fn affine_displacements_add_scale_and_shear_to_the_same_rigid_draw() {
+        let rigid = Protocol::default();
+        let affine = Protocol {
+            displacement: DisplacementKind::Affine,
+            ..Protocol::default()
         };
-        let case = make_case_with_border(&b, &b, d, Border::Zero);
-        // moving(truth(p)) = b(p) at an interior pixel centre.
-        let q = case.truth.apply([30.0, 20.0]);
-        let v = comir_image::ops::sample_bilinear(&case.moving, q[0], q[1], 0).expect("inside");
-        assert!((v - b.get(30, 20, 0)).abs() < 1e-3, "{v}");
+        for level in 1..=4u32 {
+            let l = level as f64;
+            for i in 0..30 {
+                let name = format!("pair{i}");
+                let (r, a) = (
+                    draw_displacement(&rigid, &name, level, 300),
+                    draw_displacement(&affine, &name, level, 300),
+                );
+                assert_eq!((r.angle_deg, r.translation), (a.angle_deg, a.translation));
+                assert_eq!((r.scale, r.shear), ([1.0, 1.0], 0.0));
+                for v in [a.scale[0] - 1.0, a.scale[1] - 1.0, a.shear] {
+                    assert!(v.abs() >= 0.025 * (l - 1.0) && v.abs() < 0.025 * l, "{v}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -205,6 +325,8 @@ mod tests {
         let d = Displacement {
             angle_deg: -8.0,
             translation: [10.0, 4.0],
+            scale: [1.0, 1.0],
+            shear: 0.0,
         };
         let case = make_case_with_border(&b, &b, d, Border::Zero);
         let c = 149.5;

@@ -14,7 +14,8 @@ pub struct CaseResult {
     pub level: u32,
     /// Registration method.
     pub method: String,
-    /// Mean corner error after registration in pixels (NaN when the method failed).
+    /// Error after registration in pixels: the mean corner error for rigid displacements, the
+    /// mean over a dense grid for affine ones (NaN when the method failed).
     pub error_px: f64,
     /// Image width (the success threshold is a fraction of it).
     pub width: usize,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use comir_eval::runner::{self, EvalObserver, Evaluation, Method, PairFilter};
-use comir_eval::{CaseResult, Protocol};
+use comir_eval::{CaseResult, DisplacementKind, Protocol};
 use comir_image::ops::Border;
 use indicatif::ProgressBar;
 
@@ -51,6 +51,8 @@ pub struct EvalOptions {
     pub init_global: bool,
     /// The transform models each method runs, in order (`rigid`, `rigid,affine`, …).
     pub stages: TransformStages,
+    /// The displacements of the protocol: rigid (MultiRegEval's) or affine.
+    pub displacement: DisplacementKind,
     /// Method settings (TOML with sections `[aamd]`, `[mi]`, `[features]`, `[global]`).
     pub config: Option<PathBuf>,
     /// Register the learned representations of this model instead of the raw images; pairs
@@ -85,6 +87,7 @@ impl EvalOptions {
             border: Border::Reflect,
             init_global: false,
             stages: TransformStages::rigid(),
+            displacement: DisplacementKind::Rigid,
             config: None,
             model: None,
             split: EvalSplit::Test,
@@ -180,6 +183,7 @@ pub fn evaluate(options: &EvalOptions, console: &mut dyn Console) -> Result<Eval
         levels: options.levels.clone(),
         seed: options.seed,
         border: options.border,
+        displacement: options.displacement,
         ..Protocol::default()
     };
     protocol.validate()?;

@@ -41,7 +41,7 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-pub use comir_eval::{summarize, CaseResult, Summary};
+pub use comir_eval::{summarize, CaseResult, DisplacementKind, Summary};
 pub use comir_image::ops::Border;
 pub use comir_model::loss::Critic;
 pub use comir_represent::Modality;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use comir_pipeline::eval::{evaluate, EvalOptions};
 use comir_pipeline::model::ModelOptions;
-use comir_pipeline::{Border, Modality, TransformStages};
+use comir_pipeline::{Border, DisplacementKind, Modality, TransformStages};
 
 use crate::console::{print_evaluation, Terminal};
 use crate::values::{methods, MethodArg, SplitArg};
@@ -49,6 +49,10 @@ pub struct EvalArgs {
     /// order (e.g. rigid,affine; later stages use MI).
     #[arg(long, default_value = "rigid")]
     pub transform: TransformStages,
+    /// The displacements: rigid (MultiRegEval's rotation and translation) or affine (plus
+    /// per-axis scale and shear of 2.5 % per level; the error is then the mean over a dense grid).
+    #[arg(long, value_parser = ["rigid", "affine"], default_value = "rigid")]
+    pub displacement: String,
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -103,6 +107,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         },
         init_global: args.init == "global",
         stages: args.transform,
+        displacement: if args.displacement == "affine" {
+            DisplacementKind::Affine
+        } else {
+            DisplacementKind::Rigid
+        },
         config: args.config,
         model: args.model.map(|dir| ModelOptions {
             dir,
