@@ -44,7 +44,7 @@ fn table(path: &Path) -> Vec<Vec<String>> {
 
 fn transform(path: &Path) -> (f64, [f64; 2]) {
     let r = comir_transform::read_json(path).expect("transform");
-    (r.angle_deg.expect("rigid"), r.translation)
+    (r.transform().angle_rad(), r.translation)
 }
 
 #[test]

@@ -53,7 +53,8 @@ pub struct RegisterArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// The transform to estimate: rigid, similarity or affine, or a chain run in order, each
-    /// stage starting where the previous ended (e.g. rigid,affine; later stages use MI).
+    /// stage starting where the previous ended (later stages use MI). For sections or scans that
+    /// differ in scale (raw H&E onto SHG), similarity,affine.
     #[arg(long, default_value = "rigid")]
     transform: TransformStages,
     /// Where to start: identity (image centres aligned), global (an FFT search over rotations

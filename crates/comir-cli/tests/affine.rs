@@ -1,0 +1,200 @@
+//! `comir register` beyond rigid, `--init FILE` and `comir transform-points`, end to end on a
+//! generated multimodal pair displaced by a known affine transform; and their bad input.
+
+mod common;
+
+use std::path::Path;
+
+use comir_image::ops::Border;
+use comir_transform::{dense_error, read_json, Affine2, Transform2, TransformKind};
+use common::{comir, ok, s};
+
+/// A multimodal phantom pair whose true fixed-to-moving transform is an affine map with 8 %
+/// anisotropic scale and a shear: out of reach of a rigid registration.
+fn affine_pair(dir: &Path) -> (String, String, Transform2) {
+    let (a, b) = comir_testkit::phantom_pair(112, 112, 9);
+    let truth: Transform2 = Affine2 {
+        matrix: [[1.08, 0.04], [-0.03, 0.93]],
+        translation: [4.0, -3.0],
+        center: a.center(),
+    }
+    .into();
+    let (f, m) = (dir.join("fixed.png"), dir.join("moving.png"));
+    comir_image::save_png(&f, &a).expect("save");
+    let moving = comir_testkit::moved_by_transform(&b, &truth, Border::Zero);
+    comir_image::save_png(&m, &moving).expect("save");
+    (s(&f).to_string(), s(&m).to_string(), truth)
+}
+
+/// Exit status 2 and one line on stderr containing every needle.
+#[track_caller]
+fn clean_error(o: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+}
+
+#[test]
+fn similarity_then_affine_recovers_an_affine_transform_that_rigid_cannot() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (f, m, truth) = affine_pair(d);
+    let run = |extra: &[&str], name: &str| -> Transform2 {
+        let json = d.join(name);
+        let mut args = vec![
+            "register",
+            "--fixed",
+            &f,
+            "--moving",
+            &m,
+            "--method",
+            "mi",
+            "--out",
+            s(&json),
+        ];
+        args.extend_from_slice(extra);
+        ok(&comir(&args));
+        read_json(&json).expect("json").transform()
+    };
+    let tfm = d.join("t.tfm");
+    let default = run(
+        &["--transform", "similarity,affine", "--tfm", s(&tfm)],
+        "default.json",
+    );
+    let rigid = run(&[], "rigid.json");
+    assert_eq!(default.kind(), TransformKind::Affine);
+    let (e_default, e_rigid) = (
+        dense_error(&default, &truth, 112.0, 112.0),
+        dense_error(&rigid, &truth, 112.0, 112.0),
+    );
+    assert!(e_default < 0.01 * 112.0, "default: {e_default:.2} px");
+    assert!(e_rigid > 0.02 * 112.0, "rigid: {e_rigid:.2} px");
+    let text = std::fs::read_to_string(&tfm).expect("tfm");
+    assert!(text.contains("AffineTransform_double_2_2"), "{text}");
+
+    // Started from its own result, an affine registration stays there.
+    let again = run(
+        &[
+            "--transform",
+            "affine",
+            "--init",
+            s(&d.join("default.json")),
+        ],
+        "again.json",
+    );
+    assert!(dense_error(&again, &default, 112.0, 112.0) < 0.5);
+    // The .tfm reads back as a start too.
+    let from_tfm = run(&["--transform", "affine", "--init", s(&tfm)], "tfm.json");
+    assert!(dense_error(&from_tfm, &default, 112.0, 112.0) < 0.5);
+
+    // Points go fixed → moving exactly as the transform maps them, and back.
+    let points = d.join("points.csv");
+    std::fs::write(&points, "label,x,y\nnucleus,20.5,30\ncorner,100,7\n").expect("write");
+    let mapped = d.join("mapped.csv");
+    let json = d.join("default.json");
+    ok(&comir(&[
+        "transform-points",
+        "--transform",
+        s(&json),
+        "--points",
+        s(&points),
+        "--out",
+        s(&mapped),
+    ]));
+    let text = std::fs::read_to_string(&mapped).expect("mapped");
+    let row: Vec<&str> = text.lines().nth(1).expect("row").split(',').collect();
+    let q = default.apply([20.5, 30.0]);
+    assert_eq!(row[0], "nucleus");
+    assert!((row[1].parse::<f64>().expect("x") - q[0]).abs() < 1e-9);
+    assert!((row[2].parse::<f64>().expect("y") - q[1]).abs() < 1e-9);
+    let back = d.join("back.csv");
+    ok(&comir(&[
+        "transform-points",
+        "--transform",
+        s(&json),
+        "--points",
+        s(&mapped),
+        "--out",
+        s(&back),
+        "--inverse",
+    ]));
+    let text = std::fs::read_to_string(&back).expect("back");
+    let row: Vec<&str> = text.lines().nth(2).expect("row").split(',').collect();
+    assert!((row[1].parse::<f64>().expect("x") - 100.0).abs() < 1e-9);
+    assert!((row[2].parse::<f64>().expect("y") - 7.0).abs() < 1e-9);
+}
+
+#[test]
+fn bad_transforms_stages_and_points_get_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (f, m, _) = affine_pair(d);
+    let out = d.join("t.json");
+    let register = |extra: &[&str]| {
+        let mut args = vec!["register", "--fixed", &f, "--moving", &m, "--out", s(&out)];
+        if !extra.contains(&"--method") {
+            args.extend_from_slice(&["--method", "mi"]);
+        }
+        args.extend_from_slice(extra);
+        comir(&args)
+    };
+    clean_error(
+        &register(&["--transform", "rigid,warp"]),
+        &["unknown stage 'warp'"],
+    );
+    clean_error(
+        &register(&["--transform", "affine,rigid"]),
+        &["more flexible"],
+    );
+    clean_error(
+        &register(&["--method", "aamd", "--transform", "affine"]),
+        &["aamd estimates rigid transforms"],
+    );
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "{\"kind\": \"rigid\", ").expect("write");
+    clean_error(&register(&["--init", s(&bad)]), &["bad.json"]);
+    let reflect = d.join("reflect.tfm");
+    std::fs::write(
+        &reflect,
+        "#Insight Transform File V1.0\n#Transform 0\nTransform: AffineTransform_double_2_2\n\
+         Parameters: -1 0 0 1 0 0\nFixedParameters: 0 0\n",
+    )
+    .expect("write");
+    clean_error(
+        &register(&["--init", s(&reflect)]),
+        &["reflect.tfm", "reflects"],
+    );
+    let missing = d.join("nowhere.json");
+    clean_error(&register(&["--init", s(&missing)]), &["nowhere.json"]);
+    // An affine start for a rigid method.
+    ok(&register(&["--transform", "affine"]));
+    clean_error(
+        &register(&["--method", "aamd", "--init", s(&out)]),
+        &["cannot start from the affine"],
+    );
+
+    let points = d.join("p.csv");
+    let mapped = d.join("m.csv");
+    let map = |text: &str| {
+        std::fs::write(&points, text).expect("write");
+        comir(&[
+            "transform-points",
+            "--transform",
+            s(&out),
+            "--points",
+            s(&points),
+            "--out",
+            s(&mapped),
+        ])
+    };
+    clean_error(&map("col,row\n1,2\n"), &["p.csv", "columns named x and y"]);
+    clean_error(
+        &map("x,y\n1,2\n3,inf\n"),
+        &["p.csv", "line 3", "not a finite number"],
+    );
+    clean_error(&map("x,y\n1,2\n3\n"), &["p.csv", "line 3"]);
+}
