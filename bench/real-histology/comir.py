@@ -7,7 +7,8 @@ The wall time of each command (process start, image loading and registration) is
 JSON's own `seconds` is the registration alone.
 
 Pipelines are given as LABEL=ARGS, e.g. `mi-affine=--method mi --transform rigid,affine`; the
-defaults are the raw-image pipelines (MI rigid, rigid → similarity, rigid → affine, affine alone).
+defaults are the raw-image pipelines of docs/results.md (MI rigid, similarity, affine,
+rigid → affine, similarity → affine).
 
 Usage:
     comir.py [--comir BIN] [--dataset DIR] [--truth DIR] [--out DIR] [--pipeline LABEL=ARGS ...]
@@ -29,9 +30,10 @@ import score as sc  # noqa: E402
 
 DEFAULT_PIPELINES = [
     "mi-rigid=--method mi --transform rigid",
-    "mi-rigid-similarity=--method mi --transform rigid,similarity",
-    "mi-rigid-affine=--method mi --transform rigid,affine",
+    "mi-similarity=--method mi --transform similarity",
     "mi-affine=--method mi --transform affine",
+    "mi-rigid-affine=--method mi --transform rigid,affine",
+    "mi-similarity-affine=--method mi --transform similarity,affine",
 ]
 
 
