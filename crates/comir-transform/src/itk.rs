@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::record::write_text;
+use crate::record::{read_text, write_text};
 use crate::{Affine2, Error, Rigid2, Similarity2, Transform2};
 
 /// The ITK class name of a transform.
@@ -53,11 +53,7 @@ pub fn write_itk_tfm(path: impl AsRef<Path>, t: &Transform2) -> Result<(), Error
 /// [`Error::Io`] or [`Error::Parse`] naming the file.
 pub fn read_itk_tfm(path: impl AsRef<Path>) -> Result<Transform2, Error> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    parse_itk_tfm(&text, path)
+    parse_itk_tfm(&read_text(path)?, path)
 }
 
 /// Parses the text of an ITK `.tfm` file as [`read_itk_tfm`] does; `name` only labels the errors.

@@ -113,17 +113,21 @@ pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), Error> {
     write_atomically(path, text)
 }
 
+/// Reads a whole text file, naming it in the error.
+pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 /// Reads a record written by [`write_json`].
 ///
 /// # Errors
 /// [`Error::Io`] or [`Error::Parse`] naming the file.
 pub fn read_json(path: impl AsRef<Path>) -> Result<TransformRecord, Error> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    parse_json(&text, path)
+    parse_json(&read_text(path)?, path)
 }
 
 /// Parses the text of a record as [`read_json`] does a file; `name` only labels the errors.

@@ -3,17 +3,11 @@
 //! identity), and our grid must be the one ITK builds from the same transform domain.
 //! Skips (with a message) when python3 or SimpleITK is missing.
 
+mod common;
+
 use std::process::Command;
 
 use comir_transform::BSpline2;
-
-fn simpleitk_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import SimpleITK"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 /// Reads the transform and a points file (`x y` per line); prints the fixed parameters of the
 /// transform ITK builds from the transform domain `[0, w − 1] × [0, h − 1]` with the given mesh,
@@ -41,7 +35,7 @@ fn floats(line: &str) -> Vec<f64> {
 
 #[test]
 fn bspline_tfm_matches_simpleitk_points() {
-    if !simpleitk_available() {
+    if !common::simpleitk_available() {
         eprintln!("SKIP: python3 with SimpleITK not found (pip install SimpleITK)");
         return;
     }

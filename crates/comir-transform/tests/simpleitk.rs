@@ -3,19 +3,13 @@
 //! warp, and a file SimpleITK writes must read back as the same transform.
 //! Skips (with a message) when python3 or SimpleITK is missing.
 
+mod common;
+
 use std::process::Command;
 
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
 use comir_transform::{read_itk_tfm, write_itk_tfm, Affine2, Rigid2, Similarity2, Transform2};
-
-fn simpleitk_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import SimpleITK"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 const SCRIPT: &str = r#"
 import sys, SimpleITK as sitk
@@ -32,7 +26,7 @@ sitk.WriteTransform(t, out_path + ".tfm")
 
 #[test]
 fn tfm_matches_simpleitk_points_and_resampling() {
-    if !simpleitk_available() {
+    if !common::simpleitk_available() {
         eprintln!("SKIP: python3 with SimpleITK not found (pip install SimpleITK)");
         return;
     }
