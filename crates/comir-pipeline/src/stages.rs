@@ -17,19 +17,6 @@ impl TransformStages {
         TransformStages(vec![TransformKind::Rigid])
     }
 
-    /// Stages from a list of kinds, which must be non-empty and strictly more flexible one after
-    /// another (what [`FromStr`] checks for user input).
-    ///
-    /// # Panics
-    /// When the list breaks that rule (a programming error).
-    pub fn from_kinds(kinds: &[TransformKind]) -> TransformStages {
-        assert!(
-            !kinds.is_empty() && kinds.windows(2).all(|w| w[0] < w[1]),
-            "stages must go from constrained to flexible"
-        );
-        TransformStages(kinds.to_vec())
-    }
-
     /// The stages, in order.
     pub fn kinds(&self) -> &[TransformKind] {
         &self.0
