@@ -1,9 +1,12 @@
 //! The values of enumerated flags, as clap lists them in `--help` and in errors; each maps to
 //! the library's type.
 
+use std::path::PathBuf;
+
 use comir_pipeline::eval::EvalSplit;
+use comir_pipeline::model::ModelOptions;
 use comir_pipeline::train::TrainerChoice;
-use comir_pipeline::MethodName;
+use comir_pipeline::{MethodName, Modality};
 
 /// The registration methods, by their command-line names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -70,5 +73,49 @@ impl From<TrainerArg> for TrainerChoice {
             TrainerArg::Engine => TrainerChoice::Engine,
             TrainerArg::Burn => TrainerChoice::Burn,
         }
+    }
+}
+
+/// The flags of registering through a trained model, shared by `register` and `eval`.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Register the learned representations of the images instead of the images (a `comir
+    /// train` folder); `eval` skips the pairs the model was trained or validated on.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Which modality the fixed image is (the moving one is the other); with --model.
+    #[arg(long, default_value = "a")]
+    pub fixed_modality: Modality,
+    /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Register the representations exactly as the reference does (`sigmoid`), without
+    /// matching the moving representation's histogram to the fixed one's (with --model).
+    #[arg(long)]
+    pub no_histogram_match: bool,
+    /// Represent every image as the average over its four 90° turns (each turned copy
+    /// represented and turned back): exactly rotation-equivariant representations, at four
+    /// times the inference time (with --model). Not in the reference.
+    #[arg(long, requires = "model")]
+    pub rotation_average: bool,
+}
+
+impl ModelArgs {
+    /// The model options, `None` without `--model`.
+    pub fn options(self) -> Option<ModelOptions> {
+        let ModelArgs {
+            model,
+            fixed_modality,
+            device,
+            no_histogram_match,
+            rotation_average,
+        } = self;
+        model.map(|dir| ModelOptions {
+            dir,
+            fixed_modality,
+            device,
+            match_histograms: !no_histogram_match,
+            rotation_average,
+        })
     }
 }

@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use comir_pipeline::eval::{evaluate, EvalOptions};
-use comir_pipeline::model::ModelOptions;
-use comir_pipeline::{Border, DisplacementKind, Modality, TransformStages};
+use comir_pipeline::{Border, DisplacementKind, TransformStages};
 
 use crate::console::{print_evaluation, Terminal};
-use crate::values::{methods, MethodArg, SplitArg};
+use crate::values::{methods, MethodArg, ModelArgs, SplitArg};
 
 /// Arguments of `comir eval`.
 #[derive(clap::Args)]
@@ -56,30 +55,13 @@ pub struct EvalArgs {
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Register learned representations instead of the raw images (a `comir train` folder).
-    /// Pairs the model was trained or validated on are skipped.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// With --model, which pairs: `test` (default), those the model was neither trained nor
     /// validated on; or `validation`, only those it was validated on, to choose settings
     /// without looking at the test pairs.
     #[arg(long, value_enum, default_value = "test", requires = "model")]
     pub split: SplitArg,
-    /// Which modality the fixed image is (the moving one is the other).
-    #[arg(long, default_value = "a")]
-    pub fixed_modality: Modality,
-    /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Register the representations exactly as the reference does (`sigmoid`), without
-    /// matching the moving representation's histogram to the fixed one's (with --model).
-    #[arg(long)]
-    pub no_histogram_match: bool,
-    /// Represent every image as the average over its four 90° turns (each turned copy
-    /// represented and turned back): exactly rotation-equivariant representations, at four
-    /// times the inference time (with --model). Not in the reference.
-    #[arg(long, requires = "model")]
-    pub rotation_average: bool,
     /// Method(s) run on the raw images in the same run, for comparison (with --model).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub raw_method: Vec<MethodArg>,
@@ -113,13 +95,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             DisplacementKind::Rigid
         },
         config: args.config,
-        model: args.model.map(|dir| ModelOptions {
-            dir,
-            fixed_modality: args.fixed_modality,
-            device: args.device,
-            match_histograms: !args.no_histogram_match,
-            rotation_average: args.rotation_average,
-        }),
+        model: args.model.options(),
         split: args.split.into(),
         raw_methods: methods(&args.raw_method),
         export_cases: args.export_cases,

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use comir_pipeline::batch::{merge, register_shard, Shard};
-use comir_pipeline::model::ModelOptions;
 use comir_pipeline::register::{register_pair, PairOutputs, RegisterOptions};
-use comir_pipeline::{Modality, TransformStages};
+use comir_pipeline::TransformStages;
 
 use crate::console::Terminal;
-use crate::values::MethodArg;
+use crate::values::{MethodArg, ModelArgs};
 
 /// Arguments of `comir register`.
 #[derive(clap::Args)]
@@ -64,24 +63,8 @@ pub struct RegisterArgs {
     /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Register the learned representations of the two images (a `comir train` folder).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Which modality the fixed image is (the moving one is the other); with --model.
-    #[arg(long, default_value = "a")]
-    fixed_modality: Modality,
-    /// Compute device of the model: cpu (default), wgpu or cuda (GPU builds only).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Register the representations exactly as the reference does (`sigmoid`), without
-    /// matching the moving representation's histogram to the fixed one's (with --model).
-    #[arg(long)]
-    no_histogram_match: bool,
-    /// Represent every image as the average over its four 90° turns (each turned copy
-    /// represented and turned back): exactly rotation-equivariant representations, at four
-    /// times the inference time (with --model). Not in the reference.
-    #[arg(long, requires = "model")]
-    rotation_average: bool,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 /// Runs `comir register`.
@@ -93,13 +76,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         init_file: (args.init != "global" && args.init != "identity").then(|| args.init.into()),
         stages: args.transform,
         config: args.config,
-        model: args.model.map(|dir| ModelOptions {
-            dir,
-            fixed_modality: args.fixed_modality,
-            device: args.device,
-            match_histograms: !args.no_histogram_match,
-            rotation_average: args.rotation_average,
-        }),
+        model: args.model.options(),
     };
     if let Some(manifest) = args.manifest {
         if args.merge {
