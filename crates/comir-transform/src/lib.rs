@@ -21,13 +21,18 @@
 //! [`Transform2`] holds any kind with its parameter vector, Jacobian and parameter scales, the
 //! interface optimisers work on; [`TransformRecord`] is the JSON file of a registration result.
 
+mod composite;
 mod itk;
 mod linear;
 mod record;
 mod rigid;
 mod transform;
 
-pub use itk::{itk_tfm_text, parse_itk_tfm, read_itk_tfm, write_itk_tfm};
+pub use composite::Composite2;
+pub use itk::{
+    itk_tfm_text, parse_itk_composite, parse_itk_tfm, read_itk_composite, read_itk_tfm,
+    write_itk_composite, write_itk_tfm,
+};
 pub use linear::{Affine2, AffineParts, Similarity2};
 pub use record::{parse_json, read_json, write_json, TransformRecord};
 pub use rigid::Rigid2;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Affine2, Error, Rigid2, Similarity2, Transform2, TransformKind};
+use crate::{Affine2, BSpline2, Composite2, Error, Rigid2, Similarity2, Transform2, TransformKind};
 
 /// The registration result as written to JSON.
 ///
@@ -13,10 +13,15 @@ use crate::{Affine2, Error, Rigid2, Similarity2, Transform2, TransformKind};
 /// `scale`. Reading takes a rigid or similarity transform from its angle (and scale), translation
 /// and centre, and an affine one from `fixed_to_moving` and `center`. A rigid record has exactly the
 /// fields it always had, plus the optional `confidence` and `flag` of the registration.
+///
+/// A `bspline` record is a [`Composite2`]: its linear part is written as an affine one
+/// (`fixed_to_moving`, `translation`, `center`) and `bspline` holds the deformation applied before
+/// it (grid size, origin and spacing in pixels, and the coefficients in ITK's order: every
+/// x-displacement in raster order, then every y-displacement).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformRecord {
-    /// `"rigid"`, `"similarity"` or `"affine"`.
+    /// `"rigid"`, `"similarity"`, `"affine"` or `"bspline"`.
     pub kind: String,
     /// Homogeneous matrix mapping fixed `(x, y, 1)` to moving coordinates.
     pub fixed_to_moving: [[f64; 3]; 3],
@@ -42,6 +47,9 @@ pub struct TransformRecord {
     /// `"ok"` or `"doubtful"` (absent when not assessed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag: Option<String>,
+    /// The deformation of a `bspline` record, applied before the linear part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bspline: Option<BSpline2>,
 }
 
 impl TransformRecord {
@@ -66,11 +74,38 @@ impl TransformRecord {
             seconds,
             confidence: None,
             flag: None,
+            bspline: None,
         }
     }
 
-    /// The transform the record describes. Only meaningful for a record that [`parse_json`]
-    /// accepted (or that [`TransformRecord::new`] made).
+    /// Wraps a registration result (linear or deformable) with its provenance.
+    pub fn from_composite(
+        c: &Composite2,
+        method: &str,
+        metric_value: f64,
+        seconds: f64,
+    ) -> TransformRecord {
+        let Some(field) = &c.deformation else {
+            return TransformRecord::new(&c.linear, method, metric_value, seconds);
+        };
+        let linear = Transform2::Affine(c.linear.to_affine());
+        let mut rec = TransformRecord::new(&linear, method, metric_value, seconds);
+        rec.kind = "bspline".into();
+        rec.bspline = Some(field.clone());
+        rec
+    }
+
+    /// The full transform the record describes (with its deformation for a `bspline` record).
+    pub fn composite(&self) -> Composite2 {
+        Composite2 {
+            linear: self.transform(),
+            deformation: self.bspline.clone(),
+        }
+    }
+
+    /// The linear transform the record describes (the linear part of a `bspline` record). Only
+    /// meaningful for a record that [`parse_json`] accepted (or that [`TransformRecord::new`]
+    /// made).
     pub fn transform(&self) -> Transform2 {
         let angle = self.angle_deg.unwrap_or(0.0).to_radians();
         match TransformKind::from_name(&self.kind) {
@@ -80,10 +115,11 @@ impl TransformRecord {
                 translation: self.translation,
                 center: self.center,
             }),
-            Some(TransformKind::Affine) => {
-                Transform2::Affine(Affine2::from_matrix(&self.fixed_to_moving, self.center))
+            Some(TransformKind::Rigid) => {
+                Transform2::Rigid(Rigid2::new(angle, self.translation, self.center))
             }
-            _ => Transform2::Rigid(Rigid2::new(angle, self.translation, self.center)),
+            // Affine, and the linear part of a B-spline record.
+            _ => Transform2::Affine(Affine2::from_matrix(&self.fixed_to_moving, self.center)),
         }
     }
 }
@@ -144,12 +180,28 @@ pub fn parse_json(text: &str, name: impl AsRef<Path>) -> Result<TransformRecord,
         reason,
     };
     let rec: TransformRecord = serde_json::from_str(text).map_err(|e| parse(e.to_string()))?;
-    let Some(kind) = TransformKind::from_name(&rec.kind) else {
-        return Err(parse(format!(
-            "kind is '{}'; expected one of rigid, similarity, affine",
-            rec.kind
-        )));
+    let is_bspline = rec.kind == "bspline";
+    let kind = match TransformKind::from_name(&rec.kind) {
+        // The linear part of a B-spline record is stored as an affine transform.
+        None if is_bspline => TransformKind::Affine,
+        Some(kind) => kind,
+        None => {
+            return Err(parse(format!(
+                "kind is '{}'; expected one of rigid, similarity, affine, bspline",
+                rec.kind
+            )))
+        }
     };
+    match (is_bspline, rec.bspline.is_some()) {
+        (true, false) => return Err(parse("a bspline transform needs \"bspline\"".into())),
+        (false, true) => {
+            return Err(parse(format!(
+                "a {} transform has no \"bspline\" field",
+                rec.kind
+            )))
+        }
+        _ => {}
+    }
     let finite = rec
         .translation
         .iter()
@@ -182,4 +234,49 @@ pub fn parse_json(text: &str, name: impl AsRef<Path>) -> Result<TransformRecord,
         _ => {}
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bspline_record_round_trips_and_needs_its_field() {
+        let linear = Transform2::Similarity(Similarity2 {
+            scale: 0.9,
+            angle_rad: 0.1,
+            translation: [3.0, -2.0],
+            center: [20.0, 15.0],
+        });
+        let field = BSpline2::random_smooth(41, 31, 10.0, 1.5, 2).expect("field");
+        let c = Composite2 {
+            linear,
+            deformation: Some(field),
+        };
+        let rec = TransformRecord::from_composite(&c, "mi", -0.5, 1.0);
+        assert_eq!(rec.kind, "bspline");
+        let text = serde_json::to_string(&rec).expect("json");
+        let back = parse_json(&text, "b.json").expect("parse").composite();
+        for p in [[0.0, 0.0], [12.5, 7.25], [40.0, 30.0]] {
+            let (a, b) = (c.apply(p), back.apply(p));
+            assert!((a[0] - b[0]).hypot(a[1] - b[1]) < 1e-12, "{a:?} {b:?}");
+        }
+        // A linear record stays as it was.
+        let lin = TransformRecord::from_composite(&Composite2::linear(linear), "mi", 0.0, 0.0);
+        assert_eq!(lin, TransformRecord::new(&linear, "mi", 0.0, 0.0));
+        // The field is required by the kind, and refused by the other kinds.
+        let mut v: serde_json::Value = serde_json::from_str(&text).expect("value");
+        let field = v["bspline"].take();
+        let e = parse_json(&v.to_string(), "b.json").expect_err("no field");
+        assert!(e.to_string().contains("needs \"bspline\""), "{e}");
+        v["bspline"] = field;
+        v["kind"] = "affine".into();
+        let e = parse_json(&v.to_string(), "b.json").expect_err("affine with field");
+        assert!(e.to_string().contains("has no \"bspline\""), "{e}");
+        // A grid that does not match its coefficients.
+        v["kind"] = "bspline".into();
+        v["bspline"]["grid_size"] = serde_json::json!([5, 5]);
+        let e = parse_json(&v.to_string(), "b.json").expect_err("grid");
+        assert!(e.to_string().contains("needs 50 parameters"), "{e}");
+    }
 }
