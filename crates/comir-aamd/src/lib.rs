@@ -417,6 +417,7 @@ impl AlphaAmd {
         .with_center(init.center);
         Ok(Outcome {
             transform: t.into(),
+            deformation: None,
             metric_value: best.value,
             iterations: total,
             stop: best.stop,

@@ -149,6 +149,7 @@ mod tests {
         ) -> Result<Outcome, comir_register::Error> {
             Ok(Outcome {
                 transform: self.0,
+                deformation: None,
                 metric_value: 0.0,
                 iterations: 0,
                 stop: StopReason::Converged,

@@ -481,6 +481,7 @@ mod tests {
         ) -> Result<Outcome, comir_register::Error> {
             Ok(Outcome {
                 transform: *init,
+                deformation: None,
                 metric_value: 0.0,
                 iterations: 0,
                 stop: StopReason::Converged,

@@ -317,6 +317,7 @@ impl Registrar for FeatureRegistrar {
             -(fit.inliers.len() as f64) + fit.mean_residual / cfg.inlier_threshold_px;
         Ok(Outcome {
             transform: transform.into(),
+            deformation: None,
             metric_value,
             iterations: fit.iterations,
             stop: StopReason::Converged,

@@ -650,6 +650,7 @@ impl GlobalSearch {
         stats.angles_evaluated = evaluated;
         let outcome = Outcome {
             transform: Rigid2::new(wrap(best.angle), best.t, c).into(),
+            deformation: None,
             metric_value: -best.mi,
             iterations: evaluated,
             stop: StopReason::SearchComplete,

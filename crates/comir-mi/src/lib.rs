@@ -80,8 +80,10 @@ use comir_register::{check_inputs, start_as, Error, Outcome, Registrar, StopReas
 use comir_transform::{Transform2, TransformKind};
 use serde::{Deserialize, Serialize};
 
+mod deformable;
 mod metric;
 
+pub use deformable::{BSplineConfig, BSplineMi};
 use metric::{sample_rng, Level, Scratch, MAX_PARAMS};
 
 /// Settings of [`MattesMi`]. `Default` gives the reference settings.
@@ -422,6 +424,7 @@ impl Registrar for MattesMi {
                 LevelEnd::TooFewSamples => {
                     return Ok(Outcome {
                         transform: t,
+                        deformation: None,
                         metric_value: 0.0,
                         iterations,
                         stop: StopReason::TooFewSamples,
@@ -440,6 +443,7 @@ impl Registrar for MattesMi {
         if e.valid == 0 || e.valid < min_valid {
             return Ok(Outcome {
                 transform: t,
+                deformation: None,
                 metric_value: 0.0,
                 iterations,
                 stop: StopReason::TooFewSamples,
@@ -447,6 +451,7 @@ impl Registrar for MattesMi {
         }
         Ok(Outcome {
             transform: t,
+            deformation: None,
             metric_value: -e.mi,
             iterations,
             stop,

@@ -3,7 +3,8 @@
 //! derivative with respect to the parameters of a rigid, similarity or affine transform.
 
 use comir_image::Image;
-use comir_transform::Transform2;
+use comir_transform::bspline::JacobianTerms;
+use comir_transform::{Affine2, BSpline2, Transform2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -44,8 +45,13 @@ pub(crate) struct Level {
 struct Pending {
     /// Row offset `fbin · bins + first moving bin`.
     base: u32,
+    /// The sample's index in the level.
+    sample: u32,
     /// `κ₀ − m`: the B-spline argument of the first of the four moving bins.
     u0: f64,
+    /// `∂m/∂x`, `∂m/∂y` at the mapped point (moving bins per full-resolution pixel).
+    mx: f64,
+    my: f64,
 }
 
 /// Reusable buffers, so an iteration allocates nothing.
@@ -54,8 +60,6 @@ pub(crate) struct Scratch {
     joint: Vec<f64>,
     log_ratio: Vec<f64>,
     pending: Vec<Pending>,
-    /// `∂m/∂μ` of each pending sample, `n_params` values per sample.
-    dm: Vec<f64>,
 }
 
 /// Most parameters of a transform the metric differentiates (affine: 6).
@@ -344,16 +348,123 @@ impl Level {
     }
 
     fn evaluate_map<M: SampleMap>(&self, map: &M, want_grad: bool, scratch: &mut Scratch) -> Eval {
+        let valid = self.fill_histogram(|p| map.map(p.dx, p.dy), want_grad, scratch);
+        let mut grad = [0.0; MAX_PARAMS];
+        if valid == 0 {
+            return Eval {
+                mi: 0.0,
+                grad,
+                valid,
+            };
+        }
+        let mi = self.mutual_information(valid, scratch);
+        if want_grad {
+            let mut d = [0.0; MAX_PARAMS];
+            for q in &scratch.pending {
+                let acc = self.pending_weight(q, &scratch.log_ratio);
+                let p = &self.samples[q.sample as usize];
+                map.dm(p.dx, p.dy, q.mx, q.my, &mut d[..M::N]);
+                for (g, d) in grad.iter_mut().zip(&d[..M::N]) {
+                    *g -= acc * d;
+                }
+            }
+            let norm = 1.0 / valid as f64;
+            for g in &mut grad[..M::N] {
+                *g *= norm;
+            }
+        }
+        Eval { mi, grad, valid }
+    }
+
+    /// MI at the deformable transform `T(p) = L(p + d(p))` (see [`DeformedSamples`]), and with
+    /// `grad` its gradient with respect to the deformation's coefficients (ITK order: every x
+    /// then every y coefficient), written into `grad` (which must hold `2 · n_ctrl` values).
+    /// Returns `(MI, valid samples)`.
+    pub(crate) fn evaluate_deformed(
+        &self,
+        deformed: &DeformedSamples,
+        coefficients: &[f64],
+        grad: Option<&mut [f64]>,
+        scratch: &mut Scratch,
+    ) -> (f64, usize) {
+        let a = deformed.matrix;
+        let n = coefficients.len() / 2;
+        let (cx, cy) = coefficients.split_at(n);
+        let terms = &deformed.terms;
+        let map = |i: usize, p: &Sample| {
+            let t = &terms[i];
+            let (mut ux, mut uy) = (0.0, 0.0);
+            for (&k, &w) in t.index[..t.len].iter().zip(&t.weight[..t.len]) {
+                ux += w * cx[k];
+                uy += w * cy[k];
+            }
+            let (x, y) = (p.dx + ux, p.dy + uy);
+            (
+                a[0][0] * x + a[0][1] * y + deformed.offset[0],
+                a[1][0] * x + a[1][1] * y + deformed.offset[1],
+            )
+        };
+        let want_grad = grad.is_some();
+        let valid = self.fill_histogram_indexed(map, want_grad, scratch);
+        let Some(grad) = grad else {
+            return (
+                if valid == 0 {
+                    0.0
+                } else {
+                    self.mutual_information(valid, scratch)
+                },
+                valid,
+            );
+        };
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        if valid == 0 {
+            return (0.0, 0);
+        }
+        let mi = self.mutual_information(valid, scratch);
+        let norm = 1.0 / valid as f64;
+        let (gx, gy) = grad.split_at_mut(n);
+        for q in &scratch.pending {
+            let acc = self.pending_weight(q, &scratch.log_ratio) * norm;
+            // ∂m/∂c = ∇M · A · w: the image gradient pulled back through the linear part.
+            let px = q.mx * a[0][0] + q.my * a[1][0];
+            let py = q.mx * a[0][1] + q.my * a[1][1];
+            let t = &terms[q.sample as usize];
+            for (&k, &w) in t.index[..t.len].iter().zip(&t.weight[..t.len]) {
+                gx[k] -= acc * px * w;
+                gy[k] -= acc * py * w;
+            }
+        }
+        (mi, valid)
+    }
+
+    /// First pass: maps every sample with `map`, fills the joint histogram and (with
+    /// `want_grad`) the per-sample quantities of the derivative. Returns the number of samples
+    /// inside the moving image.
+    fn fill_histogram(
+        &self,
+        map: impl Fn(&Sample) -> (f64, f64),
+        want_grad: bool,
+        scratch: &mut Scratch,
+    ) -> usize {
+        self.fill_histogram_indexed(|_, p| map(p), want_grad, scratch)
+    }
+
+    /// [`Level::fill_histogram`] with the sample's index passed to `map`.
+    fn fill_histogram_indexed(
+        &self,
+        map: impl Fn(usize, &Sample) -> (f64, f64),
+        want_grad: bool,
+        scratch: &mut Scratch,
+    ) -> usize {
         let b = self.bins;
         scratch.joint.clear();
         scratch.joint.resize(b * b, 0.0);
         scratch.pending.clear();
-        scratch.dm.clear();
         let inv_f = 1.0 / self.factor;
         let m_hi = b as f64 - PAD - 1e-9;
         let mut valid = 0usize;
-        for p in &self.samples {
-            let (x, y) = map.map(p.dx, p.dy);
+        for (i, p) in self.samples.iter().enumerate() {
+            let (x, y) = map(i, p);
             let (x, y) = (x * inv_f, y * inv_f);
             let Some((v, gx, gy)) = bilinear_with_grad(&self.moving, x, y) else {
                 continue;
@@ -373,24 +484,22 @@ impl Level {
             }
             if want_grad {
                 // ∂m/∂(moving position) in full-resolution pixels.
-                let mx = slope * gx * inv_f;
-                let my = slope * gy * inv_f;
-                let at = scratch.dm.len();
-                scratch.dm.resize(at + M::N, 0.0);
-                map.dm(p.dx, p.dy, mx, my, &mut scratch.dm[at..]);
                 scratch.pending.push(Pending {
                     base: base as u32,
+                    sample: i as u32,
                     u0,
+                    mx: slope * gx * inv_f,
+                    my: slope * gy * inv_f,
                 });
             }
         }
-        if valid == 0 {
-            return Eval {
-                mi: 0.0,
-                grad: [0.0; MAX_PARAMS],
-                valid,
-            };
-        }
+        valid
+    }
+
+    /// MI from the filled histogram of `valid` samples; also leaves `log(p(ι,κ) / p_m(κ))` in
+    /// `scratch.log_ratio` for the derivative.
+    fn mutual_information(&self, valid: usize, scratch: &mut Scratch) -> f64 {
+        let b = self.bins;
         let norm = 1.0 / valid as f64;
         // Marginals (of the un-normalised histogram; normalised below).
         let mut pf = vec![0.0; b];
@@ -429,30 +538,55 @@ impl Level {
                 }
             }
         }
-        mi *= norm;
-        let mut grad = [0.0; MAX_PARAMS];
-        if want_grad {
-            // dMI/dμ = Σ_{ι,κ} ∂p(ι,κ)/∂μ · log(p(ι,κ)/p_m(κ)), and
-            // ∂p(ι,κ)/∂μ = −(1/N) Σ_x [ι = ι(x)] β³′(κ − m(x)) ∂m(x)/∂μ.
-            let lr = &scratch.log_ratio;
-            for (q, dm) in scratch.pending.iter().zip(scratch.dm.chunks_exact(M::N)) {
-                let base = q.base as usize;
-                let mut acc = 0.0;
-                for j in 0..4 {
-                    acc += lr[base + j] * bspline3_deriv(q.u0 + j as f64);
-                }
-                for (g, d) in grad.iter_mut().zip(dm) {
-                    *g -= acc * d;
-                }
-            }
-            for g in &mut grad[..M::N] {
-                *g *= norm;
-            }
+        (mi * norm).max(0.0)
+    }
+
+    /// `Σ_j log(p/p_m) · β³′(κ_j − m)` of one sample: with the chain rule through `∂m/∂μ`,
+    /// `dMI/dμ = −(1/N) Σ_x weight(x) · ∂m(x)/∂μ`, since
+    /// `dMI/dμ = Σ_{ι,κ} ∂p(ι,κ)/∂μ · log(p(ι,κ)/p_m(κ))` and
+    /// `∂p(ι,κ)/∂μ = −(1/N) Σ_x [ι = ι(x)] β³′(κ − m(x)) ∂m(x)/∂μ`.
+    #[inline(always)]
+    fn pending_weight(&self, q: &Pending, log_ratio: &[f64]) -> f64 {
+        let base = q.base as usize;
+        let mut acc = 0.0;
+        for j in 0..4 {
+            acc += log_ratio[base + j] * bspline3_deriv(q.u0 + j as f64);
         }
-        Eval {
-            mi: mi.max(0.0),
-            grad,
-            valid,
+        acc
+    }
+}
+
+/// The B-spline weights of a level's samples for one control grid, and the linear transform that
+/// follows the deformation, so that [`Level::evaluate_deformed`] maps a sample at offset `q` from
+/// the centre to `A·(q + d(p)) + offset`.
+#[derive(Clone, Debug)]
+pub(crate) struct DeformedSamples {
+    /// The sparse parameter Jacobian (the B-spline weights) of each sample.
+    terms: Vec<JacobianTerms>,
+    /// The linear part's matrix.
+    matrix: [[f64; 2]; 2],
+    /// Where the centre goes: `c + t`.
+    offset: [f64; 2],
+}
+
+impl DeformedSamples {
+    /// The weights of `level`'s samples on `grid`'s control points, followed by `linear`
+    /// (expressed about the level's centre).
+    pub(crate) fn new(level: &Level, grid: &BSpline2, linear: &Affine2) -> DeformedSamples {
+        let c = level.center;
+        let terms = level
+            .samples
+            .iter()
+            .map(|p| {
+                let mut t = JacobianTerms::new();
+                grid.jacobian([p.dx + c[0], p.dy + c[1]], &mut t);
+                t
+            })
+            .collect();
+        DeformedSamples {
+            terms,
+            matrix: linear.matrix,
+            offset: [c[0] + linear.translation[0], c[1] + linear.translation[1]],
         }
     }
 }

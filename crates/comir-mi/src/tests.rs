@@ -464,3 +464,168 @@ fn incremental_pyramid_matches_direct_smoothing() {
         assert!(mad < 0.02, "factor {f}: mean abs difference {mad}");
     }
 }
+
+#[test]
+fn deformable_gradient_matches_finite_differences() {
+    let (fixed, moving) = smooth_pair(40, 40);
+    let center = [19.5, 19.5];
+    let linear = Affine2 {
+        matrix: [[0.9813, 0.0617], [-0.0523, 1.0207]],
+        translation: [12.3, 11.6],
+        center,
+    };
+    let field = comir_transform::BSpline2::random_smooth(40, 40, 13.0, 1.7, 5).expect("field");
+    let mut rng = metric::sample_rng(3);
+    let level = Level::new(
+        &fixed,
+        moving,
+        1,
+        (40, 40),
+        center,
+        32,
+        100_000,
+        0.0,
+        &mut rng,
+    );
+    let samples = metric::DeformedSamples::new(&level, &field, &linear);
+    let mut scratch = Scratch::default();
+    let c = field.params().to_vec();
+    let mut grad = vec![0.0; c.len()];
+    let (mi, valid) = level.evaluate_deformed(&samples, &c, Some(&mut grad), &mut scratch);
+    assert_eq!(valid, level.n_samples());
+    assert!(mi > 0.05, "MI {mi}");
+    // The same MI as the linear metric when the field is zero.
+    let zero = vec![0.0; c.len()];
+    let (mi0, _) = level.evaluate_deformed(&samples, &zero, None, &mut scratch);
+    let lin = level.evaluate(&Transform2::Affine(linear), false, &mut scratch);
+    assert!((mi0 - lin.mi).abs() < 1e-12, "{mi0} vs {}", lin.mi);
+    let mut tested = 0;
+    for k in (0..c.len()).step_by(3) {
+        let h = 1e-4;
+        let (mut plus, mut minus) = (c.clone(), c.clone());
+        plus[k] += h;
+        minus[k] -= h;
+        let fp = level
+            .evaluate_deformed(&samples, &plus, None, &mut scratch)
+            .0;
+        let fm = level
+            .evaluate_deformed(&samples, &minus, None, &mut scratch)
+            .0;
+        let fd = (fp - fm) / (2.0 * h);
+        if fd.abs() < 1e-4 {
+            // Border control points with little support.
+            continue;
+        }
+        tested += 1;
+        assert!(
+            (grad[k] - fd).abs() <= 3e-3 * fd.abs() + 1e-7,
+            "coefficient {k}: analytic {}, finite difference {fd}",
+            grad[k]
+        );
+    }
+    assert!(tested >= 10, "only {tested} coefficients tested");
+}
+
+/// `b` deformed so that registering it onto `a`'s frame has the answer `truth`.
+fn moved_by_composite(b: &Image, truth: &comir_transform::Composite2) -> Image {
+    comir_image::ops::warp(b, b.width(), b.height(), Border::Zero, |q| {
+        truth.inverse_apply(q).map_or([-1e9, -1e9], |(p, _)| p)
+    })
+}
+
+#[test]
+fn recovers_a_smooth_deformation_after_the_affine_on_a_multimodal_texture() {
+    let w = 128;
+    // Texture everywhere: a deformation of a flat region cannot be seen by any metric.
+    let (a, b) = textured_pair(w);
+    let linear: Transform2 = Affine2 {
+        matrix: [[1.04, 0.03], [-0.02, 0.97]],
+        translation: [3.0, -2.0],
+        center: a.center(),
+    }
+    .into();
+    let field = comir_transform::BSpline2::random_smooth(w, w, 32.0, 4.0, 9).expect("field");
+    let truth = comir_transform::Composite2 {
+        linear,
+        deformation: Some(field),
+    };
+    let moving = moved_by_composite(&b, &truth);
+    let reg = BSplineMi::new(
+        MattesMiConfig::default(),
+        BSplineConfig {
+            grid_spacing: 32.0,
+            ..BSplineConfig::default()
+        },
+    )
+    .expect("config");
+    let o = reg.register(&a, &moving, &linear).expect("register");
+    assert_eq!(o.transform, linear, "the linear part is kept");
+    let found = o.composite();
+    let (wf, hf) = (w as f64, w as f64);
+    let before = dense_error(&comir_transform::Composite2::linear(linear), &truth, wf, hf);
+    let after = dense_error(&found, &truth, wf, hf);
+    assert!(before > 1.5, "the deformation must matter: {before:.3} px");
+    assert!(
+        after < 0.3 * before && after < 0.5,
+        "dense error {after:.3} px after, {before:.3} px with the affine alone"
+    );
+    assert!(found.min_deformation_jacobian(4) > 0.0, "no folding");
+    assert!(o.metric_value < 0.0);
+    // Deterministic.
+    let again = reg.register(&a, &moving, &linear).expect("register");
+    assert_eq!(again, o);
+}
+
+#[test]
+fn bspline_settings_are_checked() {
+    for (cfg, needle) in [
+        (
+            BSplineConfig {
+                grid_spacing: 3.0,
+                ..BSplineConfig::default()
+            },
+            "grid_spacing",
+        ),
+        (
+            BSplineConfig {
+                bending_weight: -1.0,
+                ..BSplineConfig::default()
+            },
+            "bending_weight",
+        ),
+        (
+            BSplineConfig {
+                shrink_factors: vec![1, 2],
+                ..BSplineConfig::default()
+            },
+            "shrink_factors",
+        ),
+    ] {
+        let e = BSplineMi::new(MattesMiConfig::default(), cfg).expect_err("bad");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    let (a, b) = phantom_pair(64, 64, 1);
+    let reg = BSplineMi::new(
+        MattesMiConfig::default(),
+        BSplineConfig {
+            grid_spacing: 100.0,
+            ..BSplineConfig::default()
+        },
+    )
+    .expect("config");
+    let e = reg
+        .register(&a, &b, &centered_identity(&a, &b))
+        .expect_err("spacing larger than the image");
+    assert!(e.to_string().contains("larger than the fixed image"), "{e}");
+}
+
+/// A textured pair in two "modalities" (a non-monotonic intensity map), aligned.
+fn textured_pair(w: usize) -> (Image, Image) {
+    let f = |x: f32, y: f32| (x / 7.0).sin() + (y / 9.0).cos() + 0.3 * ((x + y) / 5.0).sin();
+    let a = Image::from_fn(w, w, |x, y| f(x as f32, y as f32));
+    let b = Image::from_fn(w, w, |x, y| {
+        let (x, y) = (x as f32, y as f32);
+        (f(x, y) - 0.4).powi(2) + 0.1 * (x / 13.0).cos()
+    });
+    (a, b)
+}

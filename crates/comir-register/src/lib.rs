@@ -14,8 +14,10 @@
 //!   [`MultiStart`] can pick the best start without knowing the method;
 //! * same inputs and seed give the same result, whatever the number of threads.
 
+pub mod lbfgs;
+
 use comir_image::Image;
-use comir_transform::{Rigid2, Transform2, TransformKind};
+use comir_transform::{BSpline2, Composite2, Rigid2, Transform2, TransformKind};
 
 /// Why a method stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,14 +36,28 @@ pub enum StopReason {
 /// The result of one registration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
-    /// Fixed-to-moving transform.
+    /// Fixed-to-moving transform: the whole result of a linear method, the linear part of a
+    /// deformable one.
     pub transform: Transform2,
+    /// The B-spline deformation applied before `transform` (see
+    /// [`comir_transform::Composite2`]); `None` for linear methods.
+    pub deformation: Option<BSpline2>,
     /// The method's cost at the result; lower is better.
     pub metric_value: f64,
     /// Optimiser iterations (or candidates evaluated) in total.
     pub iterations: usize,
     /// Why it stopped.
     pub stop: StopReason,
+}
+
+impl Outcome {
+    /// The full fixed-to-moving transform.
+    pub fn composite(&self) -> Composite2 {
+        Composite2 {
+            linear: self.transform,
+            deformation: self.deformation.clone(),
+        }
+    }
 }
 
 /// Errors of registration methods.
@@ -308,6 +324,7 @@ mod tests {
             let angle = rigid_start(init, "bowl")?.angle_rad;
             Ok(Outcome {
                 transform: *init,
+                deformation: None,
                 metric_value: (angle - 0.35).abs(),
                 iterations: 1,
                 stop: StopReason::Converged,
@@ -338,6 +355,7 @@ mod tests {
                 t.angle_rad = 0.3;
                 Ok(Outcome {
                     transform: t.into(),
+                    deformation: None,
                     metric_value: 9.0,
                     iterations: 5,
                     stop: StopReason::SearchComplete,
