@@ -157,8 +157,7 @@ pub fn parse_itk_composite(text: &str, name: impl AsRef<Path>) -> Result<Composi
         });
     }
     let is_bspline = |b: &Block| b.class == ITK_BSPLINE_NAME;
-    let bspline =
-        |b: &Block| BSpline2::from_itk_parameters(&b.params, &b.fixed).map_err(|e| parse(e));
+    let bspline = |b: &Block| BSpline2::from_itk_parameters(&b.params, &b.fixed).map_err(&parse);
     match blocks.as_slice() {
         [one] if is_bspline(one) => Ok(Composite2 {
             linear: Transform2::Rigid(Rigid2::new(0.0, [0.0, 0.0], [0.0, 0.0])),
