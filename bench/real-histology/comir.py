@@ -35,6 +35,29 @@ DEFAULT_PIPELINES = [
 ]
 
 
+def write_points(comir: str, dataset: str, name: str, result: str) -> None:
+    """NAME.points.csv (x, y, mx, my on the evaluation points) of a deformable result, mapped by
+    `comir transform-points` itself, so that score.py scores the deformation and not only its
+    linear part."""
+    h, w = cm.load_gray(os.path.join(dataset, "A", f"{name}.png")).shape[:2]
+    pts = cm.evaluation_points(w, h)
+    src = result[:-len(".json")] + ".fixed-points.csv"
+    dst = result[:-len(".json")] + ".mapped-points.csv"
+    with open(src, "w") as f:
+        f.write("fx,fy,x,y\n")
+        for x, y in pts:
+            x, y = float(x), float(y)
+            f.write(f"{x!r},{y!r},{x!r},{y!r}\n")
+    subprocess.run([comir, "transform-points", "--transform", result, "--points", src,
+                    "--out", dst], check=True, capture_output=True)
+    with open(dst) as f, open(result[:-len(".json")] + ".points.csv", "w") as out:
+        out.write("x,y,mx,my\n")
+        for row in list(f)[1:]:
+            out.write(row)
+    os.remove(src)
+    os.remove(dst)
+
+
 def run(comir: str, dataset: str, truth: str, out: str, pipelines: list[str],
         threads: int) -> list[dict]:
     names = cm.pair_names(dataset)
@@ -52,6 +75,8 @@ def run(comir: str, dataset: str, truth: str, out: str, pipelines: list[str],
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{label} {name}: {done.stderr.strip()}", file=sys.stderr)
+            elif "bspline" in args:
+                write_points(comir, dataset, name, result)
         rows = sc.score(truth, folder)
         cm.write_csv(os.path.join(folder, "score.csv"), sc.HEADER, rows)
         sc.print_table(rows, f"comir {label} ({args})")

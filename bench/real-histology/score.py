@@ -95,7 +95,8 @@ def json_mapping(path: str) -> tuple[Mapping, str, dict]:
     with open(path) as f:
         rec = json.load(f)
     kind = str(rec.get("kind", "?"))
-    if "fixed_to_moving" in rec:
+    # A comir "bspline" record has the matrix of its linear part only: its points file decides.
+    if "fixed_to_moving" in rec and "bspline" not in rec:
         return matrix_mapping(rec["fixed_to_moving"]), kind, times_of(rec)
     if kind in MAPPERS:
         return MAPPERS[kind](rec, path), kind, times_of(rec)

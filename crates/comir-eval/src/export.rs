@@ -48,7 +48,12 @@ impl CaseExporter {
         comir_image::save_tiff_f32(self.dir.join(&f), &case.fixed)?;
         comir_image::save_tiff_f32(self.dir.join(&m), &case.moving)?;
         // The cases file holds rigid parameters, the format the elastix comparison reads.
-        let Some(&t) = case.truth.as_rigid() else {
+        let rigid = case
+            .truth
+            .linear
+            .as_rigid()
+            .filter(|_| case.truth.deformation.is_none());
+        let Some(&t) = rigid else {
             return Err(RunError::Eval(crate::Error::InvalidConfig(
                 "--export-cases writes rigid cases only (use --displacement rigid)".into(),
             )));

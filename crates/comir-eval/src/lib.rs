@@ -58,7 +58,7 @@ pub enum Error {
 
 use comir_image::Image;
 use comir_register::Registrar;
-use comir_transform::Transform2;
+use comir_transform::Composite2;
 
 /// Turns a case's two images into what the method registers (e.g. learned representations).
 /// The default is the identity.
@@ -85,7 +85,7 @@ pub fn evaluate_case_with_transform(
     case: &Case,
     registrar: &dyn Registrar,
     prepare: &Prepare<'_>,
-) -> (CaseResult, Option<Transform2>) {
+) -> (CaseResult, Option<Composite2>) {
     let start = std::time::Instant::now();
     let outcome = prepare(&case.fixed, &case.moving).and_then(|(fixed, moving)| {
         let init = comir_register::centered_identity(&fixed, &moving);
@@ -97,8 +97,8 @@ pub fn evaluate_case_with_transform(
     let w = case.fixed.width() as f64;
     let (error_px, found, metric, status) = match outcome {
         Ok(o) => (
-            case.error(&o.transform),
-            Some(o.transform),
+            case.error(&o.composite()),
+            Some(o.composite()),
             o.metric_value,
             "ok".to_string(),
         ),
@@ -116,11 +116,13 @@ pub fn evaluate_case_with_transform(
         true_angle_deg: case.displacement.angle_deg,
         true_tx: case.displacement.translation[0],
         true_ty: case.displacement.translation[1],
-        found_angle_deg: found.map_or(f64::NAN, |t| t.angle_rad().to_degrees()),
+        found_angle_deg: found
+            .as_ref()
+            .map_or(f64::NAN, |t| t.linear.angle_rad().to_degrees()),
         metric_value: metric,
         status,
     };
-    let found = found.filter(|t| t.angle_rad().is_finite());
+    let found = found.filter(|t| t.linear.angle_rad().is_finite());
     (row, found)
 }
 
@@ -134,9 +136,10 @@ pub use runner::{EvalObserver, Representations, SampleCase};
 mod tests {
     use super::*;
     use comir_register::{Outcome, StopReason};
+    use comir_transform::Transform2;
 
     /// An oracle that returns the truth it was told: the protocol must score it 0.
-    struct Oracle(Transform2);
+    struct Oracle(Composite2);
     impl Registrar for Oracle {
         fn name(&self) -> &'static str {
             "oracle"
@@ -148,8 +151,8 @@ mod tests {
             _: &Transform2,
         ) -> Result<Outcome, comir_register::Error> {
             Ok(Outcome {
-                transform: self.0,
-                deformation: None,
+                transform: self.0.linear,
+                deformation: self.0.deformation.clone(),
                 metric_value: 0.0,
                 iterations: 0,
                 stop: StopReason::Converged,
@@ -163,14 +166,14 @@ mod tests {
         let p = Protocol::default();
         let case = p.case("x.png", 3, &a, &b);
         let id: &Prepare<'_> = &|f: &Image, m: &Image| Ok((f.clone(), m.clone()));
-        let r = evaluate_case(&p, "x.png", 3, &case, &Oracle(case.truth), id);
+        let r = evaluate_case(&p, "x.png", 3, &case, &Oracle(case.truth.clone()), id);
         assert!(r.error_px < 1e-9 && r.success);
         let r = evaluate_case(
             &p,
             "x.png",
             3,
             &case,
-            &Oracle(comir_transform::Rigid2::identity(a.center()).into()),
+            &Oracle(Transform2::from(comir_transform::Rigid2::identity(a.center())).into()),
             id,
         );
         assert!((r.error_px - case.initial_error_px).abs() < 1e-9);

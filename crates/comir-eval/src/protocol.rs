@@ -1,6 +1,8 @@
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
-use comir_transform::{corner_error, dense_error, Affine2, Rigid2, Transform2};
+use comir_transform::{
+    corner_error, dense_error, Affine2, BSpline2, Composite2, Rigid2, Transform2,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -34,6 +36,9 @@ pub enum DisplacementKind {
     /// The rigid draw, plus per-axis scales and a shear, each of magnitude in
     /// `[2.5(L − 1), 2.5L) %` at level L with a random sign.
     Affine,
+    /// The affine draw, plus a smooth random deformation ([`BSpline2::random_smooth`], control
+    /// points a quarter of the width apart) whose largest displacement is L % of the width.
+    Elastic,
 }
 
 impl DisplacementKind {
@@ -42,6 +47,7 @@ impl DisplacementKind {
         match self {
             DisplacementKind::Rigid => "rigid",
             DisplacementKind::Affine => "affine",
+            DisplacementKind::Elastic => "elastic",
         }
     }
 }
@@ -92,6 +98,10 @@ pub struct Displacement {
     pub scale: [f64; 2],
     /// Shear `k` of `[[sx, k], [0, sy]]`.
     pub shear: f64,
+    /// Largest length of the elastic deformation, in pixels (0 without one).
+    pub elastic_px: f64,
+    /// Seed of the elastic deformation's coefficients.
+    pub elastic_seed: u64,
 }
 
 impl Displacement {
@@ -106,9 +116,15 @@ impl Displacement {
     }
 
     fn is_rigid(&self) -> bool {
-        self.scale == [1.0, 1.0] && self.shear == 0.0
+        self.scale == [1.0, 1.0] && self.shear == 0.0 && self.elastic_px == 0.0
     }
 }
+
+/// Largest elastic displacement per level, as a fraction of the width.
+const ELASTIC_FRAC_PER_LEVEL: f64 = 0.01;
+
+/// Control-point spacing of the elastic displacement, as a fraction of the smaller side.
+const ELASTIC_SPACING_FRAC: f64 = 0.25;
 
 /// FNV-1a, so that case seeds do not depend on the standard library's hasher.
 fn fnv1a(s: &str) -> u64 {
@@ -146,17 +162,23 @@ pub fn draw_displacement(
     // Drawn after the rigid part, so the rigid draws are the same in both protocols.
     let (scale, shear) = match protocol.displacement {
         DisplacementKind::Rigid => ([1.0, 1.0], 0.0),
-        DisplacementKind::Affine => {
+        DisplacementKind::Affine | DisplacementKind::Elastic => {
             let sx = 1.0 + signed(0.025);
             let sy = 1.0 + signed(0.025);
             ([sx, sy], signed(0.025))
         }
+    };
+    let (elastic_px, elastic_seed) = match protocol.displacement {
+        DisplacementKind::Elastic => (ELASTIC_FRAC_PER_LEVEL * l * width as f64, rng.gen()),
+        _ => (0.0, 0),
     };
     Displacement {
         angle_deg,
         translation: [tx, ty],
         scale,
         shear,
+        elastic_px,
+        elastic_seed,
     }
 }
 
@@ -169,8 +191,9 @@ pub struct Case {
     pub moving: Image,
     /// The displacement drawn.
     pub displacement: Displacement,
-    /// The true fixed-to-moving transform (G⁻¹): rigid for the rigid protocol, else affine.
-    pub truth: Transform2,
+    /// The true fixed-to-moving transform (G⁻¹): rigid for the rigid protocol, affine for the
+    /// affine one, an affine transform after a B-spline deformation for the elastic one.
+    pub truth: Composite2,
     /// Error before registration, in pixels (see [`Case::error`]).
     pub initial_error_px: f64,
 }
@@ -189,7 +212,27 @@ pub(crate) fn make_case_with_border(a: &Image, b: &Image, d: Displacement, borde
     let g = Rigid2::new(theta, [co * tx - s * ty, s * tx + co * ty], c);
     let (moving, truth) = if d.is_rigid() {
         let moving = warp(b, b.width(), b.height(), border, |p| g.apply(p));
-        (moving, Transform2::Rigid(g.inverse()))
+        (moving, Composite2::linear(Transform2::Rigid(g.inverse())))
+    } else if d.elastic_px > 0.0 {
+        let g = Affine2 {
+            matrix: d.linear(),
+            translation: g.translation,
+            center: c,
+        };
+        let inv = g.inverse().unwrap_or(g);
+        let (w, h) = (a.width(), a.height());
+        let spacing = (ELASTIC_SPACING_FRAC * w.min(h) as f64).max(4.0);
+        let field = BSpline2::random_smooth(w, h, spacing, d.elastic_px, d.elastic_seed).ok();
+        let truth = Composite2 {
+            linear: Transform2::Affine(inv),
+            deformation: field,
+        };
+        // moving(q) = B(T⁻¹(q)); the field is gentle (≤ 4 % of the width over a quarter of it),
+        // so the fixed-point inverse converges.
+        let moving = warp(b, b.width(), b.height(), border, |q| {
+            truth.inverse_apply(q).map_or(q, |(p, _)| p)
+        });
+        (moving, truth)
     } else {
         let g = Affine2 {
             matrix: d.linear(),
@@ -199,10 +242,10 @@ pub(crate) fn make_case_with_border(a: &Image, b: &Image, d: Displacement, borde
         let moving = warp(b, b.width(), b.height(), border, |p| g.apply(p));
         // Scales stay within ±25 % and shears below 0.25, so G is always invertible.
         let inv = g.inverse().unwrap_or(g);
-        (moving, Transform2::Affine(inv))
+        (moving, Composite2::linear(Transform2::Affine(inv)))
     };
     let (w, h) = (a.width() as f64, a.height() as f64);
-    let initial_error_px = error_of(&Rigid2::identity(c).into(), &truth, w, h);
+    let initial_error_px = error_of(&Transform2::from(Rigid2::identity(c)).into(), &truth, w, h);
     Case {
         fixed: a.clone(),
         moving,
@@ -215,16 +258,16 @@ pub(crate) fn make_case_with_border(a: &Image, b: &Image, d: Displacement, borde
 /// The registration error of `found` against `truth` for a `w × h` fixed image: the mean corner
 /// distance for a rigid truth (MultiRegEval's error), the mean distance over a dense grid
 /// (comir_transform::dense_error) otherwise, where four corners say too little.
-pub fn error_of(found: &Transform2, truth: &Transform2, w: f64, h: f64) -> f64 {
-    match truth {
-        Transform2::Rigid(_) => corner_error(found, truth, w, h),
+pub fn error_of(found: &Composite2, truth: &Composite2, w: f64, h: f64) -> f64 {
+    match (&truth.linear, &truth.deformation) {
+        (Transform2::Rigid(_), None) => corner_error(found, truth, w, h),
         _ => dense_error(found, truth, w, h),
     }
 }
 
 impl Case {
     /// The error of a registration result on this case (see [`error_of`]).
-    pub fn error(&self, found: &Transform2) -> f64 {
+    pub fn error(&self, found: &Composite2) -> f64 {
         let (w, h) = (self.fixed.width() as f64, self.fixed.height() as f64);
         error_of(found, &self.truth, w, h)
     }
@@ -279,6 +322,8 @@ mod tests {
                 translation: [3.0, -5.0],
                 scale,
                 shear,
+                elastic_px: 0.0,
+                elastic_seed: 0,
             };
             let case = make_case_with_border(&b, &b, d, Border::Zero);
             // moving(truth(p)) = b(p) at interior pixel centres.
@@ -289,7 +334,7 @@ mod tests {
                 let want = b.get(p[0] as usize, p[1] as usize, 0);
                 assert!((v - want).abs() < 1e-3, "{scale:?}: {v} vs {want}");
             }
-            let rigid = case.truth.kind() == comir_transform::TransformKind::Rigid;
+            let rigid = case.truth.linear.kind() == comir_transform::TransformKind::Rigid;
             assert_eq!(rigid, shear == 0.0);
         }
     }
@@ -319,6 +364,52 @@ mod tests {
     }
 
     #[test]
+    fn elastic_displacements_add_a_deformation_of_l_percent_that_the_truth_undoes() {
+        let elastic = Protocol {
+            displacement: DisplacementKind::Elastic,
+            ..Protocol::default()
+        };
+        let affine = Protocol {
+            displacement: DisplacementKind::Affine,
+            ..Protocol::default()
+        };
+        for level in 1..=4u32 {
+            let (e, a) = (
+                draw_displacement(&elastic, "p", level, 200),
+                draw_displacement(&affine, "p", level, 200),
+            );
+            assert_eq!(
+                (e.angle_deg, e.scale, e.shear),
+                (a.angle_deg, a.scale, a.shear)
+            );
+            assert!((e.elastic_px - 0.01 * level as f64 * 200.0).abs() < 1e-12);
+        }
+        // A plane: moving(truth(p)) = b(p), up to the bilinear interpolation of the (no longer
+        // planar) moving image: 0.01 here is 0.003 px.
+        let b = Image::from_fn(80, 64, |x, y| 2.0 * x as f32 + 3.0 * y as f32);
+        let d = draw_displacement(&elastic, "p", 3, 80);
+        let case = make_case_with_border(&b, &b, d, Border::Zero);
+        let field = case.truth.deformation.as_ref().expect("a deformation");
+        let largest = (0..64)
+            .flat_map(|y| (0..80).map(move |x| [x as f64, y as f64]))
+            .map(|p| {
+                let u = field.displacement(p);
+                u[0].hypot(u[1])
+            })
+            .fold(0.0, f64::max);
+        assert!((largest - 0.03 * 80.0).abs() < 1e-9, "{largest}");
+        for p in [[40.0, 30.0], [22.0, 41.0], [60.0, 20.0]] {
+            let q = case.truth.apply(p);
+            let v = comir_image::ops::sample_bilinear(&case.moving, q[0], q[1], 0).expect("inside");
+            let want = b.get(p[0] as usize, p[1] as usize, 0);
+            assert!((v - want).abs() < 1e-2, "{p:?}: {v} vs {want}");
+        }
+        // The error of the affine part alone is the deformation's, on the dense grid.
+        let lin = Composite2::linear(case.truth.linear);
+        assert!(case.error(&lin) > 0.2);
+    }
+
+    #[test]
     fn initial_error_matches_multiregeval_displacement() {
         // MultiRegEval's Displacement is the mean over the corners of |G(corner) − corner|.
         let b = Image::zeros(300, 300, 1);
@@ -327,6 +418,8 @@ mod tests {
             translation: [10.0, 4.0],
             scale: [1.0, 1.0],
             shear: 0.0,
+            elastic_px: 0.0,
+            elastic_seed: 0,
         };
         let case = make_case_with_border(&b, &b, d, Border::Zero);
         let c = 149.5;

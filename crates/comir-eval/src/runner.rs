@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use comir_image::Image;
 use comir_register::Registrar;
-use comir_transform::Transform2;
+use comir_transform::Composite2;
 
 use crate::export::CaseExporter;
 use crate::{
@@ -219,7 +219,7 @@ pub struct SampleCase {
     /// Representations of the fixed and moving images, when a model was used.
     pub representations: Option<(Image, Image)>,
     /// The transform found (fixed → moving coordinates); `None` when the method failed.
-    pub found: Option<Transform2>,
+    pub found: Option<Composite2>,
     /// Corner error of the result, in pixels.
     pub error_px: f64,
     /// Whether it counts as a success.
@@ -477,7 +477,7 @@ mod tests {
             &self,
             _: &Image,
             _: &Image,
-            init: &Transform2,
+            init: &comir_transform::Transform2,
         ) -> Result<Outcome, comir_register::Error> {
             Ok(Outcome {
                 transform: *init,

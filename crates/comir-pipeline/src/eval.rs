@@ -51,7 +51,9 @@ pub struct EvalOptions {
     pub init_global: bool,
     /// The transform models each method runs, in order (`rigid`, `rigid,affine`, …).
     pub stages: TransformStages,
-    /// The displacements of the protocol: rigid (MultiRegEval's) or affine.
+    /// Control-point spacing of a bspline stage (overrides the config's).
+    pub grid_spacing: Option<f64>,
+    /// The displacements of the protocol: rigid (MultiRegEval's), affine or elastic.
     pub displacement: DisplacementKind,
     /// Method settings (TOML with sections `[aamd]`, `[mi]`, `[features]`, `[global]`).
     pub config: Option<PathBuf>,
@@ -87,6 +89,7 @@ impl EvalOptions {
             border: Border::Reflect,
             init_global: false,
             stages: TransformStages::rigid(),
+            grid_spacing: None,
             displacement: DisplacementKind::Rigid,
             config: None,
             model: None,
@@ -207,7 +210,9 @@ pub fn evaluate(options: &EvalOptions, console: &mut dyn Console) -> Result<Eval
     };
     let mut progress = Progress { console, bar: None };
     let pairs = runner::select_pairs(&options.pairs, &filter, options.limit, &mut progress)?;
-    let cfg = MethodsConfig::load(options.config.as_deref())?.with_seed(options.seed);
+    let cfg = MethodsConfig::load(options.config.as_deref())?
+        .with_seed(options.seed)
+        .with_grid_spacing(options.grid_spacing)?;
     let methods = options
         .methods()
         .into_iter()

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use comir_aamd::{AlphaAmd, AlphaAmdConfig};
 use comir_features::{FeatureConfig, FeatureRegistrar};
 use comir_globalign::{GlobalSearch, GlobalSearchConfig};
-use comir_mi::{MattesMi, MattesMiConfig};
+use comir_mi::{BSplineConfig, BSplineMi, MattesMi, MattesMiConfig};
 use comir_register::{Chained, MultiStart, Registrar};
 use comir_transform::TransformKind;
 
@@ -60,7 +60,8 @@ impl std::str::FromStr for MethodName {
 }
 
 /// Settings of every method, as read from `--config FILE.toml` (sections `[aamd]`, `[mi]`,
-/// `[features]`, `[global]`; every field optional, defaults are the reference settings).
+/// `[bspline]`, `[features]`, `[global]`; every field optional, defaults are the reference
+/// settings).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MethodsConfig {
@@ -68,6 +69,8 @@ pub struct MethodsConfig {
     pub aamd: AlphaAmdConfig,
     /// Mattes MI settings.
     pub mi: MattesMiConfig,
+    /// Settings of the B-spline stage (Mattes MI over a deformation).
+    pub bspline: BSplineConfig,
     /// Feature-matching settings.
     pub features: FeatureConfig,
     /// Global-search settings.
@@ -118,9 +121,24 @@ impl MethodsConfig {
             |e: comir_register::Error| anyhow::anyhow!("{}: invalid config: {e}", path.display());
         cfg.aamd.validate().map_err(invalid)?;
         cfg.mi.validate().map_err(invalid)?;
+        cfg.bspline.validate().map_err(invalid)?;
         cfg.features.validate().map_err(invalid)?;
         cfg.global.validate().map_err(invalid)?;
         Ok(cfg)
+    }
+
+    /// Sets the B-spline stage's control-point spacing when `spacing` is given.
+    ///
+    /// # Errors
+    /// A spacing below 4 px or not finite (`--grid-spacing`).
+    pub fn with_grid_spacing(mut self, spacing: Option<f64>) -> Result<MethodsConfig> {
+        if let Some(s) = spacing {
+            self.bspline.grid_spacing = s;
+            self.bspline
+                .validate()
+                .map_err(|_| anyhow::anyhow!("--grid-spacing must be at least 4 px, got {s}"))?;
+        }
+        Ok(self)
     }
 
     /// Sets the seed of every method that uses randomness.
@@ -137,9 +155,10 @@ impl MethodsConfig {
 /// search runs first and the method refines its result.
 ///
 /// The method runs the first stage; every later stage (similarity, affine) is Mattes MI with that
-/// transform, started where the previous stage ended, on the same images (or representations).
-/// α-AMD, feature matching and the global search estimate rigid transforms only, so with them the
-/// first stage must be `rigid`.
+/// transform, started where the previous stage ended, on the same images (or representations),
+/// and a final `bspline` stage is Mattes MI over a B-spline deformation ([`BSplineMi`]) after the
+/// last linear result. α-AMD, feature matching and the global search estimate rigid transforms
+/// only, so with them the first stage must be `rigid`.
 ///
 /// # Errors
 /// An invalid setting, or a first stage the method cannot estimate.
@@ -150,7 +169,25 @@ pub fn build(
     stages: &TransformStages,
 ) -> Result<Box<dyn Registrar>> {
     let kinds = stages.kinds();
-    let first = kinds.first().copied().unwrap_or(TransformKind::Rigid);
+    let bspline_stage = || BSplineMi::new(cfg.mi.clone(), cfg.bspline.clone());
+    let Some(&first) = kinds.first() else {
+        // A deformation alone, from the identity (or the global search's result).
+        if name != MethodName::Mi {
+            anyhow::bail!(
+                "{} estimates rigid transforms; start the chain with rigid (e.g. --transform \
+                 rigid,affine,bspline) or use --method mi",
+                name.as_str()
+            );
+        }
+        let mut registrar: Box<dyn Registrar> = Box::new(bspline_stage()?);
+        if init_global {
+            registrar = Box::new(Chained {
+                first: GlobalSearch::new(cfg.global.clone())?,
+                then: registrar,
+            });
+        }
+        return Ok(registrar);
+    };
     if name != MethodName::Mi && first != TransformKind::Rigid {
         anyhow::bail!(
             "{} estimates rigid transforms; start the chain with rigid (e.g. --transform \
@@ -181,6 +218,12 @@ pub fn build(
         registrar = Box::new(Chained {
             first: registrar,
             then: mi_stage(kind)?,
+        });
+    }
+    if stages.bspline() {
+        registrar = Box::new(Chained {
+            first: registrar,
+            then: bspline_stage()?,
         });
     }
     Ok(registrar)

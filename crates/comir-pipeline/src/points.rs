@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use comir_transform::Transform2;
+use comir_transform::Composite2;
 
 /// Which way points go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,19 +15,23 @@ pub enum PointDirection {
     MovingToFixed,
 }
 
-/// Reads a transform from `comir register`'s JSON or from an ITK `.tfm` file (by extension).
+/// Largest residual (pixels) accepted when mapping a point back through a deformation.
+const INVERSE_RESIDUAL_PX: f64 = 0.01;
+
+/// Reads a transform from `comir register`'s JSON or from an ITK `.tfm` file (by extension):
+/// linear, or linear after a B-spline deformation.
 ///
 /// # Errors
 /// An unreadable or invalid file, named in the message.
-pub fn read_transform(path: &Path) -> Result<Transform2> {
+pub fn read_transform(path: &Path) -> Result<Composite2> {
     let is_tfm = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("tfm"));
     Ok(if is_tfm {
-        comir_transform::read_itk_tfm(path)?
+        comir_transform::read_itk_composite(path)?
     } else {
-        comir_transform::read_json(path)?.transform()
+        comir_transform::read_json(path)?.composite()
     })
 }
 
@@ -41,7 +45,8 @@ pub fn read_transform(path: &Path) -> Result<Transform2> {
 /// # Errors
 /// An unreadable transform; a points file without `x` and `y` columns, with a row that does not
 /// have them or with a value that is not a finite number (naming the file and line); a
-/// transform that cannot be inverted; an unwritable output.
+/// transform that cannot be inverted (a singular linear part, or a point the deformation cannot
+/// be inverted at to within 0.01 px, which happens where it folds); an unwritable output.
 pub fn transform_points(
     transform: &Path,
     points: &Path,
@@ -49,12 +54,9 @@ pub fn transform_points(
     direction: PointDirection,
 ) -> Result<usize> {
     let t = read_transform(transform)?;
-    let t = match direction {
-        PointDirection::FixedToMoving => t,
-        PointDirection::MovingToFixed => t.inverse().with_context(|| {
-            format!("{}: the transform cannot be inverted", transform.display())
-        })?,
-    };
+    if direction == PointDirection::MovingToFixed && t.linear.inverse().is_none() {
+        bail!("{}: the transform cannot be inverted", transform.display());
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(points)
@@ -87,7 +89,20 @@ pub fn transform_points(
             }
         };
         let p = [number(ix, "x")?, number(iy, "y")?];
-        let q = t.apply(p);
+        let q = match direction {
+            PointDirection::FixedToMoving => t.apply(p),
+            PointDirection::MovingToFixed => match t.inverse_apply(p) {
+                Some((q, residual)) if residual <= INVERSE_RESIDUAL_PX => q,
+                _ => bail!(
+                    "{}: line {line}: the point ({}, {}) cannot be mapped back through {} (the \
+                     deformation folds there)",
+                    points.display(),
+                    p[0],
+                    p[1],
+                    transform.display()
+                ),
+            },
+        };
         let mut fields: Vec<String> = record.iter().map(str::to_string).collect();
         fields[ix] = format!("{}", q[0]);
         fields[iy] = format!("{}", q[1]);

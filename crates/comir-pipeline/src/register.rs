@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
 use comir_register::Registrar;
-use comir_transform::{write_itk_tfm, write_json, Transform2, TransformRecord};
+use comir_transform::{write_itk_composite, write_json, Composite2, Transform2, TransformRecord};
 
 use crate::methods::{build, MethodName, MethodsConfig};
 use crate::model::{ModelOptions, RegistrationModel};
@@ -28,8 +28,10 @@ pub struct RegisterOptions {
     /// Start from this transform (JSON of `comir register` or ITK `.tfm`) instead of the
     /// identity.
     pub init_file: Option<PathBuf>,
-    /// The transform models, run in order (`rigid`, `rigid,affine`, …).
+    /// The transform models, run in order (`rigid`, `rigid,affine`, `affine,bspline`, …).
     pub stages: TransformStages,
+    /// Control-point spacing of a bspline stage (overrides the config's).
+    pub grid_spacing: Option<f64>,
     /// Method settings (TOML with sections `[aamd]`, `[mi]`, `[features]`, `[global]`).
     pub config: Option<PathBuf>,
     /// Register the learned representations of the two images with this model.
@@ -50,8 +52,8 @@ pub struct PairRegistrar {
 pub struct Registered {
     /// What is written as JSON.
     pub record: TransformRecord,
-    /// The transform found (fixed → moving coordinates).
-    pub transform: Transform2,
+    /// The transform found (fixed → moving coordinates), with its deformation if any.
+    pub transform: Composite2,
     /// The fixed image as registered (gray, or its representation).
     pub fixed: Image,
     /// The moving image as loaded.
@@ -64,7 +66,9 @@ impl PairRegistrar {
     /// # Errors
     /// An invalid config file, or a model that cannot be loaded.
     pub fn new(options: &RegisterOptions) -> Result<PairRegistrar> {
-        let mut cfg = MethodsConfig::load(options.config.as_deref())?.with_seed(options.seed);
+        let mut cfg = MethodsConfig::load(options.config.as_deref())?
+            .with_seed(options.seed)
+            .with_grid_spacing(options.grid_spacing)?;
         if options.model.is_some() {
             // Learned representations get their own α-AMD pyramid.
             cfg = cfg.for_representations();
@@ -76,7 +80,17 @@ impl PairRegistrar {
         let init = options
             .init_file
             .as_deref()
-            .map(read_transform)
+            .map(|path| {
+                let t = read_transform(path)?;
+                if t.deformation.is_some() {
+                    anyhow::bail!(
+                        "{}: a B-spline transform cannot start a registration; give its linear \
+                         part (a rigid, similarity or affine transform)",
+                        path.display()
+                    );
+                }
+                Ok(t.linear)
+            })
             .transpose()?;
         let model = options
             .model
@@ -126,19 +140,29 @@ impl PairRegistrar {
                 )
             })?;
         let seconds = start.elapsed().as_secs_f64();
-        let record = TransformRecord::new(
-            &outcome.transform,
-            &self.label,
-            outcome.metric_value,
-            seconds,
-        );
+        let transform = outcome.composite();
+        let mut record =
+            TransformRecord::from_composite(&transform, &self.label, outcome.metric_value, seconds);
+        if folds(&transform) {
+            record.flag = Some(FLAG_DOUBTFUL.into());
+        }
         Ok(Registered {
             record,
-            transform: outcome.transform,
+            transform,
             fixed,
             moving_full,
         })
     }
+}
+
+/// The flag of a result that should not be trusted without a look.
+pub const FLAG_DOUBTFUL: &str = "doubtful";
+
+/// Whether the deformation of `t` folds (its Jacobian determinant reaches 0 somewhere on the
+/// fixed image, checked every 2 pixels): the warp then maps two fixed neighbourhoods onto one,
+/// which no section deformation does.
+pub fn folds(t: &Composite2) -> bool {
+    t.min_deformation_jacobian(2) <= 0.0
 }
 
 /// Where one registration's results go.
@@ -167,7 +191,7 @@ pub fn register_pair(
     let t = &registered.transform;
     write_json(&outputs.out, &registered.record)?;
     if let Some(path) = &outputs.tfm {
-        write_itk_tfm(path, t)?;
+        write_itk_composite(path, t)?;
     }
     if let Some(path) = &outputs.warped {
         let out = warp(

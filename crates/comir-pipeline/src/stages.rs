@@ -7,33 +7,48 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 use comir_transform::TransformKind;
 
-/// The stages of a registration, from the most constrained transform to the most flexible.
+/// The name of the deformable stage in a chain.
+pub const BSPLINE_STAGE: &str = "bspline";
+
+/// The stages of a registration, from the most constrained transform to the most flexible: linear
+/// stages, optionally followed by a B-spline deformation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TransformStages(Vec<TransformKind>);
+pub struct TransformStages {
+    linear: Vec<TransformKind>,
+    bspline: bool,
+}
 
 impl TransformStages {
     /// A single rigid stage: what every method did before non-rigid models existed.
     pub fn rigid() -> TransformStages {
-        TransformStages(vec![TransformKind::Rigid])
+        TransformStages {
+            linear: vec![TransformKind::Rigid],
+            bspline: false,
+        }
     }
 
-    /// The stages, in order.
+    /// The linear stages, in order (empty for `--transform bspline` alone).
     pub fn kinds(&self) -> &[TransformKind] {
-        &self.0
+        &self.linear
     }
 
-    /// The last (most flexible) stage: the kind of the result.
+    /// Whether a B-spline deformation ends the chain.
+    pub fn bspline(&self) -> bool {
+        self.bspline
+    }
+
+    /// The last linear stage (rigid when there is none): the kind of the result's linear part.
     pub fn last(&self) -> TransformKind {
-        self.0.last().copied().unwrap_or(TransformKind::Rigid)
+        self.linear.last().copied().unwrap_or(TransformKind::Rigid)
     }
 
-    /// The stages as written on the command line (`rigid,affine`).
+    /// The stages as written on the command line (`rigid,affine,bspline`).
     pub fn spec(&self) -> String {
-        self.0
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(",")
+        let mut names: Vec<&str> = self.linear.iter().map(|k| k.name()).collect();
+        if self.bspline {
+            names.push(BSPLINE_STAGE);
+        }
+        names.join(",")
     }
 }
 
@@ -46,15 +61,24 @@ impl Default for TransformStages {
 impl FromStr for TransformStages {
     type Err = anyhow::Error;
 
-    /// `rigid`, `affine`, `rigid,affine`, …: known kinds, each more flexible than the one before.
+    /// `rigid`, `affine`, `rigid,affine`, `affine,bspline`, …: known kinds, each more flexible
+    /// than the one before; `bspline` only last.
     fn from_str(s: &str) -> Result<TransformStages> {
         let mut kinds = Vec::new();
+        let mut bspline = false;
         for part in s.split(',').map(str::trim) {
+            if bspline {
+                bail!("--transform: '{BSPLINE_STAGE}' must be the last stage of the chain");
+            }
+            if part == BSPLINE_STAGE {
+                bspline = true;
+                continue;
+            }
             let Some(kind) = TransformKind::from_name(part) else {
                 let known: Vec<&str> = TransformKind::ALL.iter().map(|k| k.name()).collect();
                 bail!(
-                    "--transform: unknown stage '{part}' (expected {}, or a chain such as \
-                     rigid,affine)",
+                    "--transform: unknown stage '{part}' (expected {}, {BSPLINE_STAGE}, or a \
+                     chain such as rigid,affine,bspline)",
                     known.join(", ")
                 );
             };
@@ -68,7 +92,10 @@ impl FromStr for TransformStages {
             }
             kinds.push(kind);
         }
-        Ok(TransformStages(kinds))
+        Ok(TransformStages {
+            linear: kinds,
+            bspline,
+        })
     }
 }
 
@@ -91,5 +118,15 @@ mod tests {
             .expect_err("order");
         assert!(e.to_string().contains("more flexible"), "{e}");
         assert!("".parse::<TransformStages>().is_err());
+        let s: TransformStages = "similarity,affine,bspline".parse().expect("deformable");
+        assert!(s.bspline());
+        assert_eq!(s.last(), TransformKind::Affine);
+        assert_eq!(s.spec(), "similarity,affine,bspline");
+        let alone: TransformStages = "bspline".parse().expect("alone");
+        assert!(alone.kinds().is_empty() && alone.bspline());
+        let e = "bspline,affine"
+            .parse::<TransformStages>()
+            .expect_err("bspline first");
+        assert!(e.to_string().contains("must be the last stage"), "{e}");
     }
 }

@@ -419,7 +419,7 @@ pub fn write_eval_report(dir: &Path, report: &EvalReport<'_>) -> Result<PathBuf,
             &format!("overlay of the {ov_what} before"),
         )?;
         match &s.found {
-            Some(t) if t.angle_rad().is_finite() => {
+            Some(t) if t.linear.angle_rad().is_finite() => {
                 let after = visuals::moving_in_fixed_frame(&s.fixed, &s.moving, t);
                 pic(
                     &mut body,

@@ -73,7 +73,7 @@ fn an_eval_report_shows_the_tables_plots_and_sample_pictures() {
             fixed: fixed.clone(),
             moving: moving.clone(),
             representations: Some((fixed.clone(), moving.clone())),
-            found: Some(truth.into()),
+            found: Some(comir_transform::Transform2::from(truth).into()),
             error_px: 0.0,
             success: true,
         },

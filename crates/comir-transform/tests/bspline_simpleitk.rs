@@ -121,3 +121,74 @@ fn bspline_tfm_matches_simpleitk_points() {
     assert_eq!(count, points.len(), "SimpleITK printed too few points");
     eprintln!("{count} points agree with SimpleITK to {worst:.2e} px");
 }
+
+/// Reads a transform file and a points file (`x y` per line); prints the class SimpleITK sees
+/// and one mapped point per line.
+const COMPOSITE_SCRIPT: &str = r#"
+import sys, SimpleITK as sitk
+t = sitk.ReadTransform(sys.argv[1])
+print(t.GetName())
+for line in open(sys.argv[2]):
+    x, y = map(float, line.split())
+    q = t.TransformPoint((x, y))
+    print(f"{q[0]!r} {q[1]!r}")
+"#;
+
+#[test]
+fn composite_tfm_of_an_affine_and_a_bspline_matches_simpleitk_points() {
+    if !common::simpleitk_available() {
+        eprintln!("SKIP: python3 with SimpleITK not found (pip install SimpleITK)");
+        return;
+    }
+    let (w, h) = (61usize, 47usize);
+    let c = comir_transform::Composite2 {
+        linear: comir_transform::Affine2 {
+            matrix: [[1.08, 0.05], [-0.04, 0.91]],
+            translation: [6.5, -3.25],
+            center: [30.0, 23.0],
+        }
+        .into(),
+        deformation: Some(BSpline2::random_smooth(w, h, 11.0, 3.0, 77).expect("field")),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tfm = dir.path().join("c.tfm");
+    comir_transform::write_itk_composite(&tfm, &c).expect("write");
+    let points: Vec<[f64; 2]> = (0..25)
+        .map(|k| {
+            let fx = ((k * 7 + 3) % 25) as f64 / 25.0;
+            let fy = ((k * 11 + 5) % 25) as f64 / 25.0 + 0.011;
+            [fx * (w - 1) as f64, fy * (h - 1) as f64]
+        })
+        .collect();
+    let pts = dir.path().join("points.txt");
+    let listing: String = points
+        .iter()
+        .map(|p| format!("{:.17e} {:.17e}\n", p[0], p[1]))
+        .collect();
+    std::fs::write(&pts, listing).expect("write points");
+    let out = Command::new("python3")
+        .args(["-c", COMPOSITE_SCRIPT])
+        .arg(&tfm)
+        .arg(&pts)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("CompositeTransform"));
+    let mut count = 0;
+    for (line, p) in lines.zip(&points) {
+        let q = floats(line);
+        let ours = c.apply(*p);
+        assert!(
+            (q[0] - ours[0]).abs().max((q[1] - ours[1]).abs()) < 1e-9,
+            "SimpleITK maps {p:?} to {q:?}, comir to {ours:?}"
+        );
+        count += 1;
+    }
+    assert_eq!(count, points.len());
+}

@@ -45,14 +45,18 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["identity", "global"], default_value = "identity")]
     pub init: String,
     /// The transform each method estimates: rigid, similarity or affine, or a chain run in
-    /// order (e.g. rigid,affine; later stages use MI).
+    /// order (e.g. rigid,affine; later stages use MI), optionally ending in bspline.
     #[arg(long, default_value = "rigid")]
     pub transform: TransformStages,
-    /// The displacements: rigid (MultiRegEval's rotation and translation) or affine (plus
-    /// per-axis scale and shear of 2.5 % per level; the error is then the mean over a dense grid).
-    #[arg(long, value_parser = ["rigid", "affine"], default_value = "rigid")]
+    /// Largest control-point spacing of a bspline stage, in pixels (default 64).
+    #[arg(long)]
+    pub grid_spacing: Option<f64>,
+    /// The displacements: rigid (MultiRegEval's rotation and translation), affine (plus
+    /// per-axis scale and shear of 2.5 % per level; the error is then the mean over a dense grid)
+    /// or elastic (the affine draw plus a smooth deformation of up to 1 % of the width per level).
+    #[arg(long, value_parser = ["rigid", "affine", "elastic"], default_value = "rigid")]
     pub displacement: String,
-    /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
+    /// Method settings (TOML with sections [aamd], [mi], [bspline], [features], [global]).
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -89,10 +93,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         },
         init_global: args.init == "global",
         stages: args.transform,
-        displacement: if args.displacement == "affine" {
-            DisplacementKind::Affine
-        } else {
-            DisplacementKind::Rigid
+        grid_spacing: args.grid_spacing,
+        displacement: match args.displacement.as_str() {
+            "affine" => DisplacementKind::Affine,
+            "elastic" => DisplacementKind::Elastic,
+            _ => DisplacementKind::Rigid,
         },
         config: args.config,
         model: args.model.options(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use comir_pipeline::batch::{merge, register_shard, Shard};
-use comir_pipeline::register::{register_pair, PairOutputs, RegisterOptions};
+use comir_pipeline::register::{folds, register_pair, PairOutputs, RegisterOptions};
 use comir_pipeline::TransformStages;
 
 use crate::console::Terminal;
@@ -42,7 +42,8 @@ pub struct RegisterArgs {
     /// With --manifest: gather the shards' CSVs into MANIFEST.results.csv (every row once).
     #[arg(long, requires = "manifest")]
     merge: bool,
-    /// Also write the transform as an ITK .tfm file (Euler2D, Similarity2D or Affine transform).
+    /// Also write the transform as an ITK .tfm file (Euler2D, Similarity2D or Affine transform;
+    /// a composite of it and a BSplineTransform after a bspline stage).
     #[arg(long)]
     tfm: Option<PathBuf>,
     /// Also write the moving image resampled into the fixed frame (.png, or .tif for float).
@@ -52,15 +53,21 @@ pub struct RegisterArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// The transform to estimate: rigid, similarity or affine, or a chain run in order, each
-    /// stage starting where the previous ended (later stages use MI). For sections or scans that
-    /// differ in scale (raw H&E onto SHG), similarity,affine.
+    /// stage starting where the previous ended (later stages use MI), optionally ending in
+    /// bspline (a deformation on a control grid). For sections or scans that differ in scale
+    /// (raw H&E onto SHG), similarity,affine; for sections that also bend,
+    /// similarity,affine,bspline.
     #[arg(long, default_value = "rigid")]
     transform: TransformStages,
+    /// Largest control-point spacing of a bspline stage, in pixels (default 64; at least 4 and
+    /// at most the image side). Overrides bspline.grid_spacing of --config.
+    #[arg(long)]
+    grid_spacing: Option<f64>,
     /// Where to start: identity (image centres aligned), global (an FFT search over rotations
     /// and translations, for large displacements) or a transform file (.json or .tfm).
     #[arg(long, default_value = "identity")]
     init: String,
-    /// Method settings (TOML with sections [aamd], [mi], [features], [global]).
+    /// Method settings (TOML with sections [aamd], [mi], [bspline], [features], [global]).
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -75,6 +82,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         init_global: args.init == "global",
         init_file: (args.init != "global" && args.init != "identity").then(|| args.init.into()),
         stages: args.transform,
+        grid_spacing: args.grid_spacing,
         config: args.config,
         model: args.model.options(),
     };
@@ -113,7 +121,8 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         warped: args.warped,
     };
     let registered = register_pair(&options, &fixed, &moving, &outputs)?;
-    let (record, t) = (&registered.record, &registered.transform);
+    let (record, full) = (&registered.record, &registered.transform);
+    let t = &full.linear;
     let c = t.center();
     let params = match t.as_rigid() {
         Some(r) => format!(
@@ -137,8 +146,20 @@ pub fn run(args: RegisterArgs) -> Result<()> {
             )
         }
     };
+    let deformation = match &full.deformation {
+        Some(b) => {
+            let n = b.grid_size();
+            format!(
+                ", then a B-spline on a {}×{} grid (min. Jacobian {:.3})",
+                n[0],
+                n[1],
+                full.min_deformation_jacobian(2)
+            )
+        }
+        None => String::new(),
+    };
     println!(
-        "{}: {params} about ({:.1}, {:.1}), metric {:.5}, {:.3} s -> {}",
+        "{}: {params} about ({:.1}, {:.1}){deformation}, metric {:.5}, {:.3} s -> {}",
         record.method,
         c[0],
         c[1],
@@ -146,5 +167,11 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         record.seconds,
         outputs.out.display()
     );
+    if folds(full) {
+        eprintln!(
+            "warning: the deformation folds (its Jacobian determinant reaches 0): the result is \
+             flagged doubtful; try a larger --grid-spacing or a larger bspline.bending_weight"
+        );
+    }
     Ok(())
 }
