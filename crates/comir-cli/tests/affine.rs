@@ -7,7 +7,7 @@ use std::path::Path;
 
 use comir_image::ops::Border;
 use comir_transform::{dense_error, read_json, Affine2, Transform2, TransformKind};
-use common::{comir, ok, s};
+use common::{clean_error, comir, ok, s};
 
 /// A multimodal phantom pair whose true fixed-to-moving transform is an affine map with 8 %
 /// anisotropic scale and a shear: out of reach of a rigid registration.
@@ -24,18 +24,6 @@ fn affine_pair(dir: &Path) -> (String, String, Transform2) {
     let moving = comir_testkit::moved_by_transform(&b, &truth, Border::Zero);
     comir_image::save_png(&m, &moving).expect("save");
     (s(&f).to_string(), s(&m).to_string(), truth)
-}
-
-/// Exit status 2 and one line on stderr containing every needle.
-#[track_caller]
-fn clean_error(o: &std::process::Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected '{n}' in: {err}");
-    }
 }
 
 #[test]

@@ -6,31 +6,17 @@ mod common;
 
 use std::path::Path;
 
-use comir_image::ops::{warp, Border};
-use comir_image::Image;
 use comir_transform::{
     dense_error, read_itk_composite, read_json, write_json, Affine2, BSpline2, Composite2,
     Transform2, TransformRecord,
 };
-use common::{comir, ok, s};
-
-/// A texture in two "modalities" (a non-monotonic intensity map), aligned; deformations of a
-/// flat region cannot be seen, so the texture covers everything.
-fn textured_pair(w: usize) -> (Image, Image) {
-    let f = |x: f32, y: f32| (x / 7.0).sin() + (y / 9.0).cos() + 0.3 * ((x + y) / 5.0).sin();
-    let a = Image::from_fn(w, w, |x, y| f(x as f32, y as f32));
-    let b = Image::from_fn(w, w, |x, y| {
-        let (x, y) = (x as f32, y as f32);
-        (f(x, y) - 0.4).powi(2) + 0.1 * (x / 13.0).cos()
-    });
-    (a, b)
-}
+use common::{clean_error, comir, ok, s};
 
 /// Writes the pair (float TIFF) and the affine part of the truth as a start; returns the paths
 /// and the whole truth.
 fn deformed_pair(d: &Path) -> (String, String, String, Composite2) {
     let w = 128;
-    let (a, b) = textured_pair(w);
+    let (a, b) = comir_testkit::textured_pair(w);
     let linear: Transform2 = Affine2 {
         matrix: [[1.04, 0.03], [-0.02, 0.97]],
         translation: [3.0, -2.0],
@@ -41,9 +27,7 @@ fn deformed_pair(d: &Path) -> (String, String, String, Composite2) {
         linear,
         deformation: Some(BSpline2::random_smooth(w, w, 32.0, 4.0, 9).expect("field")),
     };
-    let moving = warp(&b, w, w, Border::Zero, |q| {
-        truth.inverse_apply(q).map_or([-1e9, -1e9], |(p, _)| p)
-    });
+    let moving = comir_testkit::moved_by_composite(&b, &truth);
     let (f, m, init) = (
         d.join("fixed.tif"),
         d.join("moving.tif"),
@@ -58,18 +42,6 @@ fn deformed_pair(d: &Path) -> (String, String, String, Composite2) {
         s(&init).to_string(),
         truth,
     )
-}
-
-/// Exit status 2 and one line on stderr containing every needle.
-#[track_caller]
-fn clean_error(o: &std::process::Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected '{n}' in: {err}");
-    }
 }
 
 #[test]

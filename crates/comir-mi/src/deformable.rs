@@ -47,8 +47,10 @@ pub struct BSplineConfig {
     /// Largest distance between control points of the final grid, in pixels (default 64). At
     /// least 4, and at most the fixed image's smaller side.
     pub grid_spacing: f64,
-    /// Weight λ of the bending energy (default 100; the energy is a mean per square pixel, so the
-    /// weight does not depend on the image or grid size). At least 0.
+    /// Weight λ of the bending energy (default 1000; the energy is a mean per square pixel, so
+    /// the weight does not depend on the image or grid size). At least 0. Chosen on the elastic
+    /// protocol (10 pairs each of histology and MNI152, levels 1–4) among 100, 1000 and 10000:
+    /// 1000 had the most successes on both.
     pub bending_weight: f64,
     /// Pyramid shrink factors, coarsest first, strictly decreasing (default `[4, 2, 1]`).
     pub shrink_factors: Vec<usize>,
@@ -63,7 +65,7 @@ impl Default for BSplineConfig {
     fn default() -> Self {
         BSplineConfig {
             grid_spacing: 64.0,
-            bending_weight: 100.0,
+            bending_weight: 1000.0,
             shrink_factors: vec![4, 2, 1],
             max_samples: 16384,
             max_iterations: 60,

@@ -1,7 +1,9 @@
 use super::*;
 use comir_image::ops::Border;
 use comir_register::{centered_identity, MultiStart};
-use comir_testkit::{moved_by, moved_by_transform, phantom_pair};
+use comir_testkit::{
+    moved_by, moved_by_composite, moved_by_transform, phantom_pair, textured_pair,
+};
 use comir_transform::{corner_error, dense_error, Affine2, Rigid2, Similarity2};
 
 fn smooth_pair(w: usize, h: usize) -> (Image, Image) {
@@ -526,17 +528,9 @@ fn deformable_gradient_matches_finite_differences() {
     assert!(tested >= 10, "only {tested} coefficients tested");
 }
 
-/// `b` deformed so that registering it onto `a`'s frame has the answer `truth`.
-fn moved_by_composite(b: &Image, truth: &comir_transform::Composite2) -> Image {
-    comir_image::ops::warp(b, b.width(), b.height(), Border::Zero, |q| {
-        truth.inverse_apply(q).map_or([-1e9, -1e9], |(p, _)| p)
-    })
-}
-
 #[test]
 fn recovers_a_smooth_deformation_after_the_affine_on_a_multimodal_texture() {
     let w = 128;
-    // Texture everywhere: a deformation of a flat region cannot be seen by any metric.
     let (a, b) = textured_pair(w);
     let linear: Transform2 = Affine2 {
         matrix: [[1.04, 0.03], [-0.02, 0.97]],
@@ -617,15 +611,4 @@ fn bspline_settings_are_checked() {
         .register(&a, &b, &centered_identity(&a, &b))
         .expect_err("spacing larger than the image");
     assert!(e.to_string().contains("larger than the fixed image"), "{e}");
-}
-
-/// A textured pair in two "modalities" (a non-monotonic intensity map), aligned.
-fn textured_pair(w: usize) -> (Image, Image) {
-    let f = |x: f32, y: f32| (x / 7.0).sin() + (y / 9.0).cos() + 0.3 * ((x + y) / 5.0).sin();
-    let a = Image::from_fn(w, w, |x, y| f(x as f32, y as f32));
-    let b = Image::from_fn(w, w, |x, y| {
-        let (x, y) = (x as f32, y as f32);
-        (f(x, y) - 0.4).powi(2) + 0.1 * (x / 13.0).cos()
-    });
-    (a, b)
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use comir_image::ops::{gaussian_blur, warp, Border};
 use comir_image::Image;
-use comir_transform::{Rigid2, Transform2};
+use comir_transform::{Composite2, Rigid2, Transform2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -100,6 +100,27 @@ pub fn moved_by_transform(fixed: &Image, t: &Transform2, border: Border) -> Imag
     let inv = t.inverse().expect("an invertible transform");
     warp(fixed, fixed.width(), fixed.height(), border, |p| {
         inv.apply(p)
+    })
+}
+
+/// A texture in two "modalities" (the second a non-monotonic function of the first), aligned and
+/// `w × w`: a deformation of a flat region cannot be seen by any metric, so deformable
+/// registration is tested on texture that covers everything.
+pub fn textured_pair(w: usize) -> (Image, Image) {
+    let f = |x: f32, y: f32| (x / 7.0).sin() + (y / 9.0).cos() + 0.3 * ((x + y) / 5.0).sin();
+    let a = Image::from_fn(w, w, |x, y| f(x as f32, y as f32));
+    let b = Image::from_fn(w, w, |x, y| {
+        let (x, y) = (x as f32, y as f32);
+        (f(x, y) - 0.4).powi(2) + 0.1 * (x / 13.0).cos()
+    });
+    (a, b)
+}
+
+/// [`moved_by`] for a composite (deformable) transform: `b` warped so that registering it onto
+/// `b`'s frame has the answer `truth` (zero where `truth` cannot be inverted).
+pub fn moved_by_composite(b: &Image, truth: &Composite2) -> Image {
+    warp(b, b.width(), b.height(), Border::Zero, |q| {
+        truth.inverse_apply(q).map_or([-1e9, -1e9], |(p, _)| p)
     })
 }
 

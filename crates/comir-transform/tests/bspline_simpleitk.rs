@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use comir_transform::BSpline2;
 
 /// Reads the transform and a points file (`x y` per line); prints the fixed parameters of the
@@ -80,19 +78,10 @@ fn bspline_tfm_matches_simpleitk_points() {
     std::fs::write(&pts, listing).expect("write points");
 
     let m = t.mesh_size();
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .arg(&tfm)
-        .arg(&pts)
-        .args([w, h, m[0], m[1]].map(|v| v.to_string()))
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let sizes = [w, h, m[0], m[1]].map(|v| std::ffi::OsString::from(v.to_string()));
+    let mut args = vec![tfm.as_os_str(), pts.as_os_str()];
+    args.extend(sizes.iter().map(|v| v.as_os_str()));
+    let stdout = common::run_python(SCRIPT, &args);
     let mut lines = stdout.lines();
 
     let itk_fixed = floats(lines.next().expect("fixed parameters"));
@@ -166,18 +155,7 @@ fn composite_tfm_of_an_affine_and_a_bspline_matches_simpleitk_points() {
         .map(|p| format!("{:.17e} {:.17e}\n", p[0], p[1]))
         .collect();
     std::fs::write(&pts, listing).expect("write points");
-    let out = Command::new("python3")
-        .args(["-c", COMPOSITE_SCRIPT])
-        .arg(&tfm)
-        .arg(&pts)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = common::run_python(COMPOSITE_SCRIPT, &[tfm.as_os_str(), pts.as_os_str()]);
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some("CompositeTransform"));
     let mut count = 0;

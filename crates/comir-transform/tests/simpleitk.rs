@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
 use comir_transform::{read_itk_tfm, write_itk_tfm, Affine2, Rigid2, Similarity2, Transform2};
@@ -64,19 +62,10 @@ fn agrees_with_simpleitk(t: &Transform2) {
     let img_path = dir.path().join("in.tif");
     comir_image::save_tiff_f32(&img_path, &img).expect("save");
     let out_path = dir.path().join("out.tif");
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .arg(&tfm)
-        .arg(&img_path)
-        .arg(&out_path)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::run_python(
+        SCRIPT,
+        &[tfm.as_os_str(), img_path.as_os_str(), out_path.as_os_str()],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     for (line, p) in text.lines().zip([[0.0, 0.0], [10.5, 3.0], [40.0, 25.0]]) {
         let q: Vec<f64> = line
             .split_whitespace()

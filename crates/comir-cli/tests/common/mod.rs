@@ -42,6 +42,18 @@ pub fn csv_rows_without_time(path: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Asserts a refusal: exit status 2 and one line on stderr containing every needle, no panic.
+#[track_caller]
+pub fn clean_error(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected '{n}' in: {err}");
+    }
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")

@@ -10,3 +10,18 @@ pub fn simpleitk_available() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// Runs `python3 -c script args…`, asserts that it succeeded and returns its standard output.
+pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
