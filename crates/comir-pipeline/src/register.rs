@@ -34,6 +34,8 @@ pub struct RegisterOptions {
     pub config: Option<PathBuf>,
     /// Register the learned representations of the two images with this model.
     pub model: Option<ModelOptions>,
+    /// Judge each result without the truth (the record's `confidence` and `flag`).
+    pub confidence: bool,
 }
 
 /// The method (and model) that registers every pair of a run.
@@ -42,6 +44,7 @@ pub struct PairRegistrar {
     init: Option<Transform2>,
     model: Option<RegistrationModel>,
     label: String,
+    confidence: bool,
 }
 
 /// One registration: the transform record, the transform, the fixed image as registered (for
@@ -92,6 +95,7 @@ impl PairRegistrar {
             init,
             model,
             label,
+            confidence: options.confidence,
         })
     }
 
@@ -100,7 +104,9 @@ impl PairRegistrar {
         &self.label
     }
 
-    /// Registers the image in `moving_path` onto the one in `fixed_path`.
+    /// Registers the image in `moving_path` onto the one in `fixed_path`; when the options ask
+    /// for it, the record also carries the result's confidence and flag (their few
+    /// milliseconds are not part of its `seconds`).
     ///
     /// # Errors
     /// Unreadable images, or the method's failure (naming both files).
@@ -126,12 +132,18 @@ impl PairRegistrar {
                 )
             })?;
         let seconds = start.elapsed().as_secs_f64();
-        let record = TransformRecord::new(
+        let mut record = TransformRecord::new(
             &outcome.transform,
             &self.label,
             outcome.metric_value,
             seconds,
         );
+        if self.confidence {
+            // Judged on the images as registered (representations through a model).
+            let a = comir_confidence::assess(&fixed, &moving, &outcome.transform);
+            record.confidence = Some(a.confidence);
+            record.flag = Some(a.flag.as_str().to_string());
+        }
         Ok(Registered {
             record,
             transform: outcome.transform,

@@ -65,6 +65,10 @@ pub struct RegisterArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    /// Do not judge the result: the JSON (and the manifest's results) then have no confidence
+    /// and flag.
+    #[arg(long)]
+    no_confidence: bool,
 }
 
 /// Runs `comir register`.
@@ -77,6 +81,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         stages: args.transform,
         config: args.config,
         model: args.model.options(),
+        confidence: !args.no_confidence,
     };
     if let Some(manifest) = args.manifest {
         if args.merge {
@@ -137,8 +142,12 @@ pub fn run(args: RegisterArgs) -> Result<()> {
             )
         }
     };
+    let judged = match (record.confidence, &record.flag) {
+        (Some(confidence), Some(flag)) => format!(", confidence {confidence:.2} ({flag})"),
+        _ => String::new(),
+    };
     println!(
-        "{}: {params} about ({:.1}, {:.1}), metric {:.5}, {:.3} s -> {}",
+        "{}: {params} about ({:.1}, {:.1}), metric {:.5}, {:.3} s{judged} -> {}",
         record.method,
         c[0],
         c[1],
