@@ -3,7 +3,7 @@
 //! evaluation tables that `eval` and `demo` print.
 
 use comir_pipeline::eval::Evaluated;
-use comir_pipeline::{summarize, Console};
+use comir_pipeline::{summarize, summarize_confidence, Console};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Standard output and error.
@@ -31,12 +31,16 @@ impl Console for Terminal {
     }
 }
 
-/// Prints where the report went (if one was written) and one table per method.
+/// Prints where the report went (if one was written) and one table per method, with how well
+/// the confidence told successes from failures when there were both.
 pub fn print_evaluation(evaluated: &Evaluated) {
     if let Some(page) = &evaluated.report {
         println!("report: {}", page.display());
     }
     for m in &evaluated.labels {
         println!("{}", summarize(m, &evaluated.rows));
+        if let Some(c) = summarize_confidence(m, &evaluated.rows) {
+            println!("{c}\n");
+        }
     }
 }

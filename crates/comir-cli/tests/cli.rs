@@ -70,6 +70,14 @@ fn register_mi_recovers_a_known_transform_and_writes_all_outputs() {
     assert_eq!(rec.method, "mi");
     let err = corner_error(&rec.transform(), &truth, 96.0, 96.0);
     assert!(err < 0.02 * 96.0, "corner error {err}");
+    // A correct result is judged trustworthy, in the file and on the printed line.
+    assert!(rec.confidence.is_some_and(|c| c > 0.5), "{rec:?}");
+    assert_eq!(rec.flag.as_deref(), Some("ok"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("confidence ") && stdout.contains("(ok)"),
+        "{stdout}"
+    );
     assert!(std::fs::read_to_string(&tfm)
         .expect("tfm")
         .contains("Euler2DTransform_double_2_2"));
@@ -85,7 +93,7 @@ fn global_init_lets_a_local_method_recover_a_large_rotation() {
     let (f, m) = (dir.path().join("f.png"), dir.path().join("m.png"));
     comir_image::save_png(&f, &a).expect("save");
     comir_image::save_png(&m, &comir_testkit::moved_by(&b, &truth, Border::Zero)).expect("save");
-    let error = |init: &str| {
+    let result = |init: &str| {
         let out = dir.path().join(format!("{init}.json"));
         let o = comir(&[
             "register",
@@ -103,16 +111,42 @@ fn global_init_lets_a_local_method_recover_a_large_rotation() {
             out.to_str().expect("utf8"),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
-        corner_error(
-            &read_json(&out).expect("json").transform(),
-            &truth,
-            96.0,
-            96.0,
-        )
+        let rec = read_json(&out).expect("json");
+        let error = corner_error(&rec.transform(), &truth, 96.0, 96.0);
+        (error, rec.flag.unwrap_or_default())
     };
-    // 110° is far outside a local optimiser's reach, even with the ±0.4 rad starts.
-    assert!(error("identity") > 0.02 * 96.0);
-    assert!(error("global") < 0.02 * 96.0);
+    // 110° is far outside a local optimiser's reach, even with the ±0.4 rad starts; the wrong
+    // result is flagged, the right one is not.
+    let (error, flag) = result("identity");
+    assert!(error > 0.02 * 96.0 && flag == "doubtful", "{error} {flag}");
+    let (error, flag) = result("global");
+    assert!(error < 0.02 * 96.0 && flag == "ok", "{error} {flag}");
+}
+
+#[test]
+fn no_confidence_leaves_the_judgement_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (f, m, _) = write_pair(dir.path(), 64);
+    let out = dir.path().join("t.json");
+    let o = comir(&[
+        "register",
+        "--fixed",
+        f.to_str().expect("utf8"),
+        "--moving",
+        m.to_str().expect("utf8"),
+        "--method",
+        "mi",
+        "--out",
+        out.to_str().expect("utf8"),
+        "--no-confidence",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).expect("json");
+    assert!(
+        !text.contains("confidence") && !text.contains("flag"),
+        "{text}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("confidence"));
 }
 
 #[test]
@@ -144,6 +178,20 @@ fn eval_writes_csv_with_the_protocol_columns_and_resumes() {
     assert_eq!(rows.len(), 4);
     let text = std::fs::read_to_string(&csv).expect("csv");
     assert!(text.starts_with("pair,level,method,error_px,width,success,seconds"));
+    assert!(text
+        .lines()
+        .next()
+        .is_some_and(|h| h.ends_with(",status,confidence,flag")));
+    for r in &rows {
+        assert!(
+            r.confidence.is_some_and(|c| (0.0..=1.0).contains(&c)),
+            "{r:?}"
+        );
+        assert!(
+            matches!(r.flag.as_deref(), Some("ok" | "doubtful")),
+            "{r:?}"
+        );
+    }
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("median error px"), "{stdout}");
     // Resuming a finished run redoes nothing and keeps every row.

@@ -100,6 +100,21 @@ fn shards_and_a_merge_equal_one_run() {
         table(&many.path().join("pairs.results.csv")),
         table(&one.path().join("pairs.results.csv"))
     );
+    // Every row carries its judgement: a confidence in [0, 1] and a flag.
+    let merged = table(&one.path().join("pairs.results.csv"));
+    for row in &merged {
+        let n = row.len();
+        let confidence: f64 = row[n - 2].parse().expect("confidence");
+        assert!((0.0..=1.0).contains(&confidence), "{row:?}");
+        assert!(["ok", "doubtful"].contains(&row[n - 1].as_str()), "{row:?}");
+    }
+    let header = std::fs::read_to_string(one.path().join("pairs.results.csv")).expect("csv");
+    assert!(
+        header.starts_with(
+            "index,fixed,moving,output,method,angle_deg,tx,ty,metric_value,seconds,confidence,flag\n"
+        ),
+        "{header}"
+    );
     for i in 0..5 {
         let t = format!("out/t{i}.json");
         assert_eq!(

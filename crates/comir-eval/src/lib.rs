@@ -21,7 +21,10 @@ pub use comir_data::{find_pairs, Pair};
 pub use protocol::{
     draw_displacement, error_of, make_case, Case, Displacement, DisplacementKind, Protocol,
 };
-pub use results::{read_csv, summarize, write_csv, CaseResult, LevelSummary, Summary};
+pub use results::{
+    read_csv, summarize, summarize_confidence, write_csv, CaseResult, ConfidenceSummary,
+    LevelSummary, Summary,
+};
 
 use std::path::PathBuf;
 
@@ -77,7 +80,7 @@ pub fn evaluate_case(
 }
 
 /// [`evaluate_case`], also returning the transform found (fixed → moving coordinates), `None`
-/// when the method failed: for pictures of the result.
+/// when the method failed: for pictures of the result. The row is not assessed (no confidence).
 pub fn evaluate_case_with_transform(
     protocol: &Protocol,
     pair: &str,
@@ -86,14 +89,46 @@ pub fn evaluate_case_with_transform(
     registrar: &dyn Registrar,
     prepare: &Prepare<'_>,
 ) -> (CaseResult, Option<Composite2>) {
+    evaluate_case_assessed(protocol, pair, level, case, registrar, prepare, false)
+}
+
+/// [`evaluate_case_with_transform`], and with `assess` the row's `confidence` and `flag` from
+/// [`comir_confidence::assess`] on the images the method registered (confidence 0, `doubtful`,
+/// when it failed). The assessment's time is not part of `seconds`.
+pub fn evaluate_case_assessed(
+    protocol: &Protocol,
+    pair: &str,
+    level: u32,
+    case: &Case,
+    registrar: &dyn Registrar,
+    prepare: &Prepare<'_>,
+    assess: bool,
+) -> (CaseResult, Option<Composite2>) {
     let start = std::time::Instant::now();
-    let outcome = prepare(&case.fixed, &case.moving).and_then(|(fixed, moving)| {
-        let init = comir_register::centered_identity(&fixed, &moving);
-        registrar
-            .register(&fixed, &moving, &init)
-            .map_err(|e| e.to_string())
-    });
+    let prepared = prepare(&case.fixed, &case.moving);
+    let outcome = prepared
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|(fixed, moving)| {
+            let init = comir_register::centered_identity(fixed, moving);
+            registrar
+                .register(fixed, moving, &init)
+                .map_err(|e| e.to_string())
+        });
     let seconds = start.elapsed().as_secs_f64();
+    let assessment = match (&prepared, &outcome) {
+        _ if !assess => None,
+        (Ok((fixed, moving)), Ok(o)) => {
+            let a = comir_confidence::assess(fixed, moving, &o.transform);
+            // A folding deformation is doubtful whatever its linear part looks like.
+            let flag = match o.composite().folds() {
+                true => comir_confidence::Flag::Doubtful,
+                false => a.flag,
+            };
+            Some((a.confidence, flag))
+        }
+        _ => Some((0.0, comir_confidence::Flag::Doubtful)),
+    };
     let w = case.fixed.width() as f64;
     let (error_px, found, metric, status) = match outcome {
         Ok(o) => (
@@ -121,6 +156,8 @@ pub fn evaluate_case_with_transform(
             .map_or(f64::NAN, |t| t.linear.angle_rad().to_degrees()),
         metric_value: metric,
         status,
+        confidence: assessment.map(|(c, _)| c),
+        flag: assessment.map(|(_, f)| f.as_str().to_string()),
     };
     let found = found.filter(|t| t.linear.angle_rad().is_finite());
     (row, found)

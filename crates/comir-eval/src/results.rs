@@ -37,6 +37,13 @@ pub struct CaseResult {
     pub metric_value: f64,
     /// `ok`, or why the method failed.
     pub status: String,
+    /// How far the result can be trusted, in `[0, 1]`, judged without the truth
+    /// (`comir_confidence`); 0 when the method failed, empty when not assessed.
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    /// `ok` or `doubtful` (see `comir_confidence::Flag`); empty when not assessed.
+    #[serde(default)]
+    pub flag: Option<String>,
 }
 
 /// Writes results as CSV, atomically.
@@ -200,6 +207,52 @@ impl fmt::Display for Summary {
     }
 }
 
+/// How well one method's confidences told its successes from its failures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfidenceSummary {
+    /// The method.
+    pub method: String,
+    /// Area under the ROC curve of the confidence for predicting success.
+    pub auroc: f64,
+    /// Successes, failures, failures flagged doubtful and successes flagged doubtful.
+    pub counts: comir_confidence::FlagCounts,
+}
+
+/// The confidence summary of one method's assessed rows; `None` unless there are both
+/// successes and failures among them.
+pub fn summarize_confidence(method: &str, rows: &[CaseResult]) -> Option<ConfidenceSummary> {
+    let assessed: Vec<(&CaseResult, f64)> = rows
+        .iter()
+        .filter(|r| r.method == method)
+        .filter_map(|r| r.confidence.map(|c| (r, c)))
+        .collect();
+    let scores: Vec<f64> = assessed.iter().map(|(_, c)| *c).collect();
+    let success: Vec<bool> = assessed.iter().map(|(r, _)| r.success).collect();
+    let auroc = comir_confidence::auroc(&scores, &success)?;
+    let counts = comir_confidence::FlagCounts::count(
+        assessed
+            .iter()
+            .map(|(r, _)| (r.success, r.flag.as_deref() == Some("doubtful"))),
+    );
+    Some(ConfidenceSummary {
+        method: method.to_string(),
+        auroc,
+        counts,
+    })
+}
+
+impl fmt::Display for ConfidenceSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "confidence: AUROC {:.3}; {} of {} failures flagged doubtful, {} of {} successes \
+             (false alarms)",
+            self.auroc, c.flagged_failures, c.failures, c.false_alarms, c.successes
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +273,8 @@ mod tests {
             found_angle_deg: 1.0,
             metric_value: -0.3,
             status: "ok".into(),
+            confidence: Some(if ok { 0.9 } else { 0.2 }),
+            flag: Some(if ok { "ok" } else { "doubtful" }.into()),
         }
     }
 
@@ -247,6 +302,65 @@ mod tests {
         write_csv(&p, &rows).expect("write");
         let text = std::fs::read_to_string(&p).expect("read");
         assert!(text.starts_with("pair,level,method,error_px,width,success,seconds"));
+        assert!(text
+            .lines()
+            .next()
+            .is_some_and(|h| h.ends_with(",status,confidence,flag")));
         assert_eq!(read_csv(&p).expect("read"), rows);
+    }
+
+    #[test]
+    fn confidence_summary_counts_flags_and_ranks() {
+        let rows = vec![
+            row(1, 0.5, true),
+            row(2, 0.7, true),
+            row(3, 9.0, false),
+            CaseResult {
+                confidence: Some(0.95),
+                flag: Some("ok".into()),
+                ..row(4, 8.0, false)
+            },
+        ];
+        let s = summarize_confidence("mi", &rows).expect("both kinds");
+        // Successes 0.9, 0.9; failures 0.2, 0.95: 2 of 4 pairs won.
+        assert!((s.auroc - 0.5).abs() < 1e-12);
+        assert_eq!(
+            (
+                s.counts.failures,
+                s.counts.flagged_failures,
+                s.counts.false_alarms
+            ),
+            (2, 1, 0)
+        );
+        assert!(s.to_string().contains("1 of 2 failures flagged doubtful"));
+        assert!(summarize_confidence("mi", &rows[..2]).is_none());
+        assert!(summarize_confidence("aamd", &rows).is_none());
+    }
+
+    #[test]
+    fn results_without_confidence_columns_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("r.csv");
+        // Unassessed rows leave the two columns empty.
+        let unassessed = CaseResult {
+            confidence: None,
+            flag: None,
+            ..row(2, 1.0, true)
+        };
+        write_csv(&p, std::slice::from_ref(&unassessed)).expect("write");
+        assert_eq!(read_csv(&p).expect("read"), vec![unassessed.clone()]);
+        // A file written before the columns existed.
+        let text = std::fs::read_to_string(&p).expect("read");
+        let old: String = text
+            .lines()
+            .map(|l| {
+                l.trim_end_matches(",confidence,flag")
+                    .trim_end_matches(",,")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!old.contains("confidence"));
+        std::fs::write(&p, old).expect("write");
+        assert_eq!(read_csv(&p).expect("read"), vec![unassessed]);
     }
 }

@@ -27,9 +27,7 @@ use comir_register::Registrar;
 use comir_transform::Composite2;
 
 use crate::export::CaseExporter;
-use crate::{
-    evaluate_case_with_transform, find_pairs, write_csv, Case, CaseResult, Pair, Protocol,
-};
+use crate::{evaluate_case_assessed, find_pairs, write_csv, Case, CaseResult, Pair, Protocol};
 
 /// What can stop an evaluation. (A method's failure on a case does not: it becomes a failed
 /// row.)
@@ -184,11 +182,13 @@ pub struct Evaluation<'a> {
     /// The representations for methods with `on_representations`. With them the pairs are
     /// loaded with their channels (a network may take colour); without, as gray images.
     pub representations: Option<&'a dyn Representations>,
+    /// Judge every result without the truth (the rows' `confidence` and `flag`).
+    pub confidence: bool,
 }
 
 impl<'a> Evaluation<'a> {
     /// An evaluation of `pairs` into `out` with the default protocol, no methods yet, no
-    /// resume, export, samples or representations.
+    /// resume, export, samples or representations, and every result assessed.
     pub fn new(pairs: Vec<Pair>, out: PathBuf) -> Evaluation<'a> {
         Evaluation {
             pairs,
@@ -199,6 +199,7 @@ impl<'a> Evaluation<'a> {
             export_cases: None,
             samples: 0,
             representations: None,
+            confidence: true,
         }
     }
 }
@@ -403,25 +404,27 @@ pub fn run(
                         });
                         let prepared = prepared.clone();
                         let prep = move |_: &Image, _: &Image| prepared.clone();
-                        let (r, found) = evaluate_case_with_transform(
+                        let (r, found) = evaluate_case_assessed(
                             protocol,
                             &pair.name,
                             level,
                             &case,
                             method.registrar.as_ref(),
                             &prep,
+                            evaluation.confidence,
                         );
                         (r, found, *secs)
                     }
                     _ => {
                         let identity = |f: &Image, m: &Image| Ok((f.clone(), m.clone()));
-                        let (r, found) = evaluate_case_with_transform(
+                        let (r, found) = evaluate_case_assessed(
                             protocol,
                             &pair.name,
                             level,
                             &gray,
                             method.registrar.as_ref(),
                             &identity,
+                            evaluation.confidence,
                         );
                         (r, found, 0.0)
                     }
@@ -600,6 +603,7 @@ mod tests {
             export_cases: None,
             samples: 0,
             representations: Some(&hook),
+            confidence: true,
         };
         let mut counts = Counts::default();
         let second = run(&resumed, &mut counts).expect("resume");

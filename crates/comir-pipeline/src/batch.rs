@@ -53,6 +53,12 @@ pub struct ManifestResult {
     pub metric_value: f64,
     /// Seconds the registration took.
     pub seconds: f64,
+    /// How far the result can be trusted, in `[0, 1]` (empty when not assessed).
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    /// `ok` or `doubtful` (empty when not assessed).
+    #[serde(default)]
+    pub flag: Option<String>,
 }
 
 impl ManifestResult {
@@ -70,6 +76,8 @@ impl ManifestResult {
             ty: r.translation[1],
             metric_value: r.metric_value,
             seconds: r.seconds,
+            confidence: r.confidence,
+            flag: r.flag.clone(),
         }
     }
 }

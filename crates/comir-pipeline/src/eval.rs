@@ -72,6 +72,8 @@ pub struct EvalOptions {
     pub export_cases: Option<PathBuf>,
     /// Write a visual report (index.html and its PNGs) to this folder.
     pub report: Option<PathBuf>,
+    /// Judge every result without the truth: the rows' `confidence` and `flag`.
+    pub confidence: bool,
 }
 
 impl EvalOptions {
@@ -98,6 +100,7 @@ impl EvalOptions {
             raw_methods: Vec::new(),
             export_cases: None,
             report: None,
+            confidence: true,
         }
     }
 
@@ -245,6 +248,7 @@ pub fn evaluate(options: &EvalOptions, console: &mut dyn Console) -> Result<Eval
         representations: model
             .as_ref()
             .map(|m| m as &dyn comir_eval::Representations),
+        confidence: options.confidence,
     };
     let runner::EvalOutcome { rows, samples } = runner::run(&evaluation, &mut progress)?;
     let report = options

@@ -41,7 +41,9 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-pub use comir_eval::{summarize, CaseResult, DisplacementKind, Summary};
+pub use comir_eval::{
+    summarize, summarize_confidence, CaseResult, ConfidenceSummary, DisplacementKind, Summary,
+};
 pub use comir_image::ops::Border;
 pub use comir_model::loss::Critic;
 pub use comir_represent::Modality;

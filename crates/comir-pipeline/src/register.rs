@@ -36,6 +36,8 @@ pub struct RegisterOptions {
     pub config: Option<PathBuf>,
     /// Register the learned representations of the two images with this model.
     pub model: Option<ModelOptions>,
+    /// Judge each result without the truth (the record's `confidence` and `flag`).
+    pub confidence: bool,
 }
 
 /// The method (and model) that registers every pair of a run.
@@ -44,6 +46,7 @@ pub struct PairRegistrar {
     init: Option<Transform2>,
     model: Option<RegistrationModel>,
     label: String,
+    confidence: bool,
 }
 
 /// One registration: the transform record, the transform, the fixed image as registered (for
@@ -106,6 +109,7 @@ impl PairRegistrar {
             init,
             model,
             label,
+            confidence: options.confidence,
         })
     }
 
@@ -114,7 +118,9 @@ impl PairRegistrar {
         &self.label
     }
 
-    /// Registers the image in `moving_path` onto the one in `fixed_path`.
+    /// Registers the image in `moving_path` onto the one in `fixed_path`; when the options ask
+    /// for it, the record also carries the result's confidence and flag (their few
+    /// milliseconds are not part of its `seconds`).
     ///
     /// # Errors
     /// Unreadable images, or the method's failure (naming both files).
@@ -143,8 +149,15 @@ impl PairRegistrar {
         let transform = outcome.composite();
         let mut record =
             TransformRecord::from_composite(&transform, &self.label, outcome.metric_value, seconds);
-        if folds(&transform) {
-            record.flag = Some(FLAG_DOUBTFUL.into());
+        if self.confidence {
+            // Judged on the images as registered (representations through a model), on the
+            // linear part of a deformable result.
+            let a = comir_confidence::assess(&fixed, &moving, &outcome.transform);
+            record.confidence = Some(a.confidence);
+            record.flag = Some(a.flag.as_str().to_string());
+        }
+        if transform.folds() {
+            record.flag = Some(comir_confidence::Flag::Doubtful.as_str().into());
         }
         Ok(Registered {
             record,
@@ -153,16 +166,6 @@ impl PairRegistrar {
             moving_full,
         })
     }
-}
-
-/// The flag of a result that should not be trusted without a look.
-pub const FLAG_DOUBTFUL: &str = "doubtful";
-
-/// Whether the deformation of `t` folds (its Jacobian determinant reaches 0 somewhere on the
-/// fixed image, checked every 2 pixels): the warp then maps two fixed neighbourhoods onto one,
-/// which no section deformation does.
-pub fn folds(t: &Composite2) -> bool {
-    t.min_deformation_jacobian(2) <= 0.0
 }
 
 /// Where one registration's results go.

@@ -27,6 +27,8 @@ fn row(method: &str, level: u32, init: f64, err: f64) -> CaseResult {
         found_angle_deg: 0.0,
         metric_value: 0.0,
         status: "ok".into(),
+        confidence: None,
+        flag: None,
     }
 }
 

@@ -79,6 +79,13 @@ impl Composite2 {
             .map_or(1.0, |b| b.min_jacobian_determinant(step))
     }
 
+    /// Whether the deformation folds: its Jacobian determinant reaches 0 somewhere on the fixed
+    /// image (checked every 2 pixels), so two fixed neighbourhoods map onto one, which no
+    /// section deformation does.
+    pub fn folds(&self) -> bool {
+        self.min_deformation_jacobian(2) <= 0.0
+    }
+
     /// The ITK `.tfm` text: a single linear transform, or a `CompositeTransform_double_2_2` of the
     /// linear transform and the B-spline.
     pub fn itk_tfm_text(&self) -> String {

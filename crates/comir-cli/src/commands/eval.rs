@@ -77,6 +77,10 @@ pub struct EvalArgs {
     /// displacement, error scatter, loss curve (with --model) and pictures of sample pairs.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Do not judge the results: leave the confidence and flag columns empty (saves a few
+    /// milliseconds per case).
+    #[arg(long)]
+    pub no_confidence: bool,
 }
 
 /// Runs `comir eval`.
@@ -105,6 +109,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         raw_methods: methods(&args.raw_method),
         export_cases: args.export_cases,
         report: args.report,
+        confidence: !args.no_confidence,
         ..EvalOptions::new(args.pairs, methods(&args.method), args.out)
     };
     let evaluated = evaluate(&options, &mut Terminal)?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use comir_pipeline::batch::{merge, register_shard, Shard};
-use comir_pipeline::register::{folds, register_pair, PairOutputs, RegisterOptions};
+use comir_pipeline::register::{register_pair, PairOutputs, RegisterOptions};
 use comir_pipeline::TransformStages;
 
 use crate::console::Terminal;
@@ -72,6 +72,10 @@ pub struct RegisterArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    /// Do not judge the result: the JSON (and the manifest's results) then have no confidence
+    /// and flag.
+    #[arg(long)]
+    no_confidence: bool,
 }
 
 /// Runs `comir register`.
@@ -85,6 +89,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         grid_spacing: args.grid_spacing,
         config: args.config,
         model: args.model.options(),
+        confidence: !args.no_confidence,
     };
     if let Some(manifest) = args.manifest {
         if args.merge {
@@ -158,8 +163,13 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         }
         None => String::new(),
     };
+
+    let judged = match (record.confidence, &record.flag) {
+        (Some(confidence), Some(flag)) => format!(", confidence {confidence:.2} ({flag})"),
+        _ => String::new(),
+    };
     println!(
-        "{}: {params} about ({:.1}, {:.1}){deformation}, metric {:.5}, {:.3} s -> {}",
+        "{}: {params} about ({:.1}, {:.1}){deformation}, metric {:.5}, {:.3} s{judged} -> {}",
         record.method,
         c[0],
         c[1],
@@ -167,7 +177,7 @@ pub fn run(args: RegisterArgs) -> Result<()> {
         record.seconds,
         outputs.out.display()
     );
-    if folds(full) {
+    if full.folds() {
         eprintln!(
             "warning: the deformation folds (its Jacobian determinant reaches 0): the result is \
              flagged doubtful; try a larger --grid-spacing or a larger bspline.bending_weight"

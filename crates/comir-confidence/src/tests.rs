@@ -1,0 +1,111 @@
+use super::*;
+use comir_image::ops::Border;
+use comir_transform::{Affine2, Rigid2};
+
+/// A phantom pair whose moving image is the B modality displaced by a known rigid transform.
+fn displaced_pair(seed: u64) -> (Image, Image, Transform2) {
+    let (a, b) = comir_testkit::phantom_pair(160, 160, seed);
+    let truth = Rigid2::new(0.12, [5.0, -4.0], a.center());
+    let moving = comir_testkit::moved_by(&b, &truth, Border::Reflect);
+    (a, moving, Transform2::Rigid(truth))
+}
+
+#[test]
+fn a_correct_result_is_trusted_and_a_wrong_one_is_not() {
+    for seed in [1, 2, 3] {
+        let (fixed, moving, truth) = displaced_pair(seed);
+        let good = assess(&fixed, &moving, &truth);
+        assert!(
+            good.evidence.tile_shift < 0.01,
+            "seed {seed}: {:?}",
+            good.evidence
+        );
+        assert_eq!(good.flag, Flag::Ok, "seed {seed}: {good:?}");
+        // 14° and 12 px off: beyond the protocol's 2 % tolerance everywhere.
+        let wrong = truth.rotated(0.25);
+        let wrong = match wrong {
+            Transform2::Rigid(r) => Transform2::Rigid(Rigid2::new(
+                r.angle_rad,
+                [r.translation[0] + 12.0, r.translation[1]],
+                r.center,
+            )),
+            other => other,
+        };
+        let bad = assess(&fixed, &moving, &wrong);
+        assert_eq!(bad.flag, Flag::Doubtful, "seed {seed}: {bad:?}");
+        assert!(bad.confidence < good.confidence - 0.3, "seed {seed}");
+        assert!(bad.evidence.tile_shift > good.evidence.tile_shift);
+    }
+}
+
+#[test]
+fn an_implausible_affine_result_is_doubtful() {
+    let (fixed, moving, truth) = displaced_pair(4);
+    let a = truth.to_affine();
+    let stretched = Transform2::Affine(Affine2 {
+        matrix: [
+            [a.matrix[0][0] * 1.35, a.matrix[0][1]],
+            [a.matrix[1][0] * 1.35, a.matrix[1][1]],
+        ],
+        ..a
+    });
+    let e = assess(&fixed, &moving, &stretched);
+    assert!((e.evidence.log_scale - 1.35f64.ln()).abs() < 1e-9);
+    assert_eq!(e.flag, Flag::Doubtful, "{e:?}");
+    // The same map written as an affine transform keeps its confidence.
+    let same = assess(&fixed, &moving, &Transform2::Affine(a));
+    assert!(same.evidence.log_scale < 1e-9 && same.flag == Flag::Ok);
+}
+
+#[test]
+fn confidence_is_a_probability_even_for_degenerate_evidence() {
+    let (fixed, moving, truth) = displaced_pair(5);
+    // Moved entirely off the moving image: no overlap, no informative tile.
+    let off = match truth {
+        Transform2::Rigid(r) => {
+            Transform2::Rigid(Rigid2::new(r.angle_rad, [1000.0, 1000.0], r.center))
+        }
+        other => other,
+    };
+    let e = assess(&fixed, &moving, &off);
+    assert_eq!(e.evidence.overlap, 0.0);
+    assert_eq!(e.evidence.tiles, 0.0);
+    assert!((0.0..=1.0).contains(&e.confidence));
+    assert_eq!(e.flag, Flag::Doubtful);
+}
+
+#[test]
+fn auroc_matches_a_hand_computed_example() {
+    // Positives 0.9, 0.4, 0.6; negatives 0.8, 0.6, 0.1. Pairs won: 0.9 beats 3, 0.4 beats 1,
+    // 0.6 beats 1 and ties 1 → (3 + 1 + 1.5) / 9.
+    let scores = [0.9, 0.8, 0.4, 0.6, 0.1, 0.6];
+    let positive = [true, false, true, false, false, true];
+    let a = auroc(&scores, &positive).expect("both kinds");
+    assert!((a - 5.5 / 9.0).abs() < 1e-12, "{a}");
+    // Perfect and reversed rankings.
+    assert_eq!(auroc(&[0.9, 0.1], &[true, false]), Some(1.0));
+    assert_eq!(auroc(&[0.1, 0.9], &[true, false]), Some(0.0));
+    // Undefined without both kinds, or with mismatched lengths.
+    assert_eq!(auroc(&[0.3, 0.4], &[true, true]), None);
+    assert_eq!(auroc(&[0.3], &[true, false]), None);
+}
+
+#[test]
+fn flag_counts_split_false_alarms_from_caught_failures() {
+    let c = FlagCounts::count([
+        (true, false),
+        (true, true),
+        (false, true),
+        (false, false),
+        (false, true),
+    ]);
+    assert_eq!(
+        c,
+        FlagCounts {
+            successes: 2,
+            failures: 3,
+            flagged_failures: 2,
+            false_alarms: 1
+        }
+    );
+}
