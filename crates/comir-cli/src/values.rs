@@ -19,6 +19,9 @@ pub enum MethodArg {
     Features,
     /// Exhaustive rotation search with all translations at once by FFT (CMIF).
     Global,
+    /// Normalised cross-correlation, MI's pyramid and optimiser: for one modality (learned
+    /// representations, --model).
+    Ncc,
 }
 
 impl From<MethodArg> for MethodName {
@@ -28,6 +31,7 @@ impl From<MethodArg> for MethodName {
             MethodArg::Mi => MethodName::Mi,
             MethodArg::Features => MethodName::Features,
             MethodArg::Global => MethodName::Global,
+            MethodArg::Ncc => MethodName::Ncc,
         }
     }
 }

@@ -186,3 +186,40 @@ fn bad_transforms_stages_and_points_get_one_line_and_exit_2() {
     );
     clean_error(&map("x,y\n1,2\n3\n"), &["p.csv", "line 3"]);
 }
+
+#[test]
+fn ncc_registers_images_of_one_modality() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (a, _) = comir_testkit::phantom_pair(112, 112, 9);
+    let truth: Transform2 = Affine2 {
+        matrix: [[1.05, 0.03], [-0.02, 0.96]],
+        translation: [3.0, -2.0],
+        center: a.center(),
+    }
+    .into();
+    let (f, m, out) = (d.join("f.png"), d.join("m.png"), d.join("t.json"));
+    comir_image::save_png(&f, &a).expect("save");
+    let moving = comir_testkit::moved_by_transform(&a, &truth, Border::Zero);
+    comir_image::save_png(&m, &moving).expect("save");
+    let stdout = ok(&comir(&[
+        "register",
+        "--fixed",
+        s(&f),
+        "--moving",
+        s(&m),
+        "--method",
+        "ncc",
+        "--transform",
+        "similarity,affine",
+        "--out",
+        s(&out),
+    ]));
+    assert!(stdout.starts_with("ncc: affine"), "{stdout}");
+    let rec = read_json(&out).expect("json");
+    assert_eq!(rec.method, "ncc");
+    // −NCC of an image with a resampled copy of itself.
+    assert!(rec.metric_value < -0.95, "{}", rec.metric_value);
+    let err = dense_error(&rec.transform(), &truth, 112.0, 112.0);
+    assert!(err < 0.5, "dense error {err:.3} px");
+}

@@ -37,7 +37,7 @@ use comir_transform::{BSpline2, Transform2, TransformKind};
 use serde::{Deserialize, Serialize};
 
 use crate::metric::{DeformedSamples, Scratch};
-use crate::{build_levels, MattesMiConfig};
+use crate::{build_levels, MattesMiConfig, Metric};
 
 /// Settings of [`BSplineMi`] that differ from the linear stages' (the `[bspline]` section of a
 /// methods config); the histogram and smoothing settings are the MI ones.
@@ -164,6 +164,7 @@ impl Registrar for BSplineMi {
         let levels_cfg = MattesMiConfig {
             shrink_factors: cfg.shrink_factors.clone(),
             max_samples: cfg.max_samples,
+            metric: Metric::Mi,
             ..self.mi.clone()
         };
         let affine = init.to_affine();

@@ -84,6 +84,7 @@ mod deformable;
 mod metric;
 
 pub use deformable::{BSplineConfig, BSplineMi};
+pub use metric::Metric;
 use metric::{sample_rng, Level, Scratch, MAX_PARAMS};
 
 /// Settings of [`MattesMi`]. `Default` gives the reference settings.
@@ -133,6 +134,11 @@ pub struct MattesMiConfig {
     pub seed: u64,
     /// The transform estimated: `rigid` (default), `similarity` or `affine`.
     pub transform: TransformKind,
+    /// The similarity maximised: `mi` (default, Mattes mutual information) or `ncc`
+    /// (normalised cross-correlation, for images of one modality such as learned
+    /// representations; the registrar is then called `ncc`). The samples, pyramid and optimiser
+    /// are the same.
+    pub metric: Metric,
 }
 
 impl Default for MattesMiConfig {
@@ -152,6 +158,7 @@ impl Default for MattesMiConfig {
             gradient_tolerance: 1e-9,
             seed: 0,
             transform: TransformKind::Rigid,
+            metric: Metric::Mi,
         }
     }
 }
@@ -333,6 +340,7 @@ fn build_levels(
                 config.intensity_clip,
                 &mut rng,
             )
+            .with_metric(config.metric)
         })
         .collect()
 }
@@ -402,7 +410,10 @@ fn optimise_level(
 
 impl Registrar for MattesMi {
     fn name(&self) -> &'static str {
-        "mi"
+        match self.config.metric {
+            Metric::Mi => "mi",
+            Metric::Ncc => "ncc",
+        }
     }
 
     fn kind(&self) -> TransformKind {

@@ -1,6 +1,8 @@
-//! The Mattes mutual-information metric on one pyramid level: joint histogram with a box window on
-//! the fixed image and a cubic B-spline Parzen window on the moving image, and its analytic
-//! derivative with respect to the parameters of a rigid, similarity or affine transform.
+//! The metrics on one pyramid level, with their analytic derivatives with respect to the
+//! parameters of a rigid, similarity or affine transform: Mattes mutual information (joint
+//! histogram with a box window on the fixed image and a cubic B-spline Parzen window on the moving
+//! image) and normalised cross-correlation (for images of the same modality, such as learned
+//! representations).
 
 use comir_image::Image;
 use comir_transform::bspline::JacobianTerms;
@@ -12,12 +14,13 @@ use rand_chacha::ChaCha8Rng;
 /// always falls inside the histogram (as in ITK's `MattesMutualInformationImageToImageMetric`).
 const PAD: f64 = 2.0;
 
-/// One fixed-image sample: its offset from the rotation centre in full-resolution pixels and its
-/// fixed-intensity bin.
+/// One fixed-image sample: its offset from the rotation centre in full-resolution pixels, its
+/// fixed intensity and that intensity's bin.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sample {
     dx: f64,
     dy: f64,
+    f: f64,
     fbin: u32,
 }
 
@@ -38,6 +41,19 @@ pub(crate) struct Level {
     samples: Vec<Sample>,
     /// Histogram bins (per image).
     bins: usize,
+    /// The similarity measured.
+    metric: Metric,
+}
+
+/// The similarity a level measures (larger is better for both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Mattes mutual information, for images of different modalities.
+    #[default]
+    Mi,
+    /// Normalised cross-correlation, for images of the same modality (learned representations).
+    Ncc,
 }
 
 /// Per-sample quantities kept between the histogram pass and the derivative pass.
@@ -60,6 +76,8 @@ pub(crate) struct Scratch {
     joint: Vec<f64>,
     log_ratio: Vec<f64>,
     pending: Vec<Pending>,
+    /// NCC's per-sample values: fixed value, moving value, `∂m/∂x`, `∂m/∂y`, sample index.
+    ncc: Vec<(f64, f64, f64, f64, u32)>,
 }
 
 /// Most parameters of a transform the metric differentiates (affine: 6).
@@ -68,9 +86,9 @@ pub(crate) const MAX_PARAMS: usize = 6;
 /// The metric at one transform.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Eval {
-    /// Mutual information in nats (≥ 0).
+    /// The similarity (larger is better): mutual information in nats (≥ 0), or NCC in [−1, 1].
     pub(crate) mi: f64,
-    /// `∂MI/∂μ` in the transform's parameter order (zero when not requested; only the first
+    /// Its gradient in the transform's parameter order (zero when not requested; only the first
     /// `n_params` entries are used).
     pub(crate) grad: [f64; MAX_PARAMS],
     /// Samples that fell inside the moving image.
@@ -278,6 +296,7 @@ impl Level {
                 Some(Sample {
                     dx: px - center[0],
                     dy: py - center[1],
+                    f: v,
                     fbin,
                 })
             })
@@ -290,7 +309,14 @@ impl Level {
             center,
             samples,
             bins,
+            metric: Metric::Mi,
         }
+    }
+
+    /// The same level measuring `metric` instead.
+    pub(crate) fn with_metric(mut self, metric: Metric) -> Level {
+        self.metric = metric;
+        self
     }
 
     /// Number of fixed samples at this level.
@@ -348,6 +374,9 @@ impl Level {
     }
 
     fn evaluate_map<M: SampleMap>(&self, map: &M, want_grad: bool, scratch: &mut Scratch) -> Eval {
+        if self.metric == Metric::Ncc {
+            return self.evaluate_ncc(map, want_grad, scratch);
+        }
         let valid = self.fill_histogram(|p| map.map(p.dx, p.dy), want_grad, scratch);
         let mut grad = [0.0; MAX_PARAMS];
         if valid == 0 {
@@ -374,6 +403,65 @@ impl Level {
             }
         }
         Eval { mi, grad, valid }
+    }
+
+    /// Normalised cross-correlation `cov(f, m) / (σ_f σ_m)` over the samples inside the moving
+    /// image, and its gradient: with `n` samples,
+    /// `∂NCC/∂m_i = ((f_i − f̄) / (σ_f σ_m) − NCC · (m_i − m̄) / σ_m²) / n`, chained through
+    /// `∂m_i/∂μ` as for MI. 0 (and a zero gradient) when either image is constant there.
+    fn evaluate_ncc<M: SampleMap>(&self, map: &M, want_grad: bool, scratch: &mut Scratch) -> Eval {
+        let inv_f = 1.0 / self.factor;
+        scratch.ncc.clear();
+        for (i, p) in self.samples.iter().enumerate() {
+            let (x, y) = map.map(p.dx, p.dy);
+            if let Some((v, gx, gy)) = bilinear_with_grad(&self.moving, x * inv_f, y * inv_f) {
+                scratch.ncc.push((p.f, v, gx * inv_f, gy * inv_f, i as u32));
+            }
+        }
+        let valid = scratch.ncc.len();
+        let mut grad = [0.0; MAX_PARAMS];
+        let zero = Eval {
+            mi: 0.0,
+            grad,
+            valid,
+        };
+        if valid == 0 {
+            return zero;
+        }
+        let n = valid as f64;
+        let (sf, sm) = scratch
+            .ncc
+            .iter()
+            .fold((0.0, 0.0), |(a, b), &(f, m, ..)| (a + f, b + m));
+        let (mf, mm) = (sf / n, sm / n);
+        let (mut vf, mut vm, mut cov) = (0.0, 0.0, 0.0);
+        for &(f, m, ..) in &scratch.ncc {
+            vf += (f - mf) * (f - mf);
+            vm += (m - mm) * (m - mm);
+            cov += (f - mf) * (m - mm);
+        }
+        let (vf, vm, cov) = (vf / n, vm / n, cov / n);
+        if vf <= 0.0 || vm <= 0.0 {
+            return zero;
+        }
+        let sd = (vf * vm).sqrt();
+        let ncc = cov / sd;
+        if want_grad {
+            let mut d = [0.0; MAX_PARAMS];
+            for &(f, m, mx, my, i) in &scratch.ncc {
+                let w = ((f - mf) / sd - ncc * (m - mm) / vm) / n;
+                let p = &self.samples[i as usize];
+                map.dm(p.dx, p.dy, mx, my, &mut d[..M::N]);
+                for (g, d) in grad.iter_mut().zip(&d[..M::N]) {
+                    *g += w * d;
+                }
+            }
+        }
+        Eval {
+            mi: ncc,
+            grad,
+            valid,
+        }
     }
 
     /// MI at the deformable transform `T(p) = L(p + d(p))` (see [`DeformedSamples`]), and with

@@ -21,6 +21,10 @@ fn smooth_pair(w: usize, h: usize) -> (Image, Image) {
 }
 
 fn finite_difference_check(factor: usize, clip: f64) {
+    finite_difference_check_metric(factor, clip, Metric::Mi);
+}
+
+fn finite_difference_check_metric(factor: usize, clip: f64, metric: Metric) {
     let f = factor as f64;
     let center = [19.5 * f, 19.5 * f];
     // Maps the fixed grid well inside the moving image (margin ≥ 5 level pixels).
@@ -45,11 +49,11 @@ fn finite_difference_check(factor: usize, clip: f64) {
         .into(),
     ];
     for transform in kinds {
-        finite_difference_check_of(factor, clip, &transform);
+        finite_difference_check_of(factor, clip, &transform, metric);
     }
 }
 
-fn finite_difference_check_of(factor: usize, clip: f64, transform: &Transform2) {
+fn finite_difference_check_of(factor: usize, clip: f64, transform: &Transform2, metric: Metric) {
     let (fixed, moving) = smooth_pair(40, 40);
     // With factor > 1 the images play the part of level `factor` of bigger images.
     let f = factor as f64;
@@ -58,11 +62,12 @@ fn finite_difference_check_of(factor: usize, clip: f64, transform: &Transform2) 
     let full = (39 * factor + 1, 39 * factor + 1);
     let level = Level::new(
         &fixed, moving, factor, full, center, 32, 100_000, clip, &mut rng,
-    );
+    )
+    .with_metric(metric);
     let mut scratch = Scratch::default();
     let e = level.evaluate(transform, true, &mut scratch);
     assert_eq!(e.valid, level.n_samples());
-    assert!(e.mi > 0.05, "MI {}", e.mi);
+    assert!(e.mi.abs() > 0.05, "{metric:?} {}", e.mi);
     let mut mi_at = |mu: &[f64]| {
         let mut t = *transform;
         t.set_params(mu);
@@ -104,6 +109,58 @@ fn mi_rigid(level: &Level, c: [f64; 2], theta: f64, t: [f64; 2], s: &mut Scratch
 fn analytic_gradient_matches_finite_differences() {
     finite_difference_check(1, 0.0);
     finite_difference_check(1, 0.05);
+}
+
+#[test]
+fn ncc_gradient_matches_finite_differences() {
+    finite_difference_check_metric(1, 0.0, Metric::Ncc);
+    finite_difference_check_metric(4, 0.0, Metric::Ncc);
+}
+
+#[test]
+fn ncc_is_one_at_the_alignment_of_identical_images_and_recovers_an_affine_transform() {
+    let w = 128;
+    let (a, _) = phantom_pair(w, w, 21);
+    let truth: Transform2 = Affine2 {
+        matrix: [[1.06, 0.04], [-0.03, 0.95]],
+        translation: [-4.0, 3.0],
+        center: a.center(),
+    }
+    .into();
+    let moving = moved_by_transform(&a, &truth, Border::Zero);
+    let cfg = MattesMiConfig {
+        transform: TransformKind::Affine,
+        metric: Metric::Ncc,
+        ..MattesMiConfig::default()
+    };
+    let reg = MattesMi::new(cfg).expect("config");
+    assert_eq!(reg.name(), "ncc");
+    let o = MultiStart::reference(reg)
+        .register(&a, &moving, &centered_identity(&a, &moving))
+        .expect("register");
+    let err = dense_error(&o.transform, &truth, w as f64, w as f64);
+    assert!(err < 0.25, "dense error {err:.3} px");
+    // −NCC: −1 at a perfect alignment of an image with itself (up to interpolation).
+    assert!(o.metric_value < -0.97, "metric {}", o.metric_value);
+    let mut rng = metric::sample_rng(1);
+    let level = Level::new(
+        &a,
+        a.clone(),
+        1,
+        (w, w),
+        a.center(),
+        32,
+        4096,
+        0.0,
+        &mut rng,
+    )
+    .with_metric(Metric::Ncc);
+    let e = level.evaluate(
+        &Rigid2::identity(a.center()).into(),
+        false,
+        &mut Scratch::default(),
+    );
+    assert!((e.mi - 1.0).abs() < 1e-12, "NCC {}", e.mi);
 }
 
 #[test]

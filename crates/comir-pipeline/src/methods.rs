@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use comir_aamd::{AlphaAmd, AlphaAmdConfig};
 use comir_features::{FeatureConfig, FeatureRegistrar};
 use comir_globalign::{GlobalSearch, GlobalSearchConfig};
-use comir_mi::{BSplineConfig, BSplineMi, MattesMi, MattesMiConfig};
+use comir_mi::{BSplineConfig, BSplineMi, MattesMi, MattesMiConfig, Metric};
 use comir_register::{Chained, MultiStart, Registrar};
 use comir_transform::TransformKind;
 
@@ -25,15 +25,19 @@ pub enum MethodName {
     Features,
     /// Exhaustive rotation search with all translations at once by FFT (CMIF).
     Global,
+    /// Normalised cross-correlation with MI's pyramid and optimiser, multi-start: for images of
+    /// one modality (learned representations).
+    Ncc,
 }
 
 impl MethodName {
     /// Every method, in the order commands list them.
-    pub const ALL: [MethodName; 4] = [
+    pub const ALL: [MethodName; 5] = [
         MethodName::Aamd,
         MethodName::Mi,
         MethodName::Features,
         MethodName::Global,
+        MethodName::Ncc,
     ];
 
     /// The name used in files and tables.
@@ -43,6 +47,7 @@ impl MethodName {
             MethodName::Mi => "mi",
             MethodName::Features => "features",
             MethodName::Global => "global",
+            MethodName::Ncc => "ncc",
         }
     }
 }
@@ -170,6 +175,8 @@ pub fn build(
 ) -> Result<Box<dyn Registrar>> {
     let kinds = stages.kinds();
     let bspline_stage = || BSplineMi::new(cfg.mi.clone(), cfg.bspline.clone());
+    // MI and NCC estimate any linear model; the others rigid transforms only.
+    let flexible = matches!(name, MethodName::Mi | MethodName::Ncc);
     let Some(&first) = kinds.first() else {
         // A deformation alone, from the identity (or the global search's result).
         if name != MethodName::Mi {
@@ -188,21 +195,28 @@ pub fn build(
         }
         return Ok(registrar);
     };
-    if name != MethodName::Mi && first != TransformKind::Rigid {
+    if !flexible && first != TransformKind::Rigid {
         anyhow::bail!(
             "{} estimates rigid transforms; start the chain with rigid (e.g. --transform \
              rigid,{first}) or use --method mi",
             name.as_str()
         );
     }
+    // `--method ncc` measures NCC in every linear stage; otherwise the config's `mi.metric`.
+    let metric = if name == MethodName::Ncc {
+        Metric::Ncc
+    } else {
+        cfg.mi.metric
+    };
     let mi_stage = |kind: TransformKind| {
         let mut mi = cfg.mi.clone();
         mi.transform = kind;
+        mi.metric = metric;
         MattesMi::new(mi)
     };
     let local: Box<dyn Registrar> = match name {
         MethodName::Aamd => Box::new(AlphaAmd::new(cfg.aamd.clone())?),
-        MethodName::Mi => Box::new(MultiStart::reference(mi_stage(first)?)),
+        MethodName::Mi | MethodName::Ncc => Box::new(MultiStart::reference(mi_stage(first)?)),
         MethodName::Features => Box::new(FeatureRegistrar::new(cfg.features.clone())?),
         MethodName::Global => Box::new(GlobalSearch::new(cfg.global.clone())?),
     };
