@@ -152,6 +152,20 @@ mod tests {
     }
 
     #[test]
+    fn a_gentle_field_does_not_fold_and_a_wild_one_does() {
+        let gentle = composite();
+        assert!(!gentle.folds());
+        assert!(gentle.min_deformation_jacobian(2) > 0.5);
+        // 12 px of displacement over a 12 px grid tears the image.
+        let wild = Composite2 {
+            linear: gentle.linear,
+            deformation: Some(BSpline2::random_smooth(61, 45, 12.0, 12.0, 3).expect("field")),
+        };
+        assert!(wild.folds(), "min det {}", wild.min_deformation_jacobian(2));
+        assert!(!Composite2::linear(gentle.linear).folds());
+    }
+
+    #[test]
     fn inverse_apply_returns_the_fixed_point_with_its_residual() {
         let c = composite();
         for p in [[10.0, 10.0], [31.3, 20.7], [50.0, 40.0]] {
