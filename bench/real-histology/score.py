@@ -5,14 +5,16 @@ A result says where each fixed (SHG) point lands in the raw H&E image.  It can c
 
 * a folder with one file per pair:
   - `NAME.json` in comir's format, {"kind": ..., "fixed_to_moving": [[a, b, c], [d, e, f],
-    [0, 0, 1]], ...}: whenever `fixed_to_moving` is present it is used, whatever the kind
-    ("rigid", "affine", ...).  A JSON without it (e.g. a "bspline" or "composite" kind) needs a
-    point-mapping function for its kind: see MAPPERS / `register_mapper`; none is built in yet,
-    so such a pair is reported as unscorable;
+    [0, 0, 1]], ...}: its `fixed_to_moving` is used ("rigid", "affine", ...), except for a
+    record with a "bspline" field (comir's deformable kind, whose matrix is only its linear
+    part), which is scored from its points file.  A JSON without a matrix needs a point-mapping
+    function for its kind (MAPPERS / `register_mapper`) or a points file, else the pair is
+    reported as unscorable;
   - `NAME.points.csv` with columns x, y, mx, my: the mapped position (mx, my) of each fixed point
     (x, y), for transforms that are not a matrix (a B-spline).  It must contain the points of
-    `common.evaluation_points` (the 4 corners and the 32×32 grid); `elastix.py` writes these.
-  When both exist, the JSON wins unless it has no matrix.
+    `common.evaluation_points` (the 4 corners and the 32×32 grid); `elastix.py` and `comir.py`
+    (for B-spline results, through `comir transform-points`) write these.
+  When both exist, the JSON wins unless it has no usable matrix.
 * a CSV with one row per pair: name, a11, a12, a21, a22, tx, ty (the layout of truth.csv),
   optionally kind, seconds and cpu_seconds.
 
