@@ -278,5 +278,21 @@ mod tests {
         v["bspline"]["grid_size"] = serde_json::json!([5, 5]);
         let e = parse_json(&v.to_string(), "b.json").expect_err("grid");
         assert!(e.to_string().contains("needs 50 parameters"), "{e}");
+        // A grid of 10⁹ nodes with a handful of coefficients is refused before anything of
+        // that size exists; so is one whose node count overflows.
+        v["bspline"]["grid_size"] = serde_json::json!([31623, 31623]);
+        let e = parse_json(&v.to_string(), "b.json").expect_err("huge grid");
+        assert!(e.to_string().contains("needs 2000028258 parameters"), "{e}");
+        v["bspline"]["grid_size"] = serde_json::json!([usize::MAX, 4]);
+        let e = parse_json(&v.to_string(), "b.json").expect_err("overflow");
+        assert!(e.to_string().contains("too large"), "{e}");
+        let tfm =
+            "#Insight Transform File V1.0\n#Transform 0\nTransform: BSplineTransform_double_2_2\n\
+                   Parameters: 0 0\nFixedParameters: 1e9 1e9 0 0 1 1 1 0 0 1\n";
+        let e = crate::parse_itk_composite(tfm, "b.tfm").expect_err("huge tfm grid");
+        assert!(
+            e.to_string().contains("b.tfm") && e.to_string().contains("parameters"),
+            "{e}"
+        );
     }
 }
