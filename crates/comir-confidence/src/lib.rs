@@ -119,16 +119,25 @@ pub const N_FEATURES: usize = 3;
 /// (L2 penalty 1 on standardised features) to success within 2 % of the width on the validation
 /// half of the evaluation cases: Mattes MI, rigid and similarity→affine, on rigid and affine
 /// displacements of MNI152 T1/T2, SHG/H&E and AANLIB CT/MR pairs whose name's FNV-1a hash is even.
-pub const COEFFICIENTS: [f64; N_FEATURES + 1] = [-21.5077, -2.86505, 11.5929, -15.7509];
+pub const COEFFICIENTS: [f64; N_FEATURES + 1] = [-25.7210, -2.56857, 17.4146, -4.54108];
 
 /// Results with a lower confidence are flagged [`Flag::Doubtful`]: the confidence below which 5 %
 /// of the validation successes fall.
-pub const DOUBTFUL_BELOW: f64 = 0.373;
+pub const DOUBTFUL_BELOW: f64 = 0.341;
+
+/// Scales within `exp(±0.12)` (0.89–1.13) cost no confidence: sections and scans legitimately
+/// differ by that much (raw H&E onto SHG: 0.88–1.13 on all but one pair).
+pub const PLAUSIBLE_LOG_SCALE: f64 = 0.12;
 
 impl Evidence {
-    /// The model's inputs: `ln(tile_shift + 0.005)`, `overlap`, `log_scale`.
+    /// The model's inputs: `ln(tile_shift + 0.005)`, `overlap`, and the log-scale beyond the
+    /// plausible range, `max(0, log_scale − PLAUSIBLE_LOG_SCALE)`.
     pub fn features(&self) -> [f64; N_FEATURES] {
-        [(self.tile_shift + 0.005).ln(), self.overlap, self.log_scale]
+        [
+            (self.tile_shift + 0.005).ln(),
+            self.overlap,
+            (self.log_scale - PLAUSIBLE_LOG_SCALE).max(0.0),
+        ]
     }
 
     /// The confidence the model gives this evidence, in `[0, 1]`.
