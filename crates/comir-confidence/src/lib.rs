@@ -191,26 +191,10 @@ struct Work {
     full_width: f64,
 }
 
-/// The 1 % and 99 % quantiles of an image's values.
+/// The 1 % and 99 % quantiles of an image's values (a unit range for a constant image).
 fn robust_range(img: &Image) -> (f32, f32) {
-    let mut v: Vec<f32> = img
-        .data()
-        .iter()
-        .copied()
-        .filter(|x| x.is_finite())
-        .collect();
-    if v.is_empty() {
-        return (0.0, 1.0);
-    }
-    v.sort_by(f32::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    let (lo, hi) = (at(0.01), at(0.99));
-    if hi > lo {
-        (lo, hi)
-    } else {
-        let (lo, hi) = (v[0], v[v.len() - 1]);
-        (lo, if hi > lo { hi } else { lo + 1.0 })
-    }
+    let (lo, hi) = img.quantile_range(0.01);
+    (lo, if hi > lo { hi } else { lo + 1.0 })
 }
 
 fn quantise(v: f32, (lo, hi): (f32, f32)) -> u8 {
