@@ -181,7 +181,7 @@ fn eval_writes_csv_with_the_protocol_columns_and_resumes() {
     assert!(text
         .lines()
         .next()
-        .is_some_and(|h| h.ends_with(",status,confidence,flag")));
+        .is_some_and(|h| h.ends_with(",status,confidence,flag,corner_error_px")));
     for r in &rows {
         assert!(
             r.confidence.is_some_and(|c| (0.0..=1.0).contains(&c)),

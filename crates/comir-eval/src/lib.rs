@@ -130,6 +130,8 @@ pub fn evaluate_case_assessed(
         _ => Some((0.0, comir_confidence::Flag::Doubtful)),
     };
     let w = case.fixed.width() as f64;
+    let h = case.fixed.height() as f64;
+    let corner = |t: &Composite2| comir_transform::corner_error(t, &case.truth, w, h);
     let (error_px, found, metric, status) = match outcome {
         Ok(o) => (
             case.error(&o.composite()),
@@ -158,6 +160,7 @@ pub fn evaluate_case_assessed(
         status,
         confidence: assessment.map(|(c, _)| c),
         flag: assessment.map(|(_, f)| f.as_str().to_string()),
+        corner_error_px: Some(found.as_ref().map_or(f64::NAN, corner)),
     };
     let found = found.filter(|t| t.linear.angle_rad().is_finite());
     (row, found)
@@ -215,5 +218,7 @@ mod tests {
         );
         assert!((r.error_px - case.initial_error_px).abs() < 1e-9);
         assert!(!r.success);
+        // For a rigid displacement the corner error is the error.
+        assert_eq!(r.corner_error_px, Some(r.error_px));
     }
 }

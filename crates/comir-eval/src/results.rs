@@ -44,6 +44,11 @@ pub struct CaseResult {
     /// `ok` or `doubtful` (see `comir_confidence::Flag`); empty when not assessed.
     #[serde(default)]
     pub flag: Option<String>,
+    /// The mean corner error in pixels (MultiRegEval's measure), reported also for affine and
+    /// elastic displacements, whose `error_px` is the dense-grid error; NaN when the method
+    /// failed, empty in files written before the column existed.
+    #[serde(default)]
+    pub corner_error_px: Option<f64>,
 }
 
 /// Writes results as CSV, atomically.
@@ -275,6 +280,7 @@ mod tests {
             status: "ok".into(),
             confidence: Some(if ok { 0.9 } else { 0.2 }),
             flag: Some(if ok { "ok" } else { "doubtful" }.into()),
+            corner_error_px: None,
         }
     }
 
@@ -305,7 +311,7 @@ mod tests {
         assert!(text
             .lines()
             .next()
-            .is_some_and(|h| h.ends_with(",status,confidence,flag")));
+            .is_some_and(|h| h.ends_with(",status,confidence,flag,corner_error_px")));
         assert_eq!(read_csv(&p).expect("read"), rows);
     }
 
@@ -318,6 +324,7 @@ mod tests {
             CaseResult {
                 confidence: Some(0.95),
                 flag: Some("ok".into()),
+                corner_error_px: None,
                 ..row(4, 8.0, false)
             },
         ];
@@ -341,10 +348,11 @@ mod tests {
     fn results_without_confidence_columns_still_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("r.csv");
-        // Unassessed rows leave the two columns empty.
+        // Unassessed rows leave the three columns empty.
         let unassessed = CaseResult {
             confidence: None,
             flag: None,
+            corner_error_px: None,
             ..row(2, 1.0, true)
         };
         write_csv(&p, std::slice::from_ref(&unassessed)).expect("write");
@@ -354,12 +362,12 @@ mod tests {
         let old: String = text
             .lines()
             .map(|l| {
-                l.trim_end_matches(",confidence,flag")
-                    .trim_end_matches(",,")
+                l.trim_end_matches(",confidence,flag,corner_error_px")
+                    .trim_end_matches(",,,")
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        assert!(!old.contains("confidence"));
+        assert!(!old.contains("confidence") && !old.contains("corner"));
         std::fs::write(&p, old).expect("write");
         assert_eq!(read_csv(&p).expect("read"), vec![unassessed]);
     }

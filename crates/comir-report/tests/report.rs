@@ -29,6 +29,7 @@ fn row(method: &str, level: u32, init: f64, err: f64) -> CaseResult {
         status: "ok".into(),
         confidence: None,
         flag: None,
+        corner_error_px: None,
     }
 }
 
