@@ -7,7 +7,7 @@ use std::path::Path;
 
 use comir_image::ops::Border;
 use comir_transform::{dense_error, read_json, Affine2, Transform2, TransformKind};
-use common::{clean_error, comir, ok, s};
+use common::{clean_error, comir, ok, register_pair, s};
 
 /// A multimodal phantom pair whose true fixed-to-moving transform is an affine map with 8 %
 /// anisotropic scale and a shear: out of reach of a rigid registration.
@@ -122,14 +122,7 @@ fn bad_transforms_stages_and_points_get_one_line_and_exit_2() {
     let d = dir.path();
     let (f, m, _) = affine_pair(d);
     let out = d.join("t.json");
-    let register = |extra: &[&str]| {
-        let mut args = vec!["register", "--fixed", &f, "--moving", &m, "--out", s(&out)];
-        if !extra.contains(&"--method") {
-            args.extend_from_slice(&["--method", "mi"]);
-        }
-        args.extend_from_slice(extra);
-        comir(&args)
-    };
+    let register = |extra: &[&str]| register_pair(&f, &m, &out, extra);
     clean_error(
         &register(&["--transform", "rigid,warp"]),
         &["unknown stage 'warp'"],

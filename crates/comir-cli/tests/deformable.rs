@@ -10,7 +10,7 @@ use comir_transform::{
     dense_error, read_itk_composite, read_json, write_json, Affine2, BSpline2, Composite2,
     Transform2, TransformRecord,
 };
-use common::{clean_error, comir, ok, s};
+use common::{clean_error, comir, ok, register_pair, s};
 
 /// Writes the pair (float TIFF) and the affine part of the truth as a start; returns the paths
 /// and the whole truth.
@@ -153,14 +153,7 @@ fn bad_deformable_settings_get_one_line_and_exit_2() {
     let d = dir.path();
     let (f, m, init, truth) = deformed_pair(d);
     let out = d.join("t.json");
-    let register = |extra: &[&str]| {
-        let mut args = vec!["register", "--fixed", &f, "--moving", &m, "--out", s(&out)];
-        if !extra.contains(&"--method") {
-            args.extend_from_slice(&["--method", "mi"]);
-        }
-        args.extend_from_slice(extra);
-        comir(&args)
-    };
+    let register = |extra: &[&str]| register_pair(&f, &m, &out, extra);
     clean_error(
         &register(&["--transform", "affine,bspline", "--grid-spacing", "2"]),
         &["--grid-spacing must be at least 4 px"],

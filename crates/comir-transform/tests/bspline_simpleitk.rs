@@ -31,6 +31,17 @@ fn floats(line: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Writes `points` as `x y` lines at full precision into `dir/points.txt`.
+fn write_points(dir: &std::path::Path, points: &[[f64; 2]]) -> std::path::PathBuf {
+    let path = dir.join("points.txt");
+    let listing: String = points
+        .iter()
+        .map(|p| format!("{:.17e} {:.17e}\n", p[0], p[1]))
+        .collect();
+    std::fs::write(&path, listing).expect("write points");
+    path
+}
+
 #[test]
 fn bspline_tfm_matches_simpleitk_points() {
     if !common::simpleitk_available() {
@@ -70,12 +81,7 @@ fn bspline_tfm_matches_simpleitk_points() {
         points.push([fx * xm + 0.1 * k as f64, fy * ym]);
     }
     points.push([10.0, 9.2]); // exactly on a control-point line (x = 10, y = 9.2)
-    let pts = dir.path().join("points.txt");
-    let listing: String = points
-        .iter()
-        .map(|p| format!("{:.17e} {:.17e}\n", p[0], p[1]))
-        .collect();
-    std::fs::write(&pts, listing).expect("write points");
+    let pts = write_points(dir.path(), &points);
 
     let m = t.mesh_size();
     let sizes = [w, h, m[0], m[1]].map(|v| std::ffi::OsString::from(v.to_string()));
@@ -149,12 +155,7 @@ fn composite_tfm_of_an_affine_and_a_bspline_matches_simpleitk_points() {
             [fx * (w - 1) as f64, fy * (h - 1) as f64]
         })
         .collect();
-    let pts = dir.path().join("points.txt");
-    let listing: String = points
-        .iter()
-        .map(|p| format!("{:.17e} {:.17e}\n", p[0], p[1]))
-        .collect();
-    std::fs::write(&pts, listing).expect("write points");
+    let pts = write_points(dir.path(), &points);
     let stdout = common::run_python(COMPOSITE_SCRIPT, &[tfm.as_os_str(), pts.as_os_str()]);
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some("CompositeTransform"));

@@ -54,6 +54,25 @@ pub fn clean_error(o: &Output, needles: &[&str]) {
     }
 }
 
+/// `comir register --fixed F --moving M --out OUT` with `extra` flags, and `--method mi` unless
+/// `extra` names a method.
+pub fn register_pair(fixed: &str, moving: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "register",
+        "--fixed",
+        fixed,
+        "--moving",
+        moving,
+        "--out",
+        s(out),
+    ];
+    if !extra.contains(&"--method") {
+        args.extend_from_slice(&["--method", "mi"]);
+    }
+    args.extend_from_slice(extra);
+    comir(&args)
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
