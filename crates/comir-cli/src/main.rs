@@ -26,6 +26,10 @@ enum Command {
     /// Register a moving image to a fixed image (rigid, similarity or affine) and write the
     /// transform.
     Register(commands::register::RegisterArgs),
+    /// Register a whole collection of unaligned pairs, learning a CoMIR from the collection
+    /// itself: raw MI first, then rounds of learning and registering through the model, with a
+    /// confidence per pair.
+    Align(commands::align::AlignArgs),
     /// Map point coordinates (landmarks, annotations) through a registration's transform.
     TransformPoints(commands::transform_points::TransformPointsArgs),
     /// Evaluate a method on aligned pairs with the MultiRegEval protocol.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Register(args) => commands::register::run(args),
+        Command::Align(args) => commands::align::run(args),
         Command::TransformPoints(args) => commands::transform_points::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Demo(args) => commands::demo::run(args),

@@ -17,7 +17,7 @@ mod split;
 use std::path::PathBuf;
 
 pub use pairs::{find_pairs, find_pairs_in, Pair};
-pub use patches::{Batch, PatchConfig, PatchSampler};
+pub use patches::{Batch, PatchConfig, PatchSampler, RegisteredPair};
 pub use split::split_by_name;
 
 /// Errors of the data layer; each names the folder, file or pair involved.

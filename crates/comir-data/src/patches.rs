@@ -1,5 +1,6 @@
 use comir_image::ops::{gaussian_blur, network_input};
 use comir_image::Image;
+use comir_transform::Composite2;
 use rand::Rng;
 
 use crate::{Error, Pair};
@@ -74,7 +75,9 @@ impl PatchConfig {
 }
 
 /// A batch of `n` patch pairs, channel-first: `a` holds `n × channels_a × size × size` values,
-/// `b` holds `n × channels_b × size × size`.
+/// `b` holds `n × channels_b × size × size`. Patches drawn through a transform also carry a
+/// `mask` of `n × size × size` values, 1 where the B pixel lies inside the B image and 0 where it
+/// does not (the loss ignores those pixels).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     /// Number of pairs.
@@ -89,6 +92,9 @@ pub struct Batch {
     pub a: Vec<f32>,
     /// Modality-B patches.
     pub b: Vec<f32>,
+    /// Where B's patches hold image content (1) and where they fell outside B (0); `None` when
+    /// every pixel is valid (aligned pairs).
+    pub mask: Option<Vec<f32>>,
 }
 
 /// The geometry of one patch: centre in the source image, rotation and flip.
@@ -99,9 +105,25 @@ pub(crate) struct Geometry {
     pub flip: bool,
 }
 
+/// A pair that is not aligned but registered: B is sampled through `fixed_to_moving`, which maps
+/// A's pixel coordinates to B's (the transform `comir register` writes with A fixed, B moving).
+#[derive(Clone, Debug)]
+pub struct RegisteredPair {
+    /// The pair's name.
+    pub name: String,
+    /// The modality-A image (the fixed frame patches are drawn in).
+    pub a: Image,
+    /// The modality-B image, of any size.
+    pub b: Image,
+    /// A's coordinates → B's coordinates.
+    pub fixed_to_moving: Composite2,
+}
+
 /// Draws augmented patch pairs from images held in memory.
 pub struct PatchSampler {
     pairs: Vec<(String, Image, Image)>,
+    /// Per pair, the map from A's frame into B's when the pair is registered, not aligned.
+    maps: Vec<Option<Composite2>>,
     config: PatchConfig,
 }
 
@@ -126,13 +148,35 @@ impl PatchSampler {
     /// # Errors
     /// No pairs, a size mismatch, a constant image (naming the pair), or an invalid config.
     pub fn new(pairs: Vec<(String, Image, Image)>, config: PatchConfig) -> Result<Self, Error> {
+        let maps = vec![None; pairs.len()];
+        PatchSampler::build(pairs, maps, config)
+    }
+
+    /// A sampler over registered pairs: every B patch is resampled through its pair's transform
+    /// on the fly (no warped copy is made), and the pixels that fall outside B are masked out of
+    /// the loss ([`Batch::mask`]). The images may differ in size.
+    ///
+    /// # Errors
+    /// As [`PatchSampler::new`], size mismatches aside.
+    pub fn registered(pairs: Vec<RegisteredPair>, config: PatchConfig) -> Result<Self, Error> {
+        let (images, maps) = pairs
+            .into_iter()
+            .map(|p| ((p.name, p.a, p.b), Some(p.fixed_to_moving)))
+            .unzip();
+        PatchSampler::build(images, maps, config)
+    }
+
+    fn build(
+        mut pairs: Vec<(String, Image, Image)>,
+        maps: Vec<Option<Composite2>>,
+        config: PatchConfig,
+    ) -> Result<Self, Error> {
         config.validate()?;
         if pairs.is_empty() {
             return Err(Error::InvalidConfig("no image pairs to sample from".into()));
         }
-        let mut pairs = pairs;
-        for (name, a, b) in &mut pairs {
-            if (a.width(), a.height()) != (b.width(), b.height()) {
+        for ((name, a, b), map) in pairs.iter_mut().zip(&maps) {
+            if map.is_none() && (a.width(), a.height()) != (b.width(), b.height()) {
                 return Err(Error::SizeMismatch {
                     pair: name.clone(),
                     a_w: a.width(),
@@ -165,7 +209,11 @@ impl PatchSampler {
                 channels.0, channels.1
             )));
         }
-        Ok(PatchSampler { pairs, config })
+        Ok(PatchSampler {
+            pairs,
+            maps,
+            config,
+        })
     }
 
     /// Loads the pairs (keeping their channels) and builds a sampler.
@@ -246,12 +294,31 @@ impl PatchSampler {
 
     /// Resamples one image's patch with the given geometry, channel-first, appending to `out`.
     pub(crate) fn extract(&self, img: &Image, g: Geometry, out: &mut Vec<f32>) {
+        self.extract_through(img, img, g, None, out, None);
+    }
+
+    /// [`PatchSampler::extract`] for B: the patch's positions are laid out in A's frame (`frame`,
+    /// with its symmetric padding) and, with `map`, carried into B's before sampling; positions
+    /// that land outside B get 0 in `out` and in `mask` (1 elsewhere).
+    fn extract_through(
+        &self,
+        frame: &Image,
+        img: &Image,
+        g: Geometry,
+        map: Option<&Composite2>,
+        out: &mut Vec<f32>,
+        mut mask: Option<&mut Vec<f32>>,
+    ) {
         let s = self.config.size;
         let half = (s as f64 - 1.0) / 2.0;
         let (sin, cos) = g.angle_rad.sin_cos();
-        let (w, h) = (img.width(), img.height());
+        let (w, h) = (frame.width(), frame.height());
         let start = out.len();
         out.resize(start + img.channels() * s * s, 0.0);
+        let mask_start = mask.as_ref().map_or(0, |m| m.len());
+        if let Some(m) = mask.as_deref_mut() {
+            m.resize(mask_start + s * s, 1.0);
+        }
         for j in 0..s {
             for i in 0..s {
                 let mut u = i as f64 - half;
@@ -261,8 +328,22 @@ impl PatchSampler {
                 }
                 let x = symmetric(g.center[0] + cos * u - sin * v, w);
                 let y = symmetric(g.center[1] + sin * u + cos * v, h);
+                let Some(map) = map else {
+                    for c in 0..img.channels() {
+                        out[start + (c * s + j) * s + i] = bilinear(img, x, y, c);
+                    }
+                    continue;
+                };
+                let [bx, by] = map.apply([x, y]);
                 for c in 0..img.channels() {
-                    out[start + (c * s + j) * s + i] = bilinear(img, x, y, c);
+                    match comir_image::ops::sample_bilinear(img, bx, by, c) {
+                        Some(v) => out[start + (c * s + j) * s + i] = v,
+                        None => {
+                            if let Some(m) = mask.as_deref_mut() {
+                                m[mask_start + j * s + i] = 0.0;
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -284,12 +365,15 @@ impl PatchSampler {
         let s = self.config.size;
         let mut a = Vec::with_capacity(n * ca * s * s);
         let mut b = Vec::with_capacity(n * cb * s * s);
+        let through = self.maps.iter().any(Option::is_some);
+        let mut mask = through.then(|| Vec::with_capacity(n * s * s));
         for _ in 0..n {
-            let (_, ia, ib) = &self.pairs[rng.gen_range(0..self.pairs.len())];
+            let k = rng.gen_range(0..self.pairs.len());
+            let (_, ia, ib) = &self.pairs[k];
             let g = self.draw_geometry(ia, rng);
             let (sa, sb) = (a.len(), b.len());
             self.extract(ia, g, &mut a);
-            self.extract(ib, g, &mut b);
+            self.extract_through(ia, ib, g, self.maps[k].as_ref(), &mut b, mask.as_mut());
             if self.config.blur_probability > 0.0 && rng.gen_bool(self.config.blur_probability) {
                 let sigma = rng.gen_range(0.0..=self.config.blur_sigma_max);
                 self.blur_in_place(&mut a[sa..], ca, sigma);
@@ -303,6 +387,7 @@ impl PatchSampler {
             channels_b: cb,
             a,
             b,
+            mask,
         }
     }
 }
@@ -395,6 +480,100 @@ mod tests {
         // Same seed, same batch.
         let again = s.batch(6, &mut ChaCha8Rng::seed_from_u64(3));
         assert_eq!(again, batch);
+    }
+
+    fn affine(m: [[f64; 3]; 3]) -> Composite2 {
+        use comir_transform::{Affine2, Transform2};
+        Composite2::linear(Transform2::Affine(Affine2::from_matrix(&m, [0.0, 0.0])))
+    }
+
+    /// B's values on A's grid through `t`, as a warped copy would hold them (0 outside B).
+    fn prewarp(a: &Image, b: &Image, t: &Composite2) -> Image {
+        comir_image::ops::warp(
+            b,
+            a.width(),
+            a.height(),
+            comir_image::ops::Border::Zero,
+            |p| t.apply(p),
+        )
+    }
+
+    #[test]
+    fn sampling_through_a_transform_equals_sampling_a_warped_copy() {
+        let (a, _) = comir_testkit::phantom_pair(80, 70, 4);
+        let (_, b) = comir_testkit::phantom_pair(110, 96, 9);
+        let cfg = PatchConfig {
+            size: 24,
+            blur_probability: 0.0,
+            ..PatchConfig::default()
+        };
+        // A whole-pixel shift: bilinear sampling of the warped copy and of B agree exactly,
+        // wherever the patch stays inside B.
+        let shift = affine([[1.0, 0.0, 13.0], [0.0, 1.0, 11.0], [0.0, 0.0, 1.0]]);
+        let through = PatchSampler::registered(
+            vec![RegisteredPair {
+                name: "p".into(),
+                a: a.clone(),
+                b: b.clone(),
+                fixed_to_moving: shift.clone(),
+            }],
+            cfg.clone(),
+        )
+        .expect("sampler");
+        let copy = PatchSampler::new(
+            vec![("p".into(), a.clone(), prewarp(&a, &b, &shift))],
+            cfg.clone(),
+        )
+        .expect("sampler");
+        let x = through.batch(5, &mut ChaCha8Rng::seed_from_u64(2));
+        let y = copy.batch(5, &mut ChaCha8Rng::seed_from_u64(2));
+        assert_eq!(x.a, y.a, "A's patches do not depend on the transform");
+        let mask = x.mask.as_ref().expect("a mask");
+        assert!(mask.iter().all(|&m| m == 1.0), "A + (13, 11) lies inside B");
+        let worst =
+            x.b.iter()
+                .zip(&y.b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "{worst}");
+        assert!(y.mask.is_none());
+
+        // A scaled, rotated map that leaves B on one side: the masked pixels are those outside
+        // B, the rest matches the warped copy up to interpolation.
+        let (c, s) = (0.3f64.cos() * 1.15, 0.3f64.sin() * 1.15);
+        let tilt = affine([[c, -s, 40.0], [s, c, -30.0], [0.0, 0.0, 1.0]]);
+        let through = PatchSampler::registered(
+            vec![RegisteredPair {
+                name: "p".into(),
+                a: a.clone(),
+                b: b.clone(),
+                fixed_to_moving: tilt.clone(),
+            }],
+            cfg.clone(),
+        )
+        .expect("sampler");
+        let copy = PatchSampler::new(vec![("p".into(), a.clone(), prewarp(&a, &b, &tilt))], cfg)
+            .expect("sampler");
+        let x = through.batch(8, &mut ChaCha8Rng::seed_from_u64(3));
+        let y = copy.batch(8, &mut ChaCha8Rng::seed_from_u64(3));
+        let mask = x.mask.as_ref().expect("a mask");
+        let outside = mask.iter().filter(|&&m| m == 0.0).count();
+        assert!(
+            outside > 0 && outside < mask.len(),
+            "{outside} of {}",
+            mask.len()
+        );
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for (k, &m) in mask.iter().enumerate() {
+            assert!(m == 1.0 || x.b[k] == 0.0, "masked pixels hold 0");
+            if m == 1.0 {
+                sum += f64::from((x.b[k] - y.b[k]).abs());
+                count += 1;
+            }
+        }
+        let (lo, hi) = b.min_max();
+        let mean = sum / count as f64;
+        assert!(mean < 0.02 * f64::from(hi - lo), "mean difference {mean}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! | command | entry point |
 //! | --- | --- |
+//! | `comir align` | [`align::align`] |
 //! | `comir register` | [`register::register_pair`], [`batch::register_shard`], [`batch::merge`] |
 //! | `comir eval` | [`eval::evaluate`] |
 //! | `comir train` | [`train::train`] |
@@ -20,6 +21,7 @@
 //! nothing below depends on this crate. Errors are [`anyhow`] errors whose chain names the file
 //! or pair involved.
 
+pub mod align;
 pub mod analyze;
 pub mod batch;
 pub mod demo;

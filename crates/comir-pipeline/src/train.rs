@@ -67,7 +67,7 @@ pub struct TrainOptions {
 }
 
 /// Draws a training run on a console's bar; without a drawn bar, one note per checkpoint.
-struct Bar<'c> {
+pub(crate) struct Bar<'c> {
     pb: ProgressBar,
     console: &'c mut dyn Console,
     last_val: Option<(f64, f64)>,
@@ -111,6 +111,59 @@ impl Observer for Bar<'_> {
     }
 }
 
+/// The trainer that `choice` and `device_name` select for `config`; a resumed run (`resumed`:
+/// the model folder it continues) keeps the trainer that started it.
+///
+/// # Errors
+/// An unknown device, or a trainer that cannot run there.
+pub(crate) fn trainer_factory(
+    config: &TrainConfig,
+    resumed: Option<&std::path::Path>,
+    choice: TrainerChoice,
+    device_name: &str,
+) -> Result<Box<TrainerFactory<'static>>> {
+    let device = crate::device::select(device_name)?;
+    let kind = match (choice, resumed) {
+        (TrainerChoice::Auto, Some(out)) => saved_trainer(out)?,
+        (TrainerChoice::Auto, None)
+            if device_name == "cpu" && comir_engine::supports(&config.network_for(1)).is_ok() =>
+        {
+            "engine".to_string()
+        }
+        (TrainerChoice::Auto | TrainerChoice::Burn, _) => "burn".to_string(),
+        (TrainerChoice::Engine, _) => {
+            if device_name != "cpu" {
+                bail!(
+                    "--trainer engine runs on the CPU only; use --trainer burn with --device {device_name}"
+                );
+            }
+            "engine".to_string()
+        }
+    };
+    Ok(if kind == "engine" {
+        Box::new(comir_train::engine_trainer_factory())
+    } else {
+        Box::new(comir_train::burn_trainer_factory(device))
+    })
+}
+
+impl<'c> Bar<'c> {
+    /// A training observer that draws on `console`'s bar named `what`.
+    pub(crate) fn new(console: &'c mut dyn Console, steps: usize, what: &str) -> Bar<'c> {
+        Bar {
+            pb: console.bar(steps as u64, what),
+            console,
+            last_val: None,
+            last_row: None,
+        }
+    }
+
+    /// Clears the bar.
+    pub(crate) fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
 /// Trains `config` on `paths`, on the trainer that `choice` and `device_name` select, drawing
 /// its progress on `console`.
 ///
@@ -124,38 +177,15 @@ pub fn train_with_progress(
     device_name: &str,
     console: &mut dyn Console,
 ) -> Result<RunSummary> {
-    let pb = console.bar(config.schedule.steps as u64, "train");
-    let mut bar = Bar {
-        pb,
-        console,
-        last_val: None,
-        last_row: None,
-    };
-    let device = crate::device::select(device_name)?;
-    let kind = match choice {
-        TrainerChoice::Auto if resume => saved_trainer(&paths.out)?,
-        TrainerChoice::Auto
-            if device_name == "cpu" && comir_engine::supports(&config.network_for(1)).is_ok() =>
-        {
-            "engine".to_string()
-        }
-        TrainerChoice::Auto | TrainerChoice::Burn => "burn".to_string(),
-        TrainerChoice::Engine => {
-            if device_name != "cpu" {
-                bail!(
-                    "--trainer engine runs on the CPU only; use --trainer burn with --device {device_name}"
-                );
-            }
-            "engine".to_string()
-        }
-    };
-    let factory: Box<TrainerFactory<'_>> = if kind == "engine" {
-        Box::new(comir_train::engine_trainer_factory())
-    } else {
-        Box::new(comir_train::burn_trainer_factory(device))
-    };
+    let factory = trainer_factory(
+        config,
+        resume.then_some(paths.out.as_path()),
+        choice,
+        device_name,
+    )?;
+    let mut bar = Bar::new(console, config.schedule.steps, "train");
     let summary = comir_train::run::train(config, paths, resume, factory.as_ref(), &mut bar)?;
-    bar.pb.finish_and_clear();
+    bar.finish();
     Ok(summary)
 }
 

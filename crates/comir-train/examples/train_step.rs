@@ -152,6 +152,7 @@ fn synthetic_batch(n: usize, size: usize) -> Batch {
         channels_b: 1,
         a,
         b,
+        mask: None,
     }
 }
 

@@ -171,6 +171,7 @@ impl FastTrainer {
             &self.settings,
             t(oa.representation),
             t(ob.representation),
+            batch.mask.as_deref(),
         ))
     }
 
@@ -281,6 +282,7 @@ impl FastTrainer {
             [ta.clone(), tb.clone()],
             [ta.clone(), tb.clone()],
             bottleneck_leaves.clone(),
+            batch.mask.as_deref(),
             self.steps,
         )?;
         let mut grads = loss.backward();

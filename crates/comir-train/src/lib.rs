@@ -350,7 +350,12 @@ impl Trainer {
         );
         let za = nets.a.try_forward(xa)?.representation;
         let zb = nets.b.try_forward(xb)?.representation;
-        Ok(evaluation_stats(&self.settings, za, zb))
+        Ok(evaluation_stats(
+            &self.settings,
+            za,
+            zb,
+            batch.mask.as_deref(),
+        ))
     }
 
     /// Everything a later run needs to continue exactly where this one is: weights, batch-norm
@@ -455,6 +460,7 @@ impl Trainer {
             z,
             [ya, yb],
             bottlenecks,
+            batch.mask.as_deref(),
             self.steps,
         )?;
         let mut grads = loss.backward();

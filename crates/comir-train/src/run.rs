@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use comir_data::{find_pairs_in, split_by_name, Batch, Pair, PatchSampler};
+use comir_data::{find_pairs_in, split_by_name, Batch, Pair, PatchSampler, RegisteredPair};
 use comir_model::record::{DataFolders, TrainingRecord, TrainingRun};
 use comir_model::store::{save_parts, write_atomically};
 use comir_model::{InputTransform, ModelCard};
@@ -273,25 +273,7 @@ pub fn train(
     } else {
         None
     };
-    let config = match &checkpoint {
-        Some(c) => {
-            let mut saved = c.header.config.clone();
-            let mut asked = config.clone();
-            asked.schedule.steps = saved.schedule.steps;
-            asked.schedule.minutes = saved.schedule.minutes;
-            if asked != saved {
-                return Err(Error::InvalidConfig(format!(
-                    "{}: the run was started with other settings; resume with the same ones (only the step count may change)",
-                    paths.out.join(CHECKPOINT_FILE).display()
-                )));
-            }
-            saved.schedule.steps = config.schedule.steps.max(c.header.steps);
-            saved.schedule.minutes = config.schedule.minutes;
-            saved
-        }
-        None => config.clone(),
-    };
-    config.validate()?;
+    let config = merged_config(config, checkpoint.as_ref(), &paths.out)?;
 
     let pairs = find_pairs_in(&paths.a, &paths.b).map_err(data_err)?;
     let (train_pairs, val_pairs, test_pairs) = split_pairs(&pairs, &config.split);
@@ -314,15 +296,143 @@ pub fn train(
         )));
     }
     let sampler = PatchSampler::load(&train_pairs, config.patches.clone()).map_err(data_err)?;
-    let (ca, cb) = sampler.channels();
-    let validation: Vec<Batch> = if val_pairs.is_empty() || config.schedule.validate_every == 0 {
-        Vec::new()
+    let validation = if val_pairs.is_empty() {
+        None
     } else {
-        let vs = PatchSampler::load(&val_pairs, config.patches.clone()).map_err(data_err)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(config.split.seed ^ 0x7A11_DA7E);
-        (0..config.schedule.validation_batches)
-            .map(|_| vs.batch(config.schedule.batch, &mut rng))
-            .collect()
+        Some(PatchSampler::load(&val_pairs, config.patches.clone()).map_err(data_err)?)
+    };
+    let data = DataFolders {
+        a: paths.a.clone(),
+        b: paths.b.clone(),
+    };
+    run_steps(
+        &config,
+        checkpoint,
+        &sampler,
+        validation.as_ref(),
+        (split, data),
+        &paths.out,
+        make_trainer,
+        observer,
+    )
+}
+
+/// Registered pairs to train on (see [`train_registered`]).
+pub struct RegisteredData {
+    /// The pairs patches are drawn from.
+    pub train: Vec<RegisteredPair>,
+    /// The pairs validation batches are drawn from (may be empty).
+    pub validation: Vec<RegisteredPair>,
+    /// Where the images came from (recorded in the model card).
+    pub folders: DataFolders,
+}
+
+/// Trains a CoMIR on pairs that are registered, not aligned: patches are drawn in A's frame and
+/// B is resampled through each pair's transform as they are drawn, with what falls outside B
+/// masked out of the loss ([`PatchSampler::registered`]).
+///
+/// When `out` already holds a checkpoint the run continues from it — its weights, optimiser
+/// states and random positions — up to `config.schedule.steps` in all, on these pairs (which
+/// may differ from the ones it was trained on so far): the caller fine-tunes a model round after
+/// round this way, and a killed round resumes the same way, to the same weights.
+///
+/// # Errors
+/// As [`train`]; a checkpoint started with other settings (the step count aside).
+pub fn train_registered(
+    config: &TrainConfig,
+    data: RegisteredData,
+    out: &Path,
+    make_trainer: &TrainerFactory<'_>,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary, Error> {
+    let data_err = |e: comir_data::Error| Error::Data(e.to_string());
+    let checkpoint = if has_checkpoint(out) {
+        let path = out.join(CHECKPOINT_FILE);
+        let bytes =
+            std::fs::read(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        Some(
+            decode_checkpoint(&bytes)
+                .map_err(|e| Error::State(format!("{}: {e}", path.display())))?,
+        )
+    } else {
+        None
+    };
+    let config = merged_config(config, checkpoint.as_ref(), out)?;
+    let split = SplitNames {
+        train: data.train.iter().map(|p| p.name.clone()).collect(),
+        validation: data.validation.iter().map(|p| p.name.clone()).collect(),
+        test: Vec::new(),
+    };
+    let sampler = PatchSampler::registered(data.train, config.patches.clone()).map_err(data_err)?;
+    let validation = if data.validation.is_empty() {
+        None
+    } else {
+        Some(PatchSampler::registered(data.validation, config.patches.clone()).map_err(data_err)?)
+    };
+    run_steps(
+        &config,
+        checkpoint,
+        &sampler,
+        validation.as_ref(),
+        (split, data.folders),
+        out,
+        make_trainer,
+        observer,
+    )
+}
+
+/// The configuration of a run: `config` when starting, the checkpoint's when continuing (only
+/// the step count and the time budget may change).
+fn merged_config(
+    config: &TrainConfig,
+    checkpoint: Option<&Checkpoint>,
+    out: &Path,
+) -> Result<TrainConfig, Error> {
+    let config = match checkpoint {
+        Some(c) => {
+            let mut saved = c.header.config.clone();
+            let mut asked = config.clone();
+            asked.schedule.steps = saved.schedule.steps;
+            asked.schedule.minutes = saved.schedule.minutes;
+            if asked != saved {
+                return Err(Error::InvalidConfig(format!(
+                    "{}: the run was started with other settings; resume with the same ones (only the step count may change)",
+                    out.join(CHECKPOINT_FILE).display()
+                )));
+            }
+            saved.schedule.steps = config.schedule.steps.max(c.header.steps);
+            saved.schedule.minutes = config.schedule.minutes;
+            saved
+        }
+        None => config.clone(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// The steps of a run from `checkpoint` (or from scratch) to `config.schedule.steps`, with
+/// validation, checkpoints and the model files written into `out`.
+#[allow(clippy::too_many_arguments)]
+fn run_steps(
+    config: &TrainConfig,
+    checkpoint: Option<Checkpoint>,
+    sampler: &PatchSampler,
+    validation: Option<&PatchSampler>,
+    (split, data): (SplitNames, DataFolders),
+    out: &Path,
+    make_trainer: &TrainerFactory<'_>,
+    observer: &mut dyn Observer,
+) -> Result<RunSummary, Error> {
+    let config = config.clone();
+    let (ca, cb) = sampler.channels();
+    let validation: Vec<Batch> = match validation {
+        Some(vs) if config.schedule.validate_every > 0 => {
+            let mut rng = ChaCha8Rng::seed_from_u64(config.split.seed ^ 0x7A11_DA7E);
+            (0..config.schedule.validation_batches)
+                .map(|_| vs.batch(config.schedule.batch, &mut rng))
+                .collect()
+        }
+        _ => Vec::new(),
     };
     let (net_a, net_b) = (config.network_for(ca), config.network_for(cb));
     let mut trainer = make_trainer(&net_a, &net_b, &config.train)?;
@@ -332,7 +442,7 @@ pub fn train(
         if c.header.trainer != trainer.kind() {
             return Err(Error::State(format!(
                 "{}: written by the {} trainer, but this run uses the {} trainer (their optimiser states differ); resume with the same one",
-                paths.out.join(CHECKPOINT_FILE).display(),
+                out.join(CHECKPOINT_FILE).display(),
                 c.header.trainer,
                 trainer.kind()
             )));
@@ -356,8 +466,7 @@ pub fn train(
             normalize_b: config.patches.normalize_b,
         },
     );
-    std::fs::create_dir_all(&paths.out)
-        .map_err(|e| Error::State(format!("{}: {e}", paths.out.display())))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::State(format!("{}: {e}", out.display())))?;
 
     let first = trainer.steps();
     let total = config.schedule.steps;
@@ -374,10 +483,7 @@ pub fn train(
             config: config.clone(),
             split: split.clone(),
             steps: trainer.steps(),
-            data: DataFolders {
-                a: paths.a.clone(),
-                b: paths.b.clone(),
-            },
+            data: data.clone(),
             last: history.last().cloned(),
         }));
         save_parts(dir, card, &trainer.inference_networks()?)
@@ -399,10 +505,10 @@ pub fn train(
             history: history.to_vec(),
         };
         let bytes = encode_checkpoint(&Checkpoint { header, state })?;
-        write_atomically(&paths.out.join(CHECKPOINT_FILE), &bytes)
+        write_atomically(&out.join(CHECKPOINT_FILE), &bytes)
             .map_err(|e| Error::State(e.to_string()))?;
-        save_model(&paths.out, trainer, history, card)?;
-        write_history(&paths.out.join(HISTORY_FILE), history)
+        save_model(out, trainer, history, card)?;
+        write_history(&out.join(HISTORY_FILE), history)
     };
     let mut last_saved = None;
     for step in first..total {
@@ -449,10 +555,7 @@ pub fn train(
         }
         let snapshot_every = config.schedule.snapshot_every;
         if snapshot_every > 0 && (step + 1) % snapshot_every == 0 {
-            let dir = paths
-                .out
-                .join(SNAPSHOT_DIR)
-                .join(format!("step-{:06}", step + 1));
+            let dir = out.join(SNAPSHOT_DIR).join(format!("step-{:06}", step + 1));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
             save_model(&dir, trainer.as_ref(), &history, &mut card)?;

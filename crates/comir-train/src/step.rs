@@ -97,10 +97,12 @@ pub(crate) struct StepLoss {
 /// difference, plus the weighted bottleneck term on `bottlenecks` (the networks' bottlenecks,
 /// in their rotated frames; `None` when the supervision is off), plus the L1/L2 activation
 /// decay of `decayed` (the raw outputs: the decay is rotation invariant, so either frame gives
-/// the same value).
+/// the same value). With a `mask` (`n × h × w`, 0 where the B patch fell outside its image), both
+/// representations are zeroed there first, so those pixels add nothing to any similarity.
 ///
 /// # Errors
 /// [`Error::Diverged`] when the loss is not finite.
+#[allow(clippy::too_many_arguments)] // the parts of one step, each used once
 pub(crate) fn step_loss(
     settings: &TrainSettings,
     supervision: &BottleneckSupervision,
@@ -108,9 +110,11 @@ pub(crate) fn step_loss(
     z: [Tensor<4>; 2],
     decayed: [Tensor<4>; 2],
     bottlenecks: Option<[Tensor<4>; 2]>,
+    mask: Option<&[f32]>,
     done: usize,
 ) -> Result<StepLoss, Error> {
     let [za, zb] = z;
+    let (za, zb) = masked(za, zb, mask);
     let positive_sq = (za.clone() - zb.clone()).powf_scalar(2.0).mean();
     let positive_mse = scalar(positive_sq.clone().detach());
     let contrastive = info_nce(za, zb, settings.critic, settings.tau);
@@ -149,13 +153,26 @@ pub(crate) fn step_loss(
     })
 }
 
+/// Both representations (`[n, d, h, w]`) zeroed where the `n × h × w` mask is 0.
+fn masked(za: Tensor<4>, zb: Tensor<4>, mask: Option<&[f32]>) -> (Tensor<4>, Tensor<4>) {
+    let Some(mask) = mask else {
+        return (za, zb);
+    };
+    let [n, d, h, w] = za.dims();
+    let m = Tensor::<4>::from_data(TensorData::new(mask.to_vec(), [n, 1, h, w]), &za.device())
+        .repeat_dim(1, d);
+    (za * m.clone(), zb * m)
+}
+
 /// The numbers of a batch scored without training, from both networks' representations in
 /// inference mode: InfoNCE and the positive-pair error (no bottleneck, no decay).
 pub(crate) fn evaluation_stats(
     settings: &TrainSettings,
     za: Tensor<4>,
     zb: Tensor<4>,
+    mask: Option<&[f32]>,
 ) -> StepStats {
+    let (za, zb) = masked(za, zb, mask);
     let positive_mse = scalar((za.clone() - zb.clone()).powf_scalar(2.0).mean());
     let contrastive = scalar(info_nce(za, zb, settings.critic, settings.tau));
     StepStats {
@@ -188,6 +205,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn masked_pixels_add_nothing_to_the_loss() {
+        let (n, d, s) = (3, 2, 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mask: Vec<f32> = (0..n * s * s).map(|i| f32::from(i % 3 != 0)).collect();
+        let draw = |rng: &mut ChaCha8Rng| -> Vec<f32> {
+            (0..n * d * s * s)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect()
+        };
+        let (za, zb) = (draw(&mut rng), draw(&mut rng));
+        // The same representations with other values wherever the mask is 0.
+        let noise = draw(&mut rng);
+        let scramble = |z: &[f32]| -> Vec<f32> {
+            z.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let pixel = (i / (d * s * s)) * s * s + i % (s * s);
+                    if mask[pixel] == 0.0 {
+                        noise[i] * 5.0
+                    } else {
+                        v
+                    }
+                })
+                .collect()
+        };
+        let t =
+            |z: Vec<f32>| Tensor::<4>::from_data(TensorData::new(z, [n, d, s, s]), &Device::flex());
+        let settings = TrainSettings::default();
+        let stats = |a: Vec<f32>, b: Vec<f32>, m: Option<&[f32]>| {
+            evaluation_stats(&settings, t(a), t(b), m)
+        };
+        let clean = stats(za.clone(), zb.clone(), Some(&mask));
+        let noisy = stats(scramble(&za), scramble(&zb), Some(&mask));
+        assert!(
+            (clean.loss - noisy.loss).abs() < 1e-6,
+            "{clean:?} vs {noisy:?}"
+        );
+        assert!((clean.positive_mse - noisy.positive_mse).abs() < 1e-9);
+        // Without the mask the scrambled pixels do count.
+        let unmasked = stats(scramble(&za), scramble(&zb), None);
+        assert!((unmasked.loss - clean.loss).abs() > 1e-3);
     }
 
     #[test]

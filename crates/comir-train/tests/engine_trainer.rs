@@ -42,6 +42,7 @@ fn batch(seed: u64) -> Batch {
         channels_b: 1,
         a,
         b,
+        mask: None,
     }
 }
 
