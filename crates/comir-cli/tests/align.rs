@@ -115,7 +115,7 @@ fn align_recovers_known_affine_displacements_and_keeps_the_most_confident_result
     let text = ok(&comir(&align_args(
         &pairs,
         &out,
-        &["--rounds", "2", "--warped"],
+        &["--rounds", "2", "--warped", "--report"],
     )));
     assert!(text.contains("aligned 5 pairs"), "{text}");
 
@@ -141,6 +141,20 @@ fn align_recovers_known_affine_displacements_and_keeps_the_most_confident_result
     assert!(out.join("transforms").join("pair1.tfm").is_file());
     let warped = comir_image::load(out.join("warped").join("pair1.png")).expect("warped");
     assert_eq!((warped.width(), warped.height()), (SIDE, SIDE));
+
+    // The report names every pair and shows two overlays each.
+    let page = std::fs::read_to_string(out.join("report").join("index.html")).expect("report");
+    for (name, _) in &truths {
+        assert!(page.contains(name.as_str()), "{name} not in the report");
+    }
+    let pictures = std::fs::read_dir(out.join("report"))
+        .expect("report folder")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png"))
+        })
+        .count();
+    assert_eq!(pictures, 2 * truths.len());
 
     // A second run without --resume is refused; with it, a finished run changes nothing.
     clean_error(

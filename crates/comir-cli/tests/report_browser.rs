@@ -41,8 +41,42 @@ fn the_eval_report_renders_in_headless_chromium() {
         "--report",
         s(&report),
     ]));
+    assert_renders(&browser, d, &report.join("index.html"));
+}
+
+#[test]
+fn the_align_report_renders_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    comir_testkit::write_phantom_pairs(&d.join("pairs"), 0..3, 64);
+    let out = d.join("aligned");
+    ok(&comir(&[
+        "align",
+        "--pairs",
+        s(&d.join("pairs")),
+        "--out",
+        s(&out),
+        "--rounds",
+        "0",
+        "--report",
+    ]));
+    let page = out.join("report").join("index.html");
+    let text = std::fs::read_to_string(&page).expect("the page");
+    assert!(
+        text.contains("Round 0") && text.contains("doubtful first"),
+        "{text}"
+    );
+    assert_renders(&browser, d, &page);
+}
+
+/// Screenshots `page` and checks that it shows text and pictures.
+fn assert_renders(browser: &str, d: &std::path::Path, page: &std::path::Path) {
     let shot = d.join("shot.png");
-    let o = Command::new(&browser)
+    let o = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -50,7 +84,7 @@ fn the_eval_report_renders_in_headless_chromium() {
             "--hide-scrollbars",
             "--window-size=1200,1600",
             &format!("--screenshot={}", s(&shot)),
-            &format!("file://{}", s(&report.join("index.html"))),
+            &format!("file://{}", s(page)),
         ])
         .output()
         .expect("chromium runs");

@@ -70,6 +70,8 @@ pub struct AlignOptions {
     pub resume: bool,
     /// Also write each pair's moving image resampled into the fixed frame.
     pub warped: bool,
+    /// Also write an HTML report (`report/index.html`).
+    pub report: bool,
     /// Compute device of training and representations.
     pub device: String,
 }
@@ -399,6 +401,64 @@ fn write_warped(out: &Path, pairs: &[LoadedPair], last: &RoundRecord) -> Result<
         };
         comir_image::save_png(dir.join(format!("{}.png", output_stem(&p.name))), &warped)?;
     }
+    Ok(())
+}
+
+fn write_report(
+    options: &AlignOptions,
+    state: &State,
+    pairs: &[LoadedPair],
+    stop: &str,
+) -> Result<()> {
+    use comir_report::align::{write_align_report, AlignPair, AlignReport, AlignRound};
+    let (Some(first), Some(last)) = (state.rounds.first(), state.rounds.last()) else {
+        return Ok(());
+    };
+    let report = AlignReport {
+        facts: vec![
+            ("pairs".into(), options.pairs.display().to_string()),
+            ("transform".into(), options.stages.spec()),
+            (
+                "rounds".into(),
+                format!("{} (stopped by {stop})", state.rounds.len()),
+            ),
+            ("seed".into(), options.seed.to_string()),
+        ],
+        rounds: state
+            .rounds
+            .iter()
+            .map(|r| AlignRound {
+                round: r.round,
+                confidences: r.results.values().map(PairResult::confidence).collect(),
+                confident: r.confident,
+                changed: r.changed.clone(),
+                trained_on: r.trained_on.len(),
+                seconds: r.seconds,
+            })
+            .collect(),
+        pairs: pairs
+            .iter()
+            .filter_map(|p| {
+                let (f, k) = (first.results.get(&p.name)?, last.results.get(&p.name)?);
+                Some(AlignPair {
+                    name: p.name.clone(),
+                    fixed: &p.a_gray,
+                    moving: &p.b_gray,
+                    first: f.record.composite(),
+                    kept: k.record.composite(),
+                    confidence: k.confidence(),
+                    flag: k.record.flag.clone().unwrap_or_default(),
+                    found_by: format!("{}, round {}", k.pipeline, k.round),
+                })
+            })
+            .collect(),
+        skipped: state
+            .skipped
+            .iter()
+            .map(|(n, w)| (n.clone(), w.clone()))
+            .collect(),
+    };
+    write_align_report(&options.out.join("report"), &report)?;
     Ok(())
 }
 
@@ -746,6 +806,9 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         if let Some(last) = state.rounds.last() {
             write_warped(&options.out, &loaded, last)?;
         }
+    }
+    if options.report {
+        write_report(options, &state, &loaded, &stop)?;
     }
     Ok(AlignSummary {
         rounds: state.rounds,

@@ -8,10 +8,14 @@
 //! * [`write_study_report`]: an experiment grid (`comir experiment`) — the results table and each
 //!   cell's analysis plots; [`study`] makes that table (success rate, mean ± std over seeds).
 //!
+//! * [`align::write_align_report`]: an alignment (`comir align`) — per round the confidence
+//!   histogram and the pairs that changed; per pair the first and the kept overlay.
+//!
 //! Data flow one way: the report reads results and images, it never computes a registration.
 
 #![warn(missing_docs)]
 
+pub mod align;
 pub mod html;
 pub mod study;
 pub mod visuals;

@@ -16,7 +16,7 @@ use crate::console::Terminal;
     PAIRS holds A/ (fixed) and B/ (moving) images matched by file name, of any size, RGB allowed, \
     not aligned. OUT gets transforms/NAME.json and .tfm per pair, results.csv (the kept result of \
     every pair after every round, with its confidence), model/ (the CoMIR learned from the \
-    collection), align-state.json, and with --warped warped/NAME.png, with --report report.html."
+    collection), align-state.json, and with --warped warped/NAME.png, with --report report/index.html."
 )]
 pub struct AlignArgs {
     /// Folder holding A/ and B/ with the images of each pair under the same file name.
@@ -57,6 +57,11 @@ pub struct AlignArgs {
     /// Also write each moving image resampled into its fixed image's frame.
     #[arg(long)]
     pub warped: bool,
+    /// Also write an HTML report: OUT/report/index.html (per round the confidence histogram and
+    /// the pairs that changed; per pair overlays of the first and the kept result, doubtful
+    /// pairs first).
+    #[arg(long)]
+    pub report: bool,
     /// Compute device of training and representations: cpu (default), wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -77,6 +82,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
         seed: args.seed,
         resume: args.resume,
         warped: args.warped,
+        report: args.report,
         device: args.device,
     };
     let summary = align(&options, &mut Terminal)?;
@@ -105,5 +111,11 @@ pub fn run(args: AlignArgs) -> Result<()> {
         );
     }
     println!("results: {}", options.out.join("results.csv").display());
+    if options.report {
+        println!(
+            "report: {}",
+            options.out.join("report").join("index.html").display()
+        );
+    }
     Ok(())
 }
