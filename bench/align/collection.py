@@ -11,7 +11,7 @@ G p in the displaced B), goes to `truth/NAME.json` in comir's JSON layout.
 
     collection.py make --dataset DIR --out OUT [--names model.json|list.txt] [--seed S]
         -> OUT/pairs/A/NAME (links to the dataset's A), OUT/pairs/B/NAME, OUT/truth/NAME.json
-    collection.py score --truth OUT/truth --results DIR [--label TEXT] [--csv FILE]
+    collection.py score --truth OUT/truth --results DIR|align-state.json [--round K] [--label TEXT] [--csv FILE]
         -> per-pair dense error (mean distance over a 32×32 grid of the fixed image), success
            ≤ 2 % of the width; prints a summary line
 
@@ -128,7 +128,25 @@ def grid(w: int, h: int) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
 
 
+def recovered(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Stem -> fixed_to_moving: from a folder of comir JSON files, or from round K of an
+    `align-state.json` (so that every round of one `comir align` run can be scored)."""
+    out = {}
+    if args.results.endswith(".json"):
+        state = json.load(open(args.results))
+        rounds = state["rounds"]
+        k = len(rounds) - 1 if args.round is None else args.round
+        for name, r in rounds[k]["results"].items():
+            out[os.path.splitext(name)[0]] = np.array(r["record"]["fixed_to_moving"])
+        return out
+    for f in os.listdir(args.results):
+        if f.endswith(".json"):
+            out[f[:-5]] = np.array(json.load(open(os.path.join(args.results, f)))["fixed_to_moving"])
+    return out
+
+
 def score(args: argparse.Namespace) -> None:
+    found = recovered(args)
     rows = []
     for f in sorted(os.listdir(args.truth)):
         if not f.endswith(".json"):
@@ -136,9 +154,8 @@ def score(args: argparse.Namespace) -> None:
         t = json.load(open(os.path.join(args.truth, f)))
         g = np.array(t["fixed_to_moving"])
         w, h = t["width"], t["height"]
-        path = os.path.join(args.results, f)
-        if os.path.exists(path):
-            r = np.array(json.load(open(path))["fixed_to_moving"])
+        r = found.get(f[:-5])
+        if r is not None:
             p = grid(w, h)
             err = float(np.mean(np.linalg.norm((g @ p - r @ p)[:2], axis=0)))
         else:
@@ -173,6 +190,7 @@ def main() -> None:
     s.add_argument("--truth", required=True)
     s.add_argument("--results", required=True)
     s.add_argument("--label", default="result")
+    s.add_argument("--round", type=int)
     s.add_argument("--csv")
     args = ap.parse_args()
     if not os.path.isdir(getattr(args, "dataset", None) or getattr(args, "truth")):

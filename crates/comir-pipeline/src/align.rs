@@ -420,7 +420,7 @@ fn write_report(
             ("transform".into(), options.stages.spec()),
             (
                 "rounds".into(),
-                format!("{} (stopped by {stop})", state.rounds.len()),
+                format!("{} ({stop})", state.rounds.len()),
             ),
             ("seed".into(), options.seed.to_string()),
         ],
@@ -576,7 +576,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         spec.parse()?
     };
 
-    let mut stop = String::from("the last round");
+    let mut stop = String::from("finished by an earlier run");
     let mut last_round_seconds = 0.0f64;
     let spent_before: f64 = state.rounds.iter().map(|r| r.seconds).sum();
     while !state.finished {
@@ -584,14 +584,14 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         let started = Instant::now();
         let previous = state.rounds.last().cloned();
         if round > options.rounds {
-            stop = format!("{} learned rounds done", options.rounds);
+            stop = format!("all {} learned rounds done", options.rounds);
             break;
         }
         if let (Some(m), Some(_)) = (options.minutes, &previous) {
             let spent = spent_before + clock.elapsed().as_secs_f64();
             let estimate = last_round_seconds.max(previous.as_ref().map_or(0.0, |p| p.seconds));
             if spent + estimate > m * 60.0 {
-                stop = format!("the time budget of {m} minutes");
+                stop = format!("another round would end after the time budget of {m} minutes");
                 break;
             }
         }

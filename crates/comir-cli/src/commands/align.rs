@@ -97,7 +97,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
             .map(|r| r.name.as_str())
             .collect();
         println!(
-            "aligned {} pairs in {} rounds (stopped by {}): {} ok, {} doubtful{}",
+            "aligned {} pairs in {} rounds ({}): {} ok, {} doubtful{}",
             last.results.len(),
             summary.rounds.len(),
             summary.stop,
