@@ -418,10 +418,7 @@ fn write_report(
         facts: vec![
             ("pairs".into(), options.pairs.display().to_string()),
             ("transform".into(), options.stages.spec()),
-            (
-                "rounds".into(),
-                format!("{} ({stop})", state.rounds.len()),
-            ),
+            ("rounds".into(), format!("{} ({stop})", state.rounds.len())),
             ("seed".into(), options.seed.to_string()),
         ],
         rounds: state
