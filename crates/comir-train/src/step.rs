@@ -155,7 +155,9 @@ pub(crate) fn step_loss(
 
 /// Both representations (`[n, d, h, w]`) zeroed where the `n × h × w` mask is 0.
 fn masked(za: Tensor<4>, zb: Tensor<4>, mask: Option<&[f32]>) -> (Tensor<4>, Tensor<4>) {
-    let Some(mask) = mask else {
+    // A mask of ones changes nothing; skipping it keeps such a batch's arithmetic that of an
+    // unmasked one, to the bit.
+    let Some(mask) = mask.filter(|m| m.iter().any(|&v| v != 1.0)) else {
         return (za, zb);
     };
     let [n, d, h, w] = za.dims();
