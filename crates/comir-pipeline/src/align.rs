@@ -55,8 +55,9 @@ pub struct AlignOptions {
     pub grid_spacing: Option<f64>,
     /// Learned rounds at most (after round 0).
     pub rounds: usize,
-    /// Time budget in minutes: no round starts that would, by the last round's duration, end
-    /// after it.
+    /// Time budget in minutes: training stops when its steps of every round so far have taken
+    /// it, and no round starts that would, by the last round's duration, end after it. (The
+    /// steps then depend on the clock: only runs without a budget repeat to the bit.)
     pub minutes: Option<f64>,
     /// Network size (replaces the recipe's).
     pub preset: Option<Preset>,
@@ -690,6 +691,8 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
             let mut config = recipe.clone();
             config.schedule.steps =
                 recipe.schedule.steps + (round - 1) * (recipe.schedule.steps / 2);
+            // The budget also caps the training, counted over every round's steps so far.
+            config.schedule.minutes = options.minutes;
             let factory = trainer_factory(
                 &config,
                 has_checkpoint(&model_dir).then_some(model_dir.as_path()),

@@ -35,7 +35,9 @@ pub struct AlignArgs {
     /// confidence stops rising.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Time budget: no round starts that would, going by the last one, end after it.
+    /// Time budget: training stops once it has taken this long, and no round starts that
+    /// would, going by the last one, end after it (the result then depends on the machine's
+    /// speed).
     #[arg(long)]
     pub minutes: Option<f64>,
     /// Network size: fast (default), small or histology.
