@@ -289,3 +289,32 @@ fn bad_collections_are_refused_in_one_line_and_a_bad_pair_is_skipped() {
     assert!(out.join("transforms").join("pair0.json").is_file());
     assert!(!out.join("transforms").join("pair2.json").exists());
 }
+
+#[test]
+fn a_time_budget_stops_the_training_and_the_rounds() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pairs = dir.path().join("pairs");
+    collection(&pairs, 3);
+    let out = dir.path().join("out");
+    // 5000 steps would take minutes; the budget is 6 seconds.
+    let args = [
+        "align",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&out),
+        "--steps",
+        "5000",
+        "--minutes",
+        "0.1",
+    ];
+    let text = ok(&comir(&args));
+    assert!(text.contains("aligned 3 pairs"), "{text}");
+    let history = std::fs::read_to_string(out.join("model").join("history.csv")).expect("history");
+    let steps = history.lines().count() - 1;
+    assert!((1..5000).contains(&steps), "{steps} steps");
+    assert!(
+        results(&out).iter().all(|r| r.1 <= 1),
+        "one learned round at most"
+    );
+}
