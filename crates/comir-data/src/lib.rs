@@ -1,4 +1,4 @@
-//! Aligned multimodal image pairs for evaluation and training.
+//! Multimodal image pairs for evaluation and training.
 //!
 //! * [`find_pairs`] / [`find_pairs_in`] match the files of modality A and modality B by name.
 //! * [`split_by_name`] makes a deterministic train/validation split by name, so that a pair is
@@ -9,6 +9,9 @@
 //!   horizontal flip with probability ½, an optional Gaussian blur, and the centre `size × size`
 //!   crop — all with **identical geometry for both modalities**. Patches come out channel-first
 //!   (`C × H × W`), ready for a network.
+//! * [`PatchSampler::registered`] does the same for pairs that are registered, not aligned
+//!   ([`RegisteredPair`]): B's patch is resampled through the pair's transform as it is drawn,
+//!   with a mask where it falls outside B.
 
 mod pairs;
 mod patches;
