@@ -582,7 +582,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         let started = Instant::now();
         let previous = state.rounds.last().cloned();
         if round > options.rounds {
-            stop = format!("all {} learned rounds done", options.rounds);
+            stop = format!("the last learned round ({}) done", options.rounds);
             break;
         }
         if let (Some(m), Some(_)) = (options.minutes, &previous) {
