@@ -296,7 +296,7 @@ fn a_time_budget_stops_the_training_and_the_rounds() {
     let pairs = dir.path().join("pairs");
     collection(&pairs, 3);
     let out = dir.path().join("out");
-    // 5000 steps would take minutes; the budget is 6 seconds.
+    // 5000 steps would take many minutes; the budget is 30 seconds, far more than round 0.
     let args = [
         "align",
         "--pairs",
@@ -306,7 +306,7 @@ fn a_time_budget_stops_the_training_and_the_rounds() {
         "--steps",
         "5000",
         "--minutes",
-        "0.1",
+        "0.5",
     ];
     let text = ok(&comir(&args));
     assert!(text.contains("aligned 3 pairs"), "{text}");
