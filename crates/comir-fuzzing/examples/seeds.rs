@@ -171,8 +171,8 @@ test_fraction = 0.2
 }
 
 fn register_seeds(dir: &Path) {
-    // Byte 0 method, byte 1 flags, bytes 2-5 sizes (1 + b mod 64), then pixels.
-    let (a, b) = comir_testkit::phantom_pair(32, 32, 3);
+    // Byte 0 method, byte 1 flags, bytes 2-5 sizes (1 + b mod 24), then pixels.
+    let (a, b) = comir_testkit::phantom_pair(20, 20, 3);
     let pixels: Vec<u8> = a
         .data()
         .iter()
@@ -180,15 +180,15 @@ fn register_seeds(dir: &Path) {
         .map(|v| (v * 255.0) as u8)
         .collect();
     for (m, name) in ["aamd", "mi", "features", "global"].iter().enumerate() {
-        let mut data = vec![m as u8, 0, 31, 31, 31, 31];
+        let mut data = vec![m as u8, 0, 19, 19, 19, 19];
         data.extend_from_slice(&pixels);
         write(dir, &format!("phantom-{name}"), &data);
         data[1] = 1 | 4; // chained after a global search, from a rotated start
         write(dir, &format!("phantom-{name}-chained"), &data);
     }
-    write(dir, "err-constant", &[1, 0, 31, 31, 31, 31, 7]);
-    write(dir, "err-1x1", &[0, 0, 0, 0, 31, 31, 1, 2, 3, 4, 5]);
-    let mut nan = vec![1u8, 2, 31, 31, 31, 31];
+    write(dir, "err-constant", &[1, 0, 19, 19, 19, 19, 7]);
+    write(dir, "err-1x1", &[0, 0, 0, 0, 19, 19, 1, 2, 3, 4, 5]);
+    let mut nan = vec![1u8, 2, 19, 19, 19, 19];
     nan.extend_from_slice(&pixels);
     write(dir, "err-nan", &nan);
 }
