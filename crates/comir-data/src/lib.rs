@@ -10,6 +10,7 @@
 //!   crop — all with **identical geometry for both modalities**. Patches come out channel-first
 //!   (`C × H × W`), ready for a network.
 
+pub mod manifest;
 mod pairs;
 mod patches;
 mod split;
