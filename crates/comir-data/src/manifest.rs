@@ -53,7 +53,8 @@ pub fn for_each_row(
                  COMIR_MAX_MANIFEST_ROWS)"
             ));
         }
-        let row = row.map_err(|e| format!("not a manifest with the columns fixed,moving,output: {e}"))?;
+        let row =
+            row.map_err(|e| format!("not a manifest with the columns fixed,moving,output: {e}"))?;
         visit(i, row)?;
         count += 1;
     }
@@ -85,7 +86,10 @@ mod tests {
             ("", "lists no pairs"),
             ("fixed,moving\na,b\n", "fixed,moving,output"),
             ("fixed,moving,output\na,b\n", "fixed,moving,output"),
-            ("fixed,moving,output,extra\na,b,c,d\n", "fixed,moving,output"),
+            (
+                "fixed,moving,output,extra\na,b,c,d\n",
+                "fixed,moving,output",
+            ),
         ] {
             let e = read(text, 10).expect_err(text);
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -282,7 +282,11 @@ fn weights_seeds(dir: &Path) {
         growth_rate: 5,
         ..net.clone()
     };
-    write(dir, "err-shapes.bpk", &pair(&wider).to_bytes().expect("bytes"));
+    write(
+        dir,
+        "err-shapes.bpk",
+        &pair(&wider).to_bytes().expect("bytes"),
+    );
     let mut nan = pair(&net);
     nan.a = nan.a.map(&mut NanHead(Vec::new()));
     write(dir, "err-nan.bpk", &nan.to_bytes().expect("bytes"));
@@ -322,9 +326,17 @@ fn manifest_seeds(dir: &Path) {
         "ok-rows.csv",
         b"fixed,moving,output\nimg/a0.png,img/b0.png,out/t0.json\n/abs/a1.png,b1.png,t1.json\n",
     );
-    write(dir, "ok-quoted.csv", b"fixed,moving,output\n\"a,1.png\",b.png,t.json\n");
+    write(
+        dir,
+        "ok-quoted.csv",
+        b"fixed,moving,output\n\"a,1.png\",b.png,t.json\n",
+    );
     write(dir, "err-columns.csv", b"fixed,moving\na.png,b.png\n");
-    write(dir, "err-short-row.csv", b"fixed,moving,output\na.png,b.png\n");
+    write(
+        dir,
+        "err-short-row.csv",
+        b"fixed,moving,output\na.png,b.png\n",
+    );
     write(dir, "err-no-rows.csv", b"fixed,moving,output\n");
 }
 

@@ -147,7 +147,11 @@ pub fn import_safetensors(data: &[u8]) -> Result<(), String> {
 /// What the manifest reader says.
 pub fn parse_manifest(data: &[u8]) -> Result<usize, String> {
     comir_data::manifest::for_each_row(data, 1000, |_, row| {
-        let _ = (row.fixed.is_absolute(), row.moving.parent(), row.output.extension());
+        let _ = (
+            row.fixed.is_absolute(),
+            row.moving.parent(),
+            row.output.extension(),
+        );
         Ok(())
     })
 }

@@ -109,13 +109,17 @@ fn weights_corpus() {
 
 #[test]
 fn safetensors_corpus() {
-    let n = replay("safetensors", |d| Some(comir_fuzzing::import_safetensors(d)));
+    let n = replay("safetensors", |d| {
+        Some(comir_fuzzing::import_safetensors(d))
+    });
     assert!(n >= 5, "only {n} inputs");
 }
 
 #[test]
 fn manifest_corpus() {
-    let n = replay("manifest", |d| Some(comir_fuzzing::parse_manifest(d).map(drop)));
+    let n = replay("manifest", |d| {
+        Some(comir_fuzzing::parse_manifest(d).map(drop))
+    });
     assert!(n >= 5, "only {n} inputs");
 }
 

@@ -176,7 +176,11 @@ impl DenseUNetConfig {
             ("out_channels", self.out_channels, MAX_CHANNELS),
             ("init_filters", self.init_filters, MAX_FILTERS),
             ("growth_rate", self.growth_rate, MAX_FILTERS),
-            ("bottleneck_layers", self.bottleneck_layers, MAX_BLOCK_LAYERS),
+            (
+                "bottleneck_layers",
+                self.bottleneck_layers,
+                MAX_BLOCK_LAYERS,
+            ),
         ] {
             if value > max {
                 return Err(ModelError::InvalidConfig(format!(

@@ -365,7 +365,9 @@ impl Model {
                 error,
             })?
             .len();
-        let most = params.saturating_mul(4).saturating_add(params / 2 + (16 << 20));
+        let most = params
+            .saturating_mul(4)
+            .saturating_add(params / 2 + (16 << 20));
         if size > most {
             return Err(invalid(format!(
                 "the file is {}, more than the {} the networks of model.json can hold",
@@ -480,9 +482,7 @@ pub fn parse_card(text: &str) -> Result<ModelCard, String> {
     // Each network fits the budget; both together must too.
     crate::limits::check_budget("the networks have", card.param_count()?)?;
     if card.network_a.out_channels != card.network_b.out_channels {
-        return Err(
-            "the two networks have different representation channel counts".to_string(),
-        );
+        return Err("the two networks have different representation channel counts".to_string());
     }
     Ok(card)
 }

@@ -126,11 +126,7 @@ fn visit_manifest(
 /// is known to exist: a manifest naming missing images is refused as a whole before anything
 /// is registered, in one message (rows are checked as they are read, so a huge manifest of
 /// missing files costs no memory).
-fn shard_rows(
-    manifest: &Path,
-    base: &Path,
-    shard: Shard,
-) -> Result<Vec<(usize, ManifestRow)>> {
+fn shard_rows(manifest: &Path, base: &Path, shard: Shard) -> Result<Vec<(usize, ManifestRow)>> {
     let mut rows = Vec::new();
     let mut first_missing: Option<String> = None;
     let mut missing = 0usize;

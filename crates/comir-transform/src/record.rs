@@ -299,7 +299,8 @@ mod tests {
         v["bspline"]["grid_size"] = serde_json::json!([31623, 31623]);
         let e = parse_json(&v.to_string(), "b.json").expect_err("huge grid");
         assert!(
-            e.to_string().contains("1000014129 nodes, more than the limit"),
+            e.to_string()
+                .contains("1000014129 nodes, more than the limit"),
             "{e}"
         );
         assert!(e.to_string().contains("COMIR_MAX_GRID_NODES"), "{e}");
