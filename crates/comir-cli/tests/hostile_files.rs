@@ -568,6 +568,43 @@ fn hostile_manifests_transforms_and_grids_are_refused_within_the_memory_limit() 
 }
 
 #[test]
+fn an_oversized_checkpoint_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path();
+    let pairs = root.join("pairs");
+    comir_testkit::write_phantom_pairs(&pairs, 0..2, 48);
+    let out = root.join("run");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::File::create(out.join("checkpoint.bin"))
+        .expect("create")
+        .set_len(8 << 30)
+        .expect("grow");
+    let a = attempt(
+        &[
+            "train",
+            "--a",
+            s(&pairs.join("A")),
+            "--b",
+            s(&pairs.join("B")),
+            "--out",
+            s(&out),
+            "--resume",
+        ],
+        &[],
+        root,
+    );
+    refused(
+        "checkpoint.bin of 8 GiB",
+        &a,
+        &[
+            "checkpoint.bin",
+            "the file is 8192.0 MiB",
+            "COMIR_MAX_MODEL_MIB",
+        ],
+    );
+}
+
+#[test]
 fn a_killed_write_leaves_nothing_behind_for_the_next_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
