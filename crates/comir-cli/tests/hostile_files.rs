@@ -568,7 +568,7 @@ fn hostile_manifests_transforms_and_grids_are_refused_within_the_memory_limit() 
 }
 
 #[test]
-fn an_oversized_checkpoint_is_refused_unread() {
+fn oversized_checkpoints_and_recipes_are_refused_within_the_memory_limit() {
     let dir = tempfile::tempdir().expect("tmp");
     let root = dir.path();
     let pairs = root.join("pairs");
@@ -601,6 +601,34 @@ fn an_oversized_checkpoint_is_refused_unread() {
             "the file is 8192.0 MiB",
             "COMIR_MAX_MODEL_MIB",
         ],
+    );
+
+    // A training recipe asking for networks of width 10⁹.
+    let cfg = root.join("wide.toml");
+    std::fs::write(
+        &cfg,
+        "[network]\ninit_filters = 1000000000\ngrowth_rate = 1000000000\n",
+    )
+    .expect("config");
+    let a = attempt(
+        &[
+            "train",
+            "--a",
+            s(&pairs.join("A")),
+            "--b",
+            s(&pairs.join("B")),
+            "--out",
+            s(&root.join("wide")),
+            "--config",
+            s(&cfg),
+        ],
+        &[],
+        root,
+    );
+    refused(
+        "training recipe with widths 10⁹",
+        &a,
+        &["init_filters is 1000000000, more than the limit of 1024"],
     );
 }
 
