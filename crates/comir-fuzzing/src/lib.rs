@@ -213,9 +213,11 @@ fn registrar(method: u8, chained: bool) -> Box<dyn Registrar> {
         ..Default::default()
     };
     let global = || comir_globalign::GlobalSearchConfig {
-        angles: 8,
+        // Two labels: 4 label pairs to correlate per angle instead of 64.
+        labels: 2,
+        angles: 4,
         refine_angles: 5,
-        candidates: 2,
+        candidates: 1,
         coarse_side: 16,
         finest_side: 16,
         ..Default::default()
