@@ -220,7 +220,7 @@ fn hostile_model_folders_are_refused_within_the_memory_limit() {
             vec![
                 "weights.bpk",
                 "tensor `a.bottleneck.layers.0.conv.bias` has shape [4]; \
-                 the networks of model.json need [5]",
+                 the networks need [5]",
             ],
         ),
     ];
