@@ -241,9 +241,7 @@ pub fn check_weights(bytes: &[u8], expected: &[(String, Vec<usize>)]) -> Result<
         .map_err(|e| format!("not a comir weights file: {e}"))?;
     let names: HashSet<&str> = reader.tensor_names().into_iter().collect();
     if let Some((name, _)) = expected.iter().find(|(n, _)| !names.contains(n.as_str())) {
-        return Err(format!(
-            "no tensor `{name}`, which the networks have"
-        ));
+        return Err(format!("no tensor `{name}`, which the networks have"));
     }
     let wanted: std::collections::HashMap<&str, &[usize]> = expected
         .iter()
