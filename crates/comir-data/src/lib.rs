@@ -13,6 +13,7 @@
 //!   ([`RegisteredPair`]): B's patch is resampled through the pair's transform as it is drawn,
 //!   with a mask where it falls outside B.
 
+pub mod manifest;
 mod pairs;
 mod patches;
 mod split;

@@ -171,8 +171,8 @@ test_fraction = 0.2
 }
 
 fn register_seeds(dir: &Path) {
-    // Byte 0 method, byte 1 flags, bytes 2-5 sizes (1 + b mod 64), then pixels.
-    let (a, b) = comir_testkit::phantom_pair(32, 32, 3);
+    // Byte 0 method, byte 1 flags, bytes 2-5 sizes (1 + b mod 24), then pixels.
+    let (a, b) = comir_testkit::phantom_pair(20, 20, 3);
     let pixels: Vec<u8> = a
         .data()
         .iter()
@@ -180,17 +180,186 @@ fn register_seeds(dir: &Path) {
         .map(|v| (v * 255.0) as u8)
         .collect();
     for (m, name) in ["aamd", "mi", "features", "global"].iter().enumerate() {
-        let mut data = vec![m as u8, 0, 31, 31, 31, 31];
+        let mut data = vec![m as u8, 0, 19, 19, 19, 19];
         data.extend_from_slice(&pixels);
         write(dir, &format!("phantom-{name}"), &data);
         data[1] = 1 | 4; // chained after a global search, from a rotated start
         write(dir, &format!("phantom-{name}-chained"), &data);
     }
-    write(dir, "err-constant", &[1, 0, 31, 31, 31, 31, 7]);
-    write(dir, "err-1x1", &[0, 0, 0, 0, 31, 31, 1, 2, 3, 4, 5]);
-    let mut nan = vec![1u8, 2, 31, 31, 31, 31];
+    write(dir, "err-constant", &[1, 0, 19, 19, 19, 19, 7]);
+    write(dir, "err-1x1", &[0, 0, 0, 0, 19, 19, 1, 2, 3, 4, 5]);
+    let mut nan = vec![1u8, 2, 19, 19, 19, 19];
     nan.extend_from_slice(&pixels);
     write(dir, "err-nan", &nan);
+}
+
+fn model_card_seeds(dir: &Path) {
+    use comir_model::{DenseUNetConfig, InputTransform, ModelCard};
+    let net = comir_fuzzing::fuzz_network(1, 1);
+    let card = |a: DenseUNetConfig| {
+        let c = ModelCard::new(a, net.clone(), InputTransform::default());
+        serde_json::to_string_pretty(&c).expect("json")
+    };
+    write(dir, "ok-tiny.json", card(net.clone()).as_bytes());
+    for (name, a) in [
+        (
+            "err-width-1e9.json",
+            DenseUNetConfig {
+                init_filters: 1_000_000_000,
+                growth_rate: 1_000_000_000,
+                ..net.clone()
+            },
+        ),
+        (
+            "err-depth-60.json",
+            DenseUNetConfig {
+                down_blocks: vec![1; 60],
+                up_blocks: vec![1; 60],
+                ..net.clone()
+            },
+        ),
+        (
+            "err-channels-1e6.json",
+            DenseUNetConfig {
+                in_channels: 1_000_000,
+                ..net.clone()
+            },
+        ),
+        (
+            "err-budget.json",
+            DenseUNetConfig {
+                init_filters: 1024,
+                growth_rate: 1024,
+                down_blocks: vec![128; 16],
+                up_blocks: vec![128; 16],
+                ..net.clone()
+            },
+        ),
+    ] {
+        write(dir, name, card(a).as_bytes());
+    }
+    write(
+        dir,
+        "err-version.json",
+        card(net.clone())
+            .replace("\"format_version\": 1", "\"format_version\": 99")
+            .as_bytes(),
+    );
+}
+
+fn weights_seeds(dir: &Path) {
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::tensor::{Device, Tensor};
+    use comir_model::{DenseUNetConfig, NetworkPair};
+    /// Sets every value of the head's weight to NaN.
+    struct NanHead(Vec<String>);
+    impl ModuleMapper for NanHead {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if self.0.join(".") == "head.weight" {
+                p.map(|t| t.mul_scalar(f32::NAN))
+            } else {
+                p
+            }
+        }
+    }
+    let device = Device::flex();
+    device.seed(1);
+    let pair = |c: &DenseUNetConfig| NetworkPair {
+        a: c.init(&device),
+        b: c.init(&device),
+    };
+    let net = comir_fuzzing::fuzz_network(1, 1);
+    let ok = pair(&net).to_bytes().expect("bytes");
+    write(dir, "ok-tiny.bpk", &ok);
+    write(dir, "err-truncated.bpk", &ok[..ok.len() / 2]);
+    let wider = DenseUNetConfig {
+        growth_rate: 5,
+        ..net.clone()
+    };
+    write(
+        dir,
+        "err-shapes.bpk",
+        &pair(&wider).to_bytes().expect("bytes"),
+    );
+    let mut nan = pair(&net);
+    nan.a = nan.a.map(&mut NanHead(Vec::new()));
+    write(dir, "err-nan.bpk", &nan.to_bytes().expect("bytes"));
+    write(dir, "err-empty.bpk", b"");
+}
+
+fn safetensors_seeds(dir: &Path) {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../comir-model/tests/fixtures/torch-tiny/a.safetensors");
+    let ok = std::fs::read(fixture).expect("fixture");
+    write(dir, "ok-tiny.safetensors", &ok);
+    write(dir, "err-truncated.safetensors", &ok[..ok.len() / 2]);
+    let mut huge = ok.clone();
+    huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    write(dir, "err-header-2e40.safetensors", &huge);
+    let header_len = u64::from_le_bytes(ok[..8].try_into().expect("8 bytes")) as usize;
+    let header = std::str::from_utf8(&ok[8..8 + header_len]).expect("utf-8");
+    // The same element count in another shape: only the shape check can refuse it.
+    let transposed = header.replace("\"shape\":[4,6,3,3]", "\"shape\":[6,4,3,3]");
+    assert_ne!(transposed, header);
+    let mut shapes = ok.clone();
+    shapes[8..8 + header_len].copy_from_slice(transposed.as_bytes());
+    write(dir, "err-shapes.safetensors", &shapes);
+    let meta: serde_json::Value = serde_json::from_str(header).expect("header");
+    let start = meta["conv_init.bias"]["data_offsets"][0]
+        .as_u64()
+        .expect("offset") as usize;
+    let mut nan = ok.clone();
+    let at = 8 + header_len + start;
+    nan[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    write(dir, "err-nan.safetensors", &nan);
+}
+
+fn manifest_seeds(dir: &Path) {
+    write(
+        dir,
+        "ok-rows.csv",
+        b"fixed,moving,output\nimg/a0.png,img/b0.png,out/t0.json\n/abs/a1.png,b1.png,t1.json\n",
+    );
+    write(
+        dir,
+        "ok-quoted.csv",
+        b"fixed,moving,output\n\"a,1.png\",b.png,t.json\n",
+    );
+    write(dir, "err-columns.csv", b"fixed,moving\na.png,b.png\n");
+    write(
+        dir,
+        "err-short-row.csv",
+        b"fixed,moving,output\na.png,b.png\n",
+    );
+    write(dir, "err-no-rows.csv", b"fixed,moving,output\n");
+}
+
+fn bspline_seeds(dir: &Path) {
+    use comir_transform::{BSpline2, Composite2, Rigid2, Transform2, TransformRecord};
+    let field = BSpline2::random_smooth(24, 20, 8.0, 2.0, 3).expect("field");
+    let c = Composite2 {
+        linear: Transform2::Rigid(Rigid2::new(0.1, [1.0, -2.0], [12.0, 10.0])),
+        deformation: Some(field),
+    };
+    let rec = TransformRecord::from_composite(&c, "mi-bspline", 0.0, 0.0);
+    let json = serde_json::to_string_pretty(&rec).expect("json");
+    write(dir, "ok-record.json", json.as_bytes());
+    write(dir, "ok-composite.tfm", c.itk_tfm_text().as_bytes());
+    let mut v: serde_json::Value = serde_json::from_str(&json).expect("value");
+    v["bspline"]["grid_size"] = serde_json::json!([31623, 31623]);
+    write(dir, "err-grid-1e9.json", v.to_string().as_bytes());
+    write(
+        dir,
+        "err-grid-1e9.tfm",
+        b"#Insight Transform File V1.0\n#Transform 0\nTransform: BSplineTransform_double_2_2\n\
+          Parameters: 0 0\nFixedParameters: 1e9 1e9 0 0 1 1 1 0 0 1\n",
+    );
 }
 
 fn main() {
@@ -199,5 +368,10 @@ fn main() {
     transform_seeds(&root.join("transform_json"));
     train_seeds(&root.join("train_config"));
     register_seeds(&root.join("register"));
+    model_card_seeds(&root.join("model_card"));
+    weights_seeds(&root.join("weights"));
+    safetensors_seeds(&root.join("safetensors"));
+    manifest_seeds(&root.join("manifest"));
+    bspline_seeds(&root.join("bspline"));
     println!("seeds written to {}", root.display());
 }

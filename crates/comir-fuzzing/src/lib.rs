@@ -76,16 +76,125 @@ pub fn parse_train_config(data: &[u8]) -> Result<comir_train::run::TrainConfig, 
     Ok(config)
 }
 
-/// The largest image side the registration target builds.
-pub const MAX_SIDE: usize = 64;
+/// Target `model_card`: parses the bytes as a model folder's `model.json`, as
+/// `comir_model::store::read_card` does after reading the file, and sizes the networks.
+///
+/// # Errors
+/// Not UTF-8, or what the card check says (format, version, schema, limits, budget).
+#[cfg(feature = "model")]
+pub fn parse_model_card(data: &[u8]) -> Result<comir_model::ModelCard, String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
+    let card = comir_model::store::parse_card(text)?;
+    for net in [&card.network_a, &card.network_b] {
+        let count = net.param_count().map_err(|e| e.to_string())?;
+        assert!(count > 0, "an accepted network has no parameters");
+        let _ = net.required_multiple();
+    }
+    Ok(card)
+}
 
-/// Registration methods the target runs, with settings small enough for thousands of runs a
-/// second on 64² images.
+/// The networks the weights and safetensors targets load into: tiny ones (as the fuzz seeds'
+/// files), so that a run costs microseconds.
+#[cfg(feature = "model")]
+pub fn fuzz_network(in_channels: usize, out_channels: usize) -> comir_model::DenseUNetConfig {
+    comir_model::DenseUNetConfig {
+        in_channels,
+        out_channels,
+        compression: 0.75,
+        ..comir_model::DenseUNetConfig::tiny()
+    }
+}
+
+/// Target `weights`: loads the bytes as a model folder's `weights.bpk` into the networks of
+/// [`fuzz_network`]`(1, 1)` through comir's loader (`NetworkPair::load_bytes`, what
+/// `Model::load` and a resumed training run use).
+///
+/// # Errors
+/// What the loader says (not burnpack, a tensor missing, extra, mis-shaped, not f32, or
+/// holding a NaN or infinite value).
+#[cfg(feature = "model")]
+pub fn load_weights(data: &[u8]) -> Result<(), String> {
+    let device = burn::tensor::Device::flex();
+    let config = fuzz_network(1, 1);
+    let pair = comir_model::NetworkPair {
+        a: config.init(&device),
+        b: config.init(&device),
+    };
+    pair.load_bytes(data).map(drop)
+}
+
+/// Target `safetensors`: imports the bytes as a PyTorch `state_dict` (safetensors) as
+/// `comir import-torch` does: channels from the file, then the network of [`fuzz_network`]
+/// with those channels.
+///
+/// # Errors
+/// What the import says (not safetensors, channels beyond the limits, a tensor missing,
+/// extra, mis-shaped, not a float, or holding a NaN or infinite value).
+#[cfg(feature = "model")]
+pub fn import_safetensors(data: &[u8]) -> Result<(), String> {
+    use comir_model::torch_import::{dense_unet_from_torch, torch_channels};
+    let device = burn::tensor::Device::flex();
+    let (cin, d) = torch_channels(data).map_err(|e| e.to_string())?;
+    dense_unet_from_torch(data, &fuzz_network(cin, d), &device)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Target `manifest`: reads the bytes as the CSV of `comir register --manifest`, row by row
+/// with a limit of 1000 rows.
+///
+/// # Errors
+/// What the manifest reader says.
+pub fn parse_manifest(data: &[u8]) -> Result<usize, String> {
+    comir_data::manifest::for_each_row(data, 1000, |_, row| {
+        let _ = (
+            row.fixed.is_absolute(),
+            row.moving.parent(),
+            row.output.extension(),
+        );
+        Ok(())
+    })
+}
+
+/// Target `bspline`: parses the bytes as a `"kind": "bspline"` transform record and as an ITK
+/// `.tfm` composite (the two files `comir transform-points` and `comir register --init` read),
+/// and maps a point and a small grid through what they accept.
+///
+/// # Errors
+/// Not UTF-8, or both parsers' messages.
+pub fn parse_bspline(data: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
+    let json = comir_transform::parse_json(text, "fuzz-input").map(|r| r.composite());
+    let tfm = comir_transform::parse_itk_composite(text, "fuzz-input");
+    let mut ok = false;
+    for c in [&json, &tfm].into_iter().flatten() {
+        ok = true;
+        for p in [[0.0, 0.0], [1.5, -2.0], [17.0, 9.25]] {
+            let _ = c.apply(p);
+        }
+        let _ = c.inverse_apply([3.0, 4.0]);
+        let _ = c.itk_tfm_text();
+    }
+    if ok {
+        return Ok(());
+    }
+    match (json, tfm) {
+        (Err(a), Err(b)) => Err(format!("as JSON: {a}; as .tfm: {b}")),
+        _ => Ok(()),
+    }
+}
+
+/// The largest image side the registration target builds: 24² is above every method's minimum
+/// (16²) and small enough for a million runs in an hour or so on one core.
+pub const MAX_SIDE: usize = 24;
+
+/// Registration methods the target runs, with settings small enough for about a thousand runs
+/// a second on 24² images.
 fn registrar(method: u8, chained: bool) -> Box<dyn Registrar> {
     let aamd = || comir_aamd::AlphaAmdConfig {
         pyramid_factors: vec![2, 1],
         pyramid_sigmas: Some(vec![1.0, 0.0]),
-        iterations: vec![8, 4],
+        iterations: vec![4, 2],
         step_lengths: vec![[2.0, 1.0], [1.0, 0.2]],
         starts_rad: vec![0.0, 0.3],
         sampling_fraction: 0.1,
@@ -93,22 +202,24 @@ fn registrar(method: u8, chained: bool) -> Box<dyn Registrar> {
     };
     let mi = || comir_mi::MattesMiConfig {
         shrink_factors: vec![2, 1],
-        max_iterations: 8,
-        max_samples: 256,
+        max_iterations: 4,
+        max_samples: 128,
         min_level_size: 8,
         ..Default::default()
     };
     let features = || comir_features::FeatureConfig {
-        max_features: 40,
-        ransac_iterations: 40,
+        max_features: 20,
+        ransac_iterations: 20,
         ..Default::default()
     };
     let global = || comir_globalign::GlobalSearchConfig {
-        angles: 8,
+        // Two labels: 4 label pairs to correlate per angle instead of 64.
+        labels: 2,
+        angles: 4,
         refine_angles: 5,
-        candidates: 2,
+        candidates: 1,
         coarse_side: 16,
-        finest_side: 32,
+        finest_side: 16,
         ..Default::default()
     };
     let build = |m: u8| -> Box<dyn Registrar> {
@@ -156,7 +267,7 @@ fn image_from(bytes: &[u8], w: usize, h: usize, offset: usize) -> Image {
 /// Layout: byte 0 picks the method (α-AMD, MI with two starts, features, global search), byte 1
 /// holds flags (bit 0: start from a global search; bit 1: put a NaN into the moving image;
 /// bit 2: start from a rotated, shifted transform), bytes 2–5 are the fixed and moving widths and
-/// heights (1 + b mod 64), the rest are pixel values in 1/255 steps, cycled. Fewer than 6 bytes
+/// heights (1 + b mod 24), the rest are pixel values in 1/255 steps, cycled. Fewer than 6 bytes
 /// give `None`.
 ///
 /// # Errors

@@ -92,3 +92,39 @@ fn register_corpus() {
     });
     assert!(n >= 5, "only {n} inputs");
 }
+
+#[test]
+fn model_card_corpus() {
+    let n = replay("model_card", |d| {
+        Some(comir_fuzzing::parse_model_card(d).map(drop))
+    });
+    assert!(n >= 5, "only {n} inputs");
+}
+
+#[test]
+fn weights_corpus() {
+    let n = replay("weights", |d| Some(comir_fuzzing::load_weights(d)));
+    assert!(n >= 5, "only {n} inputs");
+}
+
+#[test]
+fn safetensors_corpus() {
+    let n = replay("safetensors", |d| {
+        Some(comir_fuzzing::import_safetensors(d))
+    });
+    assert!(n >= 5, "only {n} inputs");
+}
+
+#[test]
+fn manifest_corpus() {
+    let n = replay("manifest", |d| {
+        Some(comir_fuzzing::parse_manifest(d).map(drop))
+    });
+    assert!(n >= 5, "only {n} inputs");
+}
+
+#[test]
+fn bspline_corpus() {
+    let n = replay("bspline", |d| Some(comir_fuzzing::parse_bspline(d)));
+    assert!(n >= 4, "only {n} inputs");
+}

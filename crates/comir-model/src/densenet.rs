@@ -31,6 +31,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{MAX_BLOCK_LAYERS, MAX_CHANNELS, MAX_DEPTH, MAX_FILTERS};
 use crate::{check_input_shape, upsample_nearest2x, ModelError, ModelOutput, RepresentationNet};
 
 /// Configuration of a [`DenseUNet`] (FC-DenseNet / Tiramisu).
@@ -163,8 +164,39 @@ impl DenseUNetConfig {
         if self.down_blocks.is_empty() {
             return bad("down_blocks must not be empty");
         }
-        if self.depth() > 16 {
-            return bad("at most 16 pooling levels are supported");
+        if self.depth() > MAX_DEPTH {
+            return Err(ModelError::InvalidConfig(format!(
+                "at most {MAX_DEPTH} pooling levels are supported, got {}",
+                self.depth()
+            )));
+        }
+        // Bounds first, so that the channel arithmetic below cannot overflow.
+        for (name, value, max) in [
+            ("in_channels", self.in_channels, MAX_CHANNELS),
+            ("out_channels", self.out_channels, MAX_CHANNELS),
+            ("init_filters", self.init_filters, MAX_FILTERS),
+            ("growth_rate", self.growth_rate, MAX_FILTERS),
+            (
+                "bottleneck_layers",
+                self.bottleneck_layers,
+                MAX_BLOCK_LAYERS,
+            ),
+        ] {
+            if value > max {
+                return Err(ModelError::InvalidConfig(format!(
+                    "{name} is {value}, more than the limit of {max}"
+                )));
+            }
+        }
+        if let Some(n) = self
+            .down_blocks
+            .iter()
+            .chain(&self.up_blocks)
+            .find(|&&n| n > MAX_BLOCK_LAYERS)
+        {
+            return Err(ModelError::InvalidConfig(format!(
+                "a dense block of {n} layers is more than the limit of {MAX_BLOCK_LAYERS}"
+            )));
         }
         if self.up_blocks.len() != self.down_blocks.len() {
             return bad("up_blocks and down_blocks must have the same length");
@@ -188,7 +220,50 @@ impl DenseUNetConfig {
         if plan.compressed.contains(&0) {
             return bad("compression reduces a transition to zero channels");
         }
-        Ok(())
+        crate::limits::check_budget("the network has", self.param_count_unchecked(&plan))
+            .map_err(ModelError::InvalidConfig)
+    }
+
+    /// Number of float values the network stores: weights, biases and the batch-norm
+    /// statistics (burn's `Module::num_params`), computed from the configuration alone.
+    ///
+    /// # Errors
+    /// As [`DenseUNetConfig::validate`].
+    pub fn param_count(&self) -> Result<u64, ModelError> {
+        let plan = self.channel_plan()?;
+        Ok(self.param_count_unchecked(&plan))
+    }
+
+    fn param_count_unchecked(&self, plan: &ChannelPlan) -> u64 {
+        // Fields are bounded by `validate`, so u64 holds every product.
+        let u = |n: usize| n as u64;
+        let g = u(self.growth_rate);
+        let conv3 = |cin: u64, cout: u64| cin * cout * 9 + cout;
+        // Batch norm: gamma, beta, running mean and variance.
+        let block = |cin: u64, n: usize| -> u64 {
+            (0..u(n))
+                .map(|i| {
+                    let c = cin + i * g;
+                    4 * c + conv3(c, g)
+                })
+                .sum()
+        };
+        let mut total = conv3(u(self.in_channels), u(self.init_filters));
+        let mut cur = u(self.init_filters);
+        for (i, &n) in self.down_blocks.iter().enumerate() {
+            total += block(cur, n);
+            let (skip, out) = (u(plan.skips[i]), u(plan.compressed[i]));
+            total += 4 * skip + skip * out + out;
+            cur = out;
+        }
+        total += block(cur, self.bottleneck_layers);
+        let mut prev = u(plan.bottleneck);
+        for (i, &n) in self.up_blocks.iter().enumerate() {
+            total += conv3(prev, prev);
+            total += block(u(plan.up_inputs[i]), n);
+            prev = g * u(n);
+        }
+        total + u(plan.last) * u(self.out_channels)
     }
 
     /// Channel bookkeeping of the network (useful for documentation and tests).
@@ -558,5 +633,79 @@ impl RepresentationNet for DenseUNet {
     }
     fn out_channels(&self) -> usize {
         self.out_channels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parameter_count_of_a_configuration_is_that_of_its_network() {
+        let device = Device::flex();
+        for c in [
+            DenseUNetConfig::tiny(),
+            DenseUNetConfig::fast(3).with_out_channels(3),
+            DenseUNetConfig::histology(1),
+            DenseUNetConfig {
+                compression: 0.5,
+                down_blocks: vec![2, 3],
+                up_blocks: vec![1, 4],
+                ..DenseUNetConfig::tiny()
+            },
+        ] {
+            let net = c.init(&device);
+            assert_eq!(c.param_count().expect("valid"), net.num_params() as u64);
+        }
+    }
+
+    #[test]
+    fn oversized_configurations_are_refused_before_building() {
+        let refused = |c: DenseUNetConfig, needle: &str| {
+            let e = c.validate().expect_err("too large").to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        let tiny = DenseUNetConfig::tiny;
+        refused(
+            DenseUNetConfig {
+                init_filters: 1_000_000_000,
+                growth_rate: 1_000_000_000,
+                ..tiny()
+            },
+            "init_filters is 1000000000, more than the limit of 1024",
+        );
+        refused(
+            DenseUNetConfig {
+                in_channels: 1_000_000,
+                ..tiny()
+            },
+            "in_channels is 1000000",
+        );
+        refused(
+            DenseUNetConfig {
+                down_blocks: vec![1; 60],
+                up_blocks: vec![1; 60],
+                ..tiny()
+            },
+            "at most 16 pooling levels are supported, got 60",
+        );
+        refused(
+            DenseUNetConfig {
+                down_blocks: vec![usize::MAX, 1],
+                ..tiny()
+            },
+            "more than the limit of 128",
+        );
+        // Every field within its bound, together beyond the memory budget.
+        refused(
+            DenseUNetConfig {
+                init_filters: 1024,
+                growth_rate: 1024,
+                down_blocks: vec![128; 16],
+                up_blocks: vec![128; 16],
+                ..tiny()
+            },
+            "COMIR_MAX_MODEL_MIB",
+        );
     }
 }

@@ -58,6 +58,7 @@
 pub mod densenet;
 pub mod error;
 pub mod heads;
+pub mod limits;
 pub mod loss;
 pub mod recipe;
 pub mod record;

@@ -129,6 +129,15 @@ impl ModelCard {
             .unwrap_or_default()
     }
 
+    /// The float values both networks store (weights, biases, batch-norm statistics).
+    ///
+    /// # Errors
+    /// A network configuration that does not validate.
+    pub fn param_count(&self) -> Result<u64, String> {
+        let count = |c: &DenseUNetConfig| c.param_count().map_err(|e| e.to_string());
+        Ok(count(&self.network_a)?.saturating_add(count(&self.network_b)?))
+    }
+
     /// The names of the pairs the run validated on (empty when the card records no run).
     pub fn validation_pairs(&self) -> HashSet<String> {
         self.split()
@@ -183,10 +192,98 @@ impl NetworkPair {
     /// # Errors
     /// The bytes are not a burnpack record or do not fit the networks (shape or name mismatch).
     pub fn load_bytes(self, bytes: &[u8]) -> Result<NetworkPair, String> {
+        check_weights(bytes, &self.tensor_shapes())?;
         let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
             .map_err(|e| e.to_string())?;
         self.try_load_record(record).map_err(|e| e.to_string())
     }
+
+    /// Every float tensor of both networks, as `(path, shape)` in the record's naming
+    /// (`a.conv_init.weight`, ...), without materialising any of them.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        struct Shapes {
+            path: Vec<String>,
+            out: Vec<(String, Vec<usize>)>,
+        }
+        impl burn::module::ModuleVisitor for Shapes {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(
+                &mut self,
+                param: &burn::module::Param<burn::tensor::Tensor<D>>,
+            ) {
+                self.out
+                    .push((self.path.join("."), param.lazy_shape().to_vec()));
+            }
+        }
+        let mut shapes = Shapes {
+            path: Vec::new(),
+            out: Vec::new(),
+        };
+        self.visit(&mut shapes);
+        shapes.out
+    }
+}
+
+/// Checks a burnpack buffer against the tensors the networks need before burn loads any of it:
+/// the same names, the same shapes, f32 values, every value finite. The messages name the
+/// tensor.
+///
+/// # Errors
+/// Not a burnpack buffer, a missing, unexpected, mis-shaped or non-f32 tensor, or a NaN or
+/// infinite value.
+pub fn check_weights(bytes: &[u8], expected: &[(String, Vec<usize>)]) -> Result<(), String> {
+    let reader = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| format!("not a comir weights file: {e}"))?;
+    let names: HashSet<&str> = reader.tensor_names().into_iter().collect();
+    if let Some((name, _)) = expected.iter().find(|(n, _)| !names.contains(n.as_str())) {
+        return Err(format!("no tensor `{name}`, which the networks have"));
+    }
+    let wanted: std::collections::HashMap<&str, &[usize]> = expected
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_slice()))
+        .collect();
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| format!("not a comir weights file: {e}"))?;
+    for t in &tensors {
+        let Some(&shape) = wanted.get(t.name.as_str()) else {
+            return Err(format!(
+                "tensor `{}`, which the networks do not have",
+                t.name
+            ));
+        };
+        if t.shape.as_slice() != shape {
+            return Err(format!(
+                "tensor `{}` has shape {:?}; the networks need {shape:?}",
+                t.name,
+                t.shape.as_slice()
+            ));
+        }
+        if t.dtype != burn::tensor::DType::F32 {
+            return Err(format!(
+                "tensor `{}` holds {:?} values; comir's weights are f32",
+                t.name, t.dtype
+            ));
+        }
+        let data = t
+            .to_bytes()
+            .map_err(|e| format!("tensor `{}`: {e}", t.name))?;
+        if let Some(i) = data
+            .chunks_exact(4)
+            .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+        {
+            return Err(format!(
+                "tensor `{}` holds a NaN or infinite value (element {i})",
+                t.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Renumbers the parameter ids in a burnpack buffer 1, 2, 3, ... (with the top bit set) in the
@@ -258,6 +355,24 @@ impl Model {
             path: weights.clone(),
             reason,
         };
+        // A file far larger than the networks' parameters is refused before it is read.
+        let params = card.param_count().map_err(&invalid)?;
+        let size = std::fs::metadata(&weights)
+            .map_err(|error| StoreError::Io {
+                path: weights.clone(),
+                error,
+            })?
+            .len();
+        // Beyond 4 bytes a value, a burnpack file holds a header and 256-byte alignment per
+        // tensor: kilobytes, far below the 16 MiB allowed.
+        let most = params.saturating_mul(4).saturating_add(16 << 20);
+        if size > most {
+            return Err(invalid(format!(
+                "the file is {}, more than the {} the networks of model.json can hold",
+                crate::limits::mib(size),
+                crate::limits::mib(most)
+            )));
+        }
         let bytes = std::fs::read(&weights).map_err(|error| StoreError::Io {
             path: weights.clone(),
             error,
@@ -313,37 +428,59 @@ pub fn save_parts(dir: &Path, card: &ModelCard, networks: &NetworkPair) -> Resul
 /// Missing file, not JSON, another format or version.
 pub fn read_card(dir: &Path) -> Result<ModelCard, StoreError> {
     let path = dir.join(CARD_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|error| StoreError::Io {
-        path: path.clone(),
-        error,
-    })?;
     let invalid = |reason: String| StoreError::Invalid {
         path: path.clone(),
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-    if value.get("format").and_then(|f| f.as_str()) != Some(MODEL_FORMAT) {
+    let io = |error| StoreError::Io {
+        path: path.clone(),
+        error,
+    };
+    // A card lists at most a split's pair names: megabytes, not gigabytes.
+    let size = std::fs::metadata(&path).map_err(io)?.len();
+    if size > MAX_CARD_BYTES {
         return Err(invalid(format!(
-            "not a comir model card (no \"format\": \"{MODEL_FORMAT}\")"
+            "the file is {}, more than the {} a model card may take",
+            crate::limits::mib(size),
+            crate::limits::mib(MAX_CARD_BYTES)
         )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    parse_card(&text).map_err(invalid)
+}
+
+/// Largest `model.json` read: 64 MiB.
+pub const MAX_CARD_BYTES: u64 = 64 << 20;
+
+/// Parses and checks the text of a `model.json`: the format and version, the schema, both
+/// network configurations against the limits of [`crate::limits`].
+///
+/// # Errors
+/// What is wrong, in one line.
+pub fn parse_card(text: &str) -> Result<ModelCard, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(MODEL_FORMAT) {
+        return Err(format!(
+            "not a comir model card (no \"format\": \"{MODEL_FORMAT}\")"
+        ));
     }
     let version = value.get("format_version").and_then(|v| v.as_u64());
     if version != Some(u64::from(MODEL_FORMAT_VERSION)) {
-        return Err(invalid(format!(
+        return Err(format!(
             "model format version {} is not supported by this comir (it reads version {MODEL_FORMAT_VERSION})",
             version.map_or("?".to_string(), |v| v.to_string())
-        )));
+        ));
     }
     let card: ModelCard =
-        serde_json::from_value(value).map_err(|e| invalid(format!("malformed card: {e}")))?;
+        serde_json::from_value(value).map_err(|e| format!("malformed card: {e}"))?;
     for c in [&card.network_a, &card.network_b] {
-        c.validate().map_err(|e| invalid(e.to_string()))?;
+        c.validate().map_err(|e| e.to_string())?;
     }
+    // Each network fits the budget; both together must too.
+    crate::limits::check_budget("the networks have", card.param_count()?)?;
     if card.network_a.out_channels != card.network_b.out_channels {
-        return Err(invalid(
-            "the two networks have different representation channel counts".to_string(),
-        ));
+        return Err("the two networks have different representation channel counts".to_string());
     }
     Ok(card)
 }

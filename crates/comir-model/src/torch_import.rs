@@ -120,8 +120,7 @@ fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>, ImportErro
 /// # Errors
 /// [`ImportError::Convert`] when the bytes are not safetensors or lack those tensors.
 pub fn torch_channels(bytes: &[u8]) -> Result<(usize, usize), ImportError> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| ImportError::Convert(format!("not a safetensors file: {e}")))?;
+    let st = deserialize(bytes)?;
     let dim = |key: &str, axis: usize| -> Result<usize, ImportError> {
         let t = st.tensor(key).map_err(|_| {
             ImportError::Convert(format!("no `{key}`: not a CoMIR DenseUNet state_dict"))
@@ -194,53 +193,93 @@ pub fn dense_unet_from_torch(
     config: &DenseUNetConfig,
     device: &Device,
 ) -> Result<DenseUNet, ImportError> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| ImportError::Convert(format!("not a safetensors file: {e}")))?;
-    let mut by_name: HashMap<String, (String, Vec<usize>, Vec<f32>)> = HashMap::new();
-    let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    keys.sort();
-    for key in keys {
-        let Some(name) = comir_name(&key) else {
-            continue;
-        };
-        let t = st
-            .tensor(&key)
-            .map_err(|e| ImportError::Convert(format!("`{key}`: {e}")))?;
-        let data = to_f32(t.dtype(), t.data(), &key)?;
-        by_name.insert(name, (key, t.shape().to_vec(), data));
-    }
+    let st = deserialize(bytes)?;
+    // The configuration is validated (limits and memory budget included) and its shapes
+    // checked against the file's before any tensor is converted.
     let net = config.try_init(device)?;
     let mut shapes = Shapes {
         path: Vec::new(),
         out: Vec::new(),
     };
     net.visit(&mut shapes);
+    let mut by_name: HashMap<String, String> = HashMap::new();
+    let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    keys.sort();
+    for key in keys {
+        if let Some(name) = comir_name(&key) {
+            by_name.insert(name, key);
+        }
+    }
     let mut values = HashMap::new();
     for (name, needed) in shapes.out {
-        let (key, shape, data) = by_name.remove(&name).ok_or_else(|| {
+        let key = by_name.remove(&name).ok_or_else(|| {
             ImportError::Convert(format!(
                 "the state_dict has no tensor for comir's `{name}`: is it a DenseUNet of \
                  this configuration (init {}, blocks {:?}, growth {})?",
                 config.init_filters, config.down_blocks, config.growth_rate
             ))
         })?;
-        if shape != needed {
+        let t = st
+            .tensor(&key)
+            .map_err(|e| ImportError::Convert(format!("`{key}`: {e}")))?;
+        if t.shape() != needed.as_slice() {
             return Err(ImportError::Convert(format!(
-                "`{key}` has shape {shape:?}; this configuration needs {needed:?}"
+                "`{key}` has shape {:?}; this configuration needs {needed:?}",
+                t.shape()
             )));
         }
-        values.insert(name, data);
+        values.insert(name, key);
     }
-    if let Some((key, ..)) = by_name.values().min_by(|a, b| a.0.cmp(&b.0)) {
+    if let Some(key) = by_name.values().min() {
         return Err(ImportError::Convert(format!(
             "the state_dict has `{key}`, which this configuration does not (another \
              architecture or more blocks)"
         )));
     }
+    let mut data = HashMap::with_capacity(values.len());
+    for (name, key) in values {
+        let t = st
+            .tensor(&key)
+            .map_err(|e| ImportError::Convert(format!("`{key}`: {e}")))?;
+        let v = to_f32(t.dtype(), t.data(), &key)?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(ImportError::Convert(format!(
+                "`{key}` holds a NaN or infinite value (element {i})"
+            )));
+        }
+        data.insert(name, v);
+    }
     Ok(net.map(&mut Write {
         path: Vec::new(),
-        values,
+        values: data,
     }))
+}
+
+/// The safetensors view of `bytes` (no copy), with a plain message for a header that claims
+/// more than the file holds.
+fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>, ImportError> {
+    if let Some(len) = bytes.get(..8) {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(len);
+        let claimed = u64::from_le_bytes(n);
+        let available = bytes.len() as u64 - 8;
+        if claimed > available {
+            return Err(ImportError::Convert(format!(
+                "not a safetensors file: its header claims {claimed} bytes, the file holds {available} after the length"
+            )));
+        }
+    }
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| ImportError::Convert(format!("not a safetensors file: {e}")))
+}
+
+/// Largest safetensors file `comir import-torch` reads: the memory budget of a model
+/// ([`crate::limits::max_model_bytes`]) for the f32 weights, times two for f64 files, plus
+/// room for the header.
+pub fn max_file_bytes() -> u64 {
+    crate::limits::max_model_bytes()
+        .saturating_mul(2)
+        .saturating_add(100 << 20)
 }
 
 /// [`dense_unet_from_torch`] on a file.
@@ -252,12 +291,31 @@ pub fn dense_unet_from_torch_file(
     config: &DenseUNetConfig,
     device: &Device,
 ) -> Result<DenseUNet, ImportError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ImportError::Convert(format!("{}: {e}", path.display())))?;
+    let bytes = read_limited(path)?;
     dense_unet_from_torch(&bytes, config, device).map_err(|e| match e {
         ImportError::Convert(m) => ImportError::Convert(format!("{}: {m}", path.display())),
         other => other,
     })
+}
+
+/// The bytes of a safetensors file, refused unread when it is larger than [`max_file_bytes`].
+///
+/// # Errors
+/// [`ImportError::Convert`] naming the file.
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, ImportError> {
+    let fail = |m: String| ImportError::Convert(format!("{}: {m}", path.display()));
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    let most = max_file_bytes();
+    if size > most {
+        return Err(fail(format!(
+            "the file is {}, more than the {} of weights comir reads (raise COMIR_MAX_MODEL_MIB to allow it)",
+            crate::limits::mib(size),
+            crate::limits::mib(most)
+        )));
+    }
+    std::fs::read(path).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]

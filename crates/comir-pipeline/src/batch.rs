@@ -18,17 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::register::{PairRegistrar, RegisterOptions};
 use crate::{write_csv, Console};
 
-/// One row of a manifest.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManifestRow {
-    /// The fixed image.
-    pub fixed: PathBuf,
-    /// The moving image.
-    pub moving: PathBuf,
-    /// Where the transform JSON goes.
-    pub output: PathBuf,
-}
+pub use comir_data::manifest::ManifestRow;
 
 /// One row of a shard's (and the merged) results CSV.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,22 +99,72 @@ impl FromStr for Shard {
 /// Reads a manifest.
 ///
 /// # Errors
-/// An unreadable file, other columns than `fixed,moving,output`, or no rows.
+/// An unreadable file, other columns than `fixed,moving,output`, no rows, or more rows than
+/// [`comir_data::manifest::max_manifest_rows`].
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("{}", path.display()))?;
-    let rows = reader
-        .deserialize()
-        .collect::<std::result::Result<Vec<ManifestRow>, _>>()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a manifest with the columns fixed,moving,output: {e}",
-                path.display()
-            )
-        })?;
-    if rows.is_empty() {
-        bail!("{}: the manifest lists no pairs", path.display());
+    let mut rows = Vec::new();
+    visit_manifest(path, |_, row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Reads a manifest one row at a time (see [`comir_data::manifest::for_each_row`]).
+fn visit_manifest(
+    path: &Path,
+    visit: impl FnMut(usize, ManifestRow) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let max_rows = comir_data::manifest::max_manifest_rows();
+    comir_data::manifest::for_each_row(std::io::BufReader::new(file), max_rows, visit)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The rows of shard `k` of `n` of a manifest, with their indices, once every image they name
+/// is known to exist: a manifest naming missing images is refused as a whole before anything
+/// is registered, in one message (rows are checked as they are read, so a huge manifest of
+/// missing files costs no memory).
+fn shard_rows(manifest: &Path, base: &Path, shard: Shard) -> Result<Vec<(usize, ManifestRow)>> {
+    let mut rows = Vec::new();
+    let mut first_missing: Option<String> = None;
+    let mut missing = 0usize;
+    visit_manifest(manifest, |i, row| {
+        if i % shard.count != shard.index - 1 {
+            return Ok(());
+        }
+        for (role, p) in [("fixed", &row.fixed), ("moving", &row.moving)] {
+            if !at(base, p).is_file() {
+                missing += 1;
+                first_missing.get_or_insert_with(|| {
+                    format!("row {i}: the {role} image {} does not exist", p.display())
+                });
+                break;
+            }
+        }
+        if first_missing.is_none() {
+            rows.push((i, row));
+        }
+        Ok(())
+    })?;
+    if let Some(first) = first_missing {
+        bail!(
+            "{}: {first} ({missing} row{} of the shard name missing images)",
+            manifest.display(),
+            if missing == 1 { "" } else { "s" }
+        );
     }
     Ok(rows)
+}
+
+/// `p` relative to `base` unless it is absolute.
+fn at(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 /// `DIR/STEM.results[.K-of-N].csv` next to the manifest.
@@ -166,22 +206,10 @@ pub fn register_shard(
     shard: Shard,
     console: &mut dyn Console,
 ) -> Result<ShardRun> {
-    let Shard { index: k, count: n } = shard;
-    let rows = read_manifest(manifest)?;
     let base = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let at = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let mine = shard_rows(manifest, &base, shard)?;
+    let at = |p: &Path| at(&base, p);
     let registrar = PairRegistrar::new(options)?;
-    let mine: Vec<(usize, &ManifestRow)> = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % n == k - 1)
-        .collect();
     let results_file = results_path(manifest, Some(shard));
     let pb = console.bar(mine.len() as u64, "register");
     let mut results = Vec::new();
@@ -210,7 +238,7 @@ pub fn register_shard(
                 }
             },
         };
-        results.push(ManifestResult::new(i, row, &record));
+        results.push(ManifestResult::new(i, &row, &record));
         write_csv(&results_file, &results)?;
         pb.inc(1);
     }

@@ -58,7 +58,7 @@ pub fn import_torch(options: &ImportOptions) -> Result<Imported> {
     let mut networks = Vec::new();
     let mut configs = Vec::new();
     for path in [&options.a, &options.b] {
-        let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        let bytes = comir_model::torch_import::read_limited(path)?;
         let (cin, d) = torch_channels(&bytes).with_context(|| format!("{}", path.display()))?;
         base.out_channels = d;
         let config = base.network_for(cin);

@@ -145,6 +145,25 @@ fn encode_checkpoint(c: &Checkpoint) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// The bytes of a checkpoint file, refused unread when larger than a checkpoint of networks
+/// within the model budget can be (weights, two optimiser states of twice their size, and the
+/// heads and history: five times the budget, plus 64 MiB).
+fn read_checkpoint(path: &Path) -> Result<Vec<u8>, String> {
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    let most = comir_model::limits::max_model_bytes()
+        .saturating_mul(5)
+        .saturating_add(64 << 20);
+    if size > most {
+        return Err(format!(
+            "the file is {}, more than the {} a checkpoint of networks within the model budget \
+             takes (raise COMIR_MAX_MODEL_MIB to allow it)",
+            comir_model::limits::mib(size),
+            comir_model::limits::mib(most)
+        ));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
 fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     if bytes.len() < 12 || &bytes[..8] != CHECKPOINT_MAGIC {
         return Err("not a comir checkpoint".into());
@@ -207,7 +226,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
 pub fn saved_config(dir: &Path) -> Result<TrainConfig, Error> {
     let path = dir.join(CHECKPOINT_FILE);
     let bytes =
-        std::fs::read(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        read_checkpoint(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
     decode_checkpoint(&bytes)
         .map(|c| c.header.config)
         .map_err(|e| Error::State(format!("{}: {e}", path.display())))
@@ -221,7 +240,7 @@ pub fn saved_config(dir: &Path) -> Result<TrainConfig, Error> {
 pub fn saved_trainer(dir: &Path) -> Result<String, Error> {
     let path = dir.join(CHECKPOINT_FILE);
     let bytes =
-        std::fs::read(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        read_checkpoint(&path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
     decode_checkpoint(&bytes)
         .map(|c| c.header.trainer)
         .map_err(|e| Error::State(format!("{}: {e}", path.display())))
@@ -264,7 +283,7 @@ pub fn train(
     let data_err = |e: comir_data::Error| Error::Data(e.to_string());
     let checkpoint = if resume {
         let path = paths.out.join(CHECKPOINT_FILE);
-        let bytes = std::fs::read(&path)
+        let bytes = read_checkpoint(&path)
             .map_err(|e| Error::State(format!("{}: {e} (nothing to resume)", path.display())))?;
         Some(
             decode_checkpoint(&bytes)

@@ -243,10 +243,18 @@ impl BSpline2 {
                 "B-spline grid spacing {grid_spacing:?} is not finite and positive"
             ));
         }
-        let expected = grid_size[0]
+        let nodes = grid_size[0]
             .checked_mul(grid_size[1])
-            .and_then(|n| n.checked_mul(2))
             .ok_or_else(|| format!("B-spline grid size {grid_size:?} is too large"))?;
+        let max_nodes = max_grid_nodes();
+        if nodes > max_nodes {
+            return Err(format!(
+                "B-spline grid {} × {} has {nodes} nodes, more than the limit of {max_nodes} \
+                 (raise COMIR_MAX_GRID_NODES to allow it)",
+                grid_size[0], grid_size[1]
+            ));
+        }
+        let expected = 2 * nodes;
         if coefficients.len() != expected {
             return Err(format!(
                 "B-spline grid {} × {} needs {expected} parameters, got {}",
@@ -772,6 +780,19 @@ impl BSpline2 {
             params.to_vec(),
         )
     }
+}
+
+/// Default limit on the control points of a B-spline grid read from a file: 4 × 10⁶ (a
+/// 2000 × 2000 grid, 64 MB of coefficients).
+pub const DEFAULT_MAX_GRID_NODES: usize = 4_000_000;
+
+/// The limit on the control points of a B-spline grid read from a file: the environment
+/// variable `COMIR_MAX_GRID_NODES` when set to a number, else [`DEFAULT_MAX_GRID_NODES`].
+pub fn max_grid_nodes() -> usize {
+    std::env::var("COMIR_MAX_GRID_NODES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_MAX_GRID_NODES)
 }
 
 #[cfg(test)]

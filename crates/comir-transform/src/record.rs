@@ -151,10 +151,26 @@ pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), Error> {
 
 /// Reads a whole text file, naming it in the error.
 pub(crate) fn read_text(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|error| Error::Io {
+    let io = |error| Error::Io {
         path: path.to_path_buf(),
         error,
-    })
+    };
+    // The largest grid allowed, written at full precision (two numbers of at most 32
+    // characters per node), and room for the rest: anything larger is refused unread.
+    let most = (crate::bspline::max_grid_nodes() as u64)
+        .saturating_mul(64)
+        .saturating_add(1 << 20);
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > most {
+        return Err(Error::Parse {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the file is {size} bytes, more than a transform with the largest B-spline grid \
+                 allowed takes ({most} bytes; raise COMIR_MAX_GRID_NODES to allow it)"
+            ),
+        });
+    }
+    std::fs::read_to_string(path).map_err(io)
 }
 
 /// Reads a record written by [`write_json`].
@@ -282,7 +298,12 @@ mod tests {
         // that size exists; so is one whose node count overflows.
         v["bspline"]["grid_size"] = serde_json::json!([31623, 31623]);
         let e = parse_json(&v.to_string(), "b.json").expect_err("huge grid");
-        assert!(e.to_string().contains("needs 2000028258 parameters"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("1000014129 nodes, more than the limit"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("COMIR_MAX_GRID_NODES"), "{e}");
         v["bspline"]["grid_size"] = serde_json::json!([usize::MAX, 4]);
         let e = parse_json(&v.to_string(), "b.json").expect_err("overflow");
         assert!(e.to_string().contains("too large"), "{e}");
@@ -291,7 +312,7 @@ mod tests {
                    Parameters: 0 0\nFixedParameters: 1e9 1e9 0 0 1 1 1 0 0 1\n";
         let e = crate::parse_itk_composite(tfm, "b.tfm").expect_err("huge tfm grid");
         assert!(
-            e.to_string().contains("b.tfm") && e.to_string().contains("parameters"),
+            e.to_string().contains("b.tfm") && e.to_string().contains("nodes, more than the limit"),
             "{e}"
         );
     }

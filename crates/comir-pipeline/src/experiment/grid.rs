@@ -10,6 +10,18 @@ use serde::Deserialize;
 
 use crate::methods::MethodName;
 
+/// Default limit on the cells of a grid.
+pub const DEFAULT_MAX_EXPERIMENT_CELLS: usize = 10_000;
+
+/// The limit on the cells of a grid: the environment variable `COMIR_MAX_EXPERIMENT_CELLS`
+/// when set to a number, else [`DEFAULT_MAX_EXPERIMENT_CELLS`].
+pub fn max_experiment_cells() -> usize {
+    std::env::var("COMIR_MAX_EXPERIMENT_CELLS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_MAX_EXPERIMENT_CELLS)
+}
+
 /// One dataset of the grid.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +137,18 @@ impl Grid {
     /// An unreadable or malformed file, unknown variants, critics or methods, empty lists, a
     /// dataset without a training budget or with `eval_pairs = 0`.
     pub fn load(path: &Path) -> Result<Grid> {
+        // A grid is a page of TOML; a file of megabytes is not one, and parsing it would take
+        // many times its size.
+        const MAX_GRID_BYTES: u64 = 1 << 20;
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        if size > MAX_GRID_BYTES {
+            bail!(
+                "{}: invalid grid: the file is {size} bytes, more than the {MAX_GRID_BYTES} a grid may take",
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
         let grid: Grid = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
@@ -155,6 +179,23 @@ impl Grid {
         }
         if self.seeds.is_empty() || self.variants.is_empty() || self.critics.is_empty() {
             return Err("variants, critics and seeds must not be empty".into());
+        }
+        // Every cell trains a model: a grid of more is a typo, and its list of cells alone
+        // could take gigabytes.
+        let cells = [
+            self.seeds.len(),
+            self.datasets.len(),
+            self.variants.len(),
+            self.critics.len(),
+        ]
+        .iter()
+        .fold(1usize, |n, &k| n.saturating_mul(k));
+        let max_cells = max_experiment_cells();
+        if cells > max_cells {
+            return Err(format!(
+                "{cells} cells (seeds × datasets × variants × critics), more than the limit of \
+                 {max_cells} (raise COMIR_MAX_EXPERIMENT_CELLS to allow it)"
+            ));
         }
         for d in &self.datasets {
             let (steps, minutes) = (d.steps.or(self.steps), d.minutes.or(self.minutes));
