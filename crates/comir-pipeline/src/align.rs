@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use comir_confidence::{assess, Flag};
+use comir_confidence::Flag;
 use comir_data::RegisteredPair;
 use comir_image::Image;
 use comir_model::record::DataFolders;
@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::methods::{build, MethodName, MethodsConfig};
 use crate::model::{ModelOptions, RegistrationModel};
+use crate::register::judge;
 use crate::stages::{TransformStages, BSPLINE_STAGE};
 use crate::train::{trainer_factory, Bar, TrainerChoice};
 use crate::{write_csv, Console};
@@ -254,17 +255,7 @@ fn judged(
     let transform = outcome.composite();
     let mut record =
         TransformRecord::from_composite(&transform, pipeline, outcome.metric_value, seconds);
-    let a = assess(&pair.a_gray, &pair.b_gray, &outcome.transform);
-    record.confidence = Some(a.confidence);
-    record.flag = Some(
-        if transform.folds() {
-            Flag::Doubtful
-        } else {
-            a.flag
-        }
-        .as_str()
-        .to_string(),
-    );
+    judge(&mut record, &pair.a_gray, &pair.b_gray, outcome);
     PairResult {
         name: pair.name.clone(),
         round,

@@ -150,13 +150,9 @@ impl PairRegistrar {
         let mut record =
             TransformRecord::from_composite(&transform, &self.label, outcome.metric_value, seconds);
         if self.confidence {
-            // Judged on the images as registered (representations through a model), on the
-            // linear part of a deformable result.
-            let a = comir_confidence::assess(&fixed, &moving, &outcome.transform);
-            record.confidence = Some(a.confidence);
-            record.flag = Some(a.flag.as_str().to_string());
-        }
-        if transform.folds() {
+            // Judged on the images as registered (representations through a model).
+            judge(&mut record, &fixed, &moving, &outcome);
+        } else if transform.folds() {
             record.flag = Some(comir_confidence::Flag::Doubtful.as_str().into());
         }
         Ok(Registered {
@@ -166,6 +162,24 @@ impl PairRegistrar {
             moving_full,
         })
     }
+}
+
+/// Sets `record`'s confidence and flag for `outcome`, judged on `fixed` and `moving` (on the
+/// linear part of a deformable result); a folding deformation is doubtful whatever its confidence.
+pub(crate) fn judge(
+    record: &mut TransformRecord,
+    fixed: &Image,
+    moving: &Image,
+    outcome: &comir_register::Outcome,
+) {
+    let a = comir_confidence::assess(fixed, moving, &outcome.transform);
+    let flag = if outcome.composite().folds() {
+        comir_confidence::Flag::Doubtful
+    } else {
+        a.flag
+    };
+    record.confidence = Some(a.confidence);
+    record.flag = Some(flag.as_str().to_string());
 }
 
 /// Where one registration's results go.
