@@ -176,7 +176,8 @@ impl GlobalSearchConfig {
             // refinement must shrink the step: grid steps become step / (n / 2), random ones
             // 2·step / n.
             AngleRefinement::Grid => {
-                if !(5..=101).contains(&self.refine_angles) || self.refine_angles % 2 == 0 {
+                if !(5..=101).contains(&self.refine_angles) || self.refine_angles.is_multiple_of(2)
+                {
                     return bad(format!(
                         "refine_angles must be odd and in 5..=101 for grid refinement (3 would never narrow the angle step), got {}",
                         self.refine_angles

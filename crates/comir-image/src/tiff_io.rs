@@ -206,7 +206,7 @@ pub fn save_tiff_f32_bands(
     let row_bytes = width * channels * 4;
     let strip_rows = (1..=band_rows)
         .rev()
-        .find(|r| band_rows % r == 0 && r * row_bytes <= 1 << 20)
+        .find(|r| band_rows.is_multiple_of(*r) && r * row_bytes <= 1 << 20)
         .unwrap_or(1);
     let layout = BandLayout {
         width,

@@ -294,7 +294,7 @@ impl TrainConfig {
         let net = self.network_for(1);
         net.validate()?;
         let m = net.required_multiple();
-        if self.patches.size % m != 0 {
+        if !self.patches.size.is_multiple_of(m) {
             return bad(format!(
                 "patch size {} must be a multiple of {m} for this network (2^depth)",
                 self.patches.size

@@ -228,7 +228,7 @@ impl Representer {
             Modality::B => &self.net_b,
         };
         let m = net.required_multiple();
-        if size == 0 || size % m != 0 {
+        if size == 0 || !size.is_multiple_of(m) {
             return Err(Error::Input(format!(
                 "patch size {size} must be a positive multiple of {m} for this network"
             )));

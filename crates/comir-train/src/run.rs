@@ -552,7 +552,7 @@ fn run_steps(
             lr: config.train.optimizer.lr() * lr_scale,
         };
         let every = config.schedule.validate_every;
-        if !validation.is_empty() && (row.step % every == 0 || row.step == total) {
+        if !validation.is_empty() && (row.step.is_multiple_of(every) || row.step == total) {
             let (mut l, mut p) = (0.0, 0.0);
             for b in &validation {
                 let s = trainer.evaluate(b)?;
@@ -600,7 +600,7 @@ fn run_steps(
 }
 
 fn row_is_checkpoint(step: usize, total: usize, every: usize) -> bool {
-    step % every == 0 || step == total
+    step.is_multiple_of(every) || step == total
 }
 
 #[cfg(test)]

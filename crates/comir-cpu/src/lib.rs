@@ -1,0 +1,291 @@
+//! Which vector instructions comir's hand-written kernels use, and the CPU's FP32 peak.
+//!
+//! Every kernel with an instruction-set-specific form has one per [`Isa`]: AVX-512 (16 `f32`
+//! lanes), AVX2 + FMA (8 lanes) and a portable form that compiles for any target. The
+//! instruction set is chosen once per process ([`active`]): the best the CPU runs
+//! ([`Isa::detected`]), or the one the environment variable `COMIR_ISA` names (`avx512`,
+//! `avx2`, `portable`), so that every path can be run and compared on one machine. Programs
+//! check the variable at start ([`requested`]) to refuse a bad value with a clear message;
+//! [`active`] itself never fails (a value it cannot honour falls back to the detected set).
+//!
+//! [`Peak`] estimates the machine's FP32 peak from the instruction set (cores × lanes × 2
+//! flops per fused multiply-add × FMA units × clock), for benchmarks to report the share of
+//! it they reach; `PEAK_GFLOPS` overrides the estimate.
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The environment variable that forces an instruction set.
+pub const ENV: &str = "COMIR_ISA";
+
+/// An instruction set for comir's kernels, ordered from the narrowest to the widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// Plain Rust (and the `gemm` crate's matrix products): any target.
+    Portable,
+    /// x86-64 AVX2 with FMA: 8 `f32` lanes.
+    Avx2,
+    /// x86-64 AVX-512 (F): 16 `f32` lanes and masked loads and stores.
+    Avx512,
+}
+
+impl Isa {
+    /// Every instruction set, narrowest first.
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    /// The name `COMIR_ISA` takes: `portable`, `avx2` or `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Reads a name as [`Isa::name`] writes it (case and `-`/`_` ignored: `AVX-512` works).
+    ///
+    /// # Errors
+    /// The accepted names, when `text` is none of them.
+    pub fn parse(text: &str) -> Result<Isa, String> {
+        let key: String = text
+            .trim()
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        match key.as_str() {
+            "portable" | "scalar" | "generic" => Ok(Isa::Portable),
+            "avx2" => Ok(Isa::Avx2),
+            "avx512" | "avx512f" => Ok(Isa::Avx512),
+            _ => Err(format!(
+                "unknown instruction set '{text}' (expected avx512, avx2 or portable)"
+            )),
+        }
+    }
+
+    /// `f32` lanes of one vector register (4 for the portable path: what SSE2 or NEON give the
+    /// compiler's own vectorisation).
+    pub fn f32_lanes(self) -> usize {
+        match self {
+            Isa::Portable => 4,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+        }
+    }
+
+    /// Whether this CPU runs the instruction set (`std` caches the detection).
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Isa::Avx2.supported() && std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest instruction set this CPU runs.
+    pub fn detected() -> Isa {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find(|isa| isa.supported())
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// The instruction sets this CPU runs, narrowest first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.supported()).collect()
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The instruction set `COMIR_ISA` asks for: `None` when it is unset or empty.
+///
+/// # Errors
+/// One line naming the variable and the problem: an unknown name, or an instruction set this
+/// CPU does not run.
+pub fn requested() -> Result<Option<Isa>, String> {
+    let Some(value) = std::env::var_os(ENV) else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy();
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let isa = Isa::parse(&value).map_err(|e| format!("{ENV}: {e}"))?;
+    if !isa.supported() {
+        return Err(format!(
+            "{ENV}={value}: this CPU does not run {isa} (it runs {})",
+            Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(Some(isa))
+}
+
+/// The instruction set of this process: `COMIR_ISA` when it names one the CPU runs, else
+/// [`Isa::detected`]. Read once; later changes of the variable have no effect.
+pub fn active() -> Isa {
+    static ACTIVE: OnceLock<Isa> = OnceLock::new();
+    *ACTIVE.get_or_init(|| requested().ok().flatten().unwrap_or_else(Isa::detected))
+}
+
+/// An estimate of the machine's FP32 peak for one instruction set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peak {
+    /// The instruction set the estimate is for.
+    pub isa: Isa,
+    /// Cores (threads) counted.
+    pub cores: usize,
+    /// `f32` lanes per vector.
+    pub lanes: usize,
+    /// Vector FMA units per core assumed.
+    pub fma_units: usize,
+    /// Clock in GHz (`/sys` maximum frequency, else `/proc/cpuinfo`, else 2.5).
+    pub ghz: f64,
+    /// Peak GFLOP/s: the product above × 2, or `PEAK_GFLOPS`.
+    pub gflops: f64,
+    /// Where the number comes from, for people.
+    pub source: String,
+}
+
+impl Peak {
+    /// The peak of `cores` cores running `isa`: `PEAK_GFLOPS` when it is set to a positive
+    /// number, else cores × lanes × 2 × FMA units × clock. Two FMA units are assumed for AVX2
+    /// (Haswell and Zen 2 onwards) and for AVX-512 on Intel; one 512-bit unit for AVX-512 on
+    /// AMD (Zen 4 splits it in two 256-bit halves) and for the portable path.
+    pub fn estimate(isa: Isa, cores: usize) -> Peak {
+        let lanes = isa.f32_lanes();
+        let amd = cpu_vendor().is_some_and(|v| v.contains("AMD"));
+        let fma_units = match isa {
+            Isa::Portable => 1,
+            Isa::Avx2 => 2,
+            Isa::Avx512 if amd => 1,
+            Isa::Avx512 => 2,
+        };
+        let (ghz, clock_source) = clock_ghz();
+        let computed = cores as f64 * lanes as f64 * 2.0 * fma_units as f64 * ghz;
+        let forced = std::env::var("PEAK_GFLOPS")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0);
+        let (gflops, source) = match forced {
+            Some(p) => (p, "PEAK_GFLOPS".to_string()),
+            None => (
+                computed,
+                format!(
+                    "{cores} cores x {lanes} lanes x 2 x {fma_units} FMA units x {ghz:.2} GHz ({clock_source})"
+                ),
+            ),
+        };
+        Peak {
+            isa,
+            cores,
+            lanes,
+            fma_units,
+            ghz,
+            gflops,
+            source,
+        }
+    }
+}
+
+fn cpu_vendor() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("vendor_id"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|v| v.trim().to_string())
+}
+
+/// The CPU's clock: the highest `cpuinfo_max_freq` of `/sys`, else the highest `cpu MHz` of
+/// `/proc/cpuinfo` (virtual machines often show only that), else 2.5 GHz.
+fn clock_ghz() -> (f64, &'static str) {
+    let sys = (0..1024)
+        .map_while(|i| {
+            std::fs::read_to_string(format!(
+                "/sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_max_freq"
+            ))
+            .ok()
+        })
+        .filter_map(|s| s.trim().parse::<f64>().ok())
+        .fold(0.0f64, f64::max);
+    if sys > 0.0 {
+        return (sys / 1e6, "cpufreq maximum");
+    }
+    let proc = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("cpu MHz"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+                .fold(0.0f64, f64::max)
+        })
+        .unwrap_or(0.0);
+    if proc > 0.0 {
+        return (proc / 1e3, "/proc/cpuinfo");
+    }
+    (2.5, "assumed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_spellings_are_forgiven() {
+        for isa in Isa::ALL {
+            assert_eq!(Isa::parse(isa.name()), Ok(isa));
+        }
+        assert_eq!(Isa::parse("AVX-512"), Ok(Isa::Avx512));
+        assert_eq!(Isa::parse(" Avx_2 "), Ok(Isa::Avx2));
+        assert_eq!(Isa::parse("scalar"), Ok(Isa::Portable));
+        let err = Isa::parse("sse9").expect_err("not a name");
+        assert!(err.contains("'sse9'") && err.contains("avx512"), "{err}");
+    }
+
+    #[test]
+    fn detection_is_consistent() {
+        let available = Isa::available();
+        assert_eq!(available.first(), Some(&Isa::Portable));
+        assert_eq!(available.last(), Some(&Isa::detected()));
+        // A wider set implies the narrower ones.
+        for isa in Isa::ALL {
+            if isa.supported() {
+                assert!(Isa::ALL.iter().filter(|i| **i < isa).all(|i| i.supported()));
+            }
+        }
+        assert!(active().supported());
+    }
+
+    #[test]
+    fn the_peak_is_the_product_of_its_parts() {
+        if std::env::var_os("PEAK_GFLOPS").is_some() {
+            return; // overridden by the environment: nothing to recompute
+        }
+        for isa in Isa::ALL {
+            let p = Peak::estimate(isa, 3);
+            let want = 3.0 * p.lanes as f64 * 2.0 * p.fma_units as f64 * p.ghz;
+            assert!((p.gflops - want).abs() < 1e-9, "{p:?}");
+            assert_eq!(p.lanes, isa.f32_lanes());
+            assert!(p.ghz > 0.0 && p.ghz < 10.0, "{p:?}");
+        }
+        assert!(Peak::estimate(Isa::Avx512, 2).gflops >= Peak::estimate(Isa::Avx2, 2).gflops);
+    }
+}
