@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::direct;
+use crate::{direct, simd};
 
 /// Writes rows of one input channel of a convolution.
 pub(crate) trait RowSource: Sync {
@@ -54,10 +54,7 @@ pub(crate) struct BnRelu<'a> {
 impl RowSource for BnRelu<'_> {
     fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
         let s = c * self.hw + y * self.w;
-        let (a, b) = (self.a[c], self.b[c]);
-        for (d, &v) in dst.iter_mut().zip(&self.x[s..s + self.w]) {
-            *d = (a * v + b).max(0.0);
-        }
+        simd::bn_relu(dst, &self.x[s..s + self.w], self.a[c], self.b[c]);
     }
 }
 
@@ -249,18 +246,14 @@ impl SendPtr {
 pub(crate) enum Kernel {
     /// One `gemm` matrix product per tap (portable).
     Gemm,
-    /// The AVX2 + FMA direct kernels of [`crate::direct`].
-    Direct,
+    /// The direct kernels of [`crate::direct`] at one vector width.
+    Direct(direct::Simd),
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
-    pub(crate) fn best() -> Self {
-        if direct::available() {
-            Kernel::Direct
-        } else {
-            Kernel::Gemm
-        }
+    /// The kernels of an instruction set.
+    pub(crate) fn of(isa: comir_cpu::Isa) -> Self {
+        direct::Simd::of(isa).map_or(Kernel::Gemm, Kernel::Direct)
     }
 }
 
@@ -268,6 +261,7 @@ impl Kernel {
 /// needed); returns the output's channel stride.
 #[allow(clippy::too_many_arguments)]
 fn direct_band(
+    simd: direct::Simd,
     inputs: usize,
     outputs: usize,
     input: &[f32],
@@ -287,28 +281,14 @@ fn direct_band(
         weights,
         positions: stride,
     };
-    direct::conv_band(&band, og, stride);
+    direct::conv_band(simd, &band, og, stride);
     stride
 }
 
-/// Forward convolution of one sample: `out[cout][h·w] = conv(src) (+ bias) (→ ReLU)`.
-/// `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
+/// Forward convolution of one sample with `kernel`: `out[cout][h·w] = conv(src) (+ bias)
+/// (→ ReLU)`. `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_forward(
-    s: ConvShape,
-    src: &dyn RowSource,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    out: &mut [f32],
-    parallel: bool,
-) {
-    conv_forward_with(Kernel::best(), s, src, weight, bias, relu, out, parallel);
-}
-
-/// [`conv_forward`] with a chosen kernel.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_forward_with(
     kernel: Kernel,
     s: ConvShape,
     src: &dyn RowSource,
@@ -328,7 +308,7 @@ pub(crate) fn conv_forward_with(
     let wp = s.w + 2;
     let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
     let packed = match kernel {
-        Kernel::Direct => direct::pack_weights(s.cout, s.cin, kk, weight),
+        Kernel::Direct(_) => direct::pack_weights(s.cout, s.cin, kk, weight),
         Kernel::Gemm => Vec::new(),
     };
     let ptr = SendPtr(out.as_mut_ptr());
@@ -342,7 +322,9 @@ pub(crate) fn conv_forward_with(
             let xp = grow(a, s.cin * ps);
             fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
             let stride = match kernel {
-                Kernel::Direct => direct_band(s.cin, s.cout, xp, ps, &offsets, &packed, q, b),
+                Kernel::Direct(simd) => {
+                    direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
+                }
                 Kernel::Gemm => {
                     let og = grow(b, s.cout * q);
                     for (t, &off) in offsets.iter().enumerate() {
@@ -379,15 +361,7 @@ pub(crate) fn conv_forward_with(
                     let o = unsafe {
                         std::slice::from_raw_parts_mut(ptr.get().add(co * hw + (y0 + r) * s.w), s.w)
                     };
-                    if relu {
-                        for (o, &g) in o.iter_mut().zip(g) {
-                            *o = (g + bco).max(0.0);
-                        }
-                    } else {
-                        for (o, &g) in o.iter_mut().zip(g) {
-                            *o = g + bco;
-                        }
-                    }
+                    simd::add_bias(o, g, bco, relu);
                 }
             }
         })
@@ -414,28 +388,14 @@ pub(crate) fn transpose_weight(s: ConvShape, weight: &[f32]) -> Vec<f32> {
     wt
 }
 
-/// Backward of [`conv_forward`] (without the ReLU: `dout` is the gradient w.r.t. the
-/// pre-bias-added output, already masked by the caller) for one sample.
+/// Backward of [`conv_forward`] with `kernel` (without the ReLU: `dout` is the gradient
+/// w.r.t. the pre-bias-added output, already masked by the caller) for one sample.
 ///
 /// Accumulates the weight gradient into `dw` (layout `[t][cout][cin]`, tap-major) and the
 /// bias gradient into `db`; passes the input gradient row by row to `sink` (`wt` from
 /// [`transpose_weight`] is then required).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward(
-    s: ConvShape,
-    src: &dyn RowSource,
-    wt: Option<&[f32]>,
-    dout: &[f32],
-    dw: &mut [f32],
-    db: Option<&mut [f32]>,
-    sink: Option<&mut dyn RowSink>,
-) {
-    conv_backward_with(Kernel::best(), s, src, wt, dout, dw, db, sink);
-}
-
-/// [`conv_backward`] with a chosen kernel.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_backward_with(
     kernel: Kernel,
     s: ConvShape,
     src: &dyn RowSource,
@@ -464,7 +424,7 @@ pub(crate) fn conv_backward_with(
         .map(|&(ky, kx)| (2 - ky) * wp + (2 - kx))
         .collect();
     let packed = match (kernel, wt) {
-        (Kernel::Direct, Some(wt)) => direct::pack_transposed(s.cout, s.cin, kk, wt),
+        (Kernel::Direct(_), Some(wt)) => direct::pack_transposed(s.cout, s.cin, kk, wt),
         _ => Vec::new(),
     };
     SCRATCH.with(|cell| {
@@ -475,7 +435,7 @@ pub(crate) fn conv_backward_with(
             let q = rows * wp;
             // Direct: whole vectors and tiles of positions, zero past the band.
             let (stride, co_rows) = match kernel {
-                Kernel::Direct => (
+                Kernel::Direct(_) => (
                     q.next_multiple_of(direct::PX_BLOCK),
                     s.cout.next_multiple_of(direct::GRAD_CO_BLOCK),
                 ),
@@ -494,7 +454,7 @@ pub(crate) fn conv_backward_with(
                 }
             }
             match kernel {
-                Kernel::Direct => {
+                Kernel::Direct(simd) => {
                     let band = direct::GradBand {
                         cin: s.cin,
                         input: xp,
@@ -504,7 +464,7 @@ pub(crate) fn conv_backward_with(
                         dout: og,
                         stride,
                     };
-                    direct::weight_grad_band(&band, dw);
+                    direct::weight_grad_band(simd, &band, dw);
                 }
                 Kernel::Gemm => {
                     for (t, &off) in offsets.iter().enumerate() {
@@ -543,8 +503,9 @@ pub(crate) fn conv_backward_with(
             };
             fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, dp, dps);
             let (da, da_stride) = match kernel {
-                Kernel::Direct => {
-                    let da_stride = direct_band(s.cout, s.cin, dp, dps, &flipped, &packed, q, c);
+                Kernel::Direct(simd) => {
+                    let da_stride =
+                        direct_band(simd, s.cout, s.cin, dp, dps, &flipped, &packed, q, c);
                     (&c[..], da_stride)
                 }
                 Kernel::Gemm => {
@@ -655,11 +616,10 @@ mod tests {
 
     /// The kernels this CPU runs.
     fn kernels() -> Vec<Kernel> {
-        if direct::available() {
-            vec![Kernel::Gemm, Kernel::Direct]
-        } else {
-            vec![Kernel::Gemm]
-        }
+        comir_cpu::Isa::available()
+            .into_iter()
+            .map(Kernel::of)
+            .collect()
     }
 
     fn uniform(rng: &mut impl Rng, n: usize) -> Vec<f32> {
@@ -667,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn both_kernels_match_the_convolution_written_out() {
+    fn every_kernel_matches_the_convolution_written_out() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for &(cin, cout, k, h, w) in &SHAPES {
             let s = ConvShape { cin, cout, k, h, w };
@@ -685,16 +645,7 @@ mod tests {
                             hw: h * w,
                             w,
                         };
-                        conv_forward_with(
-                            kernel,
-                            s,
-                            &src,
-                            &wt,
-                            Some(&bias),
-                            relu,
-                            &mut got,
-                            parallel,
-                        );
+                        conv_forward(kernel, s, &src, &wt, Some(&bias), relu, &mut got, parallel);
                         let err = got
                             .iter()
                             .zip(&want)
@@ -724,7 +675,7 @@ mod tests {
     }
 
     #[test]
-    fn both_backward_kernels_match_the_gradients_written_out() {
+    fn every_backward_kernel_matches_the_gradients_written_out() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for &(cin, cout, k, h, w) in &SHAPES {
             let s = ConvShape { cin, cout, k, h, w };
@@ -782,7 +733,7 @@ mod tests {
                     hw: h * w,
                     w,
                 };
-                conv_backward_with(
+                conv_backward(
                     kernel,
                     s,
                     &src,

@@ -1,36 +1,88 @@
-//! Direct convolution micro-kernels (AVX2 + FMA), used instead of `gemm` matrix products where
-//! the CPU has those instructions: the forward convolution, the input gradient (the same
-//! kernel on the output gradient with flipped taps) and the weight gradient.
+//! Direct convolution micro-kernels, one set per vector instruction set (AVX-512 and AVX2 +
+//! FMA), used instead of `gemm` matrix products where the CPU has those instructions: the
+//! forward convolution, the input gradient (the same kernel on the output gradient with
+//! flipped taps) and the weight gradient.
 //!
 //! Why: the dense layers have few output channels (12) and few input channels per tap, so
 //! one `gemm` call per tap fills 12 of the 16 rows of gemm's micro-kernel, packs its operands
 //! on every call and reads and writes the whole output band nine times. Here a tile of 6
-//! output channels × 16 grid positions stays in 12 vector registers while all input channels
-//! and all taps are summed into it, and is written once; the weight gradient keeps a tile of
-//! 4 output channels × 3 (input channel, tap) columns in registers over the whole band. The
-//! input is the same zero-padded band as the gemm path (see `conv.rs`), on which every tap is
-//! a constant offset.
+//! output channels × a run of grid positions stays in vector registers while all input
+//! channels and all taps are summed into it, and is written once: 16 positions in 12 of
+//! AVX2's 16 registers, 64 positions in 24 of AVX-512's 32 (a shorter run, its last vector
+//! masked, ends a band). The weight gradient is the same broadcast-and-multiply tile turned
+//! around: on the band transposed to `[position][input channel]`, a tile of 6 output
+//! channels × 16 (AVX2) or 64 (AVX-512) input channels of one tap sums over all positions
+//! in registers, so no horizontal sums are needed however short the band. The input is the
+//! same zero-padded band as the gemm path (see `conv.rs`), on which every tap is a constant
+//! offset.
 //!
 //! Tested against the convolution and its gradients written out, as is the gemm path, which
 //! remains the portable fallback (`conv::tests`).
 
-/// Output channels per tile (one broadcast weight each).
-pub(crate) const CO_BLOCK: usize = 6;
-/// Grid positions per tile (two 8-lane vectors): 12 accumulators, 2 inputs and a
-/// broadcast weight use 15 of the 16 vector registers.
-pub(crate) const PX_BLOCK: usize = 16;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-/// Whether this CPU runs the kernel (checked once; `std` caches the detection).
-pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+use comir_cpu::Isa;
+
+static TIMING: AtomicBool = AtomicBool::new(false);
+static KERNEL_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Starts (or stops) adding up the time spent in the convolution kernels, for benchmarks.
+pub fn set_kernel_timing(on: bool) {
+    TIMING.store(on, Ordering::Relaxed);
+}
+
+/// Time spent in the convolution kernels (forward, input gradient and weight gradient, summed
+/// over all threads) since timing was switched on with [`set_kernel_timing`]; the band fills
+/// (batch norm + ReLU), bias and copies around the kernels are not counted.
+pub fn kernel_time() -> Duration {
+    Duration::from_nanos(KERNEL_NANOS.load(Ordering::Relaxed))
+}
+
+/// Runs `f`, adding its duration to [`kernel_time`] when timing is on.
+fn timed<R>(f: impl FnOnce() -> R) -> R {
+    if !TIMING.load(Ordering::Relaxed) {
+        return f();
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    let start = Instant::now();
+    let r = f();
+    let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    KERNEL_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    r
+}
+
+/// The vector width a direct kernel runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Simd {
+    /// AVX2 + FMA, 8 lanes.
+    Avx2,
+    /// AVX-512F, 16 lanes.
+    Avx512,
+}
+
+impl Simd {
+    /// The direct kernels of an instruction set (`None` for the portable path).
+    pub(crate) fn of(isa: Isa) -> Option<Simd> {
+        match isa {
+            Isa::Avx512 => Some(Simd::Avx512),
+            Isa::Avx2 => Some(Simd::Avx2),
+            _ => None,
+        }
+    }
+
+    fn isa(self) -> Isa {
+        match self {
+            Simd::Avx2 => Isa::Avx2,
+            Simd::Avx512 => Isa::Avx512,
+        }
     }
 }
+
+/// Output channels per tile (one broadcast weight each).
+pub(crate) const CO_BLOCK: usize = 6;
+/// Grid positions are computed in multiples of this (two AVX2 vectors, one AVX-512 vector);
+/// callers size outputs and the input band's slack by it.
+pub(crate) const PX_BLOCK: usize = 16;
 
 /// Rearranges `[cout][cin][taps]` weights into tiles `[cout / 6][cin][taps][6]`, the output
 /// channels padded with zeros to a multiple of [`CO_BLOCK`].
@@ -71,21 +123,22 @@ pub(crate) struct Band<'a> {
     pub offsets: &'a [usize],
     /// Weights from [`pack_weights`].
     pub weights: &'a [f32],
-    /// Grid positions to compute, a multiple of [`PX_BLOCK`].
+    /// Grid positions to compute: a multiple of [`PX_BLOCK`] for AVX2, any count for AVX-512.
     pub positions: usize,
 }
 
 /// `out[co · stride + n] = Σ_ci Σ_t w[co][ci][t] · input[ci · plane + offsets[t] + n]` for
 /// `n < positions` and every (padded) output channel `co`.
 ///
-/// Panics if a read or write would leave its slice (the caller sizes the band's slack).
-pub(crate) fn conv_band(band: &Band, out: &mut [f32], stride: usize) {
+/// Panics if a read or write would leave its slice (the caller sizes the band's slack), or if
+/// the CPU lacks `simd`'s instructions.
+pub(crate) fn conv_band(simd: Simd, band: &Band, out: &mut [f32], stride: usize) {
     let taps = band.offsets.len();
     let blocks = band.weights.len() / (band.cin * taps * CO_BLOCK);
     assert_eq!(band.weights.len(), blocks * band.cin * taps * CO_BLOCK);
-    assert_eq!(
-        band.positions % PX_BLOCK,
-        0,
+    // AVX-512 ends a band with a masked vector; AVX2 computes whole tiles.
+    assert!(
+        simd == Simd::Avx512 || band.positions.is_multiple_of(PX_BLOCK),
         "positions must be whole tiles"
     );
     let max_off = band.offsets.iter().copied().max().unwrap_or(0);
@@ -97,23 +150,25 @@ pub(crate) fn conv_band(band: &Band, out: &mut [f32], stride: usize) {
         blocks == 0 || (blocks * CO_BLOCK - 1) * stride + band.positions <= out.len(),
         "direct conv: output too short"
     );
-    assert!(available(), "direct conv: CPU lacks AVX2/FMA");
+    assert!(simd.isa().supported(), "direct conv: CPU lacks {simd:?}");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX2 and FMA (asserted); every read and write is inside the slices
-    // (asserted above).
-    unsafe {
-        match taps {
-            9 => avx2::conv_band::<9>(band, blocks, out.as_mut_ptr(), stride),
-            1 => avx2::conv_band::<1>(band, blocks, out.as_mut_ptr(), stride),
+    // SAFETY: the CPU has the instructions (asserted); every read and write is inside the
+    // slices (asserted above).
+    timed(|| unsafe {
+        let out = out.as_mut_ptr();
+        match (simd, taps) {
+            (Simd::Avx2, 9) => avx2::conv_band::<9>(band, blocks, out, stride),
+            (Simd::Avx2, 1) => avx2::conv_band::<1>(band, blocks, out, stride),
+            (Simd::Avx512, 9) => avx512::conv_band::<9>(band, blocks, out, stride),
+            (Simd::Avx512, 1) => avx512::conv_band::<1>(band, blocks, out, stride),
             _ => panic!("direct conv: {taps} taps"),
         }
-    }
+    });
 }
 
-/// Output channels per tile of the weight-gradient kernel.
-pub(crate) const GRAD_CO_BLOCK: usize = 4;
-/// (input channel, tap) columns per tile of the weight-gradient kernel.
-const GRAD_COLUMNS: usize = 3;
+/// Output channels per tile of the weight-gradient kernel (rows of its output gradient are
+/// padded to a multiple of this).
+pub(crate) const GRAD_CO_BLOCK: usize = CO_BLOCK;
 
 /// The operands of one band of the weight gradient.
 pub(crate) struct GradBand<'a> {
@@ -130,7 +185,7 @@ pub(crate) struct GradBand<'a> {
     /// Gradient w.r.t. the output on the grid, `[cout rounded up to GRAD_CO_BLOCK][stride]`,
     /// zero at the junk columns, past the band and in the padding rows.
     pub dout: &'a [f32],
-    /// Channel stride of `dout`, a multiple of 8.
+    /// Channel stride of `dout`: the positions summed over.
     pub stride: usize,
 }
 
@@ -142,21 +197,56 @@ pub(crate) fn pack_transposed(cout: usize, cin: usize, taps: usize, wt: &[f32]) 
     })
 }
 
+/// Input channels per row of the transposed band: a whole number of AVX-512 vectors.
+fn transposed_row(cin: usize) -> usize {
+    cin.next_multiple_of(16)
+}
+
+/// `xt[p · row + ci] = input[ci · plane + p]` for `p < positions`, zero in the padding
+/// channels `cin..row`.
+fn transpose_band(band: &GradBand, positions: usize, xt: &mut [f32]) {
+    let row = transposed_row(band.cin);
+    // Blocks of 16 positions × 16 channels through a small buffer: reads and writes both
+    // run along cache lines.
+    let mut block = [[0.0f32; 16]; 16];
+    for p0 in (0..positions).step_by(16) {
+        let np = (positions - p0).min(16);
+        for c0 in (0..row).step_by(16) {
+            let nc = band.cin.saturating_sub(c0).min(16);
+            for (i, line) in block.iter_mut().enumerate() {
+                if i < nc {
+                    let from = (c0 + i) * band.plane + p0;
+                    line[..np].copy_from_slice(&band.input[from..from + np]);
+                } else {
+                    line.fill(0.0);
+                }
+            }
+            for p in 0..np {
+                let dst = &mut xt[(p0 + p) * row + c0..(p0 + p) * row + c0 + 16];
+                for (d, line) in dst.iter_mut().zip(&block) {
+                    *d = line[p];
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    // The transposed band, reused across bands, layers and steps.
+    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `dw[t][co][ci] += Σ_n dout[co · stride + n] · input[ci · plane + offsets[t] + n]` over
 /// `n < stride` (the tap-major layout of `conv::conv_backward`).
 ///
-/// Panics if a read would leave its slice.
-pub(crate) fn weight_grad_band(band: &GradBand, dw: &mut [f32]) {
+/// Panics if a read would leave its slice, or if the CPU lacks `simd`'s instructions.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub(crate) fn weight_grad_band(simd: Simd, band: &GradBand, dw: &mut [f32]) {
     let taps = band.offsets.len();
     assert_eq!(
         dw.len(),
         taps * band.cout * band.cin,
         "direct conv: dw size"
-    );
-    assert_eq!(
-        band.stride % 8,
-        0,
-        "direct conv: stride must be whole vectors"
     );
     let co_pad = band.cout.next_multiple_of(GRAD_CO_BLOCK);
     assert!(
@@ -164,42 +254,61 @@ pub(crate) fn weight_grad_band(band: &GradBand, dw: &mut [f32]) {
         "direct conv: dout too short"
     );
     let max_off = band.offsets.iter().copied().max().unwrap_or(0);
+    let positions = band.stride + max_off;
     assert!(
-        band.cin == 0 || (band.cin - 1) * band.plane + max_off + band.stride <= band.input.len(),
+        band.cin == 0 || (band.cin - 1) * band.plane + positions <= band.input.len(),
         "direct conv: input band too short"
     );
-    assert!(available(), "direct conv: CPU lacks AVX2/FMA");
-    // Columns (ci, t) in dw's order within a (t, co) row: each tile takes three of them.
-    let columns: Vec<(usize, usize)> = (0..band.cin)
-        .flat_map(|ci| (0..taps).map(move |t| (ci, t)))
-        .collect();
-    let mut sums = [[0.0f32; GRAD_COLUMNS]; GRAD_CO_BLOCK];
-    for co0 in (0..band.cout).step_by(GRAD_CO_BLOCK) {
-        for group in columns.chunks(GRAD_COLUMNS) {
-            // A short last group repeats its first column; the repeats are not written.
-            let at = |i: usize| {
-                let (ci, t) = group[i.min(group.len() - 1)];
-                ci * band.plane + band.offsets[t]
-            };
-            let starts = [at(0), at(1), at(2)];
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX2 and FMA asserted; rows co0..co0+4 of dout and the columns' input
-            // spans of `stride` elements are inside the slices (asserted above).
-            unsafe {
-                avx2::grad_tile(band, co0, starts, &mut sums);
+    assert!(simd.isa().supported(), "direct conv: CPU lacks {simd:?}");
+    if band.cin == 0 || band.cout == 0 {
+        return;
+    }
+    let row = transposed_row(band.cin);
+    timed(|| {
+        TRANSPOSED.with(|cell| {
+            let mut xt = cell.borrow_mut();
+            if xt.len() < positions * row {
+                xt.resize(positions * row, 0.0);
             }
-            for (j, row) in sums.iter().enumerate().take(band.cout - co0) {
-                for (&(ci, t), &v) in group.iter().zip(row) {
-                    dw[(t * band.cout + co0 + j) * band.cin + ci] += v;
+            transpose_band(band, positions, &mut xt);
+            let tile = GradTile {
+                xt: &xt[..positions * row],
+                row,
+                band,
+            };
+            for (t, &off) in band.offsets.iter().enumerate() {
+                for co0 in (0..band.cout).step_by(GRAD_CO_BLOCK) {
+                    let rows = (band.cout - co0).min(GRAD_CO_BLOCK);
+                    let dw_rows = &mut dw[(t * band.cout + co0) * band.cin..][..rows * band.cin];
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the instructions are asserted; the tile reads rows co0..co0+6 of
+                    // dout (padded, asserted) and transposed rows off..off+stride (sized above),
+                    // and writes `rows` rows of `cin` gradients.
+                    unsafe {
+                        match simd {
+                            Simd::Avx2 => avx2::grad_block(&tile, off, co0, dw_rows),
+                            Simd::Avx512 => avx512::grad_block(&tile, off, co0, dw_rows),
+                        }
+                    }
                 }
             }
-        }
-    }
+        })
+    });
+}
+
+/// What the weight-gradient kernels read.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct GradTile<'a> {
+    /// The band transposed to `[position][row]`.
+    xt: &'a [f32],
+    /// Input channels per transposed row (a multiple of 16).
+    row: usize,
+    band: &'a GradBand<'a>,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Band, GradBand, CO_BLOCK, GRAD_COLUMNS, GRAD_CO_BLOCK, PX_BLOCK};
+    use super::{Band, GradTile, CO_BLOCK, PX_BLOCK};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -241,45 +350,251 @@ mod avx2 {
         }
     }
 
-    /// Sum of 8 lanes.
+    /// `dw[j][ci] += Σ_n dout[co0 + j][n] · xt[n + off][ci]` for the rows of `dw` (up to 6)
+    /// and all input channels, 16 channels (two vectors) × 6 output channels per tile.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
+    pub(super) unsafe fn grad_block(tile: &GradTile, off: usize, co0: usize, dw: &mut [f32]) {
+        let band = tile.band;
+        let cin = band.cin;
+        let rows = dw.len() / cin;
+        let d = band.dout.as_ptr().add(co0 * band.stride);
+        let mut sums = [[0.0f32; 16]; CO_BLOCK];
+        for ci0 in (0..cin).step_by(16) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; CO_BLOCK];
+            let mut x = tile.xt.as_ptr().add(off * tile.row + ci0);
+            for n in 0..band.stride {
+                let v0 = _mm256_loadu_ps(x);
+                let v1 = _mm256_loadu_ps(x.add(8));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let g = _mm256_broadcast_ss(&*d.add(j * band.stride + n));
+                    acc[0] = _mm256_fmadd_ps(g, v0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(g, v1, acc[1]);
+                }
+                x = x.add(tile.row);
+            }
+            for (sum, acc) in sums.iter_mut().zip(&acc) {
+                _mm256_storeu_ps(sum.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(sum.as_mut_ptr().add(8), acc[1]);
+            }
+            let width = (cin - ci0).min(16);
+            for (j, sum) in sums.iter().enumerate().take(rows) {
+                for (g, &v) in dw[j * cin + ci0..j * cin + ci0 + width].iter_mut().zip(sum) {
+                    *g += v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Band, GradTile, CO_BLOCK};
+    use std::arch::x86_64::*;
+
+    /// Vectors of 16 positions per full tile: 6 × 4 accumulators, 4 inputs and a broadcast
+    /// weight use 29 of the 32 registers.
+    const TILE_VECTORS: usize = 4;
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn conv_band<const TAPS: usize>(
+        band: &Band,
+        blocks: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        let mut offsets = [0usize; TAPS];
+        offsets.copy_from_slice(band.offsets);
+        let full = band.positions / (16 * TILE_VECTORS) * (16 * TILE_VECTORS);
+        let rest = band.positions - full;
+        // The last vector of the closing run holds 1..=16 positions.
+        let tail: __mmask16 = match rest % 16 {
+            0 => 0xffff,
+            r => (1u16 << r) - 1,
+        };
+        for b in 0..blocks {
+            let wb = band.weights.as_ptr().add(b * band.cin * TAPS * CO_BLOCK);
+            let ob = out.add(b * CO_BLOCK * stride);
+            let mut n = 0;
+            while n < full {
+                tile::<TAPS, TILE_VECTORS>(band, &offsets, wb, ob, stride, n, 0xffff);
+                n += 16 * TILE_VECTORS;
+            }
+            match rest.div_ceil(16) {
+                0 => {}
+                1 => tile::<TAPS, 1>(band, &offsets, wb, ob, stride, n, tail),
+                2 => tile::<TAPS, 2>(band, &offsets, wb, ob, stride, n, tail),
+                3 => tile::<TAPS, 3>(band, &offsets, wb, ob, stride, n, tail),
+                _ => tile::<TAPS, 4>(band, &offsets, wb, ob, stride, n, tail),
+            }
+        }
     }
 
-    /// `sums[j][c] = Σ_n dout[(co0 + j) · stride + n] · input[starts[c] + n]`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn grad_tile(
-        band: &GradBand,
-        co0: usize,
-        starts: [usize; GRAD_COLUMNS],
-        sums: &mut [[f32; GRAD_COLUMNS]; GRAD_CO_BLOCK],
+    /// One tile: `V` vectors of positions from `n` (the last one under `last`) × `CO_BLOCK`
+    /// output channels, summed over all input channels and taps, then stored.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile<const TAPS: usize, const V: usize>(
+        band: &Band,
+        offsets: &[usize; TAPS],
+        wb: *const f32,
+        ob: *mut f32,
+        stride: usize,
+        n: usize,
+        last: __mmask16,
     ) {
-        let d = band.dout.as_ptr().add(co0 * band.stride);
         let x = band.input.as_ptr();
-        let cols = [x.add(starts[0]), x.add(starts[1]), x.add(starts[2])];
-        let mut acc = [[_mm256_setzero_ps(); GRAD_COLUMNS]; GRAD_CO_BLOCK];
-        let mut n = 0;
-        while n < band.stride {
-            let v = [
-                _mm256_loadu_ps(cols[0].add(n)),
-                _mm256_loadu_ps(cols[1].add(n)),
-                _mm256_loadu_ps(cols[2].add(n)),
-            ];
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let g = _mm256_loadu_ps(d.add(j * band.stride + n));
-                acc[0] = _mm256_fmadd_ps(g, v[0], acc[0]);
-                acc[1] = _mm256_fmadd_ps(g, v[1], acc[1]);
-                acc[2] = _mm256_fmadd_ps(g, v[2], acc[2]);
+        let mut acc = [[_mm512_setzero_ps(); V]; CO_BLOCK];
+        for ci in 0..band.cin {
+            let xc = x.add(ci * band.plane + n);
+            let wc = wb.add(ci * TAPS * CO_BLOCK);
+            for (t, &off) in offsets.iter().enumerate() {
+                let p = xc.add(off);
+                let mut v = [_mm512_setzero_ps(); V];
+                for (k, v) in v.iter_mut().enumerate() {
+                    *v = if k + 1 < V {
+                        _mm512_loadu_ps(p.add(16 * k))
+                    } else {
+                        _mm512_maskz_loadu_ps(last, p.add(16 * k))
+                    };
+                }
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*wc.add(t * CO_BLOCK + j));
+                    for (a, &v) in acc.iter_mut().zip(&v) {
+                        *a = _mm512_fmadd_ps(w, v, *a);
+                    }
+                }
             }
-            n += 8;
         }
-        for (row, acc) in sums.iter_mut().zip(&acc) {
-            for (s, &a) in row.iter_mut().zip(acc) {
-                *s = hsum(a);
+        for (j, acc) in acc.iter().enumerate() {
+            let o = ob.add(j * stride + n);
+            for (k, &a) in acc.iter().enumerate() {
+                if k + 1 < V {
+                    _mm512_storeu_ps(o.add(16 * k), a);
+                } else {
+                    _mm512_mask_storeu_ps(o.add(16 * k), last, a);
+                }
+            }
+        }
+    }
+
+    /// `dw[j][ci] += Σ_n dout[co0 + j][n] · xt[n + off][ci]` for the rows of `dw` (up to 6)
+    /// and all input channels: runs of 64 channels, then one of 1 to 63 whose last vector is
+    /// masked to the channels there are.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn grad_block(tile: &GradTile, off: usize, co0: usize, dw: &mut [f32]) {
+        let cin = tile.band.cin;
+        let full = cin / (16 * TILE_VECTORS) * (16 * TILE_VECTORS);
+        let mut ci0 = 0;
+        while ci0 < full {
+            grad_run::<TILE_VECTORS>(tile, off, co0, ci0, dw, 0xffff);
+            ci0 += 16 * TILE_VECTORS;
+        }
+        let rest = cin - full;
+        let last: __mmask16 = match rest % 16 {
+            0 => 0xffff,
+            r => (1u16 << r) - 1,
+        };
+        match rest.div_ceil(16) {
+            0 => {}
+            1 => grad_run::<1>(tile, off, co0, ci0, dw, last),
+            2 => grad_run::<2>(tile, off, co0, ci0, dw, last),
+            3 => grad_run::<3>(tile, off, co0, ci0, dw, last),
+            _ => grad_run::<4>(tile, off, co0, ci0, dw, last),
+        }
+    }
+
+    /// One run of `V` vectors of input channels from `ci0` (the last under `last`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn grad_run<const V: usize>(
+        tile: &GradTile,
+        off: usize,
+        co0: usize,
+        ci0: usize,
+        dw: &mut [f32],
+        last: __mmask16,
+    ) {
+        let band = tile.band;
+        let cin = band.cin;
+        let rows = dw.len() / cin;
+        let d = band.dout.as_ptr().add(co0 * band.stride);
+        let mut acc = [[_mm512_setzero_ps(); V]; CO_BLOCK];
+        let mut x = tile.xt.as_ptr().add(off * tile.row + ci0);
+        for n in 0..band.stride {
+            // The transposed rows are zero past `cin`: whole vectors are read.
+            let mut v = [_mm512_setzero_ps(); V];
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(x.add(16 * k));
+            }
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let g = _mm512_set1_ps(*d.add(j * band.stride + n));
+                for (a, &v) in acc.iter_mut().zip(&v) {
+                    *a = _mm512_fmadd_ps(g, v, *a);
+                }
+            }
+            x = x.add(tile.row);
+        }
+        let out = dw.as_mut_ptr();
+        for (j, acc) in acc.iter().enumerate().take(rows) {
+            for (k, &a) in acc.iter().enumerate() {
+                let o = out.add(j * cin + ci0 + 16 * k);
+                let mask = if k + 1 < V { 0xffff } else { last };
+                let old = _mm512_maskz_loadu_ps(mask, o);
+                _mm512_mask_storeu_ps(o, mask, _mm512_add_ps(old, a));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AVX-512 ends a band of any length with a masked vector: every count of positions from
+    /// one to past two tiles gives the sums written out, and nothing past them is written.
+    #[test]
+    fn avx512_masked_ends_compute_exactly_the_positions_asked_for() {
+        if !Isa::Avx512.supported() {
+            eprintln!("skipped: this CPU does not run AVX-512");
+            return;
+        }
+        let (cin, cout, plane) = (3, 7, 200);
+        let offsets = [0, 1, 2, 20, 21, 22, 40, 41, 42];
+        let input: Vec<f32> = (0..cin * plane)
+            .map(|i| ((i * 7) % 13) as f32 - 6.0)
+            .collect();
+        let weight: Vec<f32> = (0..cout * cin * 9)
+            .map(|i| ((i * 5) % 11) as f32 - 5.0)
+            .collect();
+        let packed = pack_weights(cout, cin, 9, &weight);
+        let stride = 160;
+        for positions in 1..=150 {
+            let band = Band {
+                cin,
+                input: &input,
+                plane,
+                offsets: &offsets,
+                weights: &packed,
+                positions,
+            };
+            let mut out = vec![f32::NAN; cout.next_multiple_of(CO_BLOCK) * stride];
+            conv_band(Simd::Avx512, &band, &mut out, stride);
+            for co in 0..cout {
+                for n in 0..stride {
+                    let got = out[co * stride + n];
+                    if n >= positions {
+                        assert!(got.is_nan(), "position {n} of {positions} written");
+                        continue;
+                    }
+                    let mut want = 0.0f32;
+                    for ci in 0..cin {
+                        for (t, &off) in offsets.iter().enumerate() {
+                            want += weight[(co * cin + ci) * 9 + t] * input[ci * plane + off + n];
+                        }
+                    }
+                    // Small integers: every order of the sums is exact.
+                    assert_eq!(got, want, "channel {co}, position {n} of {positions}");
+                }
             }
         }
     }

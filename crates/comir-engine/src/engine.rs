@@ -12,10 +12,11 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape, Plain,
+    add_tap_major, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape, Kernel, Plain,
     RowSink, Upsample,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
+use crate::simd;
 use crate::Error;
 
 /// Activations of one dense block (or other cached tensor) with per-channel batch statistics.
@@ -133,18 +134,9 @@ fn channel_stats(act: &mut Act, n: usize, cs: Range<usize>) {
         .map(|c| {
             let planes = (0..n).map(|i| &data[(i * c_total + c) * hw..(i * c_total + c + 1) * hw]);
             let count = (n * hw) as f64;
-            let mut s = 0.0f64;
-            for p in planes.clone() {
-                s += p.iter().map(|&v| v as f64).sum::<f64>();
-            }
+            let s: f64 = planes.clone().map(simd::sum_f64).sum();
             let m = s / count;
-            let mut v = 0.0f64;
-            for p in planes {
-                v += p
-                    .iter()
-                    .map(|&x| (x as f64 - m) * (x as f64 - m))
-                    .sum::<f64>();
-            }
+            let v: f64 = planes.map(|p| simd::sum_squared_deviations(p, m)).sum();
             (m as f32, (v / count) as f32)
         })
         .collect();
@@ -210,6 +202,7 @@ fn shape(conv: ConvP, h: usize, w: usize) -> ConvShape {
 /// Runs the layers of a dense block on `act` whose first `cin0` channels hold the input.
 #[allow(clippy::too_many_arguments)]
 fn block_forward(
+    kernel: Kernel,
     params: &[f32],
     running: &mut [f32],
     layers: &[BnConv],
@@ -243,7 +236,16 @@ fn block_forward(
                 hw,
                 w,
             };
-            conv_forward(s, &src, weight, bias, false, &mut rest[..g * hw], true);
+            conv_forward(
+                kernel,
+                s,
+                &src,
+                weight,
+                bias,
+                false,
+                &mut rest[..g * hw],
+                true,
+            );
         });
         if train {
             channel_stats(act, n, cl..cl + g);
@@ -291,7 +293,14 @@ fn max_pool(
 /// 2×2 max pool, strip by strip, into the first `conv.cout` channels of `next`
 /// (`[c][(h/2)·(w/2)]`). The same numbers as the convolution of the whole map followed by
 /// [`max_pool`], without storing that map.
-fn transition_down_pooled(params: &[f32], conv: ConvP, src: &BnRelu, h: usize, next: &mut [f32]) {
+fn transition_down_pooled(
+    kernel: Kernel,
+    params: &[f32],
+    conv: ConvP,
+    src: &BnRelu,
+    h: usize,
+    next: &mut [f32],
+) {
     let (w, c) = (src.w, conv.cout);
     let (h2, w2) = (h / 2, w / 2);
     // Strips of 2·k rows whose convolution output stays in the L2 cache (about 256 KiB).
@@ -308,6 +317,7 @@ fn transition_down_pooled(params: &[f32], conv: ConvP, src: &BnRelu, h: usize, n
                 ..*src
             };
             conv_forward(
+                kernel,
                 shape(conv, 2 * rows, w),
                 &strip,
                 conv_w(params, conv),
@@ -432,6 +442,7 @@ impl FastDenseUNet {
         train: bool,
     ) {
         let p = &self.params;
+        let kernel = Kernel::of(self.isa);
         let (mo, eps) = (self.momentum, self.eps);
         let depth = self.config.depth();
         let plan = &self.plan;
@@ -480,6 +491,7 @@ impl FastDenseUNet {
                         w: w0,
                     };
                     conv_forward(
+                        kernel,
                         s,
                         &src,
                         conv_w(p, ci),
@@ -493,6 +505,7 @@ impl FastDenseUNet {
         for i in 0..depth {
             let (hi, wi) = lvl(i);
             block_forward(
+                kernel,
                 p,
                 running,
                 &self.down[i],
@@ -532,7 +545,7 @@ impl FastDenseUNet {
                     hw: hwi,
                     w: wi,
                 };
-                transition_down_pooled(p, td.conv, &src, hi, &mut next.data);
+                transition_down_pooled(kernel, p, td.conv, &src, hi, &mut next.data);
                 continue;
             }
             let tbuf = &mut ws.td[i];
@@ -549,6 +562,7 @@ impl FastDenseUNet {
                         w: wi,
                     };
                     conv_forward(
+                        kernel,
                         s,
                         &src,
                         conv_w(p, td.conv),
@@ -563,6 +577,7 @@ impl FastDenseUNet {
         }
         let (hb, wb) = lvl(depth);
         block_forward(
+            kernel,
             p,
             running,
             &self.bottleneck,
@@ -614,6 +629,7 @@ impl FastDenseUNet {
                         w: wl,
                     };
                     conv_forward(
+                        kernel,
                         s,
                         &src,
                         conv_w(p, tu),
@@ -623,7 +639,19 @@ impl FastDenseUNet {
                         true,
                     );
                 });
-            block_forward(p, running, &self.up[i], cur, n, hl, wl, train, mo, eps);
+            block_forward(
+                kernel,
+                p,
+                running,
+                &self.up[i],
+                cur,
+                n,
+                hl,
+                wl,
+                train,
+                mo,
+                eps,
+            );
         }
         // Head: 1×1 conv without bias on the whole last block.
         let last = &ws.up[depth - 1];
@@ -640,7 +668,7 @@ impl FastDenseUNet {
                     hw: h * w,
                     w,
                 };
-                conv_forward(s, &src, conv_w(p, head), None, false, out, true);
+                conv_forward(kernel, s, &src, conv_w(p, head), None, false, out, true);
             });
         if in_place {
             // Give the down blocks their (grown) buffers back for the next tile.
@@ -673,13 +701,7 @@ impl RowSink for BnSink<'_> {
         let (a, b, m, is) = (self.a[c], self.b[c], self.mean[c], self.invstd[c]);
         let xs = &self.x[o..o + self.w];
         let gys = &mut self.gy[o..o + self.w];
-        let (mut s1, mut s2) = (0.0f32, 0.0f32);
-        for ((gy, &xv), &gr) in gys.iter_mut().zip(xs).zip(grad) {
-            let gv = if a * xv + b > 0.0 { gr } else { 0.0 };
-            *gy = gv;
-            s1 += gv;
-            s2 += gv * (xv - m) * is;
-        }
+        let (s1, s2) = simd::relu_grad_sums(gys, xs, grad, a, b, m, is);
         self.s1[c] += s1 as f64;
         self.s2[c] += s2 as f64;
     }
@@ -695,9 +717,7 @@ struct AddSink<'a> {
 impl RowSink for AddSink<'_> {
     fn row(&mut self, c: usize, y: usize, grad: &[f32]) {
         let o = c * self.hw + y * self.w;
-        for (g, &v) in self.g[o..o + self.w].iter_mut().zip(grad) {
-            *g += v;
-        }
+        simd::add_assign(&mut self.g[o..o + self.w], grad);
     }
 }
 
@@ -768,6 +788,7 @@ impl<'a> Slab<'a> {
 /// input gradient from the batch sums.
 #[allow(clippy::too_many_arguments)]
 fn bn_conv_backward(
+    kernel: Kernel,
     params: &[f32],
     grads: &mut [f32],
     layer: BnConv,
@@ -832,6 +853,7 @@ fn bn_conv_backward(
                 let mut dw = vec![0.0; s.k * s.k * s.cout * s.cin];
                 let mut db = vec![0.0; s.cout];
                 conv_backward(
+                    kernel,
                     s,
                     &src,
                     Some(&wt),
@@ -872,15 +894,23 @@ fn bn_conv_backward(
         for k in 0..c {
             let (k1, mk, m1k, m2k, is) = (a[k], mean[k], m1[k], m2[k], invstd[k]);
             let r = k * hw..(k + 1) * hw;
-            for ((gv, &xv), &gyv) in g[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&gy[r]) {
-                *gv += k1 * (gyv - m1k - (xv - mk) * is * m2k);
-            }
+            simd::bn_input_grad(
+                &mut g[r.clone()],
+                &x[r.clone()],
+                &gy[r],
+                k1,
+                mk,
+                m1k,
+                m2k,
+                is,
+            );
         }
     });
 }
 
 #[allow(clippy::too_many_arguments)]
 fn block_backward(
+    kernel: Kernel,
     params: &[f32],
     grads: &mut [f32],
     layers: &[BnConv],
@@ -893,7 +923,9 @@ fn block_backward(
     eps: f32,
 ) {
     for &layer in layers.iter().rev() {
-        bn_conv_backward(params, grads, layer, act, gx, None, n, h, w, gy, eps);
+        bn_conv_backward(
+            kernel, params, grads, layer, act, gx, None, n, h, w, gy, eps,
+        );
     }
 }
 
@@ -944,6 +976,7 @@ impl FastDenseUNet {
                 )));
             }
         }
+        let kernel = Kernel::of(self.isa);
         zeroed(grads, self.params.len());
         let p = &self.params;
         let eps = self.eps;
@@ -990,6 +1023,7 @@ impl FastDenseUNet {
                     let mut sink = AddSink { g, hw: h * w, w };
                     let mut dw = vec![0.0; s.cout * s.cin];
                     conv_backward(
+                        kernel,
                         s,
                         &src,
                         Some(&wt),
@@ -1014,6 +1048,7 @@ impl FastDenseUNet {
             let (hl, wl) = lvl(l);
             let hwl = hl * wl;
             block_backward(
+                kernel,
                 p,
                 grads,
                 &self.up[i],
@@ -1082,6 +1117,7 @@ impl FastDenseUNet {
                     let mut dw = vec![0.0; 9 * cu * tu.cin];
                     let mut db = vec![0.0; cu];
                     conv_backward(
+                        kernel,
                         s,
                         &src,
                         Some(&wt),
@@ -1114,7 +1150,19 @@ impl FastDenseUNet {
                     }
                 });
         }
-        block_backward(p, grads, &self.bottleneck, bott, g_bott, n, hb, wb, gy, eps);
+        block_backward(
+            kernel,
+            p,
+            grads,
+            &self.bottleneck,
+            bott,
+            g_bott,
+            n,
+            hb,
+            wb,
+            gy,
+            eps,
+        );
         // Down path, deepest level first.
         for i in (0..depth).rev() {
             let (hi, wi) = lvl(i);
@@ -1158,6 +1206,7 @@ impl FastDenseUNet {
                 len: comp * hwi,
             };
             bn_conv_backward(
+                kernel,
                 p,
                 grads,
                 tdl,
@@ -1171,6 +1220,7 @@ impl FastDenseUNet {
                 eps,
             );
             block_backward(
+                kernel,
                 p,
                 grads,
                 &self.down[i],
@@ -1202,6 +1252,7 @@ impl FastDenseUNet {
                     let mut dw = vec![0.0; 9 * ci.cout * ci.cin];
                     let mut db = vec![0.0; ci.cout];
                     conv_backward(
+                        kernel,
                         s,
                         &src,
                         None,

@@ -7,6 +7,8 @@ use comir_model::DenseUNetConfig;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use comir_cpu::Isa;
+
 use crate::Error;
 
 /// One tensor of the network: its burn parameter path, shape and place in a flat buffer.
@@ -86,6 +88,8 @@ pub struct FastDenseUNet {
     pub(crate) momentum: f32,
     /// Batch-norm epsilon (burn's default, 1e-5).
     pub(crate) eps: f32,
+    /// The instruction set of the convolution kernels ([`comir_cpu::active`] unless set).
+    pub(crate) isa: Isa,
 }
 
 /// Allocates tensors in burn's visiting order.
@@ -269,7 +273,28 @@ impl FastDenseUNet {
             head,
             momentum: 0.1,
             eps: 1e-5,
+            isa: comir_cpu::active(),
         })
+    }
+
+    /// The instruction set whose kernels the network runs (the process's
+    /// [`comir_cpu::active`] unless [`FastDenseUNet::set_isa`] chose another).
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs the network on the kernels of `isa` from now on: results agree with every other
+    /// instruction set within f32 rounding (sums run in another order), and are the same bit
+    /// for bit for one instruction set and thread count.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when this CPU does not run `isa`.
+    pub fn set_isa(&mut self, isa: Isa) -> Result<(), Error> {
+        if !isa.supported() {
+            return Err(Error::Config(format!("this CPU does not run {isa}")));
+        }
+        self.isa = isa;
+        Ok(())
     }
 
     /// The configuration the network was built from.

@@ -1,5 +1,7 @@
 //! The engine against burn: forward (training and inference mode), running statistics,
 //! parameter gradients, optimiser steps, conversion; plus finite differences and clipping.
+//! Forward, gradients and optimiser steps are checked on the kernels of every instruction set
+//! this CPU runs (`comir_cpu::Isa::available`).
 
 use std::collections::HashMap;
 
@@ -10,6 +12,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
+use comir_cpu::Isa;
 use comir_engine::optim::{clip_per_param_norm, clip_total_norm, Adam, Sgd};
 use comir_engine::{FastDenseUNet, Workspace};
 use comir_model::{DenseUNet, DenseUNetConfig};
@@ -246,47 +249,50 @@ fn dropout_and_bad_inputs_are_refused() {
 
 #[test]
 fn training_forward_and_running_stats_match_burn() {
-    let (net, mut engine, device) = pair(2);
+    let (net, engine, device) = pair(2);
     let cfg = tiny();
     let x = input(3, &cfg);
     let out = net.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
-    let mut ws = Workspace::new();
-    engine.forward_train(&x, N, S, S, &mut ws).expect("forward");
-    assert_close(
-        "representation",
-        ws.representation(),
-        &to_vec(out.representation),
-        1e-4,
-    );
-    assert_close(
-        "bottleneck",
-        &ws.bottleneck(),
-        &to_vec(out.bottleneck),
-        1e-4,
-    );
     let after = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
-    assert_close(
-        "running stats",
-        engine.running_stats(),
-        after.running_stats(),
-        1e-5,
-    );
+    let (repr, bott) = (to_vec(out.representation), to_vec(out.bottleneck));
+    for isa in Isa::available() {
+        let mut engine = engine.clone();
+        engine.set_isa(isa).expect("available");
+        let mut ws = Workspace::new();
+        engine.forward_train(&x, N, S, S, &mut ws).expect("forward");
+        assert_close(
+            &format!("{isa}: representation"),
+            ws.representation(),
+            &repr,
+            1e-4,
+        );
+        assert_close(&format!("{isa}: bottleneck"), &ws.bottleneck(), &bott, 1e-4);
+        assert_close(
+            &format!("{isa}: running stats"),
+            engine.running_stats(),
+            after.running_stats(),
+            1e-5,
+        );
+    }
 }
 
-/// The engine's inference output against burn's (inference mode) on the same input.
-fn assert_inference_matches(fast: &comir_engine::Output, burn: comir_model::ModelOutput) {
-    assert_close(
-        "representation",
-        &fast.representation,
-        &to_vec(burn.representation),
-        1e-4,
-    );
-    assert_close(
-        "bottleneck",
-        &fast.bottleneck,
-        &to_vec(burn.bottleneck),
-        1e-4,
-    );
+/// The engine's inference output against burn's (inference mode) on the same input, on every
+/// instruction set.
+fn assert_inference_matches(
+    engine: &FastDenseUNet,
+    x: &[f32],
+    (n, h, w): (usize, usize, usize),
+    burn: comir_model::ModelOutput,
+) {
+    let (repr, bott) = (to_vec(burn.representation), to_vec(burn.bottleneck));
+    for isa in Isa::available() {
+        let mut engine = engine.clone();
+        engine.set_isa(isa).expect("available");
+        let fast = engine.forward_inference(x, n, h, w).expect("forward");
+        let what = |part: &str| format!("{isa}: {part}");
+        assert_close(&what("representation"), &fast.representation, &repr, 1e-4);
+        assert_close(&what("bottleneck"), &fast.bottleneck, &bott, 1e-4);
+    }
 }
 
 #[test]
@@ -297,9 +303,9 @@ fn inference_forward_matches_burn() {
     let device = Device::flex();
     let valid = net.valid();
     let out = valid.forward(tensor4(&x, [N, cfg.in_channels, S, S], &device));
-    let fast = engine.forward_inference(&x, N, S, S).expect("forward");
-    assert_inference_matches(&fast, out);
+    assert_inference_matches(&engine, &x, (N, S, S), out);
     // Inference leaves the running statistics alone.
+    engine.forward_inference(&x, N, S, S).expect("forward");
     let before = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
     assert_eq!(engine.running_stats(), before.running_stats());
 }
@@ -317,8 +323,7 @@ fn inference_on_a_wide_image_matches_burn() {
     let out = net
         .valid()
         .forward(tensor4(&x, [1, cfg.in_channels, h, w], &device));
-    let fast = engine.forward_inference(&x, 1, h, w).expect("forward");
-    assert_inference_matches(&fast, out);
+    assert_inference_matches(&engine, &x, (1, h, w), out);
 }
 
 /// Inference grows each level's up block inside its down block's buffer and hands the buffers
@@ -353,8 +358,9 @@ fn a_workspace_reused_across_sizes_and_modes_gives_fresh_results() {
 
 /// Loss `Σ repr·R + Σ bottleneck·Rb` in burn; returns the burn gradients by path and the
 /// engine's gradients.
-fn gradients(seed: u64) -> (HashMap<String, Vec<f32>>, Vec<f32>, FastDenseUNet) {
+fn gradients(seed: u64, isa: Isa) -> (HashMap<String, Vec<f32>>, Vec<f32>, FastDenseUNet) {
     let (net, mut engine, device) = pair(seed);
+    engine.set_isa(isa).expect("available");
     let cfg = tiny();
     let x = input(seed + 1, &cfg);
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
@@ -383,11 +389,13 @@ fn gradients(seed: u64) -> (HashMap<String, Vec<f32>>, Vec<f32>, FastDenseUNet) 
 
 #[test]
 fn parameter_gradients_match_burn_autodiff() {
-    let (burn_grads, g, engine) = gradients(6);
-    assert_eq!(burn_grads.len(), engine.param_specs().len());
-    for spec in engine.param_specs() {
-        let bg = &burn_grads[&spec.name];
-        assert_close(&spec.name, &g[spec.range()], bg, 2e-4);
+    for isa in Isa::available() {
+        let (burn_grads, g, engine) = gradients(6, isa);
+        assert_eq!(burn_grads.len(), engine.param_specs().len());
+        for spec in engine.param_specs() {
+            let bg = &burn_grads[&spec.name];
+            assert_close(&format!("{isa}: {}", spec.name), &g[spec.range()], bg, 2e-4);
+        }
     }
 }
 
@@ -458,12 +466,14 @@ fn burn_params(net: &DenseUNet, engine: &FastDenseUNet) -> Vec<f32> {
 
 /// Two optimiser steps on the same loss in burn and in the engine.
 fn optimiser_case(
+    isa: Isa,
     burn_opt: &mut burn::optim::ModuleOptimizer,
     mut step: impl FnMut(&mut FastDenseUNet, &mut Vec<f32>),
     seed: u64,
     tol: f32,
 ) {
     let (mut net, mut engine, device) = pair(seed);
+    engine.set_isa(isa).expect("available");
     let cfg = tiny();
     let x = input(seed + 1, &cfg);
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
@@ -486,7 +496,7 @@ fn optimiser_case(
     let reference = burn_params(&net, &engine);
     for spec in engine.param_specs() {
         assert_close(
-            &format!("{} after two steps", spec.name),
+            &format!("{isa}: {} after two steps", spec.name),
             &engine.params()[spec.range()],
             &reference[spec.range()],
             tol,
@@ -496,22 +506,25 @@ fn optimiser_case(
 
 #[test]
 fn sgd_steps_match_burn() {
-    let mut burn_opt = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
-        .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
-        .with_gradient_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init();
-    let mut sgd = Sgd::new(0.9, 0.1, 1e-2);
-    optimiser_case(
-        &mut burn_opt,
-        |e, g| {
-            let specs = e.param_specs().to_vec();
-            clip_per_param_norm(g, &specs, 1.0);
-            sgd.step(0.05, e.params_mut(), g);
-        },
-        10,
-        2e-4,
-    );
+    for isa in Isa::available() {
+        let mut burn_opt = SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+            .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
+            .with_gradient_clipping(Some(GradientClippingConfig::Norm(1.0)))
+            .init();
+        let mut sgd = Sgd::new(0.9, 0.1, 1e-2);
+        optimiser_case(
+            isa,
+            &mut burn_opt,
+            |e, g| {
+                let specs = e.param_specs().to_vec();
+                clip_per_param_norm(g, &specs, 1.0);
+                sgd.step(0.05, e.params_mut(), g);
+            },
+            10,
+            2e-4,
+        );
+    }
 }
 
 #[test]
@@ -528,17 +541,20 @@ fn adam_steps_match_burn() {
     // uninterrupted one, tests/resume.rs). The tolerance is 5e-3, a tenth of one step (lr 0.05); the
     // update's terms themselves are checked exactly, against a textbook f64 Adam, by the
     // unit test `optim::tests::adam_matches_the_textbook_update`.
-    let mut burn_opt = AdamConfig::new()
-        .with_epsilon(1.0)
-        .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
-        .init();
-    let mut adam = Adam::new(0.9, 0.999, 1.0, 1e-2);
-    optimiser_case(
-        &mut burn_opt,
-        |e, g| adam.step(0.05, e.params_mut(), g),
-        11,
-        5e-3,
-    );
+    for isa in Isa::available() {
+        let mut burn_opt = AdamConfig::new()
+            .with_epsilon(1.0)
+            .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
+            .init();
+        let mut adam = Adam::new(0.9, 0.999, 1.0, 1e-2);
+        optimiser_case(
+            isa,
+            &mut burn_opt,
+            |e, g| adam.step(0.05, e.params_mut(), g),
+            11,
+            5e-3,
+        );
+    }
 }
 
 #[test]
