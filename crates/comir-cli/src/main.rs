@@ -11,7 +11,7 @@ mod values;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Multimodal image registration through learned contrastive representations (CoMIR).
 #[derive(Parser)]
@@ -52,8 +52,33 @@ enum Command {
     ImportTorch(commands::import_torch::ImportTorchArgs),
 }
 
+/// `--version`: the version and the instruction set of the kernels.
+fn long_version() -> &'static str {
+    let isa = comir_cpu::active();
+    let available: Vec<&str> = comir_cpu::Isa::available()
+        .iter()
+        .map(|i| i.name())
+        .collect();
+    let text = format!(
+        "{} (kernels: {isa}; this CPU runs {}; {} chooses)",
+        env!("CARGO_PKG_VERSION"),
+        available.join(", "),
+        comir_cpu::ENV
+    );
+    Box::leak(text.into_boxed_str())
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // A bad COMIR_ISA is refused before anything runs, instead of silently falling back.
+    if let Err(e) = comir_cpu::requested() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let parsed = Cli::command()
+        .version(long_version())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         // --help and --version print and exit 0 as clap does.
         Err(e) if !e.use_stderr() => e.exit(),
