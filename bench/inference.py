@@ -12,7 +12,10 @@ Run through bench/inference (which builds comir and finds a Python with torch). 
     one warm-up, same thread count;
  5. optionally (--big N) comir alone on an N² image, tiled, with its peak memory.
 
-Prints a table and, last, `inference_ratio_vs_pytorch=R` (comir median / PyTorch median).
+comir runs the kernels of the widest instruction set the CPU has; --isa all (or a list such as
+avx512,avx2) times each of them (COMIR_ISA), one row and one `inference_ratio_vs_pytorch[ISA]=R`
+line each. Prints a table and, last, `inference_ratio_vs_pytorch=R` (comir median / PyTorch
+median, for the first instruction set timed).
 """
 
 import argparse
@@ -88,6 +91,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--big", type=int, default=0, help="also time comir alone on a BIG² image")
     ap.add_argument("--skip-pytorch", action="store_true")
+    ap.add_argument("--isa", default="",
+                    help="time comir on these instruction sets (comma list, or 'all' the CPU runs); "
+                         "default: the widest it runs, or $COMIR_ISA")
     a = ap.parse_args()
 
     import torch
@@ -96,6 +102,23 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="comir-inference-") as tmp:
         measure(a, tmp, torch, load_file, bench)
+
+
+def machine_peak(comir, detected, threads):
+    """The FP32 peak of `threads` cores for the detected instruction set, as comir estimates it:
+    threads x lanes x 2 x FMA units x clock (PEAK_GFLOPS overrides); a string for people."""
+    if os.environ.get("PEAK_GFLOPS"):
+        return f"{float(os.environ['PEAK_GFLOPS']):.0f} GFLOP/s (PEAK_GFLOPS)"
+    lanes = {"avx512": 16, "avx2": 8}.get(detected, 4)
+    amd = "AMD" in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else False
+    units = 1 if detected == "portable" or (detected == "avx512" and amd) else 2
+    mhz = 0.0
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz"):
+                mhz = max(mhz, float(line.split(":")[1]))
+    ghz = mhz / 1000 if mhz else 2.5
+    return f"{threads * lanes * 2 * units * ghz:.0f} GFLOP/s ({threads} x {lanes} lanes x 2 x {units} FMA x {ghz:.2f} GHz)"
 
 
 def measure(a, tmp, torch, load_file, bench):
@@ -109,13 +132,34 @@ def measure(a, tmp, torch, load_file, bench):
     img = os.path.join(tmp, f"image{a.size}.png")
     write_png(img, a.size, a.size, pattern_row)
 
-    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    # "comir X.Y.Z (kernels: avx512; this CPU runs portable, avx2, avx512; COMIR_ISA chooses)"
+    version = subprocess.run([a.comir, "--version"], check=True, capture_output=True, text=True).stdout
+    runs_on = version.split("this CPU runs ")[1].split(";")[0].split(", ") \
+        if "this CPU runs " in version else ["(not reported)"]
+    detected = runs_on[-1]
+    if a.isa == "all":
+        isas = list(reversed(runs_on))
+    elif a.isa:
+        isas = a.isa.split(",")
+    else:
+        isas = [os.environ.get("COMIR_ISA") or detected]
+    isas = [i for i in isas if i != "(not reported)"] or [""]
+    peak = machine_peak(a.comir, detected, a.threads)
+
     out = os.path.join(tmp, "rep.tif")
     cmd = [a.comir, "represent", "--model", model, "--modality", "a", "--input", img, "--out", out]
-    run_child(cmd, env)  # warm-up (page cache)
-    comir_runs = [run_child(cmd, env) for _ in range(a.runs)]
-    comir_s = statistics.median(w for w, _ in comir_runs)
-    comir_mib = max(m for _, m in comir_runs)
+    comir = {}
+    for isa in isas:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        if isa:
+            env["COMIR_ISA"] = isa
+        run_child(cmd, env)  # warm-up (page cache)
+        comir_runs = [run_child(cmd, env) for _ in range(a.runs)]
+        comir[isa] = (statistics.median(w for w, _ in comir_runs), max(m for _, m in comir_runs))
+    comir_s, comir_mib = comir[isas[0]]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    if isas[0]:
+        env["COMIR_ISA"] = isas[0]
 
     torch_s = float("nan")
     torch_mib = float("nan")
@@ -154,21 +198,27 @@ def measure(a, tmp, torch, load_file, bench):
 
     print(f"preset {a.preset} ({params:,} parameters), image {a.size}x{a.size}, {a.threads} threads, "
           f"median of {a.runs}")
-    print(f"{'':10} {'seconds':>9} {'peak MiB':>9}  what")
-    print(f"{'comir':10} {comir_s:9.3f} {comir_mib:9.0f}  whole `comir represent` command (start-up, I/O, "
-          f"mirror margin, tiles <= 640)")
+    print(f"instruction sets: the CPU runs {', '.join(runs_on)}; FP32 peak {peak}")
+    print(f"{'':14} {'seconds':>9} {'peak MiB':>9}  what")
+    for isa, (sec, mib) in comir.items():
+        forced = "" if isa in (detected, "") else ", forced by COMIR_ISA"
+        print(f"{('comir ' + isa).strip():14} {sec:9.3f} {mib:9.0f}  whole `comir represent` command (start-up, "
+              f"I/O, mirror margin, tiles <= 640{forced})")
     if not a.skip_pytorch:
-        print(f"{'pytorch':10} {torch_s:9.3f} {torch_mib:9.0f}  forward pass only, reference padding "
+        print(f"{'pytorch':14} {torch_s:9.3f} {torch_mib:9.0f}  forward pass only, reference padding "
               f"({a.size} -> {padded})")
         if same is not None:
-            print(f"{'pytorch':10} {same:9.3f} {'':>9}  forward pass only on comir's padded size "
+            print(f"{'pytorch':14} {same:9.3f} {'':>9}  forward pass only on comir's padded size "
                   f"({side}); comir / this = {comir_s / same:.3f}")
     if a.big:
         big = os.path.join(tmp, f"image{a.big}.png")
         write_png(big, a.big, a.big, pattern_row)
         bw, bm = run_child([a.comir, "represent", "--model", model, "--modality", "a", "--input", big,
                             "--out", os.path.join(tmp, "big.tif")], env)
-        print(f"{'comir big':10} {bw:9.1f} {bm:9.0f}  {a.big}x{a.big}, tiled")
+        print(f"{'comir big':14} {bw:9.1f} {bm:9.0f}  {a.big}x{a.big}, tiled ({isas[0]})")
+    for isa, (sec, _) in comir.items():
+        if isa:
+            print(f"inference_ratio_vs_pytorch[{isa}]={sec / torch_s:.3f}")
     print(f"inference_ratio_vs_pytorch={comir_s / torch_s:.3f}")
 
 

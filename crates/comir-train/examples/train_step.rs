@@ -17,7 +17,10 @@
 //! the first tensor operation. Progress goes to stderr; stdout gets a single JSON object with the
 //! median and every timed step in seconds, the median CPU time per step (user + system, all
 //! threads), the resident memory before the first step and at its peak (`VmRSS` / `VmHWM` of
-//! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network.
+//! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network;
+//! the instruction set the kernels ran (`COMIR_ISA` forces one) and the one detected, the
+//! machine's FP32 peak for the detected one and for the one run (`comir_cpu::Peak`;
+//! `PEAK_GFLOPS` overrides), and the median CPU time per step inside the convolution kernels.
 
 use comir_data::Batch;
 use comir_engine::FastDenseUNet;
@@ -158,7 +161,7 @@ fn synthetic_batch(n: usize, size: usize) -> Batch {
 
 fn run(o: &Options) -> Result<String, String> {
     let cfg = preset(&o.preset)?;
-    if o.size % cfg.required_multiple() != 0 {
+    if !o.size.is_multiple_of(cfg.required_multiple()) {
         return Err(format!(
             "--size must be a multiple of {} for the {} preset",
             cfg.required_multiple(),
@@ -200,7 +203,10 @@ fn run(o: &Options) -> Result<String, String> {
     let mut times = Vec::with_capacity(o.steps);
     let mut cpu_times = Vec::with_capacity(o.steps);
     let mut losses = Vec::with_capacity(o.warmup + o.steps);
+    let mut kernel_times = Vec::with_capacity(o.steps);
+    comir_engine::set_kernel_timing(true);
     for i in 0..o.warmup + o.steps {
+        let k0 = comir_engine::kernel_time();
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let stats = trainer.step(&batch).map_err(|e| format!("step {i}: {e}"))?;
         let dt = t0.elapsed().as_secs_f64();
@@ -209,6 +215,7 @@ fn run(o: &Options) -> Result<String, String> {
         eprintln!("comir {kind} step {i}: {dt:.3} s, loss {:.5}", stats.loss);
         losses.push(stats.loss);
         if i >= o.warmup {
+            kernel_times.push((comir_engine::kernel_time() - k0).as_secs_f64());
             times.push(dt);
             cpu_times.extend(cpu);
         }
@@ -225,11 +232,16 @@ fn run(o: &Options) -> Result<String, String> {
     } else {
         "null".to_string()
     };
+    let (isa, detected) = (comir_cpu::active(), comir_cpu::Isa::detected());
+    let machine = comir_cpu::Peak::estimate(detected, o.threads);
+    let (peak, peak_source) = (machine.gflops, machine.source);
+    let path_peak = comir_cpu::Peak::estimate(isa, o.threads).gflops;
     Ok(format!(
         "{{\"impl\": \"comir\", \"version\": \"{}\", \"backend\": \"{backend}\", \
          \"preset\": \"{}\", \"batch\": {}, \"size\": {}, \"threads\": {}, \"warmup\": {}, \
          \"steps\": {}, \"params\": {params}, \"median_s\": {:.6}, \"step_s\": [{}], \
-         \"cpu_median_s\": {cpu_median}, \
+         \"cpu_median_s\": {cpu_median}, \"conv_kernel_cpu_s\": {:.6}, \"isa\": \"{isa}\", \"isa_detected\": \"{detected}\", \
+         \"peak_gflops\": {peak:.1}, \"path_peak_gflops\": {path_peak:.1}, \"peak_source\": \"{peak_source}\", \
          \"losses\": [{}], \"rss_before_mib\": {rss_before}, \"peak_rss_mib\": {rss}}}",
         env!("CARGO_PKG_VERSION"),
         o.preset,
@@ -240,6 +252,7 @@ fn run(o: &Options) -> Result<String, String> {
         o.steps,
         median(&times),
         list(&times),
+        median(&kernel_times),
         list(&losses),
     ))
 }
@@ -252,6 +265,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = comir_cpu::requested() {
+        eprintln!("train_step: {e}");
+        return ExitCode::from(2);
+    }
     // Must happen before rayon's global pool is first used (the first parallel tensor op).
     std::env::set_var("RAYON_NUM_THREADS", options.threads.to_string());
     match run(&options) {
