@@ -19,6 +19,7 @@ median, for the first instruction set timed).
 """
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -85,6 +86,7 @@ def run_child(cmd, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--comir", required=True, help="the comir binary")
+    ap.add_argument("--peak", required=True, help="comir-cpu's `peak` example (instruction sets, FP32 peak)")
     ap.add_argument("--preset", choices=["histology", "small", "fast"], default="histology")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--runs", type=int, default=3)
@@ -104,23 +106,6 @@ def main():
         measure(a, tmp, torch, load_file, bench)
 
 
-def machine_peak(comir, detected, threads):
-    """The FP32 peak of `threads` cores for the detected instruction set, as comir estimates it:
-    threads x lanes x 2 x FMA units x clock (PEAK_GFLOPS overrides); a string for people."""
-    if os.environ.get("PEAK_GFLOPS"):
-        return f"{float(os.environ['PEAK_GFLOPS']):.0f} GFLOP/s (PEAK_GFLOPS)"
-    lanes = {"avx512": 16, "avx2": 8}.get(detected, 4)
-    amd = "AMD" in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else False
-    units = 1 if detected == "portable" or (detected == "avx512" and amd) else 2
-    mhz = 0.0
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("cpu MHz"):
-                mhz = max(mhz, float(line.split(":")[1]))
-    ghz = mhz / 1000 if mhz else 2.5
-    return f"{threads * lanes * 2 * units * ghz:.0f} GFLOP/s ({threads} x {lanes} lanes x 2 x {units} FMA x {ghz:.2f} GHz)"
-
-
 def measure(a, tmp, torch, load_file, bench):
     weights = os.path.join(tmp, "weights")
     subprocess.run([sys.executable, os.path.join(here, "export_torch_weights.py"), "--preset", a.preset,
@@ -132,34 +117,29 @@ def measure(a, tmp, torch, load_file, bench):
     img = os.path.join(tmp, f"image{a.size}.png")
     write_png(img, a.size, a.size, pattern_row)
 
-    # "comir X.Y.Z (kernels: avx512; this CPU runs portable, avx2, avx512; COMIR_ISA chooses)"
-    version = subprocess.run([a.comir, "--version"], check=True, capture_output=True, text=True).stdout
-    runs_on = version.split("this CPU runs ")[1].split(";")[0].split(", ") \
-        if "this CPU runs " in version else ["(not reported)"]
-    detected = runs_on[-1]
+    # The instruction sets and the FP32 peak as comir-cpu sees them (bench/inference builds the
+    # `peak` example next to the binary).
+    cpu = json.loads(subprocess.run([a.peak, str(a.threads)], check=True, capture_output=True,
+                                    text=True).stdout)
+    runs_on, detected = cpu["available"], cpu["detected"]
     if a.isa == "all":
         isas = list(reversed(runs_on))
     elif a.isa:
         isas = a.isa.split(",")
     else:
         isas = [os.environ.get("COMIR_ISA") or detected]
-    isas = [i for i in isas if i != "(not reported)"] or [""]
-    peak = machine_peak(a.comir, detected, a.threads)
+    peak = f"{cpu['peak_gflops']:.0f} GFLOP/s ({cpu['peak_source']})"
 
     out = os.path.join(tmp, "rep.tif")
     cmd = [a.comir, "represent", "--model", model, "--modality", "a", "--input", img, "--out", out]
     comir = {}
     for isa in isas:
-        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-        if isa:
-            env["COMIR_ISA"] = isa
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), COMIR_ISA=isa)
         run_child(cmd, env)  # warm-up (page cache)
         comir_runs = [run_child(cmd, env) for _ in range(a.runs)]
         comir[isa] = (statistics.median(w for w, _ in comir_runs), max(m for _, m in comir_runs))
     comir_s, comir_mib = comir[isas[0]]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    if isas[0]:
-        env["COMIR_ISA"] = isas[0]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), COMIR_ISA=isas[0])
 
     torch_s = float("nan")
     torch_mib = float("nan")
@@ -201,8 +181,8 @@ def measure(a, tmp, torch, load_file, bench):
     print(f"instruction sets: the CPU runs {', '.join(runs_on)}; FP32 peak {peak}")
     print(f"{'':14} {'seconds':>9} {'peak MiB':>9}  what")
     for isa, (sec, mib) in comir.items():
-        forced = "" if isa in (detected, "") else ", forced by COMIR_ISA"
-        print(f"{('comir ' + isa).strip():14} {sec:9.3f} {mib:9.0f}  whole `comir represent` command (start-up, "
+        forced = "" if isa == detected else ", forced by COMIR_ISA"
+        print(f"{'comir ' + isa:14} {sec:9.3f} {mib:9.0f}  whole `comir represent` command (start-up, "
               f"I/O, mirror margin, tiles <= 640{forced})")
     if not a.skip_pytorch:
         print(f"{'pytorch':14} {torch_s:9.3f} {torch_mib:9.0f}  forward pass only, reference padding "
@@ -217,8 +197,7 @@ def measure(a, tmp, torch, load_file, bench):
                             "--out", os.path.join(tmp, "big.tif")], env)
         print(f"{'comir big':14} {bw:9.1f} {bm:9.0f}  {a.big}x{a.big}, tiled ({isas[0]})")
     for isa, (sec, _) in comir.items():
-        if isa:
-            print(f"inference_ratio_vs_pytorch[{isa}]={sec / torch_s:.3f}")
+        print(f"inference_ratio_vs_pytorch[{isa}]={sec / torch_s:.3f}")
     print(f"inference_ratio_vs_pytorch={comir_s / torch_s:.3f}")
 
 

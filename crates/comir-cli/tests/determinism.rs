@@ -130,18 +130,7 @@ fn eval_writes_identical_csvs_for_the_same_seed() {
     assert_eq!(first, run(1));
 }
 
-const TINY: &str = concat!(
-    tiny_network!(),
-    r#"
-[patches]
-size = 16
-
-[schedule]
-batch = 2
-checkpoint_every = 2
-validate_every = 0
-"#
-);
+const TINY: &str = tiny_training!();
 
 #[test]
 fn represent_writes_identical_float_tiffs() {

@@ -44,18 +44,7 @@ fn a_bad_or_unavailable_instruction_set_is_refused() {
     assert!(!out.exists());
 }
 
-const TINY: &str = concat!(
-    tiny_network!(),
-    r#"
-[patches]
-size = 16
-
-[schedule]
-batch = 2
-checkpoint_every = 2
-validate_every = 0
-"#
-);
+const TINY: &str = tiny_training!();
 
 /// The loss `comir train` reports for its last step.
 fn last_loss(o: &Output) -> f64 {

@@ -93,3 +93,23 @@ growth_rate = 4
 "
     };
 }
+
+/// A whole training config of the tiny network: 16² patches, batch 2, a checkpoint every 2
+/// steps, no validation.
+#[macro_export]
+macro_rules! tiny_training {
+    () => {
+        concat!(
+            $crate::tiny_network!(),
+            r#"
+[patches]
+size = 16
+
+[schedule]
+batch = 2
+checkpoint_every = 2
+validate_every = 0
+"#
+        )
+    };
+}
