@@ -50,6 +50,8 @@ enum Command {
     /// Import the weights of the official PyTorch CoMIR (state_dicts as safetensors) into a
     /// model folder.
     ImportTorch(commands::import_torch::ImportTorchArgs),
+    /// List the models that ship with comir (usable by name: `--model mni152-t1t2`).
+    Models(commands::models::ModelsArgs),
 }
 
 /// `--version`: the version and the instruction set of the kernels.
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
         Command::ImportTorch(args) => commands::import_torch::run(args),
+        Command::Models(args) => commands::models::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,7 +84,8 @@ impl From<TrainerArg> for TrainerChoice {
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// Register the learned representations of the images instead of the images (a `comir
-    /// train` folder); `eval` skips the pairs the model was trained or validated on.
+    /// train` folder, or a bundled model's name: `comir models`); `eval` skips the pairs the
+    /// model was trained or validated on.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Which modality the fixed image is (the moving one is the other); with --model.

@@ -125,7 +125,7 @@ pub fn analyze(options: &AnalyzeOptions, console: &mut dyn Console) -> Result<An
         );
     }
     let device = crate::device::select("cpu")?;
-    let representer = Representer::load(&options.model, &device)?;
+    let representer = Representer::load(&crate::bundled::resolve(&options.model)?, &device)?;
     let card = representer.card();
     let size = match options.patch_size {
         Some(s) => s,

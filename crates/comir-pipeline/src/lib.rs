@@ -24,6 +24,7 @@
 pub mod align;
 pub mod analyze;
 pub mod batch;
+pub mod bundled;
 pub mod demo;
 pub mod device;
 pub mod eval;

@@ -60,7 +60,10 @@ impl std::str::FromStr for MethodName {
         MethodName::ALL
             .into_iter()
             .find(|m| m.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("invalid variant: {s}"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = MethodName::ALL.iter().map(|m| m.as_str()).collect();
+                format!("unknown method '{s}' (expected {})", names.join(", "))
+            })
     }
 }
 
@@ -253,9 +256,10 @@ mod tests {
             assert_eq!(m.as_str().parse::<MethodName>(), Ok(m));
             assert_eq!(m.as_str().to_uppercase().parse::<MethodName>(), Ok(m));
         }
-        assert_eq!(
-            "sift".parse::<MethodName>(),
-            Err("invalid variant: sift".to_string())
+        let err = "sift".parse::<MethodName>().expect_err("unknown");
+        assert!(
+            err.starts_with("unknown method 'sift' (expected aamd, "),
+            "{err}"
         );
     }
 

@@ -22,7 +22,8 @@ pub fn validation_pairs(card: &ModelCard) -> HashSet<String> {
 /// Which model registers, and how its representations are made.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelOptions {
-    /// Model folder written by `comir train`.
+    /// Model folder written by `comir train`, or the name of a bundled model
+    /// ([`crate::bundled`]).
     pub dir: PathBuf,
     /// Which modality the fixed image is (the moving one is the other).
     pub fixed_modality: Modality,
@@ -66,7 +67,7 @@ impl RegistrationModel {
     /// An unknown or unbuilt device, or a model folder that cannot be loaded.
     pub fn load(options: &ModelOptions) -> Result<RegistrationModel> {
         let device = crate::device::select(&options.device)?;
-        let representer = Representer::load(&options.dir, &device)?;
+        let representer = Representer::load(&crate::bundled::resolve(&options.dir)?, &device)?;
         Ok(RegistrationModel {
             representer,
             fixed_modality: options.fixed_modality,

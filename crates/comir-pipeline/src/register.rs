@@ -113,6 +113,11 @@ impl PairRegistrar {
         })
     }
 
+    /// Starts every registration from `init` instead of the options' start.
+    pub fn set_init(&mut self, init: Transform2) {
+        self.init = Some(init);
+    }
+
     /// The method's name in records (`comir+aamd` through a model).
     pub fn label(&self) -> &str {
         &self.label
@@ -127,9 +132,35 @@ impl PairRegistrar {
     pub fn register(&self, fixed_path: &Path, moving_path: &Path) -> Result<Registered> {
         let fixed_full = comir_image::load(fixed_path)?;
         let moving_full = comir_image::load(moving_path)?;
+        self.register_loaded(&fixed_full, moving_full, || {
+            format!(
+                "registering {} to {}",
+                moving_path.display(),
+                fixed_path.display()
+            )
+        })
+    }
+
+    /// Registers `moving` onto `fixed`, images already in memory (gray or RGB, values as
+    /// [`comir_image::load`] gives them): what [`PairRegistrar::register`] does after loading.
+    ///
+    /// # Errors
+    /// An image the model cannot take, or the method's failure.
+    pub fn register_images(&self, fixed: &Image, moving: Image) -> Result<Registered> {
+        self.register_loaded(fixed, moving, || {
+            "registering the moving image to the fixed one".to_string()
+        })
+    }
+
+    fn register_loaded(
+        &self,
+        fixed_full: &Image,
+        moving_full: Image,
+        what: impl Fn() -> String,
+    ) -> Result<Registered> {
         let start = Instant::now();
         let (fixed, moving) = match &self.model {
-            Some(m) => m.prepare(&fixed_full, &moving_full)?,
+            Some(m) => m.prepare(fixed_full, &moving_full)?,
             None => (fixed_full.to_gray(), moving_full.to_gray()),
         };
         let init = self
@@ -138,13 +169,7 @@ impl PairRegistrar {
         let outcome = self
             .registrar
             .register(&fixed, &moving, &init)
-            .with_context(|| {
-                format!(
-                    "registering {} to {}",
-                    moving_path.display(),
-                    fixed_path.display()
-                )
-            })?;
+            .with_context(what)?;
         let seconds = start.elapsed().as_secs_f64();
         let transform = outcome.composite();
         let mut record =

@@ -10,7 +10,7 @@ use comir_represent::{for_registration, sigmoid_image, Modality, Representer};
 /// What to represent, with which model, into which file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RepresentOptions {
-    /// Model folder written by `comir train`.
+    /// Model folder written by `comir train`, or a bundled model's name.
     pub model: PathBuf,
     /// Which network to run.
     pub modality: Modality,
@@ -67,7 +67,7 @@ pub fn represent_file(options: &RepresentOptions) -> Result<Represented> {
         );
     }
     let device = crate::device::select(&options.device)?;
-    let mut r = Representer::load(&options.model, &device)?;
+    let mut r = Representer::load(&crate::bundled::resolve(&options.model)?, &device)?;
     r.max_tile = options.max_tile;
     if let Some(m) = options.margin {
         r.margin = m;

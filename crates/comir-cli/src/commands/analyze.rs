@@ -18,7 +18,7 @@ use crate::console::Terminal;
     are skipped."
 )]
 pub struct AnalyzeArgs {
-    /// Model folder written by `comir train`.
+    /// Model folder written by `comir train`, or a bundled model's name (`comir models`).
     #[arg(long)]
     pub model: PathBuf,
     /// Folder with A/ and B/ aligned pairs (held-out pairs are used).

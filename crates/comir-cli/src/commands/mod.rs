@@ -6,6 +6,7 @@ pub mod demo;
 pub mod eval;
 pub mod experiment;
 pub mod import_torch;
+pub mod models;
 pub mod register;
 pub mod represent;
 pub mod train;

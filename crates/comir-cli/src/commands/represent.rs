@@ -17,7 +17,7 @@ use comir_pipeline::Modality;
     reduced to gray by PCA)."
 )]
 pub struct RepresentArgs {
-    /// Model folder written by `comir train`.
+    /// Model folder written by `comir train`, or a bundled model's name (`comir models`).
     #[arg(long)]
     pub model: PathBuf,
     /// Which network to run: a or b (the --a / --b folders of training).
