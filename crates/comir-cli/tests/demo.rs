@@ -85,3 +85,27 @@ fn the_raw_demo_registers_every_bundled_pair_without_learning() {
     );
     assert!(!out_dir.join("model").exists());
 }
+
+#[test]
+fn the_pretrained_demo_registers_the_pairs_the_bundled_model_has_not_seen() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out_dir = dir.path().join("pretrained");
+    let (out, _) = demo(&["--pretrained", "--out", out_dir.to_str().expect("utf8")]);
+    assert!(
+        out.contains("method: comir+aamd") && out.contains("method: mi"),
+        "{out}"
+    );
+    // The bundled model saw 8 of the 12 bundled pairs; the other 4 are registered at 4 levels.
+    let text = std::fs::read_to_string(out_dir.join("results.csv")).expect("results");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    // Columns: pair, level, method, error_px, width, success, ...
+    let through_model: Vec<_> = rows.iter().filter(|r| r[2] == "comir+aamd").collect();
+    assert_eq!(through_model.len(), 16, "{rows:?}");
+    let successes = through_model.iter().filter(|r| r[5] == "true").count();
+    assert!(successes >= 15, "{successes} of 16");
+    assert!(!out_dir.join("model").exists());
+}

@@ -28,6 +28,9 @@ pub struct DemoOptions {
     pub quick: bool,
     /// No learning: Mattes MI and the global search on the raw images of every pair.
     pub raw: bool,
+    /// No learning: register through the bundled model [`PRETRAINED`] (the pairs it has not
+    /// seen), in seconds.
+    pub pretrained: bool,
     /// Folder of the visual report (default OUT/report).
     pub report: Option<PathBuf>,
 }
@@ -40,6 +43,7 @@ impl Default for DemoOptions {
             minutes: 4.0,
             quick: false,
             raw: false,
+            pretrained: false,
             report: None,
         }
     }
@@ -80,6 +84,9 @@ pub fn demo_config(minutes: f64, quick: bool) -> TrainConfig {
     }
     c
 }
+
+/// The bundled model of `--pretrained`.
+pub const PRETRAINED: &str = "mni152-t1t2";
 
 /// The bundled pairs: `data/demo` under the working folder, else in the source tree.
 pub fn bundled_data() -> PathBuf {
@@ -137,6 +144,27 @@ pub fn run_demo(options: &DemoOptions, console: &mut dyn Console) -> Result<Demo
         });
     }
     // The pairs folder is checked before minutes of training are spent on it.
+    if options.pretrained {
+        let model = crate::bundled::resolve(std::path::Path::new(PRETRAINED))?;
+        console.say(&format!(
+            "comir demo: registering T2 to T1 MR slices from {} through the bundled model {PRETRAINED} \
+             (no training; the pairs it was not trained on): α-AMD on the representations vs \
+             Mattes MI on the raw images",
+            pairs.display()
+        ));
+        let eval = EvalOptions {
+            levels,
+            model: Some(ModelOptions::new(model.clone())),
+            raw_methods: vec![MethodName::Mi],
+            report,
+            ..EvalOptions::new(pairs, vec![MethodName::Aamd], results.clone())
+        };
+        return Ok(DemoOutcome {
+            evaluation: evaluate(&eval, console)?,
+            model: Some(model),
+            results,
+        });
+    }
     comir_eval::runner::checked_pairs(&pairs)?;
     let config = demo_config(options.minutes, options.quick);
     config.validate()?;

@@ -142,8 +142,18 @@ fn from_view<T: Copy>(a: ArrayViewD<'_, T>, to_f32: impl Fn(T) -> f32) -> Result
         return Err("image has no pixels (0 width or height)".into());
     }
     let c = c_in.min(3);
-    let data: Vec<f32> = if c == c_in {
-        // Row-major with channels interleaved is numpy's C order: one pass, in any strides.
+    let data: Vec<f32> = if let Some(values) = a.as_slice() {
+        // C order is comir's layout (rows, then channels interleaved): one pass over memory.
+        if c == c_in {
+            values.iter().map(|&v| to_f32(v)).collect()
+        } else {
+            values
+                .chunks_exact(c_in)
+                .flat_map(|px| px[..c].iter().map(|&v| to_f32(v)))
+                .collect()
+        }
+    } else if c == c_in {
+        // Any other strides: the same order, element by element.
         a.iter().map(|&v| to_f32(v)).collect()
     } else {
         a.outer_iter()

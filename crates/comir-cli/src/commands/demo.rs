@@ -13,6 +13,7 @@ use crate::console::{print_evaluation, Terminal};
     after_help = "Example:\n  comir demo                 # train ~4 minutes, then register the held-out pairs, levels 1-4\n  \
     comir demo --minutes 10    # train longer\n  \
     comir demo --raw           # no training: mi and global on the raw images of all pairs\n  \
+    comir demo --pretrained    # no training: through the bundled model mni152-t1t2, seconds\n  \
     comir demo --quick         # seconds: a tiny network, levels 1-2 (for tests)\n\n\
     Writes OUT/results.csv and a visual report, OUT/report/index.html."
 )]
@@ -32,6 +33,10 @@ pub struct DemoArgs {
     /// No learning: Mattes MI and the global search on the raw images of every pair.
     #[arg(long)]
     raw: bool,
+    /// No learning: register through the bundled model mni152-t1t2 (the pairs it was not
+    /// trained on), in seconds.
+    #[arg(long, conflicts_with_all = ["raw", "quick", "minutes"])]
+    pretrained: bool,
     /// Folder of the visual report (index.html + PNGs); default OUT/report.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -45,6 +50,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         minutes: args.minutes,
         quick: args.quick,
         raw: args.raw,
+        pretrained: args.pretrained,
         report: args.report,
     };
     let outcome = run_demo(&options, &mut Terminal)?;
