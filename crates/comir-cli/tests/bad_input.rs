@@ -343,7 +343,10 @@ fn register_and_eval_refuse_bad_models_cleanly() {
             vec!["model.json", "model format version 99 is not supported"],
         ),
         (&torn, vec!["weights.bpk"]),
-        (&root.join("no-model"), vec!["model.json", "No such file"]),
+        (
+            &root.join("no-model"),
+            vec!["no-model", "no such model folder"],
+        ),
     ] {
         let o = comir(&[
             "register",
@@ -678,7 +681,7 @@ fn represent_refuses_bad_input_cleanly() {
     let good = bad.path("good.png");
     clean_error(
         &represent(&root.join("no-model"), &good, &out, &[]),
-        &["no-model", "model.json", "No such file"],
+        &["no-model", "no such model folder", "mni152-t1t2"],
     );
     clean_error(
         &represent(&model_of_another_version(root, &model), &good, &out, &[]),

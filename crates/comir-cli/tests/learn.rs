@@ -292,7 +292,7 @@ fn train_resume_represent_register_and_eval_through_a_model() {
     // Bad model folders.
     clean_error(
         &represent(&d.join("nope"), "a", &d.join("A/p0.png"), &tif, &[]),
-        "model.json",
+        "no such model folder",
     );
     std::fs::write(model.join("weights.bpk"), b"garbage").expect("write");
     clean_error(

@@ -38,6 +38,9 @@ pub fn tiny_run_config(steps: usize) -> TrainConfig {
     c.schedule.validate_every = 2;
     c.schedule.validation_batches = 1;
     c.split.validation_fraction = 0.25;
+    // Resume tests extend runs (3 steps, then on to 6): a constant rate makes that the same as
+    // one run of 6 (a cosine decay plans over the steps it is given).
+    c.schedule.lr_decay = comir_train::run::LrDecay::Constant;
     c.split.test_fraction = 0.2;
     c
 }
