@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use comir_image::Image;
@@ -54,7 +55,7 @@ impl ModelOptions {
 
 /// A loaded model and how it represents a fixed and a moving image for registration.
 pub struct RegistrationModel {
-    representer: Representer,
+    representer: Arc<Representer>,
     fixed_modality: Modality,
     match_histograms: bool,
     rotation_average: bool,
@@ -68,12 +69,21 @@ impl RegistrationModel {
     pub fn load(options: &ModelOptions) -> Result<RegistrationModel> {
         let device = crate::device::select(&options.device)?;
         let representer = Representer::load(&crate::bundled::resolve(&options.dir)?, &device)?;
-        Ok(RegistrationModel {
+        Ok(RegistrationModel::with_representer(
+            Arc::new(representer),
+            options,
+        ))
+    }
+
+    /// A model already loaded (shared, e.g. by a Python `comir.Model`), represented as
+    /// `options` say; their `dir` and `device` are not read.
+    pub fn with_representer(representer: Arc<Representer>, options: &ModelOptions) -> Self {
+        RegistrationModel {
             representer,
             fixed_modality: options.fixed_modality,
             match_histograms: options.match_histograms,
             rotation_average: options.rotation_average,
-        })
+        }
     }
 
     /// The names of the pairs the model was trained or validated on (from model.json).

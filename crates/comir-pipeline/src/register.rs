@@ -69,6 +69,31 @@ impl PairRegistrar {
     /// # Errors
     /// An invalid config file, or a model that cannot be loaded.
     pub fn new(options: &RegisterOptions) -> Result<PairRegistrar> {
+        PairRegistrar::build(options, || {
+            options
+                .model
+                .as_ref()
+                .map(RegistrationModel::load)
+                .transpose()
+        })
+    }
+
+    /// As [`PairRegistrar::new`], registering through `model` (already loaded) instead of
+    /// loading the options' model; `options.model` still says how it represents.
+    ///
+    /// # Errors
+    /// An invalid config file.
+    pub fn with_model(
+        options: &RegisterOptions,
+        model: RegistrationModel,
+    ) -> Result<PairRegistrar> {
+        PairRegistrar::build(options, || Ok(Some(model)))
+    }
+
+    fn build(
+        options: &RegisterOptions,
+        load_model: impl FnOnce() -> Result<Option<RegistrationModel>>,
+    ) -> Result<PairRegistrar> {
         let mut cfg = MethodsConfig::load(options.config.as_deref())?
             .with_seed(options.seed)
             .with_grid_spacing(options.grid_spacing)?;
@@ -95,11 +120,7 @@ impl PairRegistrar {
                 Ok(t.linear)
             })
             .transpose()?;
-        let model = options
-            .model
-            .as_ref()
-            .map(RegistrationModel::load)
-            .transpose()?;
+        let model = load_model()?;
         let label = match &model {
             Some(_) => format!("comir+{}", options.method.as_str()),
             None => options.method.as_str().to_string(),

@@ -12,7 +12,7 @@ use comir_image::ops::{warp, Border};
 use comir_image::Image;
 use comir_pipeline::align::{align as align_collection, AlignOptions};
 use comir_pipeline::eval::{evaluate as evaluate_pairs, EvalOptions};
-use comir_pipeline::model::ModelOptions;
+use comir_pipeline::model::{ModelOptions, RegistrationModel};
 use comir_pipeline::register::{PairRegistrar, RegisterOptions};
 use comir_pipeline::train::{train as train_model, TrainOptions, TrainerChoice};
 use comir_pipeline::{Console, DisplacementKind, MethodName, Modality, TransformStages};
@@ -504,7 +504,7 @@ fn load_transform(py: Python<'_>, path: PathBuf) -> PyResult<Registration> {
 
 /// Registers `moving` onto `fixed` (numpy arrays) as `comir register` does.
 #[pyfunction]
-#[pyo3(signature = (fixed, moving, method, transform, model, fixed_modality, init_global,
+#[pyo3(signature = (fixed, moving, method, transform, model, model_object, fixed_modality, init_global,
     init_file, init_transform, seed, config, grid_spacing, confidence, match_histograms,
     rotation_average, device))]
 #[allow(clippy::too_many_arguments)]
@@ -515,6 +515,7 @@ fn register(
     method: &str,
     transform: &str,
     model: Option<PathBuf>,
+    model_object: Option<PyRef<'_, Model>>,
     fixed_modality: &str,
     init_global: bool,
     init_file: Option<PathBuf>,
@@ -529,7 +530,10 @@ fn register(
 ) -> PyResult<Registration> {
     let fixed = image_from_array(fixed, "fixed")?;
     let moving = image_from_array(moving, "moving")?;
-    let model = model
+    // A loaded `comir.Model` is registered through as it is, not loaded again.
+    let shared = model_object.map(|m| (m.path.clone(), Arc::clone(&m.representer)));
+    let model_dir = shared.as_ref().map(|(dir, _)| dir.clone()).or(model);
+    let model = model_dir
         .map(|dir| -> PyResult<ModelOptions> {
             Ok(ModelOptions {
                 fixed_modality: parse("fixed_modality", fixed_modality)?,
@@ -562,8 +566,14 @@ fn register(
     };
     let registered = py.detach(move || {
         // Failures before registering are settings (a config file, a start transform).
-        let mut registrar =
-            PairRegistrar::new(&options).map_err(|e| to_py_or(e, ConfigError::new_err))?;
+        let registrar = match (shared, &options.model) {
+            (Some((_, representer)), Some(how)) => PairRegistrar::with_model(
+                &options,
+                RegistrationModel::with_representer(representer, how),
+            ),
+            _ => PairRegistrar::new(&options),
+        };
+        let mut registrar = registrar.map_err(|e| to_py_or(e, ConfigError::new_err))?;
         if let Some(t) = init {
             registrar.set_init(t);
         }
@@ -582,8 +592,9 @@ fn register(
 /// A trained CoMIR (a `comir train` folder or a bundled model), loaded once.
 #[pyclass(module = "comir", name = "Model", frozen)]
 struct Model {
-    // Boxed: the engine's buffers are 64-byte aligned, a Python object only 16.
-    representer: Box<Representer>,
+    // Behind a pointer: the engine's buffers are 64-byte aligned, a Python object only 16.
+    // Shared with the registrations that run through it.
+    representer: Arc<Representer>,
     path: PathBuf,
 }
 
@@ -594,10 +605,10 @@ impl Model {
     #[pyo3(signature = (path_or_name, device="cpu".to_string()))]
     fn load(py: Python<'_>, path_or_name: PathBuf, device: String) -> PyResult<Model> {
         let (representer, path) = py
-            .detach(|| -> anyhow::Result<(Box<Representer>, PathBuf)> {
+            .detach(|| -> anyhow::Result<(Arc<Representer>, PathBuf)> {
                 let dir = comir_pipeline::bundled::resolve(&path_or_name)?;
                 let device = comir_pipeline::device::select(&device)?;
-                Ok((Box::new(Representer::load(&dir, &device)?), dir))
+                Ok((Arc::new(Representer::load(&dir, &device)?), dir))
             })
             .map_err(|e| to_py_or(e, ModelError::new_err))?;
         Ok(Model { representer, path })

@@ -54,6 +54,21 @@ def test_registration_through_a_loaded_model_equals_through_its_name(pair):
     assert np.array_equal(by_object.matrix, by_name.matrix)
 
 
+def test_a_loaded_model_is_not_read_again(pair, tmp_path):
+    fixed, moving, *_ = pair
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(comir.Model.load("mni152-t1t2").path, folder)
+    model = comir.Model.load(folder)
+    before = comir.register(fixed, moving, method="aamd", model=model)
+    shutil.rmtree(folder)
+    # The folder is gone: the registration runs on the networks in memory.
+    after = comir.register(fixed, moving, method="aamd", model=model)
+    assert np.array_equal(before.matrix, after.matrix)
+    with pytest.raises(comir.ModelError):
+        comir.register(fixed, moving, method="aamd", model=folder)
+
+
 def test_model_errors(pair, tmp_path):
     fixed, *_ = pair
     with pytest.raises(comir.ModelError, match="no such model folder"):

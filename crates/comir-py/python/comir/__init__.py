@@ -167,13 +167,15 @@ def register(
     else:
         init_file = os.fspath(init)
     temporary: List[str] = []
+    loaded = model if isinstance(model, Model) else None
     try:
         return _comir.register(
             fixed,
             moving,
             method,
             transform,
-            _model_path(model),
+            None if loaded is not None else _model_path(model),
+            loaded,
             fixed_modality,
             init_global,
             init_file,

@@ -94,6 +94,7 @@ def register(
     method: str,
     transform: str,
     model: Optional[str],
+    model_object: Optional[Model],
     fixed_modality: str,
     init_global: bool,
     init_file: Optional[str],
