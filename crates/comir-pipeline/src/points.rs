@@ -18,6 +18,18 @@ pub enum PointDirection {
 /// Largest residual (pixels) accepted when mapping a point back through a deformation.
 const INVERSE_RESIDUAL_PX: f64 = 0.01;
 
+/// Maps `p` through `t` in `direction`; `None` where the inverse does not reach the point to
+/// within 0.01 px (a singular linear part, or a deformation that folds there).
+pub fn map_point(t: &Composite2, p: [f64; 2], direction: PointDirection) -> Option<[f64; 2]> {
+    match direction {
+        PointDirection::FixedToMoving => Some(t.apply(p)),
+        PointDirection::MovingToFixed => match t.inverse_apply(p) {
+            Some((q, residual)) if residual <= INVERSE_RESIDUAL_PX => Some(q),
+            _ => None,
+        },
+    }
+}
+
 /// Reads a transform from `comir register`'s JSON or from an ITK `.tfm` file (by extension):
 /// linear, or linear after a B-spline deformation.
 ///
@@ -89,19 +101,15 @@ pub fn transform_points(
             }
         };
         let p = [number(ix, "x")?, number(iy, "y")?];
-        let q = match direction {
-            PointDirection::FixedToMoving => t.apply(p),
-            PointDirection::MovingToFixed => match t.inverse_apply(p) {
-                Some((q, residual)) if residual <= INVERSE_RESIDUAL_PX => q,
-                _ => bail!(
-                    "{}: line {line}: the point ({}, {}) cannot be mapped back through {} (the \
-                     deformation folds there)",
-                    points.display(),
-                    p[0],
-                    p[1],
-                    transform.display()
-                ),
-            },
+        let Some(q) = map_point(&t, p, direction) else {
+            bail!(
+                "{}: line {line}: the point ({}, {}) cannot be mapped back through {} (the \
+                 deformation folds there)",
+                points.display(),
+                p[0],
+                p[1],
+                transform.display()
+            );
         };
         let mut fields: Vec<String> = record.iter().map(str::to_string).collect();
         fields[ix] = format!("{}", q[0]);

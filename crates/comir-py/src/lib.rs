@@ -13,6 +13,7 @@ use comir_image::Image;
 use comir_pipeline::align::{align as align_collection, AlignOptions};
 use comir_pipeline::eval::{evaluate as evaluate_pairs, EvalOptions};
 use comir_pipeline::model::{ModelOptions, RegistrationModel};
+use comir_pipeline::points::{map_point, PointDirection};
 use comir_pipeline::register::{PairRegistrar, RegisterOptions};
 use comir_pipeline::train::{train as train_model, TrainOptions, TrainerChoice};
 use comir_pipeline::{Console, DisplacementKind, MethodName, Modality, TransformStages};
@@ -435,25 +436,23 @@ impl Registration {
                 a.shape()
             )));
         }
+        let direction = if inverse {
+            PointDirection::MovingToFixed
+        } else {
+            PointDirection::FixedToMoving
+        };
         let mut out = Array2::<f64>::zeros((a.shape()[0], 2));
         for (i, row) in a.axis_iter(Axis(0)).enumerate() {
             let p = [row[0], row[1]];
             if !(p[0].is_finite() && p[1].is_finite()) {
                 return Err(config_err(format!("xy: row {i} is not a finite point")));
             }
-            let q = if inverse {
-                match self.transform.inverse_apply(p) {
-                    Some((q, residual)) if residual <= 0.01 => q,
-                    _ => {
-                        return Err(RegistrationError::new_err(format!(
-                            "xy: row {i}: the point ({}, {}) cannot be mapped back (the \
-                             transform is singular or the deformation folds there)",
-                            p[0], p[1]
-                        )))
-                    }
-                }
-            } else {
-                self.transform.apply(p)
+            let Some(q) = map_point(&self.transform, p, direction) else {
+                return Err(RegistrationError::new_err(format!(
+                    "xy: row {i}: the point ({}, {}) cannot be mapped back (the transform is \
+                     singular or the deformation folds there)",
+                    p[0], p[1]
+                )));
             };
             out[[i, 0]] = q[0];
             out[[i, 1]] = q[1];
