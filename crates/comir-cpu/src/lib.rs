@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// The environment variable that forces an instruction set.
@@ -75,19 +76,14 @@ impl Isa {
         }
     }
 
-    /// Whether this CPU runs the instruction set (`std` caches the detection).
+    /// Whether this CPU runs the instruction set. The kernels ask before every call, so the
+    /// answer is one relaxed atomic load after the first detection.
+    #[inline]
     pub fn supported(self) -> bool {
         match self {
             Isa::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Isa::Avx2.supported() && std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
+            Isa::Avx2 => cpu_flags() & AVX2 != 0,
+            Isa::Avx512 => cpu_flags() & AVX512 != 0,
         }
     }
 
@@ -103,6 +99,38 @@ impl Isa {
     /// The instruction sets this CPU runs, narrowest first.
     pub fn available() -> Vec<Isa> {
         Isa::ALL.into_iter().filter(|isa| isa.supported()).collect()
+    }
+}
+
+const KNOWN: u8 = 1;
+const AVX2: u8 = 2;
+const AVX512: u8 = 4;
+
+/// The detected instruction sets as bits (`KNOWN` once detection has run).
+#[inline]
+fn cpu_flags() -> u8 {
+    static FLAGS: AtomicU8 = AtomicU8::new(0);
+    let flags = FLAGS.load(Ordering::Relaxed);
+    if flags & KNOWN != 0 {
+        return flags;
+    }
+    let flags = KNOWN | detect_flags();
+    FLAGS.store(flags, Ordering::Relaxed);
+    flags
+}
+
+#[cold]
+fn detect_flags() -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
+        (if avx2 { AVX2 } else { 0 }) | (if avx512 { AVX512 } else { 0 })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
     }
 }
 
@@ -141,6 +169,7 @@ pub fn requested() -> Result<Option<Isa>, String> {
 
 /// The instruction set of this process: `COMIR_ISA` when it names one the CPU runs, else
 /// [`Isa::detected`]. Read once; later changes of the variable have no effect.
+#[inline]
 pub fn active() -> Isa {
     static ACTIVE: OnceLock<Isa> = OnceLock::new();
     *ACTIVE.get_or_init(|| requested().ok().flatten().unwrap_or_else(Isa::detected))

@@ -929,9 +929,15 @@ fn block_backward(
     }
 }
 
+/// Sets `v` to `len` zeros, clearing a buffer of the right size on every thread (a serial
+/// clear of the gradient buffers left the other core idle at the start of each backward).
 fn zeroed(v: &mut Vec<f32>, len: usize) {
-    v.clear();
-    v.resize(len, 0.0);
+    if v.len() == len {
+        v.par_chunks_mut(1 << 14).for_each(|c| c.fill(0.0));
+    } else {
+        v.clear();
+        v.resize(len, 0.0);
+    }
 }
 
 impl FastDenseUNet {
@@ -1175,26 +1181,39 @@ impl FastDenseUNet {
             } else {
                 (&*g_bott, bott.stride())
             };
-            zeroed(dtd, n * comp * hwi);
+            // Every element of each 2×2 window is written (the gradient or 0), so the buffer
+            // needs no clearing unless a side is odd.
+            dtd.resize(n * comp * hwi, 0.0);
             let (h2, w2) = (hi / 2, wi / 2);
+            let odd = hi % 2 != 0 || wi % 2 != 0;
             let t = &td[i];
             dtd.par_chunks_mut(comp * hwi)
                 .enumerate()
                 .for_each(|(k, dt)| {
+                    if odd {
+                        dt.fill(0.0);
+                    }
                     let ts = &t[k * comp * hwi..(k + 1) * comp * hwi];
                     let gn = &gnext[k * nstride..k * nstride + comp * h2 * w2];
                     for c in 0..comp {
                         for y in 0..h2 {
+                            let top = c * hwi + 2 * y * wi;
+                            let (t0, t1) = (&ts[top..top + wi], &ts[top + wi..top + 2 * wi]);
+                            let (d0, d1) = dt[top..top + 2 * wi].split_at_mut(wi);
+                            let g = &gn[c * h2 * w2 + y * w2..c * h2 * w2 + (y + 1) * w2];
+                            // Branch-free: the first of the four that equals their maximum
+                            // takes the gradient (the forward's values are finite).
+                            let max = |a: f32, b: f32| if a > b { a } else { b };
                             for x in 0..w2 {
-                                let base = c * hwi + 2 * y * wi + 2 * x;
-                                let cand = [base, base + 1, base + wi, base + wi + 1];
-                                let mut best = cand[0];
-                                for &q in &cand[1..] {
-                                    if ts[q] > ts[best] {
-                                        best = q;
-                                    }
-                                }
-                                dt[best] = gn[c * h2 * w2 + y * w2 + x];
+                                let (a, b) = (t0[2 * x], t0[2 * x + 1]);
+                                let (c, d) = (t1[2 * x], t1[2 * x + 1]);
+                                let m = max(max(max(a, b), c), d);
+                                let gv = g[x];
+                                let (ia, ib, ic) = (a == m, b == m, c == m);
+                                d0[2 * x] = if ia { gv } else { 0.0 };
+                                d0[2 * x + 1] = if ib && !ia { gv } else { 0.0 };
+                                d1[2 * x] = if ic && !ia && !ib { gv } else { 0.0 };
+                                d1[2 * x + 1] = if d == m && !ia && !ib && !ic { gv } else { 0.0 };
                             }
                         }
                     }
