@@ -1205,15 +1205,16 @@ impl FastDenseUNet {
                             // takes the gradient (the forward's values are finite).
                             let max = |a: f32, b: f32| if a > b { a } else { b };
                             for x in 0..w2 {
-                                let (a, b) = (t0[2 * x], t0[2 * x + 1]);
-                                let (c, d) = (t1[2 * x], t1[2 * x + 1]);
-                                let m = max(max(max(a, b), c), d);
+                                let (tl, tr) = (t0[2 * x], t0[2 * x + 1]);
+                                let (bl, br) = (t1[2 * x], t1[2 * x + 1]);
+                                let m = max(max(max(tl, tr), bl), br);
                                 let gv = g[x];
-                                let (ia, ib, ic) = (a == m, b == m, c == m);
-                                d0[2 * x] = if ia { gv } else { 0.0 };
-                                d0[2 * x + 1] = if ib && !ia { gv } else { 0.0 };
-                                d1[2 * x] = if ic && !ia && !ib { gv } else { 0.0 };
-                                d1[2 * x + 1] = if d == m && !ia && !ib && !ic { gv } else { 0.0 };
+                                let (is_tl, is_tr, is_bl) = (tl == m, tr == m, bl == m);
+                                let first_br = br == m && !is_tl && !is_tr && !is_bl;
+                                d0[2 * x] = if is_tl { gv } else { 0.0 };
+                                d0[2 * x + 1] = if is_tr && !is_tl { gv } else { 0.0 };
+                                d1[2 * x] = if is_bl && !is_tl && !is_tr { gv } else { 0.0 };
+                                d1[2 * x + 1] = if first_br { gv } else { 0.0 };
                             }
                         }
                     }
