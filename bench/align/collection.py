@@ -13,7 +13,8 @@ G p in the displaced B), goes to `truth/NAME.json` in comir's JSON layout.
         -> OUT/pairs/A/NAME (links to the dataset's A), OUT/pairs/B/NAME, OUT/truth/NAME.json
     collection.py score --truth OUT/truth --results DIR|align-state.json [--round K] [--label TEXT] [--csv FILE]
         -> per-pair dense error (mean distance over a 32×32 grid of the fixed image), success
-           ≤ 2 % of the width; prints a summary line
+           ≤ 2 % of the width, and the area scale of the found map relative to the true one
+           (sqrt |det(G⁻¹ R)|: 1 = the right size); prints a summary line
 
 `--names model.json` keeps the pairs a comir model card lists as its test split: the pairs that
 model never saw, so that the model can serve as the leave-pairs-out upper bound.
@@ -158,24 +159,28 @@ def score(args: argparse.Namespace) -> None:
         if r is not None:
             p = grid(w, h)
             err = float(np.mean(np.linalg.norm((g @ p - r @ p)[:2], axis=0)))
+            # Area scale of the found map relative to the true one (1 = the right size).
+            scale = math.sqrt(abs(np.linalg.det((np.linalg.inv(g) @ r)[:2, :2])))
         else:
-            err = math.inf
-        rows.append((f[:-5], t["draw"]["level"], err, err <= 0.02 * w))
+            err, scale = math.inf, math.nan
+        rows.append((f[:-5], t["draw"]["level"], err, err <= 0.02 * w, scale))
     n = len(rows)
     ok = sum(r[3] for r in rows)
     errs = sorted(r[2] for r in rows)
     med = errs[n // 2] if n else math.nan
     per_level = {}
-    for _, level, _, s in rows:
+    for _, level, _, s, _ in rows:
         per_level.setdefault(level, []).append(s)
     levels = " ".join(f"L{k}:{sum(v)}/{len(v)}" for k, v in sorted(per_level.items()))
+    scales = [r[4] for r in rows if math.isfinite(r[4])]
+    med_scale = float(np.median(scales)) if scales else math.nan
     print(f"{args.label}: {ok}/{n} = {100.0 * ok / max(n, 1):.1f} % within 2 % of the width, "
-          f"median {med:.2f} px ({levels})")
+          f"median {med:.2f} px ({levels}), median scale found/true {med_scale:.3f}")
     if args.csv:
         with open(args.csv, "w") as f:
-            f.write("pair,level,dense_error_px,success\n")
-            for name, level, err, s in rows:
-                f.write(f"{name},{level},{err:.4f},{int(s)}\n")
+            f.write("pair,level,dense_error_px,success,scale_found_over_true\n")
+            for name, level, err, s, scale in rows:
+                f.write(f"{name},{level},{err:.4f},{int(s)},{scale:.5f}\n")
 
 
 def main() -> None:

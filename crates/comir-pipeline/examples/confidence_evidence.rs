@@ -45,7 +45,7 @@ fn main() -> Result<()> {
     writeln!(
         file,
         "dataset,pair,level,displacement,transform,method,error_px,width,success,reg_seconds,\
-         conf_seconds,overlap,mi,tile_shift,tile_lost,tiles,log_scale,shear,confidence"
+         conf_seconds,overlap,mi,tile_shift,tile_lost,tiles,log_scale,shear,confidence,metric_value"
     )?;
     for displacement in displacements.split('+') {
         let displacement = match displacement {
@@ -81,7 +81,7 @@ fn main() -> Result<()> {
                     writeln!(
                         file,
                         "{dataset},{},{level},{},{},{},{error},{width},{},{reg_seconds},\
-                         {conf_seconds},{},{},{},{},{},{},{},{}",
+                         {conf_seconds},{},{},{},{},{},{},{},{},{}",
                         pair.name,
                         displacement.name(),
                         spec.replace(',', ";"),
@@ -94,7 +94,8 @@ fn main() -> Result<()> {
                         e.tiles,
                         e.log_scale,
                         e.shear,
-                        a.confidence
+                        a.confidence,
+                        o.metric_value
                     )?;
                 }
             }
