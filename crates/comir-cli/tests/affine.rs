@@ -53,7 +53,7 @@ fn similarity_then_affine_recovers_an_affine_transform_that_rigid_cannot() {
         &["--transform", "similarity,affine", "--tfm", s(&tfm)],
         "default.json",
     );
-    let rigid = run(&[], "rigid.json");
+    let rigid = run(&["--transform", "rigid"], "rigid.json");
     assert_eq!(default.kind(), TransformKind::Affine);
     let (e_default, e_rigid) = (
         dense_error(&default, &truth, 112.0, 112.0),
@@ -61,6 +61,11 @@ fn similarity_then_affine_recovers_an_affine_transform_that_rigid_cannot() {
     );
     assert!(e_default < 0.01 * 112.0, "default: {e_default:.2} px");
     assert!(e_rigid > 0.02 * 112.0, "rigid: {e_rigid:.2} px");
+    // With no --transform (auto), the affine result fits clearly better and is kept: the same
+    // transform as similarity,affine gives.
+    let auto = run(&[], "auto.json");
+    assert_eq!(auto.kind(), TransformKind::Affine);
+    assert!(dense_error(&auto, &default, 112.0, 112.0) < 1e-9);
     let text = std::fs::read_to_string(&tfm).expect("tfm");
     assert!(text.contains("AffineTransform_double_2_2"), "{text}");
 
@@ -117,6 +122,39 @@ fn similarity_then_affine_recovers_an_affine_transform_that_rigid_cannot() {
 }
 
 #[test]
+fn auto_keeps_the_rigid_result_when_the_images_differ_by_a_rigid_motion() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (a, b) = comir_testkit::phantom_pair(112, 112, 9);
+    let truth: Transform2 = comir_transform::Rigid2 {
+        angle_rad: 0.08,
+        translation: [5.0, -4.0],
+        center: a.center(),
+    }
+    .into();
+    let (f, m) = (d.join("fixed.png"), d.join("moving.png"));
+    comir_image::save_png(&f, &a).expect("save");
+    comir_image::save_png(
+        &m,
+        &comir_testkit::moved_by_transform(&b, &truth, Border::Zero),
+    )
+    .expect("save");
+    let run = |extra: &[&str], name: &str| -> Transform2 {
+        let json = d.join(name);
+        ok(&register_pair(s(&f), s(&m), &json, extra));
+        read_json(&json).expect("json").transform()
+    };
+    let auto = run(&[], "auto.json");
+    let rigid = run(&["--transform", "rigid"], "rigid.json");
+    assert_eq!(auto.kind(), TransformKind::Rigid);
+    assert!(dense_error(&auto, &rigid, 112.0, 112.0) < 1e-9);
+    assert!(dense_error(&auto, &truth, 112.0, 112.0) < 0.01 * 112.0);
+    // `auto` is MI's choice; the other methods stay rigid.
+    let aamd = run(&["--method", "aamd"], "aamd.json");
+    assert_eq!(aamd.kind(), TransformKind::Rigid);
+}
+
+#[test]
 fn bad_transforms_stages_and_points_get_one_line_and_exit_2() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
@@ -130,6 +168,10 @@ fn bad_transforms_stages_and_points_get_one_line_and_exit_2() {
     clean_error(
         &register(&["--transform", "affine,rigid"]),
         &["more flexible"],
+    );
+    clean_error(
+        &register(&["--transform", "auto,bspline"]),
+        &["cannot be part of a chain"],
     );
     clean_error(
         &register(&["--method", "aamd", "--transform", "affine"]),

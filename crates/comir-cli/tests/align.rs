@@ -275,6 +275,12 @@ fn bad_collections_are_refused_in_one_line_and_a_bad_pair_is_skipped() {
     // No A/ at all.
     clean_error(&comir(&align_args(dir.path(), &out, &[])), &["A/"]);
 
+    // `auto` is register's choice, not a chain align can run.
+    clean_error(
+        &comir(&align_args(&pairs, &out, &["--transform", "auto"])),
+        &["--transform auto", "similarity,affine"],
+    );
+
     // A constant image: that pair is reported and skipped, the others are aligned.
     let flat = Image::from_fn(SIDE, SIDE, |_, _| 0.5);
     comir_image::save_png(pairs.join("B").join("pair2.png"), &flat).expect("save");

@@ -483,6 +483,12 @@ fn recipe(options: &AlignOptions) -> Result<TrainConfig> {
 /// and reported, not an error.
 pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignSummary> {
     let clock = Instant::now();
+    if options.stages.is_auto() {
+        bail!(
+            "--transform auto is for comir register; align keeps the more confident result per \
+             pair already: give a chain, e.g. similarity,affine (the default)"
+        );
+    }
     let pairs = comir_data::find_pairs(&options.pairs)?;
     if pairs.len() < 2 {
         bail!(

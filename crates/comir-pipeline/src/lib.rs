@@ -35,6 +35,7 @@ pub mod model;
 pub mod points;
 pub mod register;
 pub mod represent;
+pub mod select;
 pub mod stages;
 pub mod train;
 

@@ -11,6 +11,7 @@ use comir_mi::{BSplineConfig, BSplineMi, MattesMi, MattesMiConfig, Metric};
 use comir_register::{Chained, MultiStart, Registrar};
 use comir_transform::TransformKind;
 
+use crate::select::ModelSelection;
 use crate::stages::TransformStages;
 use serde::{Deserialize, Serialize};
 
@@ -168,6 +169,9 @@ impl MethodsConfig {
 /// last linear result. α-AMD, feature matching and the global search estimate rigid transforms
 /// only, so with them the first stage must be `rigid`.
 ///
+/// `auto` with MI builds a rigid and a `similarity,affine` registration and keeps one result per
+/// pair ([`ModelSelection`]); with the other methods it is `rigid`.
+///
 /// # Errors
 /// An invalid setting, or a first stage the method cannot estimate.
 pub fn build(
@@ -176,6 +180,27 @@ pub fn build(
     init_global: bool,
     stages: &TransformStages,
 ) -> Result<Box<dyn Registrar>> {
+    if stages.is_auto() {
+        if name != MethodName::Mi {
+            // Only MI's choice between the two was calibrated; the others stay rigid.
+            return build(name, cfg, init_global, &TransformStages::rigid());
+        }
+        let chain = |spec: &str| -> Result<Box<dyn Registrar>> {
+            let stages: TransformStages = spec.parse()?;
+            build(name, cfg, false, &stages)
+        };
+        let selection: Box<dyn Registrar> = Box::new(ModelSelection {
+            rigid: chain("rigid")?,
+            flexible: chain("similarity,affine")?,
+        });
+        if init_global {
+            return Ok(Box::new(Chained {
+                first: GlobalSearch::new(cfg.global.clone())?,
+                then: selection,
+            }));
+        }
+        return Ok(selection);
+    }
     let kinds = stages.kinds();
     let bspline_stage = || BSplineMi::new(cfg.mi.clone(), cfg.bspline.clone());
     // MI and NCC estimate any linear model; the others rigid transforms only.

@@ -1,6 +1,7 @@
 //! The transform stages of a registration (`--transform rigid,affine`): which transform models run,
 //! in which order, each starting where the previous one ended, as elastix chains its parameter
-//! maps.
+//! maps; or `auto`, which lets the evidence choose between a rigid and a `similarity,affine`
+//! result ([`crate::select`]).
 
 use std::str::FromStr;
 
@@ -10,12 +11,16 @@ use comir_transform::TransformKind;
 /// The name of the deformable stage in a chain.
 pub const BSPLINE_STAGE: &str = "bspline";
 
+/// The name of the model selection between rigid and `similarity,affine`.
+pub const AUTO: &str = "auto";
+
 /// The stages of a registration, from the most constrained transform to the most flexible: linear
 /// stages, optionally followed by a B-spline deformation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransformStages {
     linear: Vec<TransformKind>,
     bspline: bool,
+    auto: bool,
 }
 
 impl TransformStages {
@@ -24,7 +29,24 @@ impl TransformStages {
         TransformStages {
             linear: vec![TransformKind::Rigid],
             bspline: false,
+            auto: false,
         }
+    }
+
+    /// `auto`: a rigid result and a `similarity,affine` one, the second kept only when it explains
+    /// the images clearly better ([`crate::select::ModelSelection`]). Its linear stages are those
+    /// of the more flexible chain.
+    pub fn auto() -> TransformStages {
+        TransformStages {
+            linear: vec![TransformKind::Similarity, TransformKind::Affine],
+            bspline: false,
+            auto: true,
+        }
+    }
+
+    /// Whether this is `auto` (the choice between rigid and `similarity,affine`).
+    pub fn is_auto(&self) -> bool {
+        self.auto
     }
 
     /// The linear stages, in order (empty for `--transform bspline` alone).
@@ -44,6 +66,9 @@ impl TransformStages {
 
     /// The stages as written on the command line (`rigid,affine,bspline`).
     pub fn spec(&self) -> String {
+        if self.auto {
+            return AUTO.to_string();
+        }
         let mut names: Vec<&str> = self.linear.iter().map(|k| k.name()).collect();
         if self.bspline {
             names.push(BSPLINE_STAGE);
@@ -62,8 +87,11 @@ impl FromStr for TransformStages {
     type Err = anyhow::Error;
 
     /// `rigid`, `affine`, `rigid,affine`, `affine,bspline`, …: known kinds, each more flexible
-    /// than the one before; `bspline` only last.
+    /// than the one before; `bspline` only last. `auto` stands alone.
     fn from_str(s: &str) -> Result<TransformStages> {
+        if s.trim() == AUTO {
+            return Ok(TransformStages::auto());
+        }
         let mut kinds = Vec::new();
         let mut bspline = false;
         for part in s.split(',').map(str::trim) {
@@ -74,11 +102,17 @@ impl FromStr for TransformStages {
                 bspline = true;
                 continue;
             }
+            if part == AUTO {
+                bail!(
+                    "--transform: '{AUTO}' chooses between rigid and similarity,affine by itself \
+                     and cannot be part of a chain"
+                );
+            }
             let Some(kind) = TransformKind::from_name(part) else {
                 let known: Vec<&str> = TransformKind::ALL.iter().map(|k| k.name()).collect();
                 bail!(
-                    "--transform: unknown stage '{part}' (expected {}, {BSPLINE_STAGE}, or a \
-                     chain such as rigid,affine,bspline)",
+                    "--transform: unknown stage '{part}' (expected {AUTO}, {}, {BSPLINE_STAGE}, \
+                     or a chain such as rigid,affine,bspline)",
                     known.join(", ")
                 );
             };
@@ -95,6 +129,7 @@ impl FromStr for TransformStages {
         Ok(TransformStages {
             linear: kinds,
             bspline,
+            auto: false,
         })
     }
 }
@@ -128,5 +163,22 @@ mod tests {
             .parse::<TransformStages>()
             .expect_err("bspline first");
         assert!(e.to_string().contains("must be the last stage"), "{e}");
+        let auto: TransformStages = " auto ".parse().expect("auto");
+        assert!(auto.is_auto() && !auto.bspline());
+        assert_eq!(auto.spec(), "auto");
+        assert_eq!(auto.last(), TransformKind::Affine);
+        assert!(!"similarity,affine"
+            .parse::<TransformStages>()
+            .expect("chain")
+            .is_auto());
+        for chain in ["auto,bspline", "rigid,auto"] {
+            let e = chain
+                .parse::<TransformStages>()
+                .expect_err("auto in a chain");
+            assert!(
+                e.to_string().contains("cannot be part of a chain"),
+                "{chain}: {e}"
+            );
+        }
     }
 }

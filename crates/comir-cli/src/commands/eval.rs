@@ -45,7 +45,8 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["identity", "global"], default_value = "identity")]
     pub init: String,
     /// The transform each method estimates: rigid, similarity or affine, or a chain run in
-    /// order (e.g. rigid,affine; later stages use MI), optionally ending in bspline.
+    /// order (e.g. rigid,affine; later stages use MI), optionally ending in bspline; or auto
+    /// (comir register's default: MI chooses between rigid and similarity,affine per case).
     #[arg(long, default_value = "rigid")]
     pub transform: TransformStages,
     /// Largest control-point spacing of a bspline stage, in pixels (default 64).

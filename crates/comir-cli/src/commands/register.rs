@@ -52,12 +52,12 @@ pub struct RegisterArgs {
     /// Seed of every random choice of the method.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The transform to estimate: rigid, similarity or affine, or a chain run in order, each
-    /// stage starting where the previous ended (later stages use MI), optionally ending in
-    /// bspline (a deformation on a control grid). For sections or scans that differ in scale
-    /// (raw H&E onto SHG), similarity,affine; for sections that also bend,
-    /// similarity,affine,bspline.
-    #[arg(long, default_value = "rigid")]
+    /// The transform to estimate: auto (default: with MI, a rigid and a similarity,affine
+    /// result, the second kept only when it fits clearly better; rigid with the other methods),
+    /// rigid, similarity or affine, or a chain run in order, each stage starting where the
+    /// previous ended (later stages use MI), optionally ending in bspline (a deformation on a
+    /// control grid). For sections that also bend, similarity,affine,bspline.
+    #[arg(long, default_value = "auto")]
     transform: TransformStages,
     /// Largest control-point spacing of a bspline stage, in pixels (default 64; at least 4 and
     /// at most the image side). Overrides bspline.grid_spacing of --config.

@@ -117,7 +117,7 @@ def register(
     fixed,
     moving,
     method: str = "mi",
-    transform: str = "rigid",
+    transform: str = "auto",
     model: Union[None, PathLike, Model] = None,
     init: Union[None, str, PathLike, Registration] = None,
     seed: int = 0,
@@ -137,7 +137,9 @@ def register(
         fixed, moving: images (2-D or H x W x 3; uint8, uint16, float32 or float64).
         method: ``mi`` (Mattes mutual information, for raw images), ``aamd`` (alpha-AMD),
             ``ncc``, ``features`` (SIFT-like + RANSAC) or ``global`` (FFT search).
-        transform: ``rigid``, ``similarity``, ``affine``, or a chain such as
+        transform: ``auto`` (the default: with ``mi``, a rigid and a ``similarity,affine``
+            result, the second kept only when it fits clearly better; rigid with the other
+            methods), ``rigid``, ``similarity``, ``affine``, or a chain such as
             ``"similarity,affine"`` or ``"rigid,affine,bspline"``.
         model: register the learned representations of a model folder, a bundled model's
             name (``"mni152-t1t2"``) or a loaded :class:`Model`; ``fixed`` is represented as
