@@ -185,13 +185,10 @@ pub fn build(
             // Only MI's choice between the two was calibrated; the others stay rigid.
             return build(name, cfg, init_global, &TransformStages::rigid());
         }
-        let chain = |spec: &str| -> Result<Box<dyn Registrar>> {
-            let stages: TransformStages = spec.parse()?;
-            build(name, cfg, false, &stages)
-        };
+        let flexible: TransformStages = "similarity,affine".parse()?;
         let selection: Box<dyn Registrar> = Box::new(ModelSelection {
-            rigid: chain("rigid")?,
-            flexible: chain("similarity,affine")?,
+            rigid: build(name, cfg, false, &TransformStages::rigid())?,
+            flexible: build(name, cfg, false, &flexible)?,
         });
         if init_global {
             return Ok(Box::new(Chained {
