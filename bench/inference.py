@@ -129,6 +129,8 @@ def measure(a, tmp, torch, load_file, bench):
     else:
         isas = [os.environ.get("COMIR_ISA") or detected]
     peak = f"{cpu['peak_gflops']:.0f} GFLOP/s ({cpu['peak_source']})"
+    if cpu.get("measured_gflops"):
+        peak += "; measured " + ", ".join(f"{k} {v:.0f}" for k, v in cpu["measured_gflops"].items())
 
     out = os.path.join(tmp, "rep.tif")
     cmd = [a.comir, "represent", "--model", model, "--modality", "a", "--input", img, "--out", out]

@@ -19,8 +19,9 @@
 //! threads), the resident memory before the first step and at its peak (`VmRSS` / `VmHWM` of
 //! `/proc/self/status`, in MiB), the losses and the trainable parameter count of one network;
 //! the instruction set the kernels ran (`COMIR_ISA` forces one) and the one detected, the
-//! machine's FP32 peak for the detected one and for the one run (`comir_cpu::Peak`;
-//! `PEAK_GFLOPS` overrides), and the median CPU time per step inside the convolution kernels.
+//! machine's FP32 peak for the detected one and for the one run, estimated (`comir_cpu::Peak`;
+//! `PEAK_GFLOPS` overrides) and measured after the steps (`comir_cpu::MeasuredPeak`), and the
+//! median CPU time per step inside the convolution kernels.
 
 use comir_data::Batch;
 use comir_engine::FastDenseUNet;
@@ -236,12 +237,16 @@ fn run(o: &Options) -> Result<String, String> {
     let machine = comir_cpu::Peak::estimate(detected, o.threads);
     let (peak, peak_source) = (machine.gflops, machine.source);
     let path_peak = comir_cpu::Peak::estimate(isa, o.threads).gflops;
+    // Measured after the steps, so that it cannot warm or cool the CPU for them.
+    let measured = comir_cpu::MeasuredPeak::measure(detected, o.threads).gflops;
+    let path_measured = comir_cpu::MeasuredPeak::measure(isa, o.threads).gflops;
     Ok(format!(
         "{{\"impl\": \"comir\", \"version\": \"{}\", \"backend\": \"{backend}\", \
          \"preset\": \"{}\", \"batch\": {}, \"size\": {}, \"threads\": {}, \"warmup\": {}, \
          \"steps\": {}, \"params\": {params}, \"median_s\": {:.6}, \"step_s\": [{}], \
          \"cpu_median_s\": {cpu_median}, \"conv_kernel_cpu_s\": {:.6}, \"isa\": \"{isa}\", \"isa_detected\": \"{detected}\", \
          \"peak_gflops\": {peak:.1}, \"path_peak_gflops\": {path_peak:.1}, \"peak_source\": \"{peak_source}\", \
+         \"measured_peak_gflops\": {measured:.1}, \"path_measured_peak_gflops\": {path_measured:.1}, \
          \"losses\": [{}], \"rss_before_mib\": {rss_before}, \"peak_rss_mib\": {rss}}}",
         env!("CARGO_PKG_VERSION"),
         o.preset,
