@@ -374,6 +374,40 @@ pub(crate) fn conv_forward(
     }
 }
 
+/// Output channels up to which [`conv1x1_few`] replaces [`conv_forward`] for a 1×1 convolution
+/// without bias.
+pub(crate) const FEW_OUTPUTS: usize = 4;
+
+/// A 1×1 convolution without bias into a few output channels (a network's head: one output
+/// channel from a hundred), straight from the `[cin][hw]` planes: `out[co] = Σ_c w[co][c] · x[c]`,
+/// channels summed in order. The general path would copy every input channel into a padded band
+/// and compute a kernel tile of six output channels for the one wanted. Pixels are split in
+/// chunks across threads; each pixel's sum is the same whatever the split.
+pub(crate) fn conv1x1_few(weight: &[f32], cin: usize, x: &[f32], hw: usize, out: &mut [f32]) {
+    // Pixels per task: the output chunk stays in L1 while the input planes stream past it.
+    const CHUNK: usize = 2048;
+    assert_eq!(x.len(), cin * hw, "conv1x1_few: input size");
+    assert_eq!(out.len() % hw.max(1), 0, "conv1x1_few: output size");
+    assert_eq!(
+        weight.len(),
+        out.len() / hw.max(1) * cin,
+        "conv1x1_few: weight size"
+    );
+    for (plane, w) in out
+        .chunks_exact_mut(hw.max(1))
+        .zip(weight.chunks_exact(cin.max(1)))
+    {
+        plane.par_chunks_mut(CHUNK).enumerate().for_each(|(j, o)| {
+            o.fill(0.0);
+            let start = j * CHUNK;
+            for (c, &wc) in w.iter().enumerate() {
+                let xs = &x[c * hw + start..c * hw + start + o.len()];
+                simd::mul_add_assign(o, xs, wc);
+            }
+        });
+    }
+}
+
 /// Weights rearranged for the input gradient: `wt[ci][t·cout + co] = w[co][ci][t]`.
 pub(crate) fn transpose_weight(s: ConvShape, weight: &[f32]) -> Vec<f32> {
     let kk = s.k * s.k;
@@ -656,6 +690,37 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_few_outputs_convolution_matches_the_convolution_written_out() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        // A plane longer than one pixel chunk and not a multiple of it, and a tiny one.
+        for (cin, h, w) in [(88, 37, 61), (13, 3, 5)] {
+            for cout in 1..=FEW_OUTPUTS {
+                let s = ConvShape {
+                    cin,
+                    cout,
+                    k: 1,
+                    h,
+                    w,
+                };
+                let x = uniform(&mut rng, cin * h * w);
+                let wt = uniform(&mut rng, cout * cin);
+                let want = naive(s, &x, &wt, None, false);
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let mut got = vec![f32::NAN; cout * h * w];
+                conv1x1_few(&wt, cin, &x, h * w, &mut got);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                assert!(
+                    err <= 1e-5 * scale,
+                    "{s:?}: max error {err} (scale {scale})"
+                );
             }
         }
     }

@@ -12,8 +12,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape, Kernel, Plain,
-    RowSink, Upsample,
+    add_tap_major, conv1x1_few, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape,
+    Kernel, Plain, RowSink, Upsample, FEW_OUTPUTS,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
@@ -667,17 +667,33 @@ impl FastDenseUNet {
         let d = head.cout;
         ws.repr.resize(n * d * h * w, 0.0);
         let s = shape(head, h, w);
-        ws.repr
-            .par_chunks_mut(d * h * w)
-            .zip(last.data.par_chunks(last.stride()))
-            .for_each(|(out, inp)| {
-                let src = Plain {
-                    x: inp,
-                    hw: h * w,
-                    w,
-                };
-                conv_forward(kernel, s, &src, conv_w(p, head), None, false, out, true);
-            });
+        if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
+            for (out, inp) in ws
+                .repr
+                .chunks_mut(d * h * w)
+                .zip(last.data.chunks(last.stride()))
+            {
+                conv1x1_few(
+                    conv_w(p, head),
+                    head.cin,
+                    &inp[..head.cin * h * w],
+                    h * w,
+                    out,
+                );
+            }
+        } else {
+            ws.repr
+                .par_chunks_mut(d * h * w)
+                .zip(last.data.par_chunks(last.stride()))
+                .for_each(|(out, inp)| {
+                    let src = Plain {
+                        x: inp,
+                        hw: h * w,
+                        w,
+                    };
+                    conv_forward(kernel, s, &src, conv_w(p, head), None, false, out, true);
+                });
+        }
         if in_place {
             // Give the down blocks their (grown) buffers back for the next tile.
             for l in 0..depth {

@@ -206,6 +206,15 @@ per_isa! {
     }
 }
 
+per_isa! {
+    /// `acc += w · x` (a multiply, then an add).
+    fn mul_add_assign / mul_add_assign_on(acc: &mut [f32], x: &[f32], w: f32) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a += w * v;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +273,7 @@ mod tests {
                 bn_input_grad_on(isa, &mut acc, &x, &d, 0.9, 0.1, 0.3, -0.2, 1.1);
                 add_bias_on(isa, &mut d, &acc, 0.25, true);
                 add_assign_on(isa, &mut acc, &d);
+                mul_add_assign_on(isa, &mut acc, &x, -0.35);
                 out.extend(bits(&acc));
                 let s = sum_f64_on(isa, &x);
                 let q = sum_squared_deviations_on(isa, &x, s / n.max(1) as f64);
