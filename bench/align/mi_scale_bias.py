@@ -11,14 +11,16 @@ transform (scale, angle, translation) is estimated from the identity four ways:
   an independent implementation of the same metric;
 * `itk interior` (CT only, `--interior`): the same, restricted by a fixed-image mask to the inside
   of the skull (pixels within the bright bone ring of the CT, eroded by 6 px), so that the skull
-  and the scalp do not take part.
+  and the scalp do not take part;
+* `itk gradient` (`--gradient`): SimpleITK's Mattes MI between the images' gradient magnitudes
+  (Gaussian derivatives, σ 1.5 px), which pairs edges rather than intensities.
 
 A scale far from 1 that every implementation finds is a property of the metric on these images;
 if it disappears when the skull and scalp are masked out, the truth is right and the metric is
 biased by those structures.
 
     mi_scale_bias.py --dataset DATASETS/aanlib-ct-mri --comir target/release/comir [--pairs 24] \
-        [--interior] [--csv out.csv]
+        [--interior] [--gradient] [--csv out.csv]
 
 Needs numpy, scipy, pillow and SimpleITK.
 """
@@ -94,11 +96,14 @@ def main() -> None:
     ap.add_argument("--comir", required=True, help="the comir binary")
     ap.add_argument("--pairs", type=int, default=24, help="pairs, evenly spaced in name order")
     ap.add_argument("--interior", action="store_true", help="also MI inside the CT's skull only")
+    ap.add_argument("--gradient", action="store_true",
+                    help="also MI between the gradient magnitudes")
     ap.add_argument("--csv")
     args = ap.parse_args()
     names = sorted(os.listdir(os.path.join(args.dataset, "A")))
     names = names[:: max(1, len(names) // args.pairs)][: args.pairs]
-    cols = ["comir", "comir reverse", "itk"] + (["itk interior"] if args.interior else [])
+    cols = ["comir", "comir reverse", "itk"] + (["itk interior"] if args.interior else []) \
+        + (["itk gradient"] if args.gradient else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in names:
@@ -114,6 +119,9 @@ def main() -> None:
             if args.interior:
                 mask = skull_interior(a)
                 row["itk interior"] = itk_scale(a, b, mask) if mask is not None else float("nan")
+            if args.gradient:
+                row["itk gradient"] = itk_scale(ndimage.gaussian_gradient_magnitude(a, 1.5),
+                                                ndimage.gaussian_gradient_magnitude(b, 1.5), None)
             rows.append(row)
             print(n, "  ".join(f"{c} {row[c]:.4f}" for c in cols), flush=True)
     print(f"\nscale that MI chooses on {len(rows)} aligned pairs of {args.dataset} (truth: 1)")
