@@ -231,7 +231,10 @@ def main():
               "params": params, "conv_gflop_fwd_per_net": flops_fwd / 1e9,
               # forward + input gradients + weight gradients ~ 3x forward, for both networks
               "train_gflop_per_step": 6 * flops_fwd / 1e9,
-              "loss": "loop" if args.loop_loss else "matmul", "clip": "total-norm per network"}
+              "loss": "loop" if args.loop_loss else "matmul", "clip": "total-norm per network",
+              # ATen's vector kernels (ATEN_CPU_CAPABILITY caps it; ONEDNN_MAX_CPU_ISA caps oneDNN's)
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
     if args.steps == 0:
         print(json.dumps(result))
         return

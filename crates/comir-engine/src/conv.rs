@@ -656,6 +656,12 @@ mod tests {
             .collect()
     }
 
+    fn max_difference(got: &[f32], want: &[f32]) -> f32 {
+        got.iter()
+            .zip(want)
+            .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()))
+    }
+
     fn uniform(rng: &mut impl Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
     }
@@ -680,10 +686,7 @@ mod tests {
                             w,
                         };
                         conv_forward(kernel, s, &src, &wt, Some(&bias), relu, &mut got, parallel);
-                        let err = got
-                            .iter()
-                            .zip(&want)
-                            .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                        let err = max_difference(&got, &want);
                         assert!(
                             err <= 1e-5 * scale,
                             "{kernel:?} {s:?} relu {relu}: max error {err} (scale {scale})"
@@ -713,10 +716,7 @@ mod tests {
                 let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 let mut got = vec![f32::NAN; cout * h * w];
                 conv1x1_few(&wt, cin, &x, h * w, &mut got);
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                let err = max_difference(&got, &want);
                 assert!(
                     err <= 1e-5 * scale,
                     "{s:?}: max error {err} (scale {scale})"
