@@ -42,7 +42,7 @@ impl Act {
         // Reuse the allocation across steps; the contents are overwritten by the forward.
         let want = n * room.max(c) * hw;
         self.data.reserve(want.saturating_sub(self.data.len()));
-        self.data.resize(n * c * hw, 0.0);
+        resize_in_parallel(&mut self.data, n * c * hw);
         self.mean.resize(c, 0.0);
         self.var.resize(c, 1.0);
     }
@@ -54,9 +54,21 @@ impl Act {
     /// Grows one sample's activations to `c` channels, keeping the ones there.
     fn grow_single(&mut self, c: usize) {
         self.c = c;
-        self.data.resize(c * self.hw, 0.0);
+        resize_in_parallel(&mut self.data, c * self.hw);
         self.mean.resize(c, 0.0);
         self.var.resize(c, 1.0);
+    }
+}
+
+/// `v.resize(len, 0.0)` with the new zeros written by every thread: the first touch of fresh
+/// pages is what costs, and done by the calling thread alone it left the other cores idle
+/// between the layers of an inference.
+fn resize_in_parallel(v: &mut Vec<f32>, len: usize) {
+    if len <= v.len() {
+        v.truncate(len);
+    } else {
+        let extra = len - v.len();
+        v.par_extend(rayon::iter::repeat_n(0.0f32, extra));
     }
 }
 
