@@ -206,27 +206,29 @@ fn transposed_row(cin: usize) -> usize {
 /// channels `cin..row`.
 fn transpose_band(band: &GradBand, positions: usize, xt: &mut [f32]) {
     let row = transposed_row(band.cin);
-    // Blocks of 16 positions × 16 channels through a small buffer: reads and writes both
-    // run along cache lines.
-    let mut block = [[0.0f32; 16]; 16];
-    for p0 in (0..positions).step_by(16) {
-        let np = (positions - p0).min(16);
-        for c0 in (0..row).step_by(16) {
-            let nc = band.cin.saturating_sub(c0).min(16);
-            for (i, line) in block.iter_mut().enumerate() {
-                if i < nc {
-                    let from = (c0 + i) * band.plane + p0;
-                    line[..np].copy_from_slice(&band.input[from..from + np]);
-                } else {
-                    line.fill(0.0);
-                }
-            }
-            for p in 0..np {
-                let dst = &mut xt[(p0 + p) * row + c0..(p0 + p) * row + c0 + 16];
-                for (d, line) in dst.iter_mut().zip(&block) {
-                    *d = line[p];
-                }
-            }
+    let whole = positions / 8 * 8;
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.supported() {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { avx2::transpose_blocks(band, whole, row, xt) };
+    } else {
+        transpose_scalar(band, 0..whole, row, xt);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    transpose_scalar(band, 0..whole, row, xt);
+    transpose_scalar(band, whole..positions, row, xt);
+}
+
+/// The positions `range` of [`transpose_band`], one element at a time.
+fn transpose_scalar(band: &GradBand, range: std::ops::Range<usize>, row: usize, xt: &mut [f32]) {
+    for p in range {
+        let line = &mut xt[p * row..(p + 1) * row];
+        for (ci, d) in line.iter_mut().enumerate() {
+            *d = if ci < band.cin {
+                band.input[ci * band.plane + p]
+            } else {
+                0.0
+            };
         }
     }
 }
@@ -308,7 +310,7 @@ struct GradTile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Band, GradTile, CO_BLOCK, PX_BLOCK};
+    use super::{Band, GradBand, GradTile, CO_BLOCK, PX_BLOCK};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -348,6 +350,67 @@ mod avx2 {
                 n += PX_BLOCK;
             }
         }
+    }
+
+    /// [`super::transpose_band`] for positions `0..whole` (a multiple of 8), in 8 × 8 blocks
+    /// transposed in registers: every read and write is a whole vector along a cache line.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_blocks(
+        band: &GradBand,
+        whole: usize,
+        row: usize,
+        xt: &mut [f32],
+    ) {
+        assert!(band.cin == 0 || (band.cin - 1) * band.plane + whole <= band.input.len());
+        assert!(whole * row <= xt.len() && band.cin <= row && row.is_multiple_of(8));
+        let (x, out) = (band.input.as_ptr(), xt.as_mut_ptr());
+        for p0 in (0..whole).step_by(8) {
+            for c0 in (0..row).step_by(8) {
+                let present = band.cin.saturating_sub(c0).min(8);
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, r) in r.iter_mut().enumerate().take(present) {
+                    // In bounds: channel c0 + i < cin and p0 + 8 <= whole (asserted).
+                    *r = _mm256_loadu_ps(x.add((c0 + i) * band.plane + p0));
+                }
+                let t = transpose8(r);
+                for (p, t) in t.iter().enumerate() {
+                    // In bounds: (p0 + p) · row + c0 + 8 <= whole · row (asserted).
+                    _mm256_storeu_ps(out.add((p0 + p) * row + c0), *t);
+                }
+            }
+        }
+    }
+
+    /// The transpose of an 8 × 8 block held as 8 row vectors.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
     }
 
     /// `dw[j][ci] += Σ_n dout[co0 + j][n] · xt[n + off][ci]` for the rows of `dw` (up to 6)
@@ -549,6 +612,39 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The band transposed for the weight gradient holds every input element at its
+    /// transposed place and zeros in the padding channels, for channel counts and lengths
+    /// that are and are not whole 8 × 8 blocks.
+    #[test]
+    fn transposed_band_matches_the_transpose_written_out() {
+        for (cin, positions) in [(1, 1), (3, 8), (8, 16), (12, 37), (17, 64), (44, 131)] {
+            let plane = positions + 5;
+            let input: Vec<f32> = (0..cin * plane).map(|i| i as f32 + 0.5).collect();
+            let band = GradBand {
+                cin,
+                input: &input,
+                plane,
+                offsets: &[0],
+                cout: 1,
+                dout: &[],
+                stride: positions,
+            };
+            let row = transposed_row(cin);
+            let mut xt = vec![f32::NAN; positions * row];
+            transpose_band(&band, positions, &mut xt);
+            for p in 0..positions {
+                for ci in 0..row {
+                    let want = if ci < cin { input[ci * plane + p] } else { 0.0 };
+                    assert_eq!(
+                        xt[p * row + ci],
+                        want,
+                        "cin {cin}, position {p}, channel {ci}"
+                    );
+                }
+            }
+        }
+    }
 
     /// AVX-512 ends a band of any length with a masked vector: every count of positions from
     /// one to past two tiles gives the sums written out, and nothing past them is written.
