@@ -91,7 +91,6 @@ pub struct Workspace {
     g_down: Vec<Vec<f32>>,
     g_bott: Vec<f32>,
     g_up: Vec<Vec<f32>>,
-    gy: Vec<f32>,
     dtd: Vec<f32>,
 }
 
@@ -717,14 +716,15 @@ impl FastDenseUNet {
 }
 
 /// Collects the gradient w.r.t. `relu(a·x + b)` rows of one sample: masks it by the ReLU,
-/// stores it, and sums the two per-channel reductions of the batch-norm backward.
+/// adds its share of the batch-norm input gradient (`a` times it) into `g`, and sums the two
+/// per-channel reductions from which the rest of that gradient follows ([`BnOwed`]).
 struct BnSink<'a> {
     x: &'a [f32],
     a: &'a [f32],
     b: &'a [f32],
     mean: &'a [f32],
     invstd: &'a [f32],
-    gy: &'a mut [f32],
+    g: &'a mut [f32],
     s1: Vec<f64>,
     s2: Vec<f64>,
     hw: usize,
@@ -736,8 +736,8 @@ impl RowSink for BnSink<'_> {
         let o = c * self.hw + y * self.w;
         let (a, b, m, is) = (self.a[c], self.b[c], self.mean[c], self.invstd[c]);
         let xs = &self.x[o..o + self.w];
-        let gys = &mut self.gy[o..o + self.w];
-        let (s1, s2) = simd::relu_grad_sums(gys, xs, grad, a, b, m, is);
+        let gs = &mut self.g[o..o + self.w];
+        let (s1, s2) = simd::relu_grad_sums(gs, xs, grad, a, b, m, is);
         self.s1[c] += s1 as f64;
         self.s2[c] += s2 as f64;
     }
@@ -818,10 +818,53 @@ impl<'a> Slab<'a> {
     }
 }
 
+/// The part of the batch-norm input gradients that depends on batch sums, owed to the
+/// channels of one block's buffer by the layers already run backward. Every batch norm reading
+/// a channel normalises it with the same batch statistics, so the parts owed by all of them
+/// add up to one affine function of the channel, `c + k · (x − mean)`, subtracted in a
+/// single pass just before the channel's gradient is read, instead of one pass per layer.
+struct BnOwed {
+    c: Vec<f64>,
+    k: Vec<f64>,
+}
+
+impl BnOwed {
+    fn new(channels: usize) -> Self {
+        Self {
+            c: vec![0.0; channels],
+            k: vec![0.0; channels],
+        }
+    }
+
+    /// Subtracts what is owed to `channels` from their gradient in `gx` (laid out as `act`).
+    fn settle(&mut self, act: &Act, gx: &mut [f32], channels: Range<usize>) {
+        let owing: Vec<(usize, f32, f32)> = channels
+            .filter(|&ch| self.c[ch] != 0.0 || self.k[ch] != 0.0)
+            .map(|ch| (ch, self.c[ch] as f32, self.k[ch] as f32))
+            .collect();
+        if owing.is_empty() {
+            return;
+        }
+        let (hw, stride) = (act.hw, act.stride());
+        gx.par_chunks_mut(stride)
+            .zip(act.data.par_chunks(stride))
+            .for_each(|(g, x)| {
+                for &(ch, c, k) in &owing {
+                    let r = ch * hw..(ch + 1) * hw;
+                    simd::bn_batch_grad(&mut g[r.clone()], &x[r], c, k, act.mean[ch]);
+                }
+            });
+        for &(ch, _, _) in &owing {
+            self.c[ch] = 0.0;
+            self.k[ch] = 0.0;
+        }
+    }
+}
+
 /// Backward of BN → ReLU → conv reading the first `bn.c` channels of `act`, accumulating
-/// the input gradient into `gx` (same layout as `act`). Pass 1 (per sample): conv weight
-/// gradient and the masked gradient `gy` with its per-channel sums; pass 2: the batch-norm
-/// input gradient from the batch sums.
+/// the input gradient into `gx` (same layout as `act`). Per sample: the conv weight gradient
+/// and the ReLU-masked gradient, whose direct share of the batch-norm input gradient goes
+/// into `gx` at once and whose per-channel sums give the rest, added to `owed`.
 #[allow(clippy::too_many_arguments)]
 fn bn_conv_backward(
     kernel: Kernel,
@@ -834,7 +877,7 @@ fn bn_conv_backward(
     n: usize,
     h: usize,
     w: usize,
-    gy_buf: &mut Vec<f32>,
+    owed: &mut BnOwed,
     eps: f32,
 ) {
     let hw = h * w;
@@ -851,62 +894,59 @@ fn bn_conv_backward(
     let mean = &act.mean[..c];
     let s = shape(conv, h, w);
     let wt = transpose_weight(s, conv_w(params, conv));
-    gy_buf.resize(n * c * hw, 0.0);
     let stride = act.stride();
-    let parts: Vec<SampleGrads> = {
-        // Dense layers read their output gradient from `gx` itself (channels after `c`).
-        let gx_ro: &[f32] = gx;
-        let dout = dout.unwrap_or(Slab {
-            buf: gx_ro,
-            stride,
-            offset: c * hw,
-            len: conv.cout * hw,
-        });
-        gy_buf
-            .par_chunks_mut(c * hw)
-            .enumerate()
-            .map(|(i, gy)| {
-                let x = &act.data[i * stride..i * stride + c * hw];
-                let src = BnRelu {
-                    x,
-                    a: &a,
-                    b: &b,
-                    hw,
-                    w,
-                };
-                let mut sink = BnSink {
-                    x,
-                    a: &a,
-                    b: &b,
-                    mean,
-                    invstd: &invstd,
-                    gy,
-                    s1: vec![0.0; c],
-                    s2: vec![0.0; c],
-                    hw,
-                    w,
-                };
-                let mut dw = vec![0.0; s.k * s.k * s.cout * s.cin];
-                let mut db = vec![0.0; s.cout];
-                conv_backward(
-                    kernel,
-                    s,
-                    &src,
-                    Some(&wt),
-                    dout.sample(i),
-                    &mut dw,
-                    Some(&mut db),
-                    Some(&mut sink),
-                );
-                SampleGrads {
-                    dw,
-                    db,
-                    s1: sink.s1,
-                    s2: sink.s2,
-                }
-            })
-            .collect()
-    };
+    let dout_cout = conv.cout * hw;
+    let parts: Vec<SampleGrads> = gx
+        .par_chunks_mut(stride)
+        .enumerate()
+        .map(|(i, gs)| {
+            // Dense layers read their output gradient from `gx` itself (the channels after
+            // `c`, which no layer below writes).
+            let (g, g_after) = gs.split_at_mut(c * hw);
+            let dout: &[f32] = match dout {
+                Some(slab) => slab.sample(i),
+                None => &g_after[..dout_cout],
+            };
+            let x = &act.data[i * stride..i * stride + c * hw];
+            let src = BnRelu {
+                x,
+                a: &a,
+                b: &b,
+                hw,
+                w,
+            };
+            let mut sink = BnSink {
+                x,
+                a: &a,
+                b: &b,
+                mean,
+                invstd: &invstd,
+                g,
+                s1: vec![0.0; c],
+                s2: vec![0.0; c],
+                hw,
+                w,
+            };
+            let mut dw = vec![0.0; s.k * s.k * s.cout * s.cin];
+            let mut db = vec![0.0; s.cout];
+            conv_backward(
+                kernel,
+                s,
+                &src,
+                Some(&wt),
+                dout,
+                &mut dw,
+                Some(&mut db),
+                Some(&mut sink),
+            );
+            SampleGrads {
+                dw,
+                db,
+                s1: sink.s1,
+                s2: sink.s2,
+            }
+        })
+        .collect();
     reduce_conv(s, conv, &parts, grads);
     let mut s1 = vec![0.0f64; c];
     let mut s2 = vec![0.0f64; c];
@@ -916,32 +956,15 @@ fn bn_conv_backward(
             s2[k] += part.s2[k];
         }
     }
+    let count = (n * hw) as f64;
     for k in 0..c {
         grads[bn.gamma + k] += s2[k] as f32;
         grads[bn.beta + k] += s1[k] as f32;
+        // g −= a · (m1 + (x − mean) · invstd · m2), with m1, m2 the batch means of the sums.
+        let ak = f64::from(a[k]);
+        owed.c[k] += ak * s1[k] / count;
+        owed.k[k] += ak * f64::from(invstd[k]) * s2[k] / count;
     }
-    let count = (n * hw) as f64;
-    let m1: Vec<f32> = s1.iter().map(|&v| (v / count) as f32).collect();
-    let m2: Vec<f32> = s2.iter().map(|&v| (v / count) as f32).collect();
-    let gy_all: &[f32] = gy_buf;
-    gx.par_chunks_mut(stride).enumerate().for_each(|(i, g)| {
-        let x = &act.data[i * stride..i * stride + c * hw];
-        let gy = &gy_all[i * c * hw..(i + 1) * c * hw];
-        for k in 0..c {
-            let (k1, mk, m1k, m2k, is) = (a[k], mean[k], m1[k], m2[k], invstd[k]);
-            let r = k * hw..(k + 1) * hw;
-            simd::bn_input_grad(
-                &mut g[r.clone()],
-                &x[r.clone()],
-                &gy[r],
-                k1,
-                mk,
-                m1k,
-                m2k,
-                is,
-            );
-        }
-    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -955,14 +978,19 @@ fn block_backward(
     n: usize,
     h: usize,
     w: usize,
-    gy: &mut Vec<f32>,
+    owed: &mut BnOwed,
     eps: f32,
 ) {
     for &layer in layers.iter().rev() {
+        let (c, cout) = (layer.bn.c, layer.conv.cout);
+        // The layer's output channels are complete once what they are owed is settled.
+        owed.settle(act, gx, c..c + cout);
         bn_conv_backward(
-            kernel, params, grads, layer, act, gx, None, n, h, w, gy, eps,
+            kernel, params, grads, layer, act, gx, None, n, h, w, owed, eps,
         );
     }
+    // The block's input channels.
+    owed.settle(act, gx, 0..owed.c.len());
 }
 
 /// Sets `v` to `len` zeros, clearing a buffer of the right size on every thread (a serial
@@ -1033,7 +1061,6 @@ impl FastDenseUNet {
             g_down,
             g_bott,
             g_up,
-            gy,
             dtd,
             ..
         } = ws;
@@ -1099,7 +1126,7 @@ impl FastDenseUNet {
                 n,
                 hl,
                 wl,
-                gy,
+                &mut BnOwed::new(up[i].c),
                 eps,
             );
             let skip = plan.skips[l];
@@ -1202,7 +1229,7 @@ impl FastDenseUNet {
             n,
             hb,
             wb,
-            gy,
+            &mut BnOwed::new(bott.c),
             eps,
         );
         // Down path, deepest level first.
@@ -1257,6 +1284,9 @@ impl FastDenseUNet {
                 offset: 0,
                 len: comp * hwi,
             };
+            // The transition reads every channel of the block, so what it owes them is
+            // settled with the block's own layers.
+            let mut owed = BnOwed::new(down[i].c);
             bn_conv_backward(
                 kernel,
                 p,
@@ -1268,7 +1298,7 @@ impl FastDenseUNet {
                 n,
                 hi,
                 wi,
-                gy,
+                &mut owed,
                 eps,
             );
             block_backward(
@@ -1281,7 +1311,7 @@ impl FastDenseUNet {
                 n,
                 hi,
                 wi,
-                gy,
+                &mut owed,
                 eps,
             );
         }

@@ -66,10 +66,11 @@ per_isa! {
 }
 
 per_isa! {
-    /// The ReLU mask of the batch-norm backward: `gy = grad` where `a · x + b > 0`, else 0;
-    /// returns `(Σ gy, Σ gy · (x − m) · invstd)`.
+    /// The ReLU mask of the batch-norm backward, added into the input gradient: with
+    /// `gy = grad` where `a · x + b > 0`, else 0, `g += a · gy`; returns
+    /// `(Σ gy, Σ gy · (x − m) · invstd)`.
     fn relu_grad_sums / relu_grad_sums_on(
-        gy: &mut [f32],
+        g: &mut [f32],
         x: &[f32],
         grad: &[f32],
         a: f32,
@@ -78,17 +79,17 @@ per_isa! {
         invstd: f32,
     ) -> (f32, f32) {
         let (mut s1, mut s2) = ([0.0f32; LANES], [0.0f32; LANES]);
-        let n = gy.len().min(x.len()).min(grad.len());
+        let n = g.len().min(x.len()).min(grad.len());
         let whole = n / LANES * LANES;
-        let (gy, x, grad) = (&mut gy[..n], &x[..n], &grad[..n]);
-        for ((g, xs), gr) in gy[..whole]
+        let (g, x, grad) = (&mut g[..n], &x[..n], &grad[..n]);
+        for ((gs, xs), gr) in g[..whole]
             .chunks_exact_mut(LANES)
             .zip(x[..whole].chunks_exact(LANES))
             .zip(grad[..whole].chunks_exact(LANES))
         {
             for l in 0..LANES {
                 let gv = if a * xs[l] + b > 0.0 { gr[l] } else { 0.0 };
-                g[l] = gv;
+                gs[l] += a * gv;
                 s1[l] += gv;
                 s2[l] += gv * (xs[l] - m) * invstd;
             }
@@ -96,7 +97,7 @@ per_isa! {
         for i in whole..n {
             let l = i - whole;
             let gv = if a * x[i] + b > 0.0 { grad[i] } else { 0.0 };
-            gy[i] = gv;
+            g[i] += a * gv;
             s1[l] += gv;
             s2[l] += gv * (x[i] - m) * invstd;
         }
@@ -163,20 +164,11 @@ per_isa! {
 }
 
 per_isa! {
-    /// The batch-norm input gradient of one channel:
-    /// `g += k · (gy − m1 − (x − mean) · invstd · m2)`.
-    fn bn_input_grad / bn_input_grad_on(
-        g: &mut [f32],
-        x: &[f32],
-        gy: &[f32],
-        k: f32,
-        mean: f32,
-        m1: f32,
-        m2: f32,
-        invstd: f32,
-    ) {
-        for ((gv, &xv), &gyv) in g.iter_mut().zip(x).zip(gy) {
-            *gv += k * (gyv - m1 - (xv - mean) * invstd * m2);
+    /// The part of the batch-norm input gradient of one channel that comes from the batch
+    /// statistics: `g −= c + k · (x − mean)`.
+    fn bn_batch_grad / bn_batch_grad_on(g: &mut [f32], x: &[f32], c: f32, k: f32, mean: f32) {
+        for (gv, &xv) in g.iter_mut().zip(x) {
+            *gv -= c + k * (xv - mean);
         }
     }
 }
@@ -234,13 +226,14 @@ mod tests {
         let ss: f64 = x.iter().map(|&v| (f64::from(v) - m).powi(2)).sum();
         assert!((sum_squared_deviations(&x, m) - ss).abs() < 1e-9 * ss);
         let grad: Vec<f32> = x.iter().map(|v| v * 0.5 - 1.0).collect();
-        let mut gy = vec![f32::NAN; x.len()];
+        let before: Vec<f32> = x.iter().map(|v| 0.25 - v).collect();
+        let mut g = before.clone();
         let (a, b, mean, invstd) = (1.5f32, -0.25f32, 0.3f32, 2.0f32);
-        let (s1, s2) = relu_grad_sums(&mut gy, &x, &grad, a, b, mean, invstd);
+        let (s1, s2) = relu_grad_sums(&mut g, &x, &grad, a, b, mean, invstd);
         let (mut e1, mut e2) = (0.0f64, 0.0f64);
         for i in 0..x.len() {
             let want = if a * x[i] + b > 0.0 { grad[i] } else { 0.0 };
-            assert_eq!(gy[i], want);
+            assert_eq!(g[i], before[i] + a * want);
             e1 += f64::from(want);
             e2 += f64::from(want) * (f64::from(x[i]) - f64::from(mean)) * f64::from(invstd);
         }
@@ -252,6 +245,17 @@ mod tests {
             (f64::from(s2) - e2).abs() < 1e-4 * e2.abs().max(1.0),
             "{s2} vs {e2}"
         );
+    }
+
+    #[test]
+    fn batch_grad_subtracts_the_affine_part() {
+        let x = data(37, 3);
+        let g0 = data(37, 4);
+        let mut g = g0.clone();
+        bn_batch_grad(&mut g, &x, 0.5, -1.25, 0.75);
+        for i in 0..x.len() {
+            assert_eq!(g[i], g0[i] - (0.5 + -1.25 * (x[i] - 0.75)));
+        }
     }
 
     /// Every version computes the same bits as the baseline one, on lengths off the lane
@@ -270,7 +274,7 @@ mod tests {
                 out.extend(bits(&d));
                 out.extend([s1.to_bits(), s2.to_bits()]);
                 let mut acc = g.clone();
-                bn_input_grad_on(isa, &mut acc, &x, &d, 0.9, 0.1, 0.3, -0.2, 1.1);
+                bn_batch_grad_on(isa, &mut acc, &x, 0.1, -0.2, 0.3);
                 add_bias_on(isa, &mut d, &acc, 0.25, true);
                 add_assign_on(isa, &mut acc, &d);
                 mul_add_assign_on(isa, &mut acc, &x, -0.35);
