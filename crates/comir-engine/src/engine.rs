@@ -821,26 +821,26 @@ impl<'a> Slab<'a> {
 /// The part of the batch-norm input gradients that depends on batch sums, owed to the
 /// channels of one block's buffer by the layers already run backward. Every batch norm reading
 /// a channel normalises it with the same batch statistics, so the parts owed by all of them
-/// add up to one affine function of the channel, `c + k · (x − mean)`, subtracted in a
+/// add up to one affine function of the channel, `offset + slope · (x − mean)`, subtracted in a
 /// single pass just before the channel's gradient is read, instead of one pass per layer.
 struct BnOwed {
-    c: Vec<f64>,
-    k: Vec<f64>,
+    offset: Vec<f64>,
+    slope: Vec<f64>,
 }
 
 impl BnOwed {
     fn new(channels: usize) -> Self {
         Self {
-            c: vec![0.0; channels],
-            k: vec![0.0; channels],
+            offset: vec![0.0; channels],
+            slope: vec![0.0; channels],
         }
     }
 
     /// Subtracts what is owed to `channels` from their gradient in `gx` (laid out as `act`).
     fn settle(&mut self, act: &Act, gx: &mut [f32], channels: Range<usize>) {
         let owing: Vec<(usize, f32, f32)> = channels
-            .filter(|&ch| self.c[ch] != 0.0 || self.k[ch] != 0.0)
-            .map(|ch| (ch, self.c[ch] as f32, self.k[ch] as f32))
+            .filter(|&ch| self.offset[ch] != 0.0 || self.slope[ch] != 0.0)
+            .map(|ch| (ch, self.offset[ch] as f32, self.slope[ch] as f32))
             .collect();
         if owing.is_empty() {
             return;
@@ -849,14 +849,14 @@ impl BnOwed {
         gx.par_chunks_mut(stride)
             .zip(act.data.par_chunks(stride))
             .for_each(|(g, x)| {
-                for &(ch, c, k) in &owing {
+                for &(ch, offset, slope) in &owing {
                     let r = ch * hw..(ch + 1) * hw;
-                    simd::bn_batch_grad(&mut g[r.clone()], &x[r], c, k, act.mean[ch]);
+                    simd::bn_batch_grad(&mut g[r.clone()], &x[r], offset, slope, act.mean[ch]);
                 }
             });
         for &(ch, _, _) in &owing {
-            self.c[ch] = 0.0;
-            self.k[ch] = 0.0;
+            self.offset[ch] = 0.0;
+            self.slope[ch] = 0.0;
         }
     }
 }
@@ -962,8 +962,8 @@ fn bn_conv_backward(
         grads[bn.beta + k] += s1[k] as f32;
         // g −= a · (m1 + (x − mean) · invstd · m2), with m1, m2 the batch means of the sums.
         let ak = f64::from(a[k]);
-        owed.c[k] += ak * s1[k] / count;
-        owed.k[k] += ak * f64::from(invstd[k]) * s2[k] / count;
+        owed.offset[k] += ak * s1[k] / count;
+        owed.slope[k] += ak * f64::from(invstd[k]) * s2[k] / count;
     }
 }
 
@@ -990,7 +990,7 @@ fn block_backward(
         );
     }
     // The block's input channels.
-    owed.settle(act, gx, 0..owed.c.len());
+    owed.settle(act, gx, 0..owed.offset.len());
 }
 
 /// Sets `v` to `len` zeros, clearing a buffer of the right size on every thread (a serial

@@ -165,10 +165,10 @@ per_isa! {
 
 per_isa! {
     /// The part of the batch-norm input gradient of one channel that comes from the batch
-    /// statistics: `g −= c + k · (x − mean)`.
-    fn bn_batch_grad / bn_batch_grad_on(g: &mut [f32], x: &[f32], c: f32, k: f32, mean: f32) {
+    /// statistics: `g −= offset + slope · (x − mean)`.
+    fn bn_batch_grad / bn_batch_grad_on(g: &mut [f32], x: &[f32], offset: f32, slope: f32, mean: f32) {
         for (gv, &xv) in g.iter_mut().zip(x) {
-            *gv -= c + k * (xv - mean);
+            *gv -= offset + slope * (xv - mean);
         }
     }
 }
