@@ -445,7 +445,7 @@ pub(crate) fn conv_backward(
     assert_eq!(dw.len(), kk * s.cout * s.cin, "conv_backward: dw size");
     if let Some(db) = db {
         for (co, d) in db.iter_mut().enumerate() {
-            *d += dout[co * hw..(co + 1) * hw].iter().sum::<f32>();
+            *d += simd::sum_f64(&dout[co * hw..(co + 1) * hw]) as f32;
         }
     }
     let wp = s.w + 2;

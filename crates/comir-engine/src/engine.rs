@@ -727,19 +727,36 @@ struct BnSink<'a> {
     g: &'a mut [f32],
     s1: Vec<f64>,
     s2: Vec<f64>,
+    /// The channel whose rows are being summed, with its lane sums (folded into `s1`, `s2`
+    /// when the rows move to another channel: once per band, not once per row).
+    run: Option<(usize, simd::Lanes, simd::Lanes)>,
     hw: usize,
     w: usize,
 }
 
+impl BnSink<'_> {
+    /// Folds the current run of rows into the channel sums.
+    fn flush(&mut self) {
+        if let Some((c, l1, l2)) = self.run.take() {
+            self.s1[c] += f64::from(simd::fold_lanes(&l1));
+            self.s2[c] += f64::from(simd::fold_lanes(&l2));
+        }
+    }
+}
+
 impl RowSink for BnSink<'_> {
     fn row(&mut self, c: usize, y: usize, grad: &[f32]) {
+        if self.run.as_ref().is_none_or(|r| r.0 != c) {
+            self.flush();
+            self.run = Some((c, simd::Lanes::default(), simd::Lanes::default()));
+        }
         let o = c * self.hw + y * self.w;
         let (a, b, m, is) = (self.a[c], self.b[c], self.mean[c], self.invstd[c]);
         let xs = &self.x[o..o + self.w];
         let gs = &mut self.g[o..o + self.w];
-        let (s1, s2) = simd::relu_grad_sums(gs, xs, grad, a, b, m, is);
-        self.s1[c] += s1 as f64;
-        self.s2[c] += s2 as f64;
+        if let Some((_, l1, l2)) = self.run.as_mut() {
+            simd::relu_grad_sums(gs, xs, grad, a, b, m, is, l1, l2);
+        }
     }
 }
 
@@ -924,6 +941,7 @@ fn bn_conv_backward(
                 g,
                 s1: vec![0.0; c],
                 s2: vec![0.0; c],
+                run: None,
                 hw,
                 w,
             };
@@ -939,6 +957,7 @@ fn bn_conv_backward(
                 Some(&mut db),
                 Some(&mut sink),
             );
+            sink.flush();
             SampleGrads {
                 dw,
                 db,

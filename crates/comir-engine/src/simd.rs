@@ -65,10 +65,13 @@ per_isa! {
     }
 }
 
+/// Per-lane partial sums, folded with [`fold_lanes`] once a run of rows is summed.
+pub(crate) type Lanes = [f32; LANES];
+
 per_isa! {
     /// The ReLU mask of the batch-norm backward, added into the input gradient: with
-    /// `gy = grad` where `a · x + b > 0`, else 0, `g += a · gy`; returns
-    /// `(Σ gy, Σ gy · (x − m) · invstd)`.
+    /// `gy = grad` where `a · x + b > 0`, else 0, `g += a · gy`; adds `gy` into the lanes of
+    /// `s1` and `gy · (x − m) · invstd` into those of `s2` (element `i` into lane `i % 16`).
     fn relu_grad_sums / relu_grad_sums_on(
         g: &mut [f32],
         x: &[f32],
@@ -77,8 +80,9 @@ per_isa! {
         b: f32,
         m: f32,
         invstd: f32,
-    ) -> (f32, f32) {
-        let (mut s1, mut s2) = ([0.0f32; LANES], [0.0f32; LANES]);
+        s1: &mut Lanes,
+        s2: &mut Lanes,
+    ) {
         let n = g.len().min(x.len()).min(grad.len());
         let whole = n / LANES * LANES;
         let (g, x, grad) = (&mut g[..n], &x[..n], &grad[..n]);
@@ -101,8 +105,12 @@ per_isa! {
             s1[l] += gv;
             s2[l] += gv * (x[i] - m) * invstd;
         }
-        (fold16(&s1), fold16(&s2))
     }
+}
+
+/// The sum of the lanes, pairwise (a fixed order).
+pub(crate) fn fold_lanes(v: &Lanes) -> f32 {
+    fold16(v)
 }
 
 /// Sums 16 lanes pairwise (a fixed order).
@@ -229,7 +237,9 @@ mod tests {
         let before: Vec<f32> = x.iter().map(|v| 0.25 - v).collect();
         let mut g = before.clone();
         let (a, b, mean, invstd) = (1.5f32, -0.25f32, 0.3f32, 2.0f32);
-        let (s1, s2) = relu_grad_sums(&mut g, &x, &grad, a, b, mean, invstd);
+        let (mut l1, mut l2) = ([0.0; LANES], [0.0; LANES]);
+        relu_grad_sums(&mut g, &x, &grad, a, b, mean, invstd, &mut l1, &mut l2);
+        let (s1, s2) = (fold_lanes(&l1), fold_lanes(&l2));
         let (mut e1, mut e2) = (0.0f64, 0.0f64);
         for i in 0..x.len() {
             let want = if a * x[i] + b > 0.0 { grad[i] } else { 0.0 };
@@ -270,7 +280,9 @@ mod tests {
                 let mut d = vec![0.0; n];
                 bn_relu_on(isa, &mut d, &x, 0.7, -0.1);
                 out.extend(bits(&d));
-                let (s1, s2) = relu_grad_sums_on(isa, &mut d, &x, &g, 0.7, -0.1, 0.2, 1.3);
+                let (mut l1, mut l2) = ([0.0; LANES], [0.0; LANES]);
+                relu_grad_sums_on(isa, &mut d, &x, &g, 0.7, -0.1, 0.2, 1.3, &mut l1, &mut l2);
+                let (s1, s2) = (fold_lanes(&l1), fold_lanes(&l2));
                 out.extend(bits(&d));
                 out.extend([s1.to_bits(), s2.to_bits()]);
                 let mut acc = g.clone();
