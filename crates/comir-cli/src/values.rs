@@ -22,6 +22,9 @@ pub enum MethodArg {
     /// Normalised cross-correlation, MI's pyramid and optimiser: for one modality (learned
     /// representations, --model).
     Ncc,
+    /// Mattes MI, then refined by normalised gradient fields (edge directions): for modalities
+    /// whose edges coincide but whose intensities MI pairs wrongly (CT and MR).
+    Ngf,
 }
 
 impl From<MethodArg> for MethodName {
@@ -32,6 +35,7 @@ impl From<MethodArg> for MethodName {
             MethodArg::Features => MethodName::Features,
             MethodArg::Global => MethodName::Global,
             MethodArg::Ncc => MethodName::Ncc,
+            MethodArg::Ngf => MethodName::Ngf,
         }
     }
 }

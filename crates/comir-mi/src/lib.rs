@@ -134,10 +134,11 @@ pub struct MattesMiConfig {
     pub seed: u64,
     /// The transform estimated: `rigid` (default), `similarity` or `affine`.
     pub transform: TransformKind,
-    /// The similarity maximised: `mi` (default, Mattes mutual information) or `ncc`
+    /// The similarity maximised: `mi` (default, Mattes mutual information), `ncc`
     /// (normalised cross-correlation, for images of one modality such as learned
-    /// representations; the registrar is then called `ncc`). The samples, pyramid and optimiser
-    /// are the same.
+    /// representations) or `ngf` (normalised gradient fields: edge directions, from a start near
+    /// the answer); the registrar is called by the metric's name. The samples, pyramid and
+    /// optimiser are the same.
     pub metric: Metric,
 }
 
@@ -340,7 +341,7 @@ fn build_levels(
                 config.intensity_clip,
                 &mut rng,
             )
-            .with_metric(config.metric)
+            .with_metric(config.metric, f)
         })
         .collect()
 }
@@ -413,6 +414,7 @@ impl Registrar for MattesMi {
         match self.config.metric {
             Metric::Mi => "mi",
             Metric::Ncc => "ncc",
+            Metric::Ngf => "ngf",
         }
     }
 

@@ -29,16 +29,21 @@ pub enum MethodName {
     /// Normalised cross-correlation with MI's pyramid and optimiser, multi-start: for images of
     /// one modality (learned representations).
     Ncc,
+    /// Mattes MI as `Mi`, then its result refined by normalised gradient fields (edge
+    /// directions; Haber and Modersitzki 2006) in the last linear stage: for modalities whose
+    /// intensities pair wrongly under MI but whose edges coincide (CT and MR).
+    Ngf,
 }
 
 impl MethodName {
     /// Every method, in the order commands list them.
-    pub const ALL: [MethodName; 5] = [
+    pub const ALL: [MethodName; 6] = [
         MethodName::Aamd,
         MethodName::Mi,
         MethodName::Features,
         MethodName::Global,
         MethodName::Ncc,
+        MethodName::Ngf,
     ];
 
     /// The name used in files and tables.
@@ -49,6 +54,7 @@ impl MethodName {
             MethodName::Features => "features",
             MethodName::Global => "global",
             MethodName::Ncc => "ncc",
+            MethodName::Ngf => "ngf",
         }
     }
 }
@@ -67,6 +73,16 @@ impl std::str::FromStr for MethodName {
             })
     }
 }
+
+/// Pyramid of the `ngf` method's refinement: it starts from MI's result, so it needs no coarse
+/// levels, and on coarse levels NGF pulls towards other edges. On AANLIB CT/MR (41 pairs not
+/// used to choose NGF's ε, affine displacements) the full pyramid refined 48.2 % of the cases
+/// to success against MI's 57.3 %; the two finest levels 67.7 %.
+const NGF_REFINEMENT_FACTORS: [usize; 2] = [2, 1];
+
+/// Fewest fixed samples per level of the `ngf` refinement: NGF is informative at edges only,
+/// a small part of the image (on the same cases, 16384 samples: 72.6 %; 4096: 67.7 %).
+const NGF_REFINEMENT_SAMPLES: usize = 16_384;
 
 /// Settings of every method, as read from `--config FILE.toml` (sections `[aamd]`, `[mi]`,
 /// `[bspline]`, `[features]`, `[global]`; every field optional, defaults are the reference
@@ -201,7 +217,7 @@ pub fn build(
     let kinds = stages.kinds();
     let bspline_stage = || BSplineMi::new(cfg.mi.clone(), cfg.bspline.clone());
     // MI and NCC estimate any linear model; the others rigid transforms only.
-    let flexible = matches!(name, MethodName::Mi | MethodName::Ncc);
+    let flexible = matches!(name, MethodName::Mi | MethodName::Ncc | MethodName::Ngf);
     let Some(&first) = kinds.first() else {
         // A deformation alone, from the identity (or the global search's result).
         if name != MethodName::Mi {
@@ -233,15 +249,18 @@ pub fn build(
     } else {
         cfg.mi.metric
     };
-    let mi_stage = |kind: TransformKind| {
+    let stage_measuring = |kind: TransformKind, metric: Metric| {
         let mut mi = cfg.mi.clone();
         mi.transform = kind;
         mi.metric = metric;
         MattesMi::new(mi)
     };
+    let mi_stage = |kind: TransformKind| stage_measuring(kind, metric);
     let local: Box<dyn Registrar> = match name {
         MethodName::Aamd => Box::new(AlphaAmd::new(cfg.aamd.clone())?),
-        MethodName::Mi | MethodName::Ncc => Box::new(MultiStart::reference(mi_stage(first)?)),
+        MethodName::Mi | MethodName::Ncc | MethodName::Ngf => {
+            Box::new(MultiStart::reference(mi_stage(first)?))
+        }
         MethodName::Features => Box::new(FeatureRegistrar::new(cfg.features.clone())?),
         MethodName::Global => Box::new(GlobalSearch::new(cfg.global.clone())?),
     };
@@ -259,6 +278,18 @@ pub fn build(
             then: mi_stage(kind)?,
         });
     }
+    if name == MethodName::Ngf {
+        let last = kinds.last().copied().unwrap_or(first);
+        let mut ngf = cfg.mi.clone();
+        ngf.transform = last;
+        ngf.metric = Metric::Ngf;
+        ngf.shrink_factors = NGF_REFINEMENT_FACTORS.to_vec();
+        ngf.max_samples = ngf.max_samples.max(NGF_REFINEMENT_SAMPLES);
+        registrar = Box::new(Chained {
+            first: registrar,
+            then: MattesMi::new(ngf)?,
+        });
+    }
     if stages.bspline() {
         registrar = Box::new(Chained {
             first: registrar,
@@ -271,6 +302,40 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ngf` runs MI's chain and then refines the last stage by NGF: the result is NGF's
+    /// (name, cost in [−1, 0]), of the chain's last kind, and recovers an affine displacement
+    /// between two modalities of a phantom; a rigid chain gives a rigid NGF refinement.
+    #[test]
+    fn ngf_refines_the_mi_chain_with_normalised_gradient_fields() {
+        use comir_image::ops::Border;
+        use comir_register::centered_identity;
+        use comir_transform::{dense_error, Affine2, Transform2};
+        let (fixed, b) = comir_testkit::phantom_pair(128, 128, 9);
+        let truth: Transform2 = Affine2 {
+            matrix: [[1.05, 0.02], [-0.03, 0.96]],
+            translation: [2.5, -3.0],
+            center: fixed.center(),
+        }
+        .into();
+        let moving = comir_testkit::moved_by_transform(&b, &truth, Border::Zero);
+        let cfg = MethodsConfig::default();
+        let stages: TransformStages = "similarity,affine".parse().expect("stages");
+        let reg = build(MethodName::Ngf, &cfg, false, &stages).expect("build");
+        assert_eq!((reg.name(), reg.kind()), ("ngf", TransformKind::Affine));
+        let out = reg
+            .register(&fixed, &moving, &centered_identity(&fixed, &moving))
+            .expect("register");
+        let err = dense_error(&out.transform, &truth, 128.0, 128.0);
+        assert!(err < 1.0, "dense error {err:.3} px");
+        assert!(
+            (-1.0..=0.0).contains(&out.metric_value),
+            "NGF cost {}",
+            out.metric_value
+        );
+        let rigid = build(MethodName::Ngf, &cfg, false, &TransformStages::rigid()).expect("build");
+        assert_eq!((rigid.name(), rigid.kind()), ("ngf", TransformKind::Rigid));
+    }
 
     #[test]
     fn names_parse_back_ignoring_case() {

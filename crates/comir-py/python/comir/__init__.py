@@ -136,7 +136,8 @@ def register(
     Args:
         fixed, moving: images (2-D or H x W x 3; uint8, uint16, float32 or float64).
         method: ``mi`` (Mattes mutual information, for raw images), ``aamd`` (alpha-AMD),
-            ``ncc``, ``features`` (SIFT-like + RANSAC) or ``global`` (FFT search).
+            ``ncc``, ``ngf`` (``mi`` refined by normalised gradient fields, for CT vs MR),
+            ``features`` (SIFT-like + RANSAC) or ``global`` (FFT search).
         transform: ``auto`` (the default: with ``mi``, a rigid and a ``similarity,affine``
             result, the second kept only when it fits clearly better; rigid with the other
             methods), ``rigid``, ``similarity``, ``affine``, or a chain such as
