@@ -52,6 +52,10 @@ pub struct AlignOptions {
     pub out: PathBuf,
     /// The transform chain of every registration.
     pub stages: TransformStages,
+    /// The method of the raw registrations (round 0, and the raw candidate kept per pair):
+    /// [`MethodName::Mi`], or [`MethodName::Ngf`] for modalities whose edges coincide but
+    /// whose intensities MI pairs wrongly (CT and MR).
+    pub raw_method: MethodName,
     /// Control-point spacing of a bspline stage.
     pub grid_spacing: Option<f64>,
     /// Learned rounds at most (after round 0).
@@ -148,11 +152,18 @@ pub struct RoundRecord {
 struct Settings {
     pairs: PathBuf,
     transform: String,
+    /// Runs saved before the raw method could be chosen used MI.
+    #[serde(default = "raw_method_mi")]
+    raw_method: String,
     grid_spacing: Option<f64>,
     rounds: usize,
     seed: u64,
     recipe: TrainConfig,
     steps_first: usize,
+}
+
+fn raw_method_mi() -> String {
+    MethodName::Mi.as_str().to_string()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -498,10 +509,17 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
             pairs.len()
         );
     }
+    if !matches!(options.raw_method, MethodName::Mi | MethodName::Ngf) {
+        bail!(
+            "align registers the raw images with mi or ngf, not {}",
+            options.raw_method.as_str()
+        );
+    }
     let recipe = recipe(options)?;
     let settings = Settings {
         pairs: options.pairs.clone(),
         transform: options.stages.spec(),
+        raw_method: options.raw_method.as_str().to_string(),
         grid_spacing: options.grid_spacing,
         rounds: options.rounds,
         seed: options.seed,
@@ -591,9 +609,17 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
             }
         }
         let record = if round == 0 {
-            let from_identity = build(MethodName::Mi, &raw_cfg, false, &options.stages)?;
-            let from_global = build(MethodName::Mi, &raw_cfg, true, &options.stages)?;
-            let bar = console.bar(loaded.len() as u64, "round 0: raw MI");
+            let raw = options.raw_method;
+            let from_identity = build(raw, &raw_cfg, false, &options.stages)?;
+            let from_global = build(raw, &raw_cfg, true, &options.stages)?;
+            let (label, label_global) = (
+                format!("raw {}", raw.as_str()),
+                format!("raw {} global", raw.as_str()),
+            );
+            let bar = console.bar(
+                loaded.len() as u64,
+                &format!("round 0: raw {}", raw.as_str().to_uppercase()),
+            );
             let mut results = BTreeMap::new();
             for p in &loaded {
                 let init = comir_register::centered_identity(&p.a_gray, &p.b_gray);
@@ -606,7 +632,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                             &p.b_gray,
                             &init,
                             0,
-                            "raw mi",
+                            &label,
                             0.0,
                         ),
                         candidate(
@@ -616,7 +642,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                             &p.b_gray,
                             &init,
                             0,
-                            "raw mi global",
+                            &label_global,
                             0.0,
                         ),
                     ]

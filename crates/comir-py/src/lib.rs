@@ -903,6 +903,7 @@ fn align(
     const KNOWN: &[&str] = &[
         "transform",
         "grid_spacing",
+        "raw_method",
         "rounds",
         "minutes",
         "preset",
@@ -922,6 +923,10 @@ fn align(
             Some(t) => parse("transform", &t)?,
             None => parse("transform", "similarity,affine")?,
         },
+        raw_method: parse(
+            "raw_method",
+            &get::<String>(options, "raw_method")?.unwrap_or_else(|| "mi".into()),
+        )?,
         grid_spacing: get(options, "grid_spacing")?,
         rounds: get(options, "rounds")?.unwrap_or(3),
         minutes: get(options, "minutes")?,

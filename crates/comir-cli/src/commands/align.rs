@@ -7,6 +7,7 @@ use comir_pipeline::align::{align, AlignOptions};
 use comir_pipeline::{Preset, TransformStages};
 
 use crate::console::Terminal;
+use crate::values::MethodArg;
 
 /// Arguments of `comir align`.
 #[derive(clap::Args)]
@@ -28,6 +29,10 @@ pub struct AlignArgs {
     /// The transform chain of every registration (e.g. affine or rigid,affine,bspline).
     #[arg(long, default_value = "similarity,affine")]
     pub transform: TransformStages,
+    /// The method of the raw registrations: mi (default) or ngf (MI refined by normalised
+    /// gradient fields, for CT vs MR).
+    #[arg(long, value_enum, default_value = "mi")]
+    pub raw_method: MethodArg,
     /// Control-point spacing in pixels of a bspline stage.
     #[arg(long)]
     pub grid_spacing: Option<f64>,
@@ -75,6 +80,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
         pairs: args.pairs,
         out: args.out,
         stages: args.transform,
+        raw_method: args.raw_method.into(),
         grid_spacing: args.grid_spacing,
         rounds: args.rounds,
         minutes: args.minutes,
