@@ -328,6 +328,7 @@ def align(
     out: PathLike,
     *,
     transform: str = "similarity,affine",
+    raw_method: str = "mi",
     rounds: int = 3,
     minutes: Optional[float] = None,
     preset: Optional[str] = None,
@@ -345,7 +346,8 @@ def align(
     """Registers a collection of unaligned pairs (``pairs_dir/A`` fixed, ``pairs_dir/B``
     moving, matched by file name), learning a CoMIR from the collection itself, as ``comir
     align`` does. ``out`` receives ``transforms/``, ``results.csv``, the model (and ``warped/``,
-    ``report/``).
+    ``report/``). ``raw_method`` is ``mi`` or ``ngf`` (MI refined by normalised gradient
+    fields, for CT vs MR).
 
     Returns:
         ``rounds`` (per round: every pair's kept result with its confidence, the pairs that
@@ -354,6 +356,7 @@ def align(
     """
     options: Dict[str, Any] = {
         "transform": transform,
+        "raw_method": raw_method,
         "grid_spacing": grid_spacing,
         "rounds": rounds,
         "minutes": minutes,
