@@ -95,9 +95,9 @@ pub enum Metric {
     Ncc,
     /// Normalised gradient fields (Haber and Modersitzki 2006): the mean of
     /// `((∇f · ∇m) / (‖∇f‖_ε ‖∇m‖_ε))²`, with `∇m` the gradient of the warped moving image and ε
-    /// a tenth of each image's mean gradient magnitude. Compares edge directions only, so it does not pair
-    /// intensities (a CT's bright bone with an MR's bright scalp); it needs a start near the
-    /// answer.
+    /// a tenth of each image's mean gradient magnitude. Compares edge directions only, so it does
+    /// not pair intensities (a CT's bright bone with an MR's bright scalp); it needs a start near
+    /// the answer.
     Ngf,
 }
 
@@ -520,10 +520,14 @@ impl Level {
     }
 
     fn evaluate_map<M: SampleMap>(&self, map: &M, want_grad: bool, scratch: &mut Scratch) -> Eval {
-        match (self.metric, &self.ngf) {
-            (Metric::Ncc, _) => return self.evaluate_ncc(map, want_grad, scratch),
-            (Metric::Ngf, Some(ngf)) => return self.evaluate_ngf(map, ngf, want_grad),
-            _ => {}
+        match self.metric {
+            Metric::Ncc => return self.evaluate_ncc(map, want_grad, scratch),
+            Metric::Ngf => {
+                // `with_metric` prepares the gradients whenever it sets NGF.
+                let ngf = self.ngf.as_ref().expect("an NGF level holds its gradients");
+                return self.evaluate_ngf(map, ngf, want_grad);
+            }
+            Metric::Mi => {}
         }
         let valid = self.fill_histogram(|p| map.map(p.dx, p.dy), want_grad, scratch);
         let mut grad = [0.0; MAX_PARAMS];

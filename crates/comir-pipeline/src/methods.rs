@@ -249,13 +249,12 @@ pub fn build(
     } else {
         cfg.mi.metric
     };
-    let stage_measuring = |kind: TransformKind, metric: Metric| {
+    let mi_stage = |kind: TransformKind| {
         let mut mi = cfg.mi.clone();
         mi.transform = kind;
         mi.metric = metric;
         MattesMi::new(mi)
     };
-    let mi_stage = |kind: TransformKind| stage_measuring(kind, metric);
     let local: Box<dyn Registrar> = match name {
         MethodName::Aamd => Box::new(AlphaAmd::new(cfg.aamd.clone())?),
         MethodName::Mi | MethodName::Ncc | MethodName::Ngf => {
