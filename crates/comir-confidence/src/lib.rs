@@ -13,6 +13,10 @@
 //! * **local misalignment**: the moving image is resampled into the fixed frame and, in 9
 //!   overlapping tiles, shifted by up to 6 % of the width to where the tile's mutual information
 //!   peaks; a correct result leaves the peaks near zero, a wrong one far off;
+//! * **edge disagreement**: how far a refinement by normalised gradient fields (edge
+//!   directions, independent of how intensities pair up) moves the result, within the result's
+//!   own transform model and as an affine map; MI's biased optima, which the MI tiles agree
+//!   with, are where edges disagree;
 //! * **overlap**: the fraction of the fixed image that lands inside the moving one;
 //! * **plausibility** of a similarity or affine result: its largest absolute log-scale.
 //!
@@ -34,7 +38,9 @@
 use comir_image::ops::sample_bilinear;
 use comir_image::pyramid::pyramid_level;
 use comir_image::Image;
-use comir_transform::Transform2;
+use comir_mi::{MattesMi, MattesMiConfig, Metric};
+use comir_register::Registrar;
+use comir_transform::{dense_error, Transform2, TransformKind};
 
 /// Side (in pixels) the images are reduced to before the evidence is gathered.
 const WORK_SIDE: f64 = 128.0;
@@ -52,6 +58,11 @@ const SEARCH_FRAC: f64 = 0.06;
 const MIN_VALID: f64 = 0.6;
 /// A tile counts when its fixed intensities have at least this entropy (nats).
 const MIN_TILE_ENTROPY: f64 = 0.5;
+/// Pyramid of the edge refinement: from the result, at half and full resolution (the `ngf`
+/// method's refinement).
+const EDGE_FACTORS: [usize; 2] = [2, 1];
+/// Fixed samples per level of the edge refinement.
+const EDGE_SAMPLES: usize = 16_384;
 /// Marks a resampled point outside the moving image.
 const OUTSIDE: u8 = u8::MAX;
 
@@ -69,6 +80,13 @@ pub struct Evidence {
     pub tile_lost: f64,
     /// Fraction of the tiles that were informative (textured and overlapping).
     pub tiles: f64,
+    /// How far a refinement by normalised gradient fields of the result's own kind (rigid,
+    /// similarity or affine), started at the result, moves the fixed image's points (mean over a
+    /// dense grid), as a fraction of the width; [`SEARCH_FRAC`] when the refinement cannot run
+    /// (too little overlap), and at most that.
+    pub edge_shift: f64,
+    /// The same for an affine refinement (equal to `edge_shift` for an affine result).
+    pub edge_shift_affine: f64,
     /// Largest absolute log-scale of the transform's linear part (0 for a rigid transform).
     pub log_scale: f64,
     /// Absolute shear of the transform's linear part (0 for rigid and similarity transforms).
@@ -113,30 +131,34 @@ pub struct Assessment {
 }
 
 /// Number of model features (see [`Evidence::features`]).
-pub const N_FEATURES: usize = 3;
+pub const N_FEATURES: usize = 5;
 
 /// The logistic model: intercept, then one weight per entry of [`Evidence::features`]. Fitted
 /// (L2 penalty 1 on standardised features) to success within 2 % of the width on the validation
 /// half of the evaluation cases: Mattes MI, rigid and similarity→affine, on rigid and affine
 /// displacements of MNI152 T1/T2, SHG/H&E and AANLIB CT/MR pairs whose name's FNV-1a hash is even.
-pub const COEFFICIENTS: [f64; N_FEATURES + 1] = [-25.7210, -2.56857, 17.4146, -4.54108];
+pub const COEFFICIENTS: [f64; N_FEATURES + 1] =
+    [-41.8927, -1.2396, 13.6818, -3.5921, -2.5478, -3.4543];
 
 /// Results with a lower confidence are flagged [`Flag::Doubtful`]: the confidence below which 5 %
 /// of the validation successes fall.
-pub const DOUBTFUL_BELOW: f64 = 0.341;
+pub const DOUBTFUL_BELOW: f64 = 0.510;
 
 /// Scales within `exp(±0.12)` (0.89–1.13) cost no confidence: sections and scans legitimately
 /// differ by that much (raw H&E onto SHG: 0.88–1.13 on all but one pair).
 pub const PLAUSIBLE_LOG_SCALE: f64 = 0.12;
 
 impl Evidence {
-    /// The model's inputs: `ln(tile_shift + 0.005)`, `overlap`, and the log-scale beyond the
-    /// plausible range, `max(0, log_scale − PLAUSIBLE_LOG_SCALE)`.
+    /// The model's inputs: `ln(tile_shift + 0.005)`, `overlap`, the log-scale beyond the
+    /// plausible range, `max(0, log_scale − PLAUSIBLE_LOG_SCALE)`, `ln(edge_shift + 0.005)` and
+    /// `ln(edge_shift_affine + 0.005)`.
     pub fn features(&self) -> [f64; N_FEATURES] {
         [
             (self.tile_shift + 0.005).ln(),
             self.overlap,
             (self.log_scale - PLAUSIBLE_LOG_SCALE).max(0.0),
+            (self.edge_shift + 0.005).ln(),
+            (self.edge_shift_affine + 0.005).ln(),
         ]
     }
 
@@ -410,6 +432,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// How far a refinement of `kind` by normalised gradient fields started at `t` moves the fixed
+/// image's points, as a fraction of the width. The refinement measures edges, not intensities,
+/// so it does not share the biases of MI's optimum; on a right result it stays within a pixel or
+/// two.
+fn edge_shift(fixed: &Image, moving: &Image, t: &Transform2, kind: TransformKind) -> f64 {
+    let config = MattesMiConfig {
+        transform: kind,
+        metric: Metric::Ngf,
+        shrink_factors: EDGE_FACTORS.to_vec(),
+        max_samples: EDGE_SAMPLES,
+        ..MattesMiConfig::default()
+    };
+    let refined = t.lift(kind).and_then(|start| {
+        let registrar = MattesMi::new(config).ok()?;
+        registrar
+            .register(fixed, moving, &start)
+            .ok()
+            .filter(|o| o.stop != comir_register::StopReason::TooFewSamples)
+    });
+    match refined {
+        Some(o) => {
+            let (w, h) = (fixed.width() as f64, fixed.height() as f64);
+            let d = dense_error(&o.transform, t, w, h) / w;
+            if d.is_finite() {
+                d.min(SEARCH_FRAC)
+            } else {
+                SEARCH_FRAC
+            }
+        }
+        None => SEARCH_FRAC,
+    }
+}
+
 /// Gathers the [`Evidence`] on a result (see the crate documentation).
 pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
     let work = Work::new(fixed, moving);
@@ -456,6 +511,13 @@ pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
         (median(shifts), lost as f64 / informative as f64)
     };
 
+    let (fixed_gray, moving_gray) = (gray(fixed), gray(moving));
+    let edge_shift = edge_shift(&fixed_gray, &moving_gray, t, t.kind());
+    let edge_shift_affine = match t.kind() {
+        TransformKind::Affine => edge_shift,
+        _ => self::edge_shift(&fixed_gray, &moving_gray, t, TransformKind::Affine),
+    };
+
     let (log_scale, shear) = match t {
         Transform2::Rigid(_) => (0.0, 0.0),
         _ => {
@@ -478,6 +540,8 @@ pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
         overlap,
         mi,
         tile_shift,
+        edge_shift,
+        edge_shift_affine,
         tile_lost,
         tiles: informative as f64 / (TILE_GRID * TILE_GRID) as f64,
         log_scale,

@@ -109,3 +109,35 @@ fn flag_counts_split_false_alarms_from_caught_failures() {
         }
     );
 }
+
+#[test]
+fn edges_measure_how_far_a_result_is_from_the_edges_optimum() {
+    let (fixed, moving, truth) = displaced_pair(6);
+    let right = evidence(&fixed, &moving, &truth);
+    // An affine result 4 % too large about the centre: the kind of optimum MI's intensity
+    // pairing can prefer, with every local tile still roughly in place.
+    let a = truth.to_affine();
+    let scaled = Transform2::Affine(Affine2 {
+        matrix: [
+            [a.matrix[0][0] * 1.04, a.matrix[0][1] * 1.04],
+            [a.matrix[1][0] * 1.04, a.matrix[1][1] * 1.04],
+        ],
+        ..a
+    });
+    let wrong = evidence(&fixed, &moving, &scaled);
+    let w = fixed.width() as f64;
+    let true_error = comir_transform::dense_error(&scaled, &truth, w, fixed.height() as f64) / w;
+    // The rigid truth: its own-kind and affine refinements both stay within a pixel (NGF's
+    // optimum on the phantom's blurred edges sits up to half a pixel off).
+    assert!(right.edge_shift * w < 1.0, "{right:?}");
+    assert!(right.edge_shift_affine * w < 1.0, "{right:?}");
+    // The scaled result: the refinement walks back most of the way to the truth.
+    assert_eq!(wrong.edge_shift, wrong.edge_shift_affine);
+    assert!(
+        (wrong.edge_shift - true_error).abs() < 0.3 * true_error,
+        "moved {} px, error {} px",
+        wrong.edge_shift * w,
+        true_error * w
+    );
+    assert!(wrong.features()[3] > right.features()[3] + 1.0);
+}

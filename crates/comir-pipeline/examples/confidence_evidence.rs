@@ -45,7 +45,8 @@ fn main() -> Result<()> {
     writeln!(
         file,
         "dataset,pair,level,displacement,transform,method,error_px,width,success,reg_seconds,\
-         conf_seconds,overlap,mi,tile_shift,tile_lost,tiles,log_scale,shear,confidence,metric_value"
+         conf_seconds,overlap,mi,tile_shift,tile_lost,tiles,log_scale,shear,confidence,metric_value,\
+         edge_shift,edge_shift_affine"
     )?;
     for displacement in displacements.split('+') {
         let displacement = match displacement {
@@ -81,7 +82,7 @@ fn main() -> Result<()> {
                     writeln!(
                         file,
                         "{dataset},{},{level},{},{},{},{error},{width},{},{reg_seconds},\
-                         {conf_seconds},{},{},{},{},{},{},{},{},{}",
+                         {conf_seconds},{},{},{},{},{},{},{},{},{},{},{}",
                         pair.name,
                         displacement.name(),
                         spec.replace(',', ";"),
@@ -95,7 +96,9 @@ fn main() -> Result<()> {
                         e.log_scale,
                         e.shear,
                         a.confidence,
-                        o.metric_value
+                        o.metric_value,
+                        e.edge_shift,
+                        e.edge_shift_affine
                     )?;
                 }
             }
