@@ -7,9 +7,11 @@
 //! bright scalp pull together; docs/results.md). The more flexible result is kept only when it
 //! explains the images clearly better: its metric improves on the rigid result's by more than
 //! [`MIN_RELATIVE_GAIN`] *and* its confidence is not lower by more than
-//! [`MAX_CONFIDENCE_DROP`]. Both thresholds were chosen on the evaluation protocol's validation
-//! pairs (those whose name has an even FNV-1a hash) and reported on the others
-//! (docs/method.md §9.4).
+//! [`MAX_CONFIDENCE_DROP`], or it is clearly more trusted: its confidence exceeds the rigid
+//! result's by more than [`MIN_CONFIDENCE_GAIN`] (a real scale that MI's value barely rewards,
+//! which the confidence's edge evidence sees). The thresholds were chosen on the evaluation
+//! protocol's validation pairs (those whose name has an even FNV-1a hash) and reported on the
+//! others (docs/method.md §9.4).
 
 use comir_image::Image;
 use comir_register::{Error, Outcome, Registrar};
@@ -21,6 +23,10 @@ pub const MIN_RELATIVE_GAIN: f64 = 0.15;
 
 /// … and its confidence may be at most this much below the rigid result's.
 pub const MAX_CONFIDENCE_DROP: f64 = 0.1;
+
+/// Whatever the metric says, the flexible result is kept when its confidence exceeds the rigid
+/// result's by more than this.
+pub const MIN_CONFIDENCE_GAIN: f64 = 0.2;
 
 /// Which of the two results [`ModelSelection`] kept, and why.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,8 +46,9 @@ pub fn choose(
 ) -> Choice {
     let relative_gain =
         (rigid.metric_value - flexible.metric_value) / rigid.metric_value.abs().max(1e-12);
-    let flexible = relative_gain > MIN_RELATIVE_GAIN
-        && flexible_confidence >= rigid_confidence - MAX_CONFIDENCE_DROP;
+    let flexible = (relative_gain > MIN_RELATIVE_GAIN
+        && flexible_confidence >= rigid_confidence - MAX_CONFIDENCE_DROP)
+        || flexible_confidence > rigid_confidence + MIN_CONFIDENCE_GAIN;
     Choice {
         flexible,
         relative_gain,
@@ -109,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn the_flexible_result_must_be_clearly_better_and_not_less_trusted() {
+    fn the_flexible_result_must_be_clearly_better_and_not_less_trusted_or_clearly_more_trusted() {
         // MI 0.40 → 0.50 is a 25 % gain; 0.40 → 0.44 only 10 %.
         assert!(choose(&outcome(-0.40), 0.9, &outcome(-0.50), 0.85).flexible);
         assert!(!choose(&outcome(-0.40), 0.9, &outcome(-0.44), 0.99).flexible);
@@ -119,5 +126,10 @@ mod tests {
         assert!((c.relative_gain - 0.25).abs() < 1e-12, "{c:?}");
         // A failed rigid result (metric 0) loses to any real optimum that is trusted as much.
         assert!(choose(&outcome(0.0), 0.1, &outcome(-0.2), 0.1).flexible);
+        // A small gain wins when the flexible result is clearly more trusted, and only then.
+        assert!(choose(&outcome(-0.40), 0.5, &outcome(-0.42), 0.75).flexible);
+        assert!(!choose(&outcome(-0.40), 0.5, &outcome(-0.42), 0.65).flexible);
+        // Even a worse metric value.
+        assert!(choose(&outcome(-0.40), 0.2, &outcome(-0.38), 0.9).flexible);
     }
 }
