@@ -93,8 +93,9 @@ pub fn evaluate_case_with_transform(
 }
 
 /// [`evaluate_case_with_transform`], and with `assess` the row's `confidence` and `flag` from
-/// [`comir_confidence::assess`] on the images the method registered (confidence 0, `doubtful`,
-/// when it failed). The assessment's time is not part of `seconds`.
+/// [`comir_confidence::assess`] on the case's images, also when the method registered their
+/// representations (confidence 0, `doubtful`, when it failed). The assessment's time is not part
+/// of `seconds`.
 pub fn evaluate_case_assessed(
     protocol: &Protocol,
     pair: &str,
@@ -118,8 +119,8 @@ pub fn evaluate_case_assessed(
     let seconds = start.elapsed().as_secs_f64();
     let assessment = match (&prepared, &outcome) {
         _ if !assess => None,
-        (Ok((fixed, moving)), Ok(o)) => {
-            let a = comir_confidence::assess(fixed, moving, &o.transform);
+        (Ok(_), Ok(o)) => {
+            let a = comir_confidence::assess(&case.fixed, &case.moving, &o.transform);
             // A folding deformation is doubtful whatever its linear part looks like.
             let flag = match o.composite().folds() {
                 true => comir_confidence::Flag::Doubtful,

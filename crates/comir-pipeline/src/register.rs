@@ -196,8 +196,9 @@ impl PairRegistrar {
         let mut record =
             TransformRecord::from_composite(&transform, &self.label, outcome.metric_value, seconds);
         if self.confidence {
-            // Judged on the images as registered (representations through a model).
-            judge(&mut record, &fixed, &moving, &outcome);
+            // Judged on the images as given, also through a model: the confidence was fitted on
+            // raw images, and ranks learned results better there (docs/method.md §10).
+            judge(&mut record, fixed_full, &moving_full, &outcome);
         } else if transform.folds() {
             record.flag = Some(comir_confidence::Flag::Doubtful.as_str().into());
         }
