@@ -6,7 +6,7 @@
 //! model whose coefficients ([`COEFFICIENTS`]) were fitted once on validation cases of the
 //! evaluation protocol (docs/method.md, §10); below [`DOUBTFUL_BELOW`] the result is
 //! [`Flag::Doubtful`]. It needs no method: the same function judges α-AMD, MI, feature or
-//! global-search results, on raw images or on learned representations.
+//! global-search results, best on the raw images the model was fitted on.
 //!
 //! The evidence the model uses, computed on copies of the images reduced to about 128 pixels a
 //! side:
@@ -180,8 +180,9 @@ impl Evidence {
 
 /// Judges a registration result: `t` maps fixed-image points into `moving`.
 ///
-/// Multi-channel images are averaged to gray. Costs a few milliseconds per pair of images (the
-/// images are reduced to about 128 pixels a side first).
+/// Multi-channel images are averaged to gray. Costs about one short registration: the tiles work
+/// on copies reduced to about 128 pixels a side, and the edge refinements (one for an affine
+/// result, two otherwise) at half and full resolution on at most 16384 samples.
 pub fn assess(fixed: &Image, moving: &Image, t: &Transform2) -> Assessment {
     let evidence = evidence(fixed, moving, t);
     let confidence = evidence.confidence();
