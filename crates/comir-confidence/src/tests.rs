@@ -70,6 +70,7 @@ fn confidence_is_a_probability_even_for_degenerate_evidence() {
     let e = assess(&fixed, &moving, &off);
     assert_eq!(e.evidence.overlap, 0.0);
     assert_eq!(e.evidence.tiles, 0.0);
+    assert_eq!(e.evidence.edge_agreement, 0.0);
     assert!((0.0..=1.0).contains(&e.confidence));
     assert_eq!(e.flag, Flag::Doubtful);
 }
@@ -140,4 +141,6 @@ fn edges_measure_how_far_a_result_is_from_the_edges_optimum() {
         true_error * w
     );
     assert!(wrong.features()[3] > right.features()[3] + 1.0);
+    // Both refinements end on the phantom's shared edges.
+    assert!((0.05..=1.0).contains(&right.edge_agreement), "{right:?}");
 }

@@ -46,7 +46,7 @@ fn main() -> Result<()> {
         file,
         "dataset,pair,level,displacement,transform,method,error_px,width,success,reg_seconds,\
          conf_seconds,overlap,mi,tile_shift,tile_lost,tiles,log_scale,shear,confidence,metric_value,\
-         edge_shift,edge_shift_affine"
+         edge_shift,edge_shift_affine,edge_agreement"
     )?;
     for displacement in displacements.split('+') {
         let displacement = match displacement {
@@ -82,7 +82,7 @@ fn main() -> Result<()> {
                     writeln!(
                         file,
                         "{dataset},{},{level},{},{},{},{error},{width},{},{reg_seconds},\
-                         {conf_seconds},{},{},{},{},{},{},{},{},{},{},{}",
+                         {conf_seconds},{},{},{},{},{},{},{},{},{},{},{},{}",
                         pair.name,
                         displacement.name(),
                         spec.replace(',', ";"),
@@ -98,7 +98,8 @@ fn main() -> Result<()> {
                         a.confidence,
                         o.metric_value,
                         e.edge_shift,
-                        e.edge_shift_affine
+                        e.edge_shift_affine,
+                        e.edge_agreement
                     )?;
                 }
             }
