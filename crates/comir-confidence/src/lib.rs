@@ -82,8 +82,8 @@ pub struct Evidence {
     pub tiles: f64,
     /// How far a refinement by normalised gradient fields of the result's own kind (rigid,
     /// similarity or affine), started at the result, moves the fixed image's points (mean over a
-    /// dense grid), as a fraction of the width; [`SEARCH_FRAC`] when the refinement cannot run
-    /// (too little overlap), and at most that.
+    /// dense grid), as a fraction of the width; 6 % of the width (`SEARCH_FRAC`) when the
+    /// refinement cannot run (too little overlap), and at most that.
     pub edge_shift: f64,
     /// The same for an affine refinement (equal to `edge_shift` for an affine result).
     pub edge_shift_affine: f64,
@@ -141,14 +141,22 @@ pub const N_FEATURES: usize = 5;
 /// (L2 penalty 1 on standardised features) to success within 2 % of the width on the validation
 /// half of the evaluation cases: Mattes MI, rigid and similarity→affine, on rigid and affine
 /// displacements of MNI152 T1/T2, SHG/H&E, AANLIB CT/MR and AANLIB PET/MR pairs whose name's
-/// FNV-1a hash is even. PET/MR keeps the weight on implausible scales: there NGF shares MI's
-/// pull towards shrunk optima, so the edges alone would vouch for them.
+/// FNV-1a hash is even and whose edges held ([`Evidence::edges_held`]). PET/MR keeps the weight
+/// on implausible scales: there NGF shares MI's pull towards shrunk optima, so the edges alone
+/// would vouch for them.
 pub const COEFFICIENTS: [f64; N_FEATURES + 1] =
-    [-36.3390, -1.5586, 12.5758, -11.3656, -3.3759, -1.1593];
+    [-40.3638, -1.2680, 13.1625, -12.3908, -2.5104, -3.2018];
+
+/// The model without the edge evidence (intercept, then the weights of the first three
+/// features), used when an edge refinement ran off by 6 % of the width (`SEARCH_FRAC`) or more:
+/// the edges are then not shared (functional images such as PET, where NGF drifts towards shrunk
+/// optima even from a right result) and say nothing about the result. Fitted like
+/// [`COEFFICIENTS`], on MNI152 T1/T2, SHG/H&E and AANLIB CT/MR.
+pub const TILES_ONLY_COEFFICIENTS: [f64; 4] = [-25.7210, -2.56857, 17.4146, -4.54108];
 
 /// Results with a lower confidence are flagged [`Flag::Doubtful`]: the confidence below which 5 %
 /// of the validation successes fall.
-pub const DOUBTFUL_BELOW: f64 = 0.343;
+pub const DOUBTFUL_BELOW: f64 = 0.453;
 
 /// Scales within `exp(±0.12)` (0.89–1.13) cost no confidence: sections and scans legitimately
 /// differ by that much (raw H&E onto SHG: 0.88–1.13 on all but one pair).
@@ -168,14 +176,22 @@ impl Evidence {
         ]
     }
 
-    /// The confidence the model gives this evidence, in `[0, 1]`.
+    /// Whether both edge refinements stayed within 6 % of the width (`SEARCH_FRAC`) of the
+    /// result: only then does the edge evidence enter the confidence.
+    pub fn edges_held(&self) -> bool {
+        self.edge_shift < SEARCH_FRAC && self.edge_shift_affine < SEARCH_FRAC
+    }
+
+    /// The confidence the model gives this evidence, in `[0, 1]`: [`COEFFICIENTS`] when the
+    /// edges held, [`TILES_ONLY_COEFFICIENTS`] otherwise.
     pub fn confidence(&self) -> f64 {
         let x = self.features();
-        let z = COEFFICIENTS[0]
-            + x.iter()
-                .zip(&COEFFICIENTS[1..])
-                .map(|(x, b)| x * b)
-                .sum::<f64>();
+        let beta: &[f64] = if self.edges_held() {
+            &COEFFICIENTS
+        } else {
+            &TILES_ONLY_COEFFICIENTS
+        };
+        let z = beta[0] + x.iter().zip(&beta[1..]).map(|(x, b)| x * b).sum::<f64>();
         if z.is_finite() {
             1.0 / (1.0 + (-z).exp())
         } else {

@@ -144,3 +144,39 @@ fn edges_measure_how_far_a_result_is_from_the_edges_optimum() {
     // Both refinements end on the phantom's shared edges.
     assert!((0.05..=1.0).contains(&right.edge_agreement), "{right:?}");
 }
+
+#[test]
+fn edges_that_ran_off_leave_the_confidence_to_the_tiles() {
+    let e = Evidence {
+        overlap: 0.9,
+        mi: 0.5,
+        tile_shift: 0.004,
+        tile_lost: 0.0,
+        tiles: 1.0,
+        edge_shift: 0.003,
+        edge_shift_affine: 0.004,
+        edge_agreement: 0.3,
+        log_scale: 0.05,
+        shear: 0.0,
+    };
+    assert!(e.edges_held());
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let b = COEFFICIENTS;
+    let full = sigmoid(
+        b[0] + b[1] * (0.004f64 + 0.005).ln()
+            + b[2] * 0.9
+            + b[4] * (0.003f64 + 0.005).ln()
+            + b[5] * (0.004f64 + 0.005).ln(),
+    );
+    assert!((e.confidence() - full).abs() < 1e-12);
+    // The affine refinement ran off: the edges say nothing, the tiles-only model decides.
+    let off = Evidence {
+        edge_shift_affine: SEARCH_FRAC,
+        ..e
+    };
+    assert!(!off.edges_held());
+    let t = TILES_ONLY_COEFFICIENTS;
+    let tiles = sigmoid(t[0] + t[1] * (0.004f64 + 0.005).ln() + t[2] * 0.9);
+    assert!((off.confidence() - tiles).abs() < 1e-12);
+    assert!(off.confidence() != e.confidence());
+}
