@@ -256,15 +256,15 @@ fn gray(img: &Image) -> Image {
 }
 
 impl Work {
+    /// `fixed` and `moving` are gray.
     fn new(fixed: &Image, moving: &Image) -> Work {
         let side = fixed.width().max(fixed.height()) as f64;
         let factor = ((side / WORK_SIDE).round() as usize).max(1);
-        let reduce = |img: &Image| {
-            let g = gray(img);
+        let reduce = |g: &Image| {
             if factor == 1 {
-                g
+                g.clone()
             } else {
-                pyramid_level(&g, factor, 0.5 * factor as f64)
+                pyramid_level(g, factor, 0.5 * factor as f64)
             }
         };
         let f = reduce(fixed);
@@ -491,7 +491,9 @@ fn edge_shift(fixed: &Image, moving: &Image, t: &Transform2, kind: TransformKind
 
 /// Gathers the [`Evidence`] on a result (see the crate documentation).
 pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
-    let work = Work::new(fixed, moving);
+    // Gray once, for the tiles and the edge refinements alike.
+    let (fixed_gray, moving_gray) = (gray(fixed), gray(moving));
+    let work = Work::new(&fixed_gray, &moving_gray);
     let margin = ((SEARCH_FRAC * work.width as f64).round() as usize).max(2);
 
     // Local searches on a resampling with a margin for the shifts.
@@ -535,7 +537,6 @@ pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
         (median(shifts), lost as f64 / informative as f64)
     };
 
-    let (fixed_gray, moving_gray) = (gray(fixed), gray(moving));
     let own = edge_shift(&fixed_gray, &moving_gray, t, t.kind());
     let (edge_shift_affine, edge_agreement) = match t.kind() {
         TransformKind::Affine => own,
