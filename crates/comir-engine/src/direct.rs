@@ -238,6 +238,18 @@ thread_local! {
     static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Floats per cache line.
+const LINE_FLOATS: usize = 16;
+
+/// The `len` floats of `buf` (which holds at least `len + LINE_FLOATS`) from its first cache
+/// line boundary on. The transposed rows are whole cache lines (a multiple of 16 floats), so
+/// every vector the weight-gradient kernels load then lies in one line: from the allocator's
+/// 16-byte alignment, every AVX-512 load and half of the AVX2 ones straddled two.
+fn cache_aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
+    let skip = buf.as_ptr().align_offset(LINE_FLOATS * 4).min(LINE_FLOATS);
+    &mut buf[skip..skip + len]
+}
+
 /// `dw[t][co][ci] += Σ_n dout[co · stride + n] · input[ci · plane + offsets[t] + n]` over
 /// `n < stride` (the tap-major layout of `conv::conv_backward`).
 ///
@@ -268,16 +280,13 @@ pub(crate) fn weight_grad_band(simd: Simd, band: &GradBand, dw: &mut [f32]) {
     let row = transposed_row(band.cin);
     timed(|| {
         TRANSPOSED.with(|cell| {
-            let mut xt = cell.borrow_mut();
-            if xt.len() < positions * row {
-                xt.resize(positions * row, 0.0);
+            let mut buf = cell.borrow_mut();
+            if buf.len() < positions * row + LINE_FLOATS {
+                buf.resize(positions * row + LINE_FLOATS, 0.0);
             }
-            transpose_band(band, positions, &mut xt);
-            let tile = GradTile {
-                xt: &xt[..positions * row],
-                row,
-                band,
-            };
+            let xt = cache_aligned(&mut buf[..], positions * row);
+            transpose_band(band, positions, xt);
+            let tile = GradTile { xt, row, band };
             for (t, &off) in band.offsets.iter().enumerate() {
                 for co0 in (0..band.cout).step_by(GRAD_CO_BLOCK) {
                     let rows = (band.cout - co0).min(GRAD_CO_BLOCK);
@@ -612,6 +621,22 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The transposed band starts on a cache line whatever the buffer's own alignment, and
+    /// keeps its length inside the buffer.
+    #[test]
+    fn the_transposed_band_starts_on_a_cache_line() {
+        let mut buf = vec![0.0f32; 100 + 2 * LINE_FLOATS];
+        for start in 0..LINE_FLOATS {
+            let inner = &mut buf[start..start + 100 + LINE_FLOATS];
+            let base = inner.as_ptr() as usize;
+            let xt = cache_aligned(inner, 100);
+            let at = xt.as_ptr() as usize;
+            assert_eq!(at % 64, 0, "start {start}");
+            assert!(at >= base && at - base < 64, "start {start}");
+            assert_eq!(xt.len(), 100);
+        }
+    }
 
     /// The band transposed for the weight gradient holds every input element at its
     /// transposed place and zeros in the padding channels, for channel counts and lengths
