@@ -70,6 +70,10 @@ fn long_version() -> &'static str {
     Box::leak(text.into_boxed_str())
 }
 
+/// Large buffers start on a cache line: the kernels' row accesses then never straddle two.
+#[global_allocator]
+static ALLOC: comir_cpu::CacheLineAlloc = comir_cpu::CacheLineAlloc;
+
 fn main() -> ExitCode {
     // A bad COMIR_ISA is refused before anything runs, instead of silently falling back.
     if let Err(e) = comir_cpu::requested() {

@@ -12,7 +12,14 @@
 //! flops per fused multiply-add × FMA units × clock), for benchmarks to report the share of
 //! it they reach; `PEAK_GFLOPS` overrides the estimate. [`MeasuredPeak`] measures it instead,
 //! with every core running chains of vector FMAs: the machine's own peak.
+//!
+//! [`CacheLineAlloc`] is a global allocator for comir's programs that starts every large block
+//! on a cache line, so that the kernels' whole-vector row accesses do not straddle two.
 #![warn(missing_docs)]
+
+mod alloc;
+
+pub use alloc::{cache_line_layout, CacheLineAlloc, CACHE_LINE, LARGE_BLOCK};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -8,6 +8,10 @@ use std::time::Instant;
 use comir_engine::{FastDenseUNet, Workspace};
 use comir_model::recipe::Preset;
 
+/// Large buffers start on a cache line, as in the `comir` program.
+#[global_allocator]
+static ALLOC: comir_cpu::CacheLineAlloc = comir_cpu::CacheLineAlloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str, default: usize| {

@@ -15,6 +15,10 @@ use rand_chacha::ChaCha8Rng;
 const N: usize = 8;
 const S: usize = 128;
 
+/// Large buffers start on a cache line, as in the `comir` program.
+#[global_allocator]
+static ALLOC: comir_cpu::CacheLineAlloc = comir_cpu::CacheLineAlloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let burn = args.iter().any(|a| a == "--burn");

@@ -27,6 +27,11 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+/// Large buffers start on a cache line, as in the `comir` program (a Python extension may
+/// choose its own allocator: Python's objects do not come from it).
+#[global_allocator]
+static ALLOC: comir_cpu::CacheLineAlloc = comir_cpu::CacheLineAlloc;
+
 create_exception!(
     comir,
     Error,

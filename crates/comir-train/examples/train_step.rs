@@ -262,6 +262,10 @@ fn run(o: &Options) -> Result<String, String> {
     ))
 }
 
+/// Large buffers start on a cache line, as in the `comir` program.
+#[global_allocator]
+static ALLOC: comir_cpu::CacheLineAlloc = comir_cpu::CacheLineAlloc;
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(o) => o,
