@@ -239,7 +239,7 @@ thread_local! {
 }
 
 /// Floats per cache line.
-const LINE_FLOATS: usize = 16;
+const LINE_FLOATS: usize = comir_cpu::CACHE_LINE / std::mem::size_of::<f32>();
 
 /// The `len` floats of `buf` (which holds at least `len + LINE_FLOATS`) from its first cache
 /// line boundary on. The transposed rows are whole cache lines (a multiple of 16 floats), so
