@@ -35,7 +35,7 @@ pub struct CacheLineAlloc;
 
 /// The layout a block of `layout` is given: the same, or aligned to a cache line when large.
 /// A function of the layout alone, so that a block is freed with the layout it was made with.
-pub fn cache_line_layout(layout: Layout) -> Layout {
+fn cache_line_layout(layout: Layout) -> Layout {
     if layout.size() >= LARGE_BLOCK && layout.align() < CACHE_LINE {
         // A power of two no smaller than the old alignment: never fails.
         layout.align_to(CACHE_LINE).unwrap_or(layout)

@@ -19,7 +19,7 @@
 
 mod alloc;
 
-pub use alloc::{cache_line_layout, CacheLineAlloc, CACHE_LINE, LARGE_BLOCK};
+pub use alloc::{CacheLineAlloc, CACHE_LINE, LARGE_BLOCK};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -243,10 +243,15 @@ const LINE_FLOATS: usize = comir_cpu::CACHE_LINE / std::mem::size_of::<f32>();
 
 /// The `len` floats of `buf` (which holds at least `len + LINE_FLOATS`) from its first cache
 /// line boundary on. The transposed rows are whole cache lines (a multiple of 16 floats), so
-/// every vector the weight-gradient kernels load then lies in one line: from the allocator's
-/// 16-byte alignment, every AVX-512 load and half of the AVX2 ones straddled two.
+/// every vector the weight-gradient kernels load then lies in one line: from the system
+/// allocator's 16-byte alignment, every AVX-512 load and half of the AVX2 ones straddled two.
+/// (Programs that install `comir_cpu::CacheLineAlloc` get aligned buffers anyway; the engine
+/// does not rely on it.)
 fn cache_aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
-    let skip = buf.as_ptr().align_offset(LINE_FLOATS * 4).min(LINE_FLOATS);
+    let skip = buf
+        .as_ptr()
+        .align_offset(comir_cpu::CACHE_LINE)
+        .min(LINE_FLOATS);
     &mut buf[skip..skip + len]
 }
 
