@@ -37,13 +37,20 @@ fn displaced(b: &Image, t: &Transform2, w: usize, h: usize) -> Image {
 /// `n` pairs in `root/A`, `root/B`: phantoms of two modalities, B displaced. Pair 1's B is RGB
 /// and 112 × 104 pixels; the others are gray and `SIDE` square.
 fn collection(root: &Path, n: usize) -> Vec<(String, Transform2)> {
+    collection_of(root, &(0..n).map(truth).collect::<Vec<_>>())
+}
+
+/// A collection whose pair `k` is displaced by `truths[k]` (pair 1 RGB, as in [`collection`]).
+fn collection_of(root: &Path, truths: &[Transform2]) -> Vec<(String, Transform2)> {
     for d in ["A", "B"] {
         std::fs::create_dir_all(root.join(d)).expect("mkdir");
     }
-    (0..n)
-        .map(|k| {
+    truths
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
             let (a, b) = comir_testkit::phantom_pair(SIDE, SIDE, 20 + k as u64);
-            let t = truth(k);
+            let t = *t;
             let name = format!("pair{k}.png");
             comir_image::save_png(root.join("A").join(&name), &a).expect("save");
             let moving = if k == 1 {
@@ -275,10 +282,10 @@ fn bad_collections_are_refused_in_one_line_and_a_bad_pair_is_skipped() {
     // No A/ at all.
     clean_error(&comir(&align_args(dir.path(), &out, &[])), &["A/"]);
 
-    // `auto` is register's choice, not a chain align can run.
+    // A chain with an unknown stage.
     clean_error(
-        &comir(&align_args(&pairs, &out, &["--transform", "auto"])),
-        &["--transform auto", "similarity,affine"],
+        &comir(&align_args(&pairs, &out, &["--transform", "rigid,warp"])),
+        &["warp"],
     );
 
     // A constant image: that pair is reported and skipped, the others are aligned.
@@ -323,6 +330,67 @@ fn a_time_budget_stops_the_training_and_the_rounds() {
         results(&out).iter().all(|r| r.1 <= 1),
         "one learned round at most"
     );
+}
+
+/// `--transform auto` (the default) keeps a rigid result where the displacement is rigid and an
+/// affine one where the scale is real, and recovers both; an explicit chain is fitted as given.
+#[test]
+fn auto_keeps_rigid_results_for_rigid_displacements_and_affine_ones_for_scaled_sections() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pairs = dir.path().join("pairs");
+    let centre = [(SIDE as f64 - 1.0) / 2.0; 2];
+    let rigid = |deg: f64, tx: f64, ty: f64| -> Transform2 {
+        let (c, s) = (deg.to_radians().cos(), deg.to_radians().sin());
+        Affine2 {
+            matrix: [[c, -s], [s, c]],
+            translation: [tx, ty],
+            center: centre,
+        }
+        .into()
+    };
+    let scaled = |scale: f64, tx: f64| -> Transform2 {
+        Affine2 {
+            matrix: [[scale, 0.01], [0.0, scale * 1.02]],
+            translation: [tx, -2.0],
+            center: centre,
+        }
+        .into()
+    };
+    let truths = collection_of(
+        &pairs,
+        &[
+            rigid(4.0, 3.0, -2.0),
+            rigid(-3.0, -2.0, 4.0),
+            scaled(0.9, 2.0),
+            scaled(1.1, -3.0),
+        ],
+    );
+    let out = dir.path().join("out");
+    ok(&comir(&align_args(&pairs, &out, &["--rounds", "0"])));
+    let kind = |dir: &Path, name: &str| -> String {
+        let stem = name.trim_end_matches(".png");
+        read_json(dir.join("transforms").join(format!("{stem}.json")))
+            .expect("transform json")
+            .kind
+    };
+    for (k, ((name, t), found)) in truths.iter().zip(transforms(&out, &truths)).enumerate() {
+        let e = dense_error(&found, t, SIDE as f64, SIDE as f64);
+        assert!(e < 0.02 * SIDE as f64, "{name}: {e:.2} px");
+        let expected = if k < 2 { "rigid" } else { "affine" };
+        assert_eq!(kind(&out, name), expected, "{name}");
+    }
+    // The explicit chain fits every pair affinely.
+    let chain = dir.path().join("chain");
+    ok(&comir(&align_args(
+        &pairs,
+        &chain,
+        &["--rounds", "0", "--transform", "similarity,affine"],
+    )));
+    for ((name, t), found) in truths.iter().zip(transforms(&chain, &truths)) {
+        assert_eq!(kind(&chain, name), "affine", "{name}");
+        let e = dense_error(&found, t, SIDE as f64, SIDE as f64);
+        assert!(e < 0.02 * SIDE as f64, "{name}: {e:.2} px");
+    }
 }
 
 /// `--raw-method ngf` registers round 0 by MI refined by NGF: every pair is recovered within

@@ -3,12 +3,16 @@
 //!
 //! 1. **Round 0**: every pair is registered on the raw images with Mattes MI and the chosen
 //!    transform chain, from the centred identity and from the global FFT search; the result with
-//!    the higher confidence is kept.
+//!    the higher confidence is kept. With `auto` (the default) each start fits a rigid and a
+//!    `similarity,affine` result and keeps the rigid one unless the affine one is clearly better
+//!    ([`crate::select`]): where MI's affine optimum drifts (strongly shrunk on PET vs MR), the
+//!    rigid result is a near miss that still teaches, where the drifted one would not.
 //! 2. **Learning**: a CoMIR is trained on the pairs the collection registered confidently, each
 //!    pair used *through its transform* (patches drawn in A's frame, B resampled on the fly, what
 //!    falls outside B masked out of the loss). A seeded subset of pairs (by name) only validates.
 //! 3. **Round r**: every pair is registered again through the model (NCC on the representations,
-//!    from the identity and from the pair's current result); per pair, the result with the
+//!    with the chain, `similarity,affine` for `auto`, from the identity, and with its last linear
+//!    stage from the pair's current result); per pair, the result with the
 //!    highest confidence so far is kept. The model is fine-tuned round after round.
 //! 4. Rounds go on while the collection's mean confidence rises, up to `rounds`, within the time
 //!    budget.
@@ -494,12 +498,6 @@ fn recipe(options: &AlignOptions) -> Result<TrainConfig> {
 /// and reported, not an error.
 pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignSummary> {
     let clock = Instant::now();
-    if options.stages.is_auto() {
-        bail!(
-            "--transform auto is for comir register; align keeps the more confident result per \
-             pair already: give a chain, e.g. similarity,affine (the default)"
-        );
-    }
     let pairs = comir_data::find_pairs(&options.pairs)?;
     if pairs.len() < 2 {
         bail!(
@@ -580,6 +578,13 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         .with_seed(options.seed)
         .with_grid_spacing(options.grid_spacing)?;
     let learned_cfg = raw_cfg.clone().for_representations();
+    // Through a model both images are one modality and NCC has no bias to guard against, so
+    // `auto` registers the representations with its flexible chain.
+    let learned_stages = if options.stages.is_auto() {
+        options.stages.flexible()
+    } else {
+        options.stages.clone()
+    };
     let refine_stages: TransformStages = {
         let mut spec = options.stages.last().name().to_string();
         if options.stages.bspline() {
@@ -610,8 +615,14 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         }
         let record = if round == 0 {
             let raw = options.raw_method;
-            let from_identity = build(raw, &raw_cfg, false, &options.stages)?;
-            let from_global = build(raw, &raw_cfg, true, &options.stages)?;
+            // `auto`'s choice is MI's; NGF is itself the guard against MI's drifting scale.
+            let raw_stages = if raw == MethodName::Mi {
+                options.stages.clone()
+            } else {
+                options.stages.flexible()
+            };
+            let from_identity = build(raw, &raw_cfg, false, &raw_stages)?;
+            let from_global = build(raw, &raw_cfg, true, &raw_stages)?;
             let (label, label_global) = (
                 format!("raw {}", raw.as_str()),
                 format!("raw {} global", raw.as_str()),
@@ -748,7 +759,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                 device: options.device.clone(),
                 ..ModelOptions::new(model_dir.clone())
             })?;
-            let from_identity = build(MethodName::Ncc, &learned_cfg, false, &options.stages)?;
+            let from_identity = build(MethodName::Ncc, &learned_cfg, false, &learned_stages)?;
             let refine = build(MethodName::Ncc, &learned_cfg, false, &refine_stages)?;
             let bar = console.bar(loaded.len() as u64, &format!("round {round}: register"));
             let mut results = BTreeMap::new();

@@ -201,7 +201,7 @@ pub fn build(
             // Only MI's choice between the two was calibrated; the others stay rigid.
             return build(name, cfg, init_global, &TransformStages::rigid());
         }
-        let flexible: TransformStages = "similarity,affine".parse()?;
+        let flexible = stages.flexible();
         let selection: Box<dyn Registrar> = Box::new(ModelSelection {
             rigid: build(name, cfg, false, &TransformStages::rigid())?,
             flexible: build(name, cfg, false, &flexible)?,

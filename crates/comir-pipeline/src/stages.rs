@@ -44,6 +44,14 @@ impl TransformStages {
         }
     }
 
+    /// The chain itself, without `auto`'s choice: for `auto`, `similarity,affine`.
+    pub fn flexible(&self) -> TransformStages {
+        TransformStages {
+            auto: false,
+            ..self.clone()
+        }
+    }
+
     /// Whether this is `auto` (the choice between rigid and `similarity,affine`).
     pub fn is_auto(&self) -> bool {
         self.auto
@@ -167,6 +175,8 @@ mod tests {
         assert!(auto.is_auto() && !auto.bspline());
         assert_eq!(auto.spec(), "auto");
         assert_eq!(auto.last(), TransformKind::Affine);
+        assert_eq!(auto.flexible().spec(), "similarity,affine");
+        assert_eq!(s.flexible(), s);
         assert!(!"similarity,affine"
             .parse::<TransformStages>()
             .expect("chain")

@@ -926,7 +926,7 @@ fn align(
         out,
         stages: match get::<String>(options, "transform")? {
             Some(t) => parse("transform", &t)?,
-            None => parse("transform", "similarity,affine")?,
+            None => parse("transform", "auto")?,
         },
         raw_method: parse(
             "raw_method",

@@ -26,8 +26,11 @@ pub struct AlignArgs {
     /// Output folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// The transform chain of every registration (e.g. affine or rigid,affine,bspline).
-    #[arg(long, default_value = "similarity,affine")]
+    /// The transform of every registration: auto (the default: on the raw images MI fits a rigid
+    /// and a similarity,affine result and keeps the rigid one unless the affine one is clearly
+    /// better, as comir register does; through the model, similarity,affine) or a chain (e.g.
+    /// affine or rigid,affine,bspline).
+    #[arg(long, default_value = "auto")]
     pub transform: TransformStages,
     /// The method of the raw registrations: mi (default) or ngf (MI refined by normalised
     /// gradient fields, for CT vs MR).

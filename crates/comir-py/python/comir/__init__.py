@@ -327,7 +327,7 @@ def align(
     pairs_dir: PathLike,
     out: PathLike,
     *,
-    transform: str = "similarity,affine",
+    transform: str = "auto",
     raw_method: str = "mi",
     rounds: int = 3,
     minutes: Optional[float] = None,
@@ -346,8 +346,10 @@ def align(
     """Registers a collection of unaligned pairs (``pairs_dir/A`` fixed, ``pairs_dir/B``
     moving, matched by file name), learning a CoMIR from the collection itself, as ``comir
     align`` does. ``out`` receives ``transforms/``, ``results.csv``, the model (and ``warped/``,
-    ``report/``). ``raw_method`` is ``mi`` or ``ngf`` (MI refined by normalised gradient
-    fields, for CT vs MR).
+    ``report/``). ``transform`` is ``auto`` (rigid unless a ``similarity,affine`` fit is
+    clearly better on the raw images; ``similarity,affine`` through the model) or a chain.
+    ``raw_method`` is ``mi`` or ``ngf`` (MI refined by normalised gradient fields, for CT vs
+    MR).
 
     Returns:
         ``rounds`` (per round: every pair's kept result with its confidence, the pairs that
