@@ -96,6 +96,27 @@ fn transforms(out: &Path, names: &[(String, Transform2)]) -> Vec<Transform2> {
         .collect()
 }
 
+/// Asserts that every pair's transform in `out` is within 2 % of the width of its truth.
+fn assert_recovered(out: &Path, truths: &[(String, Transform2)]) {
+    for ((name, t), found) in truths.iter().zip(transforms(out, truths)) {
+        let e = dense_error(&found, t, SIDE as f64, SIDE as f64);
+        assert!(e <= 0.02 * SIDE as f64, "{name}: {e:.2} px");
+    }
+}
+
+/// The `kind` of each pair's transform in `out`.
+fn kinds(out: &Path, truths: &[(String, Transform2)]) -> Vec<String> {
+    truths
+        .iter()
+        .map(|(n, _)| {
+            let stem = n.trim_end_matches(".png");
+            read_json(out.join("transforms").join(format!("{stem}.json")))
+                .expect("transform json")
+                .kind
+        })
+        .collect()
+}
+
 /// `results.csv`'s rows as (pair, round, pipeline, confidence, flag).
 fn results(out: &Path) -> Vec<(String, usize, String, f64, String)> {
     let mut r = csv::Reader::from_path(out.join("results.csv")).expect("results.csv");
@@ -126,10 +147,7 @@ fn align_recovers_known_affine_displacements_and_keeps_the_most_confident_result
     )));
     assert!(text.contains("aligned 5 pairs"), "{text}");
 
-    for ((name, t), found) in truths.iter().zip(transforms(&out, &truths)) {
-        let e = dense_error(&found, t, SIDE as f64, SIDE as f64);
-        assert!(e < 0.02 * SIDE as f64, "{name}: {e:.2} px");
-    }
+    assert_recovered(&out, &truths);
     // Every pair has a row per round; a pair's confidence never falls from round to round.
     let rows = results(&out);
     let rounds = rows.iter().map(|r| r.1).max().expect("rows");
@@ -367,18 +385,8 @@ fn auto_keeps_rigid_results_for_rigid_displacements_and_affine_ones_for_scaled_s
     );
     let out = dir.path().join("out");
     ok(&comir(&align_args(&pairs, &out, &["--rounds", "0"])));
-    let kind = |dir: &Path, name: &str| -> String {
-        let stem = name.trim_end_matches(".png");
-        read_json(dir.join("transforms").join(format!("{stem}.json")))
-            .expect("transform json")
-            .kind
-    };
-    for (k, ((name, t), found)) in truths.iter().zip(transforms(&out, &truths)).enumerate() {
-        let e = dense_error(&found, t, SIDE as f64, SIDE as f64);
-        assert!(e < 0.02 * SIDE as f64, "{name}: {e:.2} px");
-        let expected = if k < 2 { "rigid" } else { "affine" };
-        assert_eq!(kind(&out, name), expected, "{name}");
-    }
+    assert_recovered(&out, &truths);
+    assert_eq!(kinds(&out, &truths), ["rigid", "rigid", "affine", "affine"]);
     // The explicit chain fits every pair affinely.
     let chain = dir.path().join("chain");
     ok(&comir(&align_args(
@@ -386,11 +394,8 @@ fn auto_keeps_rigid_results_for_rigid_displacements_and_affine_ones_for_scaled_s
         &chain,
         &["--rounds", "0", "--transform", "similarity,affine"],
     )));
-    for ((name, t), found) in truths.iter().zip(transforms(&chain, &truths)) {
-        assert_eq!(kind(&chain, name), "affine", "{name}");
-        let e = dense_error(&found, t, SIDE as f64, SIDE as f64);
-        assert!(e < 0.02 * SIDE as f64, "{name}: {e:.2} px");
-    }
+    assert_recovered(&chain, &truths);
+    assert_eq!(kinds(&chain, &truths), ["affine"; 4]);
 }
 
 /// `--raw-method ngf` registers round 0 by MI refined by NGF: every pair is recovered within
@@ -407,10 +412,7 @@ fn the_raw_round_can_refine_mi_by_normalised_gradient_fields() {
         &out,
         &["--rounds", "0", "--raw-method", "ngf"],
     )));
-    for ((name, truth), found) in names.iter().zip(transforms(&out, &names)) {
-        let err = dense_error(&found, truth, SIDE as f64, SIDE as f64);
-        assert!(err <= 0.02 * SIDE as f64, "{name}: {err:.2} px");
-    }
+    assert_recovered(&out, &names);
     let rows = results(&out);
     assert_eq!(rows.len(), names.len());
     assert!(rows.iter().all(|r| r.2.starts_with("raw ngf")), "{rows:?}");
