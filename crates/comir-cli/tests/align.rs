@@ -163,6 +163,8 @@ fn align_recovers_known_affine_displacements_and_keeps_the_most_confident_result
     // The learned model, the .tfm files and the warped images are there; the RGB pair's warp
     // has the fixed image's size.
     assert!(out.join("model").join("weights.bpk").is_file());
+    // The last round's fresh model replaced the fine-tuned one.
+    assert!(!out.join("model.fresh").exists());
     assert!(out.join("transforms").join("pair1.tfm").is_file());
     let warped = comir_image::load(out.join("warped").join("pair1.png")).expect("warped");
     assert_eq!((warped.width(), warped.height()), (SIDE, SIDE));

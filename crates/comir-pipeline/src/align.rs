@@ -13,7 +13,8 @@
 //! 3. **Round r**: every pair is registered again through the model (NCC on the representations,
 //!    with the chain, `similarity,affine` for `auto`, from the identity, and with its last linear
 //!    stage from the pair's current result); per pair, the result with the
-//!    highest confidence so far is kept. The model is fine-tuned round after round.
+//!    highest confidence so far is kept. The model is fine-tuned round after round; the last of
+//!    several rounds learns a fresh one from the pairs the earlier rounds registered.
 //! 4. Rounds go on while the collection's mean confidence rises, up to `rounds`, within the time
 //!    budget.
 //!
@@ -46,6 +47,9 @@ use crate::{write_csv, Console};
 pub const STATE_FILE: &str = "align-state.json";
 /// Folder (in the output folder) of the model learned from the collection.
 pub const MODEL_DIR: &str = "model";
+/// Folder (in the output folder) where the last round's fresh model trains before it replaces
+/// [`MODEL_DIR`].
+const FRESH_MODEL_DIR: &str = "model.fresh";
 
 /// How a collection is aligned.
 #[derive(Clone, Debug, PartialEq)]
@@ -722,14 +726,30 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                     .filter(|r| validation.contains(&r.name)),
             );
             let trained_on: Vec<String> = train.iter().map(|p| p.name.clone()).collect();
+            // The last of several learned rounds learns afresh, for as many steps as all rounds
+            // together, from the pairs the earlier rounds registered: a fine-tuned model still
+            // carries what it first learned from round 0's wrong pairs (method.md §11.4).
+            let fresh = round > 1 && round == options.rounds;
+            let train_dir = if fresh {
+                options.out.join(FRESH_MODEL_DIR)
+            } else {
+                model_dir.clone()
+            };
             let mut config = recipe.clone();
             config.schedule.steps =
                 recipe.schedule.steps + (round - 1) * (recipe.schedule.steps / 2);
-            // The budget also caps the training, counted over every round's steps so far.
-            config.schedule.minutes = options.minutes;
+            // The budget also caps the training, counted over every round's steps so far (a
+            // fresh model counts its own steps only: it gets what is left of the budget).
+            config.schedule.minutes = match options.minutes {
+                Some(m) if fresh => {
+                    let spent = spent_before + clock.elapsed().as_secs_f64();
+                    Some((m - spent / 60.0).max(0.0))
+                }
+                m => m,
+            };
             let factory = trainer_factory(
                 &config,
-                has_checkpoint(&model_dir).then_some(model_dir.as_path()),
+                has_checkpoint(&train_dir).then_some(train_dir.as_path()),
                 TrainerChoice::Auto,
                 &options.device,
             )?;
@@ -749,11 +769,20 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                             b: options.pairs.join("B"),
                         },
                     },
-                    &model_dir,
+                    &train_dir,
                     factory.as_ref(),
                     &mut bar,
                 )?;
                 bar.finish();
+            }
+            if fresh {
+                // Killed in between, a resumed run finds the fresh model finished and moves it.
+                if model_dir.exists() {
+                    std::fs::remove_dir_all(&model_dir)
+                        .with_context(|| format!("{}", model_dir.display()))?;
+                }
+                std::fs::rename(&train_dir, &model_dir)
+                    .with_context(|| format!("{}", model_dir.display()))?;
             }
             let model = RegistrationModel::load(&ModelOptions {
                 device: options.device.clone(),
