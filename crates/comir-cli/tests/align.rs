@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use comir_image::ops::{warp, Border};
 use comir_image::Image;
-use comir_transform::{dense_error, read_json, Affine2, Transform2};
+use comir_transform::{dense_error, read_json, Affine2, Transform2, TransformRecord};
 use common::{clean_error, comir, ok, s};
 
 const SIDE: usize = 96;
@@ -84,16 +84,19 @@ fn align_args<'a>(pairs: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a 
     args
 }
 
-fn transforms(out: &Path, names: &[(String, Transform2)]) -> Vec<Transform2> {
+/// Each pair's transform record in `out`.
+fn records(out: &Path, names: &[(String, Transform2)]) -> Vec<TransformRecord> {
     names
         .iter()
         .map(|(n, _)| {
             let stem = n.trim_end_matches(".png");
-            read_json(out.join("transforms").join(format!("{stem}.json")))
-                .expect("transform json")
-                .transform()
+            read_json(out.join("transforms").join(format!("{stem}.json"))).expect("transform json")
         })
         .collect()
+}
+
+fn transforms(out: &Path, names: &[(String, Transform2)]) -> Vec<Transform2> {
+    records(out, names).iter().map(|r| r.transform()).collect()
 }
 
 /// Asserts that every pair's transform in `out` is within 2 % of the width of its truth.
@@ -106,15 +109,7 @@ fn assert_recovered(out: &Path, truths: &[(String, Transform2)]) {
 
 /// The `kind` of each pair's transform in `out`.
 fn kinds(out: &Path, truths: &[(String, Transform2)]) -> Vec<String> {
-    truths
-        .iter()
-        .map(|(n, _)| {
-            let stem = n.trim_end_matches(".png");
-            read_json(out.join("transforms").join(format!("{stem}.json")))
-                .expect("transform json")
-                .kind
-        })
-        .collect()
+    records(out, truths).into_iter().map(|r| r.kind).collect()
 }
 
 /// `results.csv`'s rows as (pair, round, pipeline, confidence, flag).
