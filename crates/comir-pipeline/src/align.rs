@@ -584,11 +584,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
     let learned_cfg = raw_cfg.clone().for_representations();
     // Through a model both images are one modality and NCC has no bias to guard against, so
     // `auto` registers the representations with its flexible chain.
-    let learned_stages = if options.stages.is_auto() {
-        options.stages.flexible()
-    } else {
-        options.stages.clone()
-    };
+    let learned_stages = options.stages.flexible();
     let refine_stages: TransformStages = {
         let mut spec = options.stages.last().name().to_string();
         if options.stages.bspline() {
