@@ -14,7 +14,9 @@
 //!    with the chain, `similarity,affine` for `auto`, from the identity, and with its last linear
 //!    stage from the pair's current result); per pair, the result with the
 //!    highest confidence so far is kept. The model is fine-tuned round after round; the last of
-//!    several rounds learns a fresh one from the pairs the earlier rounds registered.
+//!    several rounds learns a fresh one from the pairs the earlier rounds registered, and a
+//!    current result that this model moves by more than the success tolerance no longer
+//!    competes with its new ones.
 //! 4. Rounds go on while the collection's mean confidence rises, up to `rounds`, within the time
 //!    budget.
 //!
@@ -33,7 +35,7 @@ use comir_image::Image;
 use comir_model::record::DataFolders;
 use comir_register::Registrar;
 use comir_train::run::{has_checkpoint, train_registered, Preset, RegisteredData, TrainConfig};
-use comir_transform::{write_itk_composite, write_json, Transform2, TransformRecord};
+use comir_transform::{dense_error, write_itk_composite, write_json, Transform2, TransformRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::methods::{build, MethodName, MethodsConfig};
@@ -50,6 +52,10 @@ pub const MODEL_DIR: &str = "model";
 /// Folder (in the output folder) where the last round's fresh model trains before it replaces
 /// [`MODEL_DIR`].
 const FRESH_MODEL_DIR: &str = "model.fresh";
+
+/// How far (a fraction of the width, the success tolerance of the evaluation) the fresh model
+/// may move a pair's current result before it counts as contradicted.
+const CONTRADICTION: f64 = 0.02;
 
 /// How a collection is aligned.
 #[derive(Clone, Debug, PartialEq)]
@@ -300,6 +306,19 @@ fn candidate(
     let outcome = registrar.register(fixed, moving, init).ok()?;
     let seconds = extra_seconds + start.elapsed().as_secs_f64();
     Some(judged(pair, round, pipeline, &outcome, seconds))
+}
+
+/// Whether `refined`, a refinement of `current` through the fresh model, moved the points of the
+/// fixed image (`width` × `height`) by more than the success tolerance ([`CONTRADICTION`] of the
+/// width, mean over a dense grid).
+fn contradicts(
+    refined: &TransformRecord,
+    current: &TransformRecord,
+    width: usize,
+    height: usize,
+) -> bool {
+    let (w, h) = (width as f64, height as f64);
+    dense_error(&refined.composite(), &current.composite(), w, h) > CONTRADICTION * w
 }
 
 /// The best of `candidates` by confidence (the first on ties).
@@ -796,7 +815,8 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                 let start = Instant::now();
                 let reps = model.prepare(&p.a, &p.b);
                 let represent_seconds = start.elapsed().as_secs_f64();
-                let mut candidates = vec![current.clone()];
+                let mut candidates = Vec::new();
+                let mut contradicted = false;
                 if let Ok((f, m)) = &reps {
                     let init = comir_register::centered_identity(f, m);
                     candidates.extend(candidate(
@@ -810,7 +830,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                         represent_seconds,
                     ));
                     let init = current.record.transform();
-                    candidates.extend(candidate(
+                    let refined = candidate(
                         refine.as_ref(),
                         p,
                         f,
@@ -819,9 +839,24 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                         round,
                         "comir ncc refine",
                         represent_seconds,
-                    ));
+                    );
+                    // The fresh model learned from the collection's best pairs for all the
+                    // rounds' steps: where it moves the current result by more than the success
+                    // tolerance, it contradicts that result, which no longer competes. (The
+                    // confidence is judged on the raw images, where MI's confident wrong optima
+                    // can outrank the model's right result.)
+                    let (w, h) = (p.a_gray.width(), p.a_gray.height());
+                    contradicted = fresh
+                        && refined
+                            .as_ref()
+                            .is_some_and(|r| contradicts(&r.record, &current.record, w, h));
+                    candidates.extend(refined);
                 } else if let Err(e) = reps {
                     console.note(&format!("pair '{}': {e:#}; keeping its result", p.name));
+                }
+                if !contradicted {
+                    // First, so that it wins ties.
+                    candidates.insert(0, current.clone());
                 }
                 if let Some(kept) = best(candidates) {
                     results.insert(p.name.clone(), kept);
@@ -874,4 +909,33 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
         skipped: state.skipped,
         stop,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comir_transform::Rigid2;
+
+    fn shifted(dx: f64, angle_deg: f64) -> TransformRecord {
+        let t = Transform2::Rigid(Rigid2 {
+            angle_rad: angle_deg.to_radians(),
+            translation: [dx, 0.0],
+            center: [50.0, 25.0],
+        });
+        TransformRecord::new(&t, "test", 0.0, 0.0)
+    }
+
+    #[test]
+    fn a_result_is_contradicted_when_the_refinement_moves_it_beyond_the_success_tolerance() {
+        // 2 % of a width of 100 is 2 px: a shift of 1.9 px stays, 2.1 px contradicts.
+        let current = shifted(0.0, 0.0);
+        assert!(!contradicts(&shifted(1.9, 0.0), &current, 100, 50));
+        assert!(contradicts(&shifted(2.1, 0.0), &current, 100, 50));
+        // A rotation about the centre moves the points by θ times their mean distance from it
+        // (30 px in a 100 × 50 image): 5° by 2.6 px, 1° by 0.5 px, though the centre stays.
+        assert!(contradicts(&shifted(0.0, 5.0), &current, 100, 50));
+        assert!(!contradicts(&shifted(0.0, 1.0), &current, 100, 50));
+        // Symmetric: which one is the refinement does not matter.
+        assert!(contradicts(&current, &shifted(2.1, 0.0), 100, 50));
+    }
 }
