@@ -321,6 +321,27 @@ fn contradicts(
     dense_error(&refined.composite(), &current.composite(), w, h) > CONTRADICTION * w
 }
 
+/// The result a learned round keeps for a pair whose fixed image is `size` (width, height): the
+/// most confident of its `current` result and the round's new ones (`current` on ties). In the
+/// round of a fresh model (`fresh`), `current` no longer competes where the refinement from it
+/// contradicts it: that model learned from the collection's best pairs for all the rounds'
+/// steps, and the confidence, judged on the raw images, can rank MI's own wrong optima above
+/// the model's right results.
+fn keep(
+    current: &PairResult,
+    from_identity: Option<PairResult>,
+    refined: Option<PairResult>,
+    fresh: bool,
+    (width, height): (usize, usize),
+) -> Option<PairResult> {
+    let contradicted = fresh
+        && refined
+            .as_ref()
+            .is_some_and(|r| contradicts(&r.record, &current.record, width, height));
+    let current = (!contradicted).then(|| current.clone());
+    best(current.into_iter().chain(from_identity).chain(refined))
+}
+
 /// The best of `candidates` by confidence (the first on ties).
 fn best(candidates: impl IntoIterator<Item = PairResult>) -> Option<PairResult> {
     candidates.into_iter().fold(None, |kept, c| match kept {
@@ -815,11 +836,10 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                 let start = Instant::now();
                 let reps = model.prepare(&p.a, &p.b);
                 let represent_seconds = start.elapsed().as_secs_f64();
-                let mut candidates = Vec::new();
-                let mut contradicted = false;
+                let (mut identity_result, mut refined) = (None, None);
                 if let Ok((f, m)) = &reps {
                     let init = comir_register::centered_identity(f, m);
-                    candidates.extend(candidate(
+                    identity_result = candidate(
                         from_identity.as_ref(),
                         p,
                         f,
@@ -828,9 +848,9 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                         round,
                         "comir ncc",
                         represent_seconds,
-                    ));
+                    );
                     let init = current.record.transform();
-                    let refined = candidate(
+                    refined = candidate(
                         refine.as_ref(),
                         p,
                         f,
@@ -840,25 +860,11 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                         "comir ncc refine",
                         represent_seconds,
                     );
-                    // The fresh model learned from the collection's best pairs for all the
-                    // rounds' steps: where it moves the current result by more than the success
-                    // tolerance, it contradicts that result, which no longer competes. (The
-                    // confidence is judged on the raw images, where MI's confident wrong optima
-                    // can outrank the model's right result.)
-                    let (w, h) = (p.a_gray.width(), p.a_gray.height());
-                    contradicted = fresh
-                        && refined
-                            .as_ref()
-                            .is_some_and(|r| contradicts(&r.record, &current.record, w, h));
-                    candidates.extend(refined);
                 } else if let Err(e) = reps {
                     console.note(&format!("pair '{}': {e:#}; keeping its result", p.name));
                 }
-                if !contradicted {
-                    // First, so that it wins ties.
-                    candidates.insert(0, current.clone());
-                }
-                if let Some(kept) = best(candidates) {
+                let size = (p.a_gray.width(), p.a_gray.height());
+                if let Some(kept) = keep(current, identity_result, refined, fresh, size) {
                     results.insert(p.name.clone(), kept);
                 }
                 bar.inc(1);
@@ -937,5 +943,40 @@ mod tests {
         assert!(!contradicts(&shifted(0.0, 1.0), &current, 100, 50));
         // Symmetric: which one is the refinement does not matter.
         assert!(contradicts(&current, &shifted(2.1, 0.0), 100, 50));
+    }
+
+    fn result(round: usize, pipeline: &str, dx: f64, confidence: f64) -> PairResult {
+        let mut record = shifted(dx, 0.0);
+        record.confidence = Some(confidence);
+        PairResult {
+            name: "p.png".into(),
+            round,
+            pipeline: pipeline.into(),
+            record,
+        }
+    }
+
+    #[test]
+    fn the_fresh_model_overrules_a_more_confident_result_only_where_it_contradicts_it() {
+        let size = (100, 50);
+        let current = result(0, "raw mi", 0.0, 0.9);
+        let far = || Some(result(3, "comir ncc refine", 8.0, 0.5));
+        let near = || Some(result(3, "comir ncc refine", 1.0, 0.5));
+        let identity = || Some(result(3, "comir ncc", 8.0, 0.6));
+        let kept =
+            |id, refined, fresh| keep(&current, id, refined, fresh, size).map(|r| r.pipeline);
+        // Fine-tuned rounds keep the most confident result, whatever the model says.
+        assert_eq!(kept(identity(), far(), false).as_deref(), Some("raw mi"));
+        // The fresh model moved the current result by 8 px (> 2 % of 100): the new results
+        // compete alone, the more confident of them wins.
+        assert_eq!(kept(identity(), far(), true).as_deref(), Some("comir ncc"));
+        assert_eq!(kept(None, far(), true).as_deref(), Some("comir ncc refine"));
+        // Moved by 1 px, within the tolerance: the current result still competes, and wins.
+        assert_eq!(kept(identity(), near(), true).as_deref(), Some("raw mi"));
+        // No new result (the representations failed): the current result stays.
+        assert_eq!(kept(None, None, true).as_deref(), Some("raw mi"));
+        // Ties go to the current result.
+        let tie = || Some(result(3, "comir ncc", 0.0, 0.9));
+        assert_eq!(kept(tie(), None, false).as_deref(), Some("raw mi"));
     }
 }
