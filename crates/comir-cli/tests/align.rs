@@ -143,7 +143,9 @@ fn align_recovers_known_affine_displacements_and_keeps_the_most_confident_result
     assert!(text.contains("aligned 5 pairs"), "{text}");
 
     assert_recovered(&out, &truths);
-    // Every pair has a row per round; a pair's confidence never falls from round to round.
+    // Every pair has a row per round; a pair's confidence never falls from round to round (the
+    // fresh last round could lower it by overruling a result it contradicts, but every result
+    // here is right, so nothing is contradicted).
     let rows = results(&out);
     let rounds = rows.iter().map(|r| r.1).max().expect("rows");
     assert!(rounds >= 1, "at least one learned round: {rows:?}");

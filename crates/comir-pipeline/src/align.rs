@@ -322,19 +322,19 @@ fn contradicts(
 }
 
 /// The result a learned round keeps for a pair whose fixed image is `size` (width, height): the
-/// most confident of its `current` result and the round's new ones (`current` on ties). In the
-/// round of a fresh model (`fresh`), `current` no longer competes where the refinement from it
-/// contradicts it: that model learned from the collection's best pairs for all the rounds'
-/// steps, and the confidence, judged on the raw images, can rank MI's own wrong optima above
-/// the model's right results.
+/// most confident of its `current` result and the round's new ones (`current` on ties). Where
+/// the model `overrules` (a fresh model that learned from the collection's best pairs for all
+/// the rounds' steps), `current` no longer competes if the refinement from it contradicts it:
+/// the confidence, judged on the raw images, can rank MI's own wrong optima above the model's
+/// right results.
 fn keep(
     current: &PairResult,
     from_identity: Option<PairResult>,
     refined: Option<PairResult>,
-    fresh: bool,
+    overrules: bool,
     (width, height): (usize, usize),
 ) -> Option<PairResult> {
-    let contradicted = fresh
+    let contradicted = overrules
         && refined
             .as_ref()
             .is_some_and(|r| contradicts(&r.record, &current.record, width, height));
@@ -789,13 +789,13 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                 TrainerChoice::Auto,
                 &options.device,
             )?;
-            {
+            let trained = {
                 let mut bar = Bar::new(
                     console,
                     config.schedule.steps,
                     &format!("round {round}: learn"),
                 );
-                train_registered(
+                let summary = train_registered(
                     &config,
                     RegisteredData {
                         train,
@@ -810,7 +810,10 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                     &mut bar,
                 )?;
                 bar.finish();
-            }
+                summary.steps
+            };
+            // A fresh model that the time budget cut short does not overrule anything.
+            let overrules = fresh && trained >= config.schedule.steps;
             if fresh {
                 // Killed in between, a resumed run finds the fresh model finished and moves it.
                 if model_dir.exists() {
@@ -864,7 +867,7 @@ pub fn align(options: &AlignOptions, console: &mut dyn Console) -> Result<AlignS
                     console.note(&format!("pair '{}': {e:#}; keeping its result", p.name));
                 }
                 let size = (p.a_gray.width(), p.a_gray.height());
-                if let Some(kept) = keep(current, identity_result, refined, fresh, size) {
+                if let Some(kept) = keep(current, identity_result, refined, overrules, size) {
                     results.insert(p.name.clone(), kept);
                 }
                 bar.inc(1);
