@@ -14,7 +14,11 @@ Run through bench/inference (which builds comir and finds a Python with torch). 
 
 comir runs the kernels of the widest instruction set the CPU has; --isa all (or a list such as
 avx512,avx2) times each of them (COMIR_ISA), one row and one `inference_ratio_vs_pytorch[ISA]=R`
-line each. Prints a table and, last, `inference_ratio_vs_pytorch=R` (comir median / PyTorch
+line each. --torch-isa avx2 caps PyTorch's kernels too (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY),
+so that `--isa avx2 --torch-isa avx2` on an AVX-512 machine compares both sides as an AVX2 machine
+runs them. --rounds R repeats the whole sequence (every instruction set, then PyTorch) R times and
+takes each ratio within its round (a virtual machine's speed drifts between minutes), reporting
+their median. Prints a table and, last, `inference_ratio_vs_pytorch=R` (comir median / PyTorch
 median, for the first instruction set timed).
 """
 
@@ -27,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 
@@ -65,9 +70,14 @@ def run_child(cmd, env=None):
     it carried until exec: after PyTorch has run, gigabytes that comir never touches)."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # The wall time ends when the child does, taken by a thread that waits for it: the memory
+    # polling below notices the end up to 20 ms late, a tenth of a fast run.
+    ended = []
+    waiter = threading.Thread(target=lambda: (p.wait(), ended.append(time.perf_counter())))
+    waiter.start()
     peak = 0.0
     status_file = f"/proc/{p.pid}/status"
-    while p.poll() is None:
+    while waiter.is_alive():
         try:
             with open(status_file) as f:
                 for line in f:
@@ -75,12 +85,16 @@ def run_child(cmd, env=None):
                         peak = max(peak, int(line.split()[1]) / 1024.0)
         except OSError:
             pass
-        time.sleep(0.02)
-    wall = time.perf_counter() - t
+        waiter.join(0.02)
+    wall = ended[0] - t
     err = p.stderr.read().decode(errors="replace") if p.stderr else ""
     if p.returncode != 0:
         sys.exit(f"inference: {' '.join(cmd)} failed: {err.strip()}")
     return wall, peak
+
+
+# The environment that caps PyTorch's vector kernels at AVX2.
+TORCH_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def main():
@@ -96,7 +110,16 @@ def main():
     ap.add_argument("--isa", default="",
                     help="time comir on these instruction sets (comma list, or 'all' the CPU runs); "
                          "default: the widest it runs, or $COMIR_ISA")
+    ap.add_argument("--torch-isa", choices=["avx512", "avx2"], default="avx512",
+                    help="cap PyTorch's kernels at this instruction set (default: what it picks)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every instruction set and PyTorch this many times; ratios per round")
     a = ap.parse_args()
+    if a.runs < 1 or a.rounds < 1:
+        sys.exit("inference: --runs and --rounds must be >= 1")
+    if a.torch_isa == "avx2":
+        # Read by ATen and oneDNN when torch first dispatches, so set before it is imported.
+        os.environ.update(TORCH_AVX2)
 
     import torch
     from safetensors.torch import load_file
@@ -134,17 +157,13 @@ def measure(a, tmp, torch, load_file, bench):
 
     out = os.path.join(tmp, "rep.tif")
     cmd = [a.comir, "represent", "--model", model, "--modality", "a", "--input", img, "--out", out]
-    comir = {}
+    # comir's children do not inherit PyTorch's caps.
+    base_env = {k: v for k, v in os.environ.items() if k not in TORCH_AVX2}
+    env_of = {isa: dict(base_env, RAYON_NUM_THREADS=str(a.threads), COMIR_ISA=isa) for isa in isas}
     for isa in isas:
-        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), COMIR_ISA=isa)
-        run_child(cmd, env)  # warm-up (page cache)
-        comir_runs = [run_child(cmd, env) for _ in range(a.runs)]
-        comir[isa] = (statistics.median(w for w, _ in comir_runs), max(m for _, m in comir_runs))
-    comir_s, comir_mib = comir[isas[0]]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), COMIR_ISA=isas[0])
+        run_child(cmd, env_of[isa])  # warm-up (page cache)
 
-    torch_s = float("nan")
-    torch_mib = float("nan")
+    net = None
     if not a.skip_pytorch:
         torch.set_num_threads(a.threads)
         net = bench.build(torch, a.preset)
@@ -153,16 +172,42 @@ def measure(a, tmp, torch, load_file, bench):
         x = torch.rand(1, 1, a.size, a.size)
         pad = (128 - a.size % 128) % 128
         xp = torch.nn.functional.pad(x, (128, 128 + pad, 128, 128 + pad), mode="reflect")
-        def timed(inp):
-            times = []
-            with torch.no_grad():
+        padded = xp.shape[-1]
+
+    def timed(inp):
+        times = []
+        with torch.no_grad():
+            net(inp)
+            for _ in range(a.runs):
+                t = time.perf_counter()
                 net(inp)
-                for _ in range(a.runs):
-                    t = time.perf_counter()
-                    net(inp)
-                    times.append(time.perf_counter() - t)
-            return statistics.median(times)
-        torch_s = timed(xp)
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    comir_runs = {isa: [] for isa in isas}
+    torch_rounds = []
+    ratios = {isa: [] for isa in isas}
+    for r in range(a.rounds):
+        if a.rounds > 1:
+            print(f"== round {r + 1} of {a.rounds}", file=sys.stderr)
+        medians = {}
+        for isa in isas:
+            got = [run_child(cmd, env_of[isa]) for _ in range(a.runs)]
+            comir_runs[isa] += got
+            medians[isa] = statistics.median(w for w, _ in got)
+        if net is not None:
+            torch_rounds.append(timed(xp))
+            for isa in isas:
+                ratios[isa].append(medians[isa] / torch_rounds[-1])
+    comir = {isa: (statistics.median(w for w, _ in got), max(m for _, m in got))
+             for isa, got in comir_runs.items()}
+    comir_s, comir_mib = comir[isas[0]]
+    env = env_of[isas[0]]
+
+    torch_s = float("nan")
+    torch_mib = float("nan")
+    if net is not None:
+        torch_s = statistics.median(torch_rounds)
         # The same pixels as comir's one pass (32 px mirror margin rounded up to a multiple of
         # 2^depth, and the side up to one), when that is a single tile: the per-pixel speed of
         # the two implementations.
@@ -175,12 +220,14 @@ def measure(a, tmp, torch, load_file, bench):
             xs = torch.nn.functional.pad(x, (m, side - a.size - m, m, side - a.size - m), mode="reflect")
             same = timed(xs)
         torch_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        padded = xp.shape[-1]
     params = sum(p.numel() for p in bench.build(torch, a.preset).parameters())
 
     print(f"preset {a.preset} ({params:,} parameters), image {a.size}x{a.size}, {a.threads} threads, "
           f"median of {a.runs}")
     print(f"instruction sets: the CPU runs {', '.join(runs_on)}; FP32 peak {peak}")
+    if net is not None:
+        capped = " (capped by --torch-isa avx2)" if a.torch_isa == "avx2" else ""
+        print(f"pytorch's vector kernels: {torch.backends.cpu.get_cpu_capability()}{capped}")
     print(f"{'':14} {'seconds':>9} {'peak MiB':>9}  what")
     for isa, (sec, mib) in comir.items():
         forced = "" if isa == detected else ", forced by COMIR_ISA"
@@ -198,9 +245,13 @@ def measure(a, tmp, torch, load_file, bench):
         bw, bm = run_child([a.comir, "represent", "--model", model, "--modality", "a", "--input", big,
                             "--out", os.path.join(tmp, "big.tif")], env)
         print(f"{'comir big':14} {bw:9.1f} {bm:9.0f}  {a.big}x{a.big}, tiled ({isas[0]})")
-    for isa, (sec, _) in comir.items():
-        print(f"inference_ratio_vs_pytorch[{isa}]={sec / torch_s:.3f}")
-    print(f"inference_ratio_vs_pytorch={comir_s / torch_s:.3f}")
+    # With rounds, each ratio is the median of the ratios taken within the rounds.
+    ratio = {isa: (statistics.median(ratios[isa]) if ratios[isa] else float("nan")) for isa in isas}
+    for isa in isas:
+        if a.rounds > 1 and ratios[isa]:
+            print(f"ratio per round [{isa}]: {', '.join(f'{v:.3f}' for v in ratios[isa])}")
+        print(f"inference_ratio_vs_pytorch[{isa}]={ratio[isa]:.3f}")
+    print(f"inference_ratio_vs_pytorch={ratio[isas[0]]:.3f}")
 
 
 if __name__ == "__main__":
