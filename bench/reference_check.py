@@ -29,13 +29,10 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "align"))
+from collection import grid  # noqa: E402  (comir's 32 x 32 grid of cell centres, homogeneous)
+
 TOLERANCE = 0.02  # of the width, as the evaluation's success
-
-
-def grid(width: int, height: int) -> np.ndarray:
-    """Homogeneous points of a 32 x 32 grid over the fixed image (3 x 1024)."""
-    ys, xs = np.meshgrid(np.linspace(0, height - 1, 32), np.linspace(0, width - 1, 32), indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
 
 
 def mean_distance(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> float:
