@@ -157,7 +157,20 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
+/// The previous band a padded-band buffer holds, when the next band continues it: its output
+/// rows and plane stride.
+#[derive(Clone, Copy)]
+struct Carried {
+    rows: usize,
+    ps: usize,
+}
+
 /// Fills the zero-padded band for output rows `y0 .. y0 + rows` (plane stride `ps`).
+///
+/// With `carried`, `xp` holds the band that ends at `y0` (same source, channels and width),
+/// whose last two padded rows are this band's first two: they are moved instead of read from
+/// `src` again. Bands of a few rows read each source row `(rows + 2) / rows` times otherwise,
+/// from memory, since a layer's input planes are larger than the cache. Same values either way.
 #[allow(clippy::too_many_arguments)]
 fn fill_band(
     src: &dyn RowSource,
@@ -168,11 +181,23 @@ fn fill_band(
     rows: usize,
     xp: &mut [f32],
     ps: usize,
+    carried: Option<Carried>,
 ) {
     let wp = w + 2;
+    // Channel c moves from c·prev.ps to c·ps ≤ c·prev.ps, in channel order: a later channel's
+    // rows are never overwritten before they are moved.
+    let carried = carried.filter(|prev| ps <= prev.ps);
     for c in 0..cin {
+        let first = match carried {
+            Some(prev) => {
+                let from = c * prev.ps + prev.rows * wp;
+                xp.copy_within(from..from + 2 * wp, c * ps);
+                2
+            }
+            None => 0,
+        };
         let plane = &mut xp[c * ps..(c + 1) * ps];
-        for r in 0..rows + 2 {
+        for r in first..rows + 2 {
             let row = &mut plane[r * wp..(r + 1) * wp];
             let y = (y0 + r).wrapping_sub(1);
             if y >= h {
@@ -312,15 +337,18 @@ pub(crate) fn conv_forward(
         Kernel::Gemm => Vec::new(),
     };
     let ptr = SendPtr(out.as_mut_ptr());
-    let band = |(y0, rows): (usize, usize)| {
+    // A band continuing the one before it on the same thread reuses its last two rows.
+    let band = |(y0, rows): (usize, usize), carried: Option<Carried>| -> Carried {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let Scratch { a, b, .. } = &mut *scratch;
             // The direct kernel computes whole tiles of grid positions: slack for the last.
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
-            let xp = grow(a, s.cin * ps);
-            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
+            // The carried band may have a longer plane stride (the last band is shorter).
+            let xp = grow(a, s.cin * ps.max(carried.map_or(0, |p| p.ps)));
+            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps, carried);
+            let xp = &xp[..s.cin * ps];
             let stride = match kernel {
                 Kernel::Direct(simd) => {
                     direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
@@ -364,13 +392,24 @@ pub(crate) fn conv_forward(
                     simd::add_bias(o, g, bco, relu);
                 }
             }
+            Carried { rows, ps }
         })
+    };
+    // Consecutive bands in order, carrying the halo from one to the next.
+    let run = |bands: &[(usize, usize)]| {
+        let mut carried = None;
+        for &b in bands {
+            carried = Some(band(b, carried));
+        }
     };
     let bands = s.bands();
     if parallel && bands.len() > 1 {
-        bands.into_par_iter().for_each(band);
+        // Two runs of consecutive bands per thread: few halos recomputed, and a thread that
+        // finishes early still finds work.
+        let runs = 2 * rayon::current_num_threads();
+        bands.par_chunks(bands.len().div_ceil(runs)).for_each(run);
     } else {
-        bands.into_iter().for_each(band);
+        run(&bands);
     }
 }
 
@@ -464,6 +503,7 @@ pub(crate) fn conv_backward(
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         let Scratch { a, b, c } = &mut *scratch;
+        let mut carried: Option<Carried> = None;
         for (y0, rows) in s.bands() {
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
@@ -475,8 +515,11 @@ pub(crate) fn conv_backward(
                 ),
                 Kernel::Gemm => (q, s.cout),
             };
-            let xp = grow(a, s.cin * ps);
-            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps);
+            // The carried band may have a longer plane stride (the last band is shorter).
+            let xp = grow(a, s.cin * ps.max(carried.map_or(0, |p| p.ps)));
+            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps, carried);
+            let xp = &xp[..s.cin * ps];
+            carried = Some(Carried { rows, ps });
             // Output gradient on the grid, junk columns zero (they must not reach dw).
             let og = grow(b, co_rows * stride);
             og.fill(0.0);
@@ -535,7 +578,7 @@ pub(crate) fn conv_backward(
                 hw,
                 w: s.w,
             };
-            fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, dp, dps);
+            fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, dp, dps, None);
             let (da, da_stride) = match kernel {
                 Kernel::Direct(simd) => {
                     let da_stride =
