@@ -165,24 +165,27 @@ struct Carried {
     ps: usize,
 }
 
-/// Fills the zero-padded band for output rows `y0 .. y0 + rows` (plane stride `ps`).
+/// Fills the zero-padded band for output rows `y0 .. y0 + rows` (plane stride `ps`) in `buf`
+/// (grown as needed) and returns it, `cin · ps` floats.
 ///
-/// With `carried`, `xp` holds the band that ends at `y0` (same source, channels and width),
+/// With `carried`, `buf` holds the band that ends at `y0` (same source, channels and width),
 /// whose last two padded rows are this band's first two: they are moved instead of read from
 /// `src` again. Bands of a few rows read each source row `(rows + 2) / rows` times otherwise,
 /// from memory, since a layer's input planes are larger than the cache. Same values either way.
 #[allow(clippy::too_many_arguments)]
-fn fill_band(
+fn fill_band<'b>(
     src: &dyn RowSource,
     cin: usize,
     h: usize,
     w: usize,
     y0: usize,
     rows: usize,
-    xp: &mut [f32],
+    buf: &'b mut Vec<f32>,
     ps: usize,
     carried: Option<Carried>,
-) {
+) -> &'b [f32] {
+    // The carried band may have a longer plane stride (the last band is shorter).
+    let xp = grow(buf, cin * ps.max(carried.map_or(0, |p| p.ps)));
     let wp = w + 2;
     // Channel c moves from c·prev.ps to c·ps ≤ c·prev.ps, in channel order: a later channel's
     // rows are never overwritten before they are moved.
@@ -210,6 +213,7 @@ fn fill_band(
         }
         plane[(rows + 2) * wp..].fill(0.0);
     }
+    &xp[..cin * ps]
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, all row-major with the given row / column strides.
@@ -345,10 +349,7 @@ pub(crate) fn conv_forward(
             // The direct kernel computes whole tiles of grid positions: slack for the last.
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
-            // The carried band may have a longer plane stride (the last band is shorter).
-            let xp = grow(a, s.cin * ps.max(carried.map_or(0, |p| p.ps)));
-            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps, carried);
-            let xp = &xp[..s.cin * ps];
+            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, carried);
             let stride = match kernel {
                 Kernel::Direct(simd) => {
                     direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
@@ -515,10 +516,7 @@ pub(crate) fn conv_backward(
                 ),
                 Kernel::Gemm => (q, s.cout),
             };
-            // The carried band may have a longer plane stride (the last band is shorter).
-            let xp = grow(a, s.cin * ps.max(carried.map_or(0, |p| p.ps)));
-            fill_band(src, s.cin, s.h, s.w, y0, rows, xp, ps, carried);
-            let xp = &xp[..s.cin * ps];
+            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, carried);
             carried = Some(Carried { rows, ps });
             // Output gradient on the grid, junk columns zero (they must not reach dw).
             let og = grow(b, co_rows * stride);
@@ -572,13 +570,12 @@ pub(crate) fn conv_backward(
             };
             // Padded output gradient rows y0 − 1 .. y0 + rows (zero outside the image).
             let dps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
-            let dp = grow(b, s.cout * dps);
             let dsrc = Plain {
                 x: dout,
                 hw,
                 w: s.w,
             };
-            fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, dp, dps, None);
+            let dp = fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, b, dps, None);
             let (da, da_stride) = match kernel {
                 Kernel::Direct(simd) => {
                     let da_stride =
