@@ -7,6 +7,8 @@
 //! constant offset, so the convolution is a sum of plain matrix products (one per tap, no
 //! im2col); outputs are computed for all `W + 2` grid columns and the two junk columns
 //! dropped. Bands keep the working set in L2 and bound the scratch memory for large images.
+//! A convolution can be asked for a [`Window`] of its output only: its rows are the bands', and
+//! the direct kernels then run each row's columns in the window.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +20,57 @@ use crate::{direct, simd};
 
 /// Writes rows of one input channel of a convolution.
 pub(crate) trait RowSource: Sync {
-    /// Writes image row `y` of input channel `c` (`dst.len()` = image width).
-    fn row(&self, c: usize, y: usize, dst: &mut [f32]);
+    /// Writes columns `x0 .. x0 + dst.len()` of image row `y` of input channel `c`.
+    fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]);
+}
+
+/// The rectangle of a plane a convolution must compute: rows `y0..y1`, columns `x0..x1`. In
+/// inference the layers after the last pooling level need only what the representation's
+/// kept part depends on, which is smaller than the tile by its margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First row.
+    pub y0: usize,
+    /// One past the last row.
+    pub y1: usize,
+    /// First column.
+    pub x0: usize,
+    /// One past the last column.
+    pub x1: usize,
+}
+
+impl Window {
+    /// The whole `h × w` plane.
+    pub fn full(h: usize, w: usize) -> Window {
+        Window {
+            y0: 0,
+            y1: h,
+            x0: 0,
+            x1: w,
+        }
+    }
+
+    /// `k` more pixels on every side, within the `h × w` plane: what a window needs of the
+    /// input of `k` stacked 3×3 convolutions.
+    pub(crate) fn grown(self, k: usize, h: usize, w: usize) -> Window {
+        Window {
+            y0: self.y0.saturating_sub(k),
+            y1: (self.y1 + k).min(h),
+            x0: self.x0.saturating_sub(k),
+            x1: (self.x1 + k).min(w),
+        }
+    }
+
+    /// The part of the half-resolution `h2 × w2` plane that nearest ×2 upsampling reads for
+    /// this window.
+    pub(crate) fn halved(self, h2: usize, w2: usize) -> Window {
+        Window {
+            y0: self.y0 / 2,
+            y1: self.y1.div_ceil(2).min(h2),
+            x0: self.x0 / 2,
+            x1: self.x1.div_ceil(2).min(w2),
+        }
+    }
 }
 
 /// Receives rows of the gradient w.r.t. a convolution's input.
@@ -36,9 +87,9 @@ pub(crate) struct Plain<'a> {
 }
 
 impl RowSource for Plain<'_> {
-    fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
-        let s = c * self.hw + y * self.w;
-        dst.copy_from_slice(&self.x[s..s + self.w]);
+    fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]) {
+        let s = c * self.hw + y * self.w + x0;
+        dst.copy_from_slice(&self.x[s..s + dst.len()]);
     }
 }
 
@@ -52,9 +103,9 @@ pub(crate) struct BnRelu<'a> {
 }
 
 impl RowSource for BnRelu<'_> {
-    fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
-        let s = c * self.hw + y * self.w;
-        simd::bn_relu(dst, &self.x[s..s + self.w], self.a[c], self.b[c]);
+    fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]) {
+        let s = c * self.hw + y * self.w + x0;
+        simd::bn_relu(dst, &self.x[s..s + dst.len()], self.a[c], self.b[c]);
     }
 }
 
@@ -66,13 +117,19 @@ pub(crate) struct Upsample<'a> {
 }
 
 impl RowSource for Upsample<'_> {
-    fn row(&self, c: usize, y: usize, dst: &mut [f32]) {
+    fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]) {
         let wl = self.w / 2;
         let s = c * self.hw_low + (y / 2) * wl;
         let src = &self.x[s..s + wl];
-        for (pair, &v) in dst.chunks_exact_mut(2).zip(src) {
-            pair[0] = v;
-            pair[1] = v;
+        if x0.is_multiple_of(2) && dst.len().is_multiple_of(2) {
+            for (pair, &v) in dst.chunks_exact_mut(2).zip(&src[x0 / 2..]) {
+                pair[0] = v;
+                pair[1] = v;
+            }
+        } else {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = src[(x0 + i) / 2];
+            }
         }
     }
 }
@@ -130,11 +187,13 @@ impl ConvShape {
     }
 
     fn bands(&self) -> Vec<(usize, usize)> {
+        self.bands_of(0, self.h)
+    }
+
+    /// The bands of output rows `y0..y1`.
+    fn bands_of(&self, y0: usize, y1: usize) -> Vec<(usize, usize)> {
         let r = self.band_rows();
-        (0..self.h)
-            .step_by(r)
-            .map(|y0| (y0, r.min(self.h - y0)))
-            .collect()
+        (y0..y1).step_by(r).map(|y| (y, r.min(y1 - y))).collect()
     }
 }
 
@@ -166,7 +225,8 @@ struct Carried {
 }
 
 /// Fills the zero-padded band for output rows `y0 .. y0 + rows` (plane stride `ps`) in `buf`
-/// (grown as needed) and returns it, `cin · ps` floats.
+/// (grown as needed) and returns it, `cin · ps` floats. Only what output columns `x0..x1` read
+/// is written (the rest of the band is left as it was).
 ///
 /// With `carried`, `buf` holds the band that ends at `y0` (same source, channels and width),
 /// whose last two padded rows are this band's first two: they are moved instead of read from
@@ -182,11 +242,18 @@ fn fill_band<'b>(
     rows: usize,
     buf: &'b mut Vec<f32>,
     ps: usize,
+    (x0, x1): (usize, usize),
     carried: Option<Carried>,
 ) -> &'b [f32] {
     // The carried band may have a longer plane stride (the last band is shorter).
     let xp = grow(buf, cin * ps.max(carried.map_or(0, |p| p.ps)));
     let wp = w + 2;
+    // Image columns the outputs read, and where they lie on the padded grid.
+    let (xa, xb) = (x0.saturating_sub(1), (x1 + 1).min(w));
+    let (pa, pb) = (
+        if x0 == 0 { 0 } else { xa + 1 },
+        if x1 == w { wp } else { xb + 1 },
+    );
     // Channel c moves from c·prev.ps to c·ps ≤ c·prev.ps, in channel order: a later channel's
     // rows are never overwritten before they are moved.
     let carried = carried.filter(|prev| ps <= prev.ps);
@@ -204,11 +271,11 @@ fn fill_band<'b>(
             let row = &mut plane[r * wp..(r + 1) * wp];
             let y = (y0 + r).wrapping_sub(1);
             if y >= h {
-                row.fill(0.0);
+                row[pa..pb].fill(0.0);
             } else {
                 row[0] = 0.0;
                 row[wp - 1] = 0.0;
-                src.row(c, y, &mut row[1..=w]);
+                src.row(c, y, xa, &mut row[xa + 1..=xb]);
             }
         }
         plane[(rows + 2) * wp..].fill(0.0);
@@ -327,6 +394,25 @@ pub(crate) fn conv_forward(
     out: &mut [f32],
     parallel: bool,
 ) {
+    let all = Window::full(s.h, s.w);
+    conv_forward_window(kernel, s, src, weight, bias, relu, out, parallel, all);
+}
+
+/// [`conv_forward`] of the outputs inside `window` only; the rest of `out` is not written. The
+/// direct kernels compute each output inside it exactly as the whole convolution does (the
+/// same sums in the same order); the portable path computes the whole plane.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_forward_window(
+    kernel: Kernel,
+    s: ConvShape,
+    src: &dyn RowSource,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    parallel: bool,
+    window: Window,
+) {
     assert_eq!(out.len(), s.cout * s.h * s.w, "conv_forward: output size");
     assert_eq!(
         weight.len(),
@@ -340,6 +426,18 @@ pub(crate) fn conv_forward(
         Kernel::Direct(_) => direct::pack_weights(s.cout, s.cin, kk, weight),
         Kernel::Gemm => Vec::new(),
     };
+    assert!(
+        window.y0 < window.y1 && window.y1 <= s.h && window.x0 < window.x1 && window.x1 <= s.w,
+        "conv_forward: window {window:?} outside {}×{}",
+        s.h,
+        s.w
+    );
+    let window = match kernel {
+        Kernel::Direct(_) => window,
+        Kernel::Gemm => Window::full(s.h, s.w),
+    };
+    let (x0, x1) = (window.x0, window.x1);
+    let full_width = x0 == 0 && x1 == s.w;
     let ptr = SendPtr(out.as_mut_ptr());
     // A band continuing the one before it on the same thread reuses its last two rows.
     let band = |(y0, rows): (usize, usize), carried: Option<Carried>| -> Carried {
@@ -349,10 +447,28 @@ pub(crate) fn conv_forward(
             // The direct kernel computes whole tiles of grid positions: slack for the last.
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
-            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, carried);
+            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, (x0, x1), carried);
             let stride = match kernel {
-                Kernel::Direct(simd) => {
+                Kernel::Direct(simd) if full_width => {
                     direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
+                }
+                Kernel::Direct(simd) => {
+                    // Row by row, the window's columns in whole tiles; a row's last tile runs
+                    // past the window into columns the next row overwrites, or into slack.
+                    let stride = (q + direct::PX_BLOCK).next_multiple_of(direct::PX_BLOCK);
+                    let og = grow(b, s.cout.next_multiple_of(direct::CO_BLOCK) * stride);
+                    for r in 0..rows {
+                        let band = direct::Band {
+                            cin: s.cin,
+                            input: &xp[r * wp + x0..],
+                            plane: ps,
+                            offsets: &offsets,
+                            weights: &packed,
+                            positions: (x1 - x0).next_multiple_of(direct::PX_BLOCK),
+                        };
+                        direct::conv_band(simd, &band, &mut og[r * wp + x0..], stride);
+                    }
+                    stride
                 }
                 Kernel::Gemm => {
                     let og = grow(b, s.cout * q);
@@ -385,10 +501,13 @@ pub(crate) fn conv_forward(
             for co in 0..s.cout {
                 let bco = bias.map_or(0.0, |b| b[co]);
                 for r in 0..rows {
-                    let g = &og[co * stride + r * wp..co * stride + r * wp + s.w];
+                    let g = &og[co * stride + r * wp + x0..co * stride + r * wp + x1];
                     // SAFETY: row y0 + r of channel co belongs to this band only.
                     let o = unsafe {
-                        std::slice::from_raw_parts_mut(ptr.get().add(co * hw + (y0 + r) * s.w), s.w)
+                        std::slice::from_raw_parts_mut(
+                            ptr.get().add(co * hw + (y0 + r) * s.w + x0),
+                            x1 - x0,
+                        )
                     };
                     simd::add_bias(o, g, bco, relu);
                 }
@@ -403,7 +522,7 @@ pub(crate) fn conv_forward(
             carried = Some(band(b, carried));
         }
     };
-    let bands = s.bands();
+    let bands = s.bands_of(window.y0, window.y1);
     if parallel && bands.len() > 1 {
         // Two runs of consecutive bands per thread: few halos recomputed, and a thread that
         // finishes early still finds work.
@@ -445,6 +564,44 @@ pub(crate) fn conv1x1_few(weight: &[f32], cin: usize, x: &[f32], hw: usize, out:
                 simd::mul_add_assign(o, xs, wc);
             }
         });
+    }
+}
+
+/// [`conv1x1_few`] on the pixels of `window` of the `h × w` planes only (the same sums); the
+/// rest of `out` is not written. Rows are split across threads.
+pub(crate) fn conv1x1_few_window(
+    weight: &[f32],
+    cin: usize,
+    x: &[f32],
+    (h, w): (usize, usize),
+    out: &mut [f32],
+    window: Window,
+) {
+    let hw = h * w;
+    assert_eq!(x.len(), cin * hw, "conv1x1_few: input size");
+    assert_eq!(out.len() % hw.max(1), 0, "conv1x1_few: output size");
+    assert!(
+        window.y1 <= h && window.x1 <= w,
+        "conv1x1_few: window outside the plane"
+    );
+    let (x0, x1) = (window.x0, window.x1);
+    for (plane, wt) in out
+        .chunks_exact_mut(hw.max(1))
+        .zip(weight.chunks_exact(cin.max(1)))
+    {
+        plane
+            .par_chunks_mut(w.max(1))
+            .enumerate()
+            .skip(window.y0)
+            .take(window.y1.saturating_sub(window.y0))
+            .for_each(|(y, row)| {
+                let o = &mut row[x0..x1];
+                o.fill(0.0);
+                for (c, &wc) in wt.iter().enumerate() {
+                    let start = c * hw + y * w + x0;
+                    simd::mul_add_assign(o, &x[start..start + o.len()], wc);
+                }
+            });
     }
 }
 
@@ -516,7 +673,7 @@ pub(crate) fn conv_backward(
                 ),
                 Kernel::Gemm => (q, s.cout),
             };
-            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, carried);
+            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, (0, s.w), carried);
             carried = Some(Carried { rows, ps });
             // Output gradient on the grid, junk columns zero (they must not reach dw).
             let og = grow(b, co_rows * stride);
@@ -575,7 +732,7 @@ pub(crate) fn conv_backward(
                 hw,
                 w: s.w,
             };
-            let dp = fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, b, dps, None);
+            let dp = fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, b, dps, (0, s.w), None);
             let (da, da_stride) = match kernel {
                 Kernel::Direct(simd) => {
                     let da_stride =
@@ -730,6 +887,110 @@ mod tests {
                         assert!(
                             err <= 1e-5 * scale,
                             "{kernel:?} {s:?} relu {relu}: max error {err} (scale {scale})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A window of a convolution holds exactly what the whole convolution has there; the
+    /// direct kernels leave everything outside it untouched.
+    #[test]
+    fn a_window_of_the_convolution_is_that_part_of_the_whole() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for &(cin, cout, k, h, w) in &SHAPES {
+            let s = ConvShape { cin, cout, k, h, w };
+            let x = uniform(&mut rng, cin * h * w);
+            let wt = uniform(&mut rng, cout * cin * k * k);
+            let bias = uniform(&mut rng, cout);
+            let src = Plain {
+                x: &x,
+                hw: h * w,
+                w,
+            };
+            let windows = [
+                Window::full(h, w),
+                Window {
+                    y0: h / 3,
+                    y1: h - h / 4,
+                    x0: w / 5,
+                    x1: w - w / 3,
+                },
+                Window {
+                    y0: h - 1,
+                    y1: h,
+                    x0: w - 1,
+                    x1: w,
+                },
+                Window {
+                    y0: 0,
+                    y1: h.min(3),
+                    x0: 1.min(w - 1),
+                    x1: w,
+                },
+            ];
+            for kernel in kernels() {
+                for parallel in [false, true] {
+                    let mut whole = vec![0.0; cout * h * w];
+                    conv_forward(
+                        kernel,
+                        s,
+                        &src,
+                        &wt,
+                        Some(&bias),
+                        true,
+                        &mut whole,
+                        parallel,
+                    );
+                    for win in windows {
+                        let mut got = vec![f32::NAN; cout * h * w];
+                        conv_forward_window(
+                            kernel,
+                            s,
+                            &src,
+                            &wt,
+                            Some(&bias),
+                            true,
+                            &mut got,
+                            parallel,
+                            win,
+                        );
+                        let (mut inside, mut want) = (Vec::new(), Vec::new());
+                        for co in 0..cout {
+                            for y in win.y0..win.y1 {
+                                let r = co * h * w + y * w;
+                                inside.extend_from_slice(&got[r + win.x0..r + win.x1]);
+                                want.extend_from_slice(&whole[r + win.x0..r + win.x1]);
+                            }
+                        }
+                        assert_eq!(bits(&inside), bits(&want), "{kernel:?} {s:?} {win:?}");
+                        if kernel != Kernel::Gemm {
+                            let written = got.iter().filter(|v| !v.is_nan()).count();
+                            let area = (win.y1 - win.y0) * (win.x1 - win.x0);
+                            assert_eq!(written, cout * area, "{kernel:?} {s:?} {win:?}");
+                        }
+                    }
+                }
+            }
+            if k == 1 && cout <= FEW_OUTPUTS {
+                let mut whole = vec![0.0; cout * h * w];
+                conv1x1_few(&wt, cin, &x, h * w, &mut whole);
+                for win in windows {
+                    let mut got = vec![f32::NAN; cout * h * w];
+                    conv1x1_few_window(&wt, cin, &x, (h, w), &mut got, win);
+                    for (i, (g, v)) in got.iter().zip(&whole).enumerate() {
+                        let (y, xx) = ((i % (h * w)) / w, i % w);
+                        let inside =
+                            (win.y0..win.y1).contains(&y) && (win.x0..win.x1).contains(&xx);
+                        assert!(
+                            if inside {
+                                g.to_bits() == v.to_bits()
+                            } else {
+                                g.is_nan()
+                            },
+                            "few outputs {s:?} {win:?} at {i}"
                         );
                     }
                 }

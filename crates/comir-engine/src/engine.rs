@@ -12,8 +12,9 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, conv1x1_few, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape,
-    Kernel, Plain, RowSink, Upsample, FEW_OUTPUTS,
+    add_tap_major, conv1x1_few, conv1x1_few_window, conv_backward, conv_forward,
+    conv_forward_window, transpose_weight, BnRelu, ConvShape, Kernel, Plain, RowSink, Upsample,
+    Window, FEW_OUTPUTS,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
@@ -224,13 +225,18 @@ fn block_forward(
     train: bool,
     momentum: f32,
     eps: f32,
+    window: Option<Window>,
 ) {
     let hw = h * w;
     if train {
         let cin0 = layers.first().map_or(0, |l| l.bn.c);
         channel_stats(act, n, 0..cin0);
     }
-    for layer in layers {
+    for (j, layer) in layers.iter().enumerate() {
+        // Each later layer reads one more pixel around what it computes.
+        let layer_window = window.map_or(Window::full(h, w), |win| {
+            win.grown(layers.len() - 1 - j, h, w)
+        });
         let (cl, g) = (layer.bn.c, layer.conv.cout);
         let (a, b) = bn_affine(
             params, running, layer.bn, &act.mean, &act.var, train, momentum, eps,
@@ -247,7 +253,7 @@ fn block_forward(
                 hw,
                 w,
             };
-            conv_forward(
+            conv_forward_window(
                 kernel,
                 s,
                 &src,
@@ -256,6 +262,7 @@ fn block_forward(
                 false,
                 &mut rest[..g * hw],
                 true,
+                layer_window,
             );
         });
         if train {
@@ -425,7 +432,16 @@ impl FastDenseUNet {
         // `self` immutable here.
         let mut running = self.running.clone();
         for i in 0..n {
-            self.forward_impl_with(&mut running, &x[i * per..(i + 1) * per], 1, h, w, ws, false);
+            self.forward_impl_with(
+                &mut running,
+                &x[i * per..(i + 1) * per],
+                1,
+                h,
+                w,
+                ws,
+                false,
+                None,
+            );
             representation.extend_from_slice(&ws.repr);
             bottleneck.extend(ws.bottleneck());
         }
@@ -433,6 +449,40 @@ impl FastDenseUNet {
             representation,
             bottleneck,
         })
+    }
+
+    /// The representation of one sample `x: [C_in][H·W]` inside `window` only, `[D][rows][cols]`
+    /// of the window: the same numbers as that part of [`FastDenseUNet::forward_inference_in`]'s
+    /// (bit for bit on the direct kernels), computed without the layers after the last pooling
+    /// level's outputs that it does not depend on. A tile's margin, which only gives the kept
+    /// part its context, then costs the down path and the bottleneck but little of the up path.
+    ///
+    /// # Errors
+    /// As [`FastDenseUNet::forward_inference`]; also an empty window or one outside the image.
+    pub fn forward_inference_window(
+        &self,
+        ws: &mut Workspace,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        window: Window,
+    ) -> Result<Vec<f32>, Error> {
+        self.check_input(x.len(), 1, h, w)?;
+        let Window { y0, y1, x0, x1 } = window;
+        if y0 >= y1 || y1 > h || x0 >= x1 || x1 > w {
+            return Err(Error::Shape(format!(
+                "window rows {y0}..{y1}, columns {x0}..{x1} of a {h}×{w} image"
+            )));
+        }
+        let mut running = self.running.clone();
+        self.forward_impl_with(&mut running, x, 1, h, w, ws, false, Some(window));
+        let mut out = Vec::with_capacity(self.out_channels() * (y1 - y0) * (x1 - x0));
+        for plane in ws.repr.chunks_exact(h * w) {
+            for y in y0..y1 {
+                out.extend_from_slice(&plane[y * w + x0..y * w + x1]);
+            }
+        }
+        Ok(out)
     }
 
     fn forward_impl(
@@ -445,7 +495,7 @@ impl FastDenseUNet {
         train: bool,
     ) {
         let mut running = std::mem::take(&mut self.running);
-        self.forward_impl_with(&mut running, x, n, h, w, ws, train);
+        self.forward_impl_with(&mut running, x, n, h, w, ws, train, None);
         self.running = running;
     }
 
@@ -459,6 +509,7 @@ impl FastDenseUNet {
         w: usize,
         ws: &mut Workspace,
         train: bool,
+        window: Option<Window>,
     ) {
         let p = &self.params;
         let kernel = Kernel::of(self.isa);
@@ -481,6 +532,24 @@ impl FastDenseUNet {
         // skip connection), and the transitions down pool strip by strip instead of storing
         // their full-resolution output: about 40 % less memory to touch.
         let in_place = !train && n == 1;
+        // The up path computes only what `window` of the output depends on: block i's
+        // outputs (level depth − 1 − i) inside up_windows[i]. Found from the head down: a
+        // block of L layers needs its transition up's output L pixels wider, which reads the
+        // upsampled level below one pixel wider still.
+        let window = window.filter(|_| in_place && !train);
+        let up_windows: Vec<Option<Window>> = {
+            let mut wins = vec![None; depth];
+            // A 3×3 head reads one pixel around the window.
+            let mut need = window.map(|win| win.grown(self.head.k / 2, h, w));
+            for i in (0..depth).rev() {
+                let Some(win) = need else { break };
+                let (hl, wl) = lvl(depth - 1 - i);
+                wins[i] = Some(win);
+                let read = win.grown(self.config.up_blocks[i] + 1, hl, wl);
+                need = Some(read.halved(hl / 2, wl / 2));
+            }
+            wins
+        };
         let room = |l: usize| {
             let i = depth - 1 - l;
             if in_place {
@@ -535,6 +604,7 @@ impl FastDenseUNet {
                 train,
                 mo,
                 eps,
+                None,
             );
             // Transition down: BN → ReLU → 1×1 conv → max pool (training caches the pre-pool
             // map for the backward; inference pools strip by strip).
@@ -607,6 +677,7 @@ impl FastDenseUNet {
             train,
             mo,
             eps,
+            None,
         );
         // Up path.
         for i in 0..depth {
@@ -631,6 +702,9 @@ impl FastDenseUNet {
             };
             let skip_act = (!in_place).then_some(&ws.down[l]);
             let s = shape(tu, hl, wl);
+            let tu_window = up_windows[i].map_or(Window::full(hl, wl), |win| {
+                win.grown(self.config.up_blocks[i], hl, wl)
+            });
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
             cur.data
@@ -647,7 +721,7 @@ impl FastDenseUNet {
                         hw_low,
                         w: wl,
                     };
-                    conv_forward(
+                    conv_forward_window(
                         kernel,
                         s,
                         &src,
@@ -656,6 +730,7 @@ impl FastDenseUNet {
                         true,
                         &mut sample[skip * hwl..(skip + tu.cout) * hwl],
                         true,
+                        tu_window,
                     );
                 });
             block_forward(
@@ -670,15 +745,39 @@ impl FastDenseUNet {
                 train,
                 mo,
                 eps,
+                up_windows[i],
             );
         }
-        // Head: 1×1 conv without bias on the whole last block.
+        // Head: 1×1 conv without bias on the whole last block (on the window only, with one).
         let last = &ws.up[depth - 1];
         let head = self.head;
         let d = head.cout;
         ws.repr.resize(n * d * h * w, 0.0);
         let s = shape(head, h, w);
-        if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
+        if let Some(win) = window {
+            let inp = &last.data[..head.cin * h * w];
+            if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
+                conv1x1_few_window(conv_w(p, head), head.cin, inp, (h, w), &mut ws.repr, win);
+            } else {
+                let src = Plain {
+                    x: inp,
+                    hw: h * w,
+                    w,
+                };
+                let weight = conv_w(p, head);
+                conv_forward_window(
+                    kernel,
+                    s,
+                    &src,
+                    weight,
+                    None,
+                    false,
+                    &mut ws.repr,
+                    true,
+                    win,
+                );
+            }
+        } else if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
             for (out, inp) in ws
                 .repr
                 .chunks_mut(d * h * w)

@@ -10,7 +10,9 @@
 //! * the backward ([`FastDenseUNet::backward`]) from `dL/d(representation)` and optionally
 //!   `dL/d(bottleneck)` to the gradients of all trainable parameters;
 //! * the inference-mode forward ([`FastDenseUNet::forward_inference`]: running statistics,
-//!   one sample at a time);
+//!   one sample at a time), also of a [`Window`] of the image only
+//!   ([`FastDenseUNet::forward_inference_window`]: the up path computes what the window
+//!   depends on, so a tile's context margin costs little there);
 //!
 //! and [`optim`] provides SGD (momentum, dampening, weight decay) and Adam with burn's
 //! semantics, plus total-norm (PyTorch `clip_grad_norm_`) and burn's per-parameter norm
@@ -47,7 +49,7 @@ mod net;
 pub mod optim;
 mod simd;
 
-pub use conv::set_band_bytes;
+pub use conv::{set_band_bytes, Window};
 pub use direct::{kernel_time, set_kernel_timing};
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};

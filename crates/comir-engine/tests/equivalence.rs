@@ -14,7 +14,7 @@ use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 use comir_cpu::Isa;
 use comir_engine::optim::{clip_per_param_norm, clip_total_norm, Adam, Sgd};
-use comir_engine::{FastDenseUNet, Workspace};
+use comir_engine::{FastDenseUNet, Window, Workspace};
 use comir_model::{DenseUNet, DenseUNetConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -308,6 +308,76 @@ fn inference_forward_matches_burn() {
     engine.forward_inference(&x, N, S, S).expect("forward");
     let before = FastDenseUNet::from_burn(&net, &cfg).expect("from burn");
     assert_eq!(engine.running_stats(), before.running_stats());
+}
+
+/// The representation of a window is that part of the whole one, bit for bit, on every
+/// instruction set: windows inside, at the corners and edges, one row, odd bounds, the whole
+/// image; a head with one output (the few-outputs path) and with five (the general one).
+#[test]
+fn inference_of_a_window_is_that_part_of_the_whole() {
+    small_bands();
+    let (h, w) = (44, 40);
+    for (seed, out_channels) in [(21, 2), (22, 5)] {
+        let device = Device::flex();
+        device.seed(seed);
+        let cfg = tiny().with_out_channels(out_channels);
+        let net = cfg.init(&device);
+        let base = FastDenseUNet::from_burn(&net, &cfg).expect("from_burn");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = rand_vec(&mut rng, cfg.in_channels * h * w, -1.0, 1.0);
+        for isa in Isa::available() {
+            let mut engine = base.clone();
+            engine.set_isa(isa).expect("available");
+            let whole = engine
+                .forward_inference(&x, 1, h, w)
+                .expect("forward")
+                .representation;
+            let mut ws = Workspace::new();
+            for (y0, y1, x0, x1) in [
+                (8, 36, 8, 32),
+                (0, 5, 37, 40),
+                (39, 44, 0, 3),
+                (13, 14, 0, 40),
+                (3, 30, 1, 39),
+                (0, 44, 0, 40),
+            ] {
+                let window = Window { y0, y1, x0, x1 };
+                let got = engine
+                    .forward_inference_window(&mut ws, &x, h, w, window)
+                    .expect("window");
+                let mut want = Vec::new();
+                for plane in whole.chunks_exact(h * w) {
+                    for y in y0..y1 {
+                        want.extend_from_slice(&plane[y * w + x0..y * w + x1]);
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{isa}, D = {out_channels}, {window:?}"
+                );
+            }
+            let empty = Window {
+                y0: 5,
+                y1: 5,
+                x0: 0,
+                x1: 4,
+            };
+            assert!(engine
+                .forward_inference_window(&mut ws, &x, h, w, empty)
+                .is_err());
+            let outside = Window {
+                y0: 0,
+                y1: 45,
+                x0: 0,
+                x1: 4,
+            };
+            assert!(engine
+                .forward_inference_window(&mut ws, &x, h, w, outside)
+                .is_err());
+        }
+    }
 }
 
 /// Wide enough that inference pools its transitions down strip by strip (strips of 4 pooled

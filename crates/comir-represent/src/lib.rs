@@ -20,7 +20,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use comir_engine::FastDenseUNet;
+use comir_engine::{FastDenseUNet, Window};
 use comir_image::ops::{mirror_index, quarter_turns};
 use comir_image::Image;
 use comir_model::{DenseUNet, Model, ModelCard};
@@ -134,34 +134,41 @@ impl Representer {
         })
     }
 
-    /// Runs one network on a channel-first tile `[C][H][W]`; returns `[D][H][W]`.
+    /// Runs one network on a channel-first tile `[C][H][W]`; returns the representation inside
+    /// `keep`, `[D][rows][cols]` of it. The CPU engine computes little of the up path outside
+    /// it ([`comir_engine::FastDenseUNet::forward_inference_window`]).
     fn run(
         &self,
         modality: Modality,
         tile: Vec<f32>,
-        c: usize,
-        h: usize,
-        w: usize,
+        (c, h, w): (usize, usize, usize),
+        keep: Window,
     ) -> Result<Vec<f32>, Error> {
         if let Some((a, b)) = &self.fast {
             let net = if modality == Modality::A { a } else { b };
             let mut ws = self.workspaces[modality as usize]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            return Ok(net
-                .forward_inference_in(&mut ws, &tile, 1, h, w)?
-                .representation);
+            return Ok(net.forward_inference_window(&mut ws, &tile, h, w, keep)?);
         }
         let net = match modality {
             Modality::A => &self.net_a,
             Modality::B => &self.net_b,
         };
         let input = Tensor::<4>::from_data(TensorData::new(tile, [1, c, h, w]), &self.device);
-        net.try_forward(input)?
+        let whole = net
+            .try_forward(input)?
             .representation
             .into_data()
             .try_to_vec::<f32>()
-            .map_err(|e| Error::Input(format!("{e:?}")))
+            .map_err(|e| Error::Input(format!("{e:?}")))?;
+        let mut kept = Vec::with_capacity(whole.len());
+        for plane in whole.chunks_exact(h * w) {
+            for y in keep.y0..keep.y1 {
+                kept.extend_from_slice(&plane[y * w + keep.x0..y * w + keep.x1]);
+            }
+        }
+        Ok(kept)
     }
 
     /// What the model folder says.
@@ -449,12 +456,19 @@ impl Representer {
                     }
                 }
             }
-            let y = self.run(modality, tile, c, th, tw)?;
+            // The part of the tile kept: its core, cut at the image's right and bottom edges.
+            let cols = core_w.min(w - x0);
+            let keep = Window {
+                y0: margin,
+                y1: margin + rows,
+                x0: margin,
+                x1: margin + cols,
+            };
+            let y = self.run(modality, tile, (c, th, tw), keep)?;
             for yy in 0..rows {
-                for xx in 0..core_w.min(w - x0) {
+                for xx in 0..cols {
                     for ch in 0..d {
-                        let v = y[(ch * th + yy + margin) * tw + xx + margin];
-                        out.set(x0 + xx, yy, ch, v);
+                        out.set(x0 + xx, yy, ch, y[(ch * rows + yy) * cols + xx]);
                     }
                 }
             }
