@@ -121,15 +121,22 @@ impl RowSource for Upsample<'_> {
         let wl = self.w / 2;
         let s = c * self.hw_low + (y / 2) * wl;
         let src = &self.x[s..s + wl];
-        if x0.is_multiple_of(2) && dst.len().is_multiple_of(2) {
-            for (pair, &v) in dst.chunks_exact_mut(2).zip(&src[x0 / 2..]) {
-                pair[0] = v;
-                pair[1] = v;
-            }
-        } else {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = src[(x0 + i) / 2];
-            }
+        // An odd first column is the second copy of its source pixel; then whole pairs, and
+        // a last single column if one is left.
+        let start = usize::from(x0 % 2 == 1 && !dst.is_empty());
+        if start == 1 {
+            dst[0] = src[x0 / 2];
+        }
+        let first = x0.div_ceil(2);
+        let body = &mut dst[start..];
+        let whole = body.len() / 2;
+        let mut pairs = body.chunks_exact_mut(2);
+        for (pair, &v) in (&mut pairs).zip(&src[first..]) {
+            pair[0] = v;
+            pair[1] = v;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = src[first + whole];
         }
     }
 }
@@ -861,6 +868,29 @@ mod tests {
 
     fn uniform(rng: &mut impl Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect()
+    }
+
+    #[test]
+    fn upsampled_rows_from_any_column() {
+        let (w, h) = (12, 4);
+        let low: Vec<f32> = (0..(w / 2) * (h / 2)).map(|v| v as f32).collect();
+        let up = Upsample {
+            x: &low,
+            hw_low: (w / 2) * (h / 2),
+            w,
+        };
+        for y in 0..h {
+            for x0 in 0..w {
+                for len in 0..=w - x0 {
+                    let mut got = vec![f32::NAN; len];
+                    up.row(0, y, x0, &mut got);
+                    let want: Vec<f32> = (x0..x0 + len)
+                        .map(|x| low[(y / 2) * (w / 2) + x / 2])
+                        .collect();
+                    assert_eq!(got, want, "row {y}, columns {x0}..{}", x0 + len);
+                }
+            }
+        }
     }
 
     #[test]
