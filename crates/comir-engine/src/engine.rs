@@ -36,16 +36,26 @@ impl Act {
     }
 
     /// [`Act::reset`] with room for `room ≥ c` channels, so that growing to them later moves
-    /// nothing.
+    /// nothing. With `room > c` (one sample, whose block grows in place) the buffer keeps the
+    /// room's length: the channels past `c` hold whatever the last tile left there until the
+    /// layers that own them write them, instead of being zeroed again for every tile. Only
+    /// its first `n · c · hw` values are this activation ([`Act::samples_mut`]).
     fn reset_with_room(&mut self, n: usize, c: usize, hw: usize, room: usize) {
         self.c = c;
         self.hw = hw;
         // Reuse the allocation across steps; the contents are overwritten by the forward.
         let want = n * room.max(c) * hw;
         self.data.reserve(want.saturating_sub(self.data.len()));
-        resize_in_parallel(&mut self.data, n * c * hw);
+        let len = if room > c { want } else { n * c * hw };
+        resize_in_parallel(&mut self.data, len);
         self.mean.resize(c, 0.0);
         self.var.resize(c, 1.0);
+    }
+
+    /// The `n` samples' activations (the buffer may hold room for more channels).
+    fn samples_mut(&mut self, n: usize) -> &mut [f32] {
+        let len = n * self.stride();
+        &mut self.data[..len]
     }
 
     fn stride(&self) -> usize {
@@ -55,7 +65,9 @@ impl Act {
     /// Grows one sample's activations to `c` channels, keeping the ones there.
     fn grow_single(&mut self, c: usize) {
         self.c = c;
-        resize_in_parallel(&mut self.data, c * self.hw);
+        if self.data.len() < c * self.hw {
+            resize_in_parallel(&mut self.data, c * self.hw);
+        }
         self.mean.resize(c, 0.0);
         self.var.resize(c, 1.0);
     }
@@ -244,27 +256,29 @@ fn block_forward(
         let s = shape(layer.conv, h, w);
         let (weight, bias) = (conv_w(params, layer.conv), conv_b(params, layer.conv));
         let stride = act.stride();
-        act.data.par_chunks_mut(stride).for_each(|sample| {
-            let (inp, rest) = sample.split_at_mut(cl * hw);
-            let src = BnRelu {
-                x: inp,
-                a: &a,
-                b: &b,
-                hw,
-                w,
-            };
-            conv_forward_window(
-                kernel,
-                s,
-                &src,
-                weight,
-                bias,
-                false,
-                &mut rest[..g * hw],
-                true,
-                layer_window,
-            );
-        });
+        act.samples_mut(n)
+            .par_chunks_mut(stride)
+            .for_each(|sample| {
+                let (inp, rest) = sample.split_at_mut(cl * hw);
+                let src = BnRelu {
+                    x: inp,
+                    a: &a,
+                    b: &b,
+                    hw,
+                    w,
+                };
+                conv_forward_window(
+                    kernel,
+                    s,
+                    &src,
+                    weight,
+                    bias,
+                    false,
+                    &mut rest[..g * hw],
+                    true,
+                    layer_window,
+                );
+            });
         if train {
             channel_stats(act, n, cl..cl + g);
         }
@@ -569,7 +583,7 @@ impl FastDenseUNet {
             let in_stride = self.config.in_channels * h0 * w0;
             let input = &ws.input;
             ws.down[0]
-                .data
+                .samples_mut(n)
                 .par_chunks_mut(stride)
                 .enumerate()
                 .for_each(|(i, sample)| {
@@ -707,7 +721,7 @@ impl FastDenseUNet {
             });
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
-            cur.data
+            cur.samples_mut(n)
                 .par_chunks_mut(cur_stride)
                 .enumerate()
                 .for_each(|(k, sample)| {
