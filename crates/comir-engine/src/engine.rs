@@ -379,13 +379,18 @@ fn transition_down_pooled(
             out
         })
         .collect();
-    for (&y2, out) in strips.iter().zip(&pooled) {
-        let rows = out.len() / (c * w2);
-        for ch in 0..c {
-            let dst = ch * h2 * w2 + y2 * w2;
-            next[dst..dst + rows * w2].copy_from_slice(&out[ch * rows * w2..(ch + 1) * rows * w2]);
-        }
-    }
+    // Channel by channel in parallel: done by the calling thread alone, this copy left the
+    // other cores idle.
+    next[..c * h2 * w2]
+        .par_chunks_mut((h2 * w2).max(1))
+        .enumerate()
+        .for_each(|(ch, plane)| {
+            for (&y2, out) in strips.iter().zip(&pooled) {
+                let rows = out.len() / (c * w2).max(1);
+                plane[y2 * w2..(y2 + rows) * w2]
+                    .copy_from_slice(&out[ch * rows * w2..(ch + 1) * rows * w2]);
+            }
+        });
 }
 
 impl FastDenseUNet {
