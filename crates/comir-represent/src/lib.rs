@@ -446,13 +446,19 @@ impl Representer {
             if x0 >= w {
                 continue;
             }
+            // The image columns each tile column reads (mirrored at the edges), found once.
+            let columns: Vec<usize> = (0..tw)
+                .map(|xx| mirror_index(x0 as isize + xx as isize - margin as isize, w))
+                .collect();
+            let data = x.data();
             let mut tile = vec![0.0f32; c * th * tw];
             for yy in 0..th {
                 let sy = mirror_index(y0 as isize + yy as isize - margin as isize, h);
-                for xx in 0..tw {
-                    let sx = mirror_index(x0 as isize + xx as isize - margin as isize, w);
-                    for ch in 0..c {
-                        tile[(ch * th + yy) * tw + xx] = x.get(sx, sy, ch);
+                let row = &data[sy * w * c..(sy + 1) * w * c];
+                for ch in 0..c {
+                    let dst = &mut tile[(ch * th + yy) * tw..(ch * th + yy + 1) * tw];
+                    for (d, &sx) in dst.iter_mut().zip(&columns) {
+                        *d = row[sx * c + ch];
                     }
                 }
             }
@@ -465,10 +471,13 @@ impl Representer {
                 x1: margin + cols,
             };
             let y = self.run(modality, tile, (c, th, tw), keep)?;
+            let out_data = out.data_mut();
             for yy in 0..rows {
-                for xx in 0..cols {
-                    for ch in 0..d {
-                        out.set(x0 + xx, yy, ch, y[(ch * rows + yy) * cols + xx]);
+                let dst = &mut out_data[(yy * w + x0) * d..(yy * w + x0 + cols) * d];
+                for ch in 0..d {
+                    let src = &y[(ch * rows + yy) * cols..(ch * rows + yy + 1) * cols];
+                    for (o, &v) in dst.chunks_exact_mut(d).zip(src) {
+                        o[ch] = v;
                     }
                 }
             }
