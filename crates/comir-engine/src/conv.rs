@@ -683,14 +683,21 @@ pub(crate) fn conv_backward(
             let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, (0, s.w), carried);
             carried = Some(Carried { rows, ps });
             // Output gradient on the grid, junk columns zero (they must not reach dw).
+            // Each value is written once: rows copied, their junk columns, the tail past the
+            // band and the padding channels zeroed (not the whole buffer first).
             let og = grow(b, co_rows * stride);
-            og.fill(0.0);
-            for co in 0..s.cout {
+            for (co, plane) in og.chunks_exact_mut(stride).enumerate() {
+                if co >= s.cout {
+                    plane.fill(0.0);
+                    continue;
+                }
                 for r in 0..rows {
-                    let g = &mut og[co * stride + r * wp..co * stride + r * wp + s.w];
+                    let (g, junk) = plane[r * wp..(r + 1) * wp].split_at_mut(s.w);
                     let d = co * hw + (y0 + r) * s.w;
                     g.copy_from_slice(&dout[d..d + s.w]);
+                    junk.fill(0.0);
                 }
+                plane[rows * wp..].fill(0.0);
             }
             match kernel {
                 Kernel::Direct(simd) => {
