@@ -390,6 +390,10 @@ fn direct_band(
 
 /// Forward convolution of one sample with `kernel`: `out[cout][h·w] = conv(src) (+ bias)
 /// (→ ReLU)`. `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
+///
+/// With a `window`, only the outputs inside it are computed and the rest of `out` is not
+/// written: the direct kernels compute each of them exactly as the whole convolution does (the
+/// same sums in the same order); the portable path computes the whole plane anyway.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_forward(
     kernel: Kernel,
@@ -400,25 +404,7 @@ pub(crate) fn conv_forward(
     relu: bool,
     out: &mut [f32],
     parallel: bool,
-) {
-    let all = Window::full(s.h, s.w);
-    conv_forward_window(kernel, s, src, weight, bias, relu, out, parallel, all);
-}
-
-/// [`conv_forward`] of the outputs inside `window` only; the rest of `out` is not written. The
-/// direct kernels compute each output inside it exactly as the whole convolution does (the
-/// same sums in the same order); the portable path computes the whole plane.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_forward_window(
-    kernel: Kernel,
-    s: ConvShape,
-    src: &dyn RowSource,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    relu: bool,
-    out: &mut [f32],
-    parallel: bool,
-    window: Window,
+    window: Option<Window>,
 ) {
     assert_eq!(out.len(), s.cout * s.h * s.w, "conv_forward: output size");
     assert_eq!(
@@ -433,16 +419,17 @@ pub(crate) fn conv_forward_window(
         Kernel::Direct(_) => direct::pack_weights(s.cout, s.cin, kk, weight),
         Kernel::Gemm => Vec::new(),
     };
+    let window = match kernel {
+        Kernel::Direct(_) => window.unwrap_or(Window::full(s.h, s.w)),
+        Kernel::Gemm => Window::full(s.h, s.w),
+    };
     assert!(
         window.y0 < window.y1 && window.y1 <= s.h && window.x0 < window.x1 && window.x1 <= s.w,
         "conv_forward: window {window:?} outside {}×{}",
         s.h,
         s.w
     );
-    let window = match kernel {
-        Kernel::Direct(_) => window,
-        Kernel::Gemm => Window::full(s.h, s.w),
-    };
+
     let (x0, x1) = (window.x0, window.x1);
     let full_width = x0 == 0 && x1 == s.w;
     let ptr = SendPtr(out.as_mut_ptr());
@@ -919,7 +906,17 @@ mod tests {
                             hw: h * w,
                             w,
                         };
-                        conv_forward(kernel, s, &src, &wt, Some(&bias), relu, &mut got, parallel);
+                        conv_forward(
+                            kernel,
+                            s,
+                            &src,
+                            &wt,
+                            Some(&bias),
+                            relu,
+                            &mut got,
+                            parallel,
+                            None,
+                        );
                         let err = max_difference(&got, &want);
                         assert!(
                             err <= 1e-5 * scale,
@@ -970,30 +967,16 @@ mod tests {
             ];
             for kernel in kernels() {
                 for parallel in [false, true] {
-                    let mut whole = vec![0.0; cout * h * w];
-                    conv_forward(
-                        kernel,
-                        s,
-                        &src,
-                        &wt,
-                        Some(&bias),
-                        true,
-                        &mut whole,
-                        parallel,
-                    );
+                    // Untouched outputs stay NaN.
+                    let run = |window: Option<Window>| {
+                        let mut out = vec![f32::NAN; cout * h * w];
+                        let b = Some(bias.as_slice());
+                        conv_forward(kernel, s, &src, &wt, b, true, &mut out, parallel, window);
+                        out
+                    };
+                    let whole = run(None);
                     for win in windows {
-                        let mut got = vec![f32::NAN; cout * h * w];
-                        conv_forward_window(
-                            kernel,
-                            s,
-                            &src,
-                            &wt,
-                            Some(&bias),
-                            true,
-                            &mut got,
-                            parallel,
-                            win,
-                        );
+                        let got = run(Some(win));
                         let (mut inside, mut want) = (Vec::new(), Vec::new());
                         for co in 0..cout {
                             for y in win.y0..win.y1 {

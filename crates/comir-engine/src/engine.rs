@@ -12,9 +12,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, conv1x1_few, conv1x1_few_window, conv_backward, conv_forward,
-    conv_forward_window, transpose_weight, BnRelu, ConvShape, Kernel, Plain, RowSink, Upsample,
-    Window, FEW_OUTPUTS,
+    add_tap_major, conv1x1_few, conv1x1_few_window, conv_backward, conv_forward, transpose_weight,
+    BnRelu, ConvShape, Kernel, Plain, RowSink, Upsample, Window, FEW_OUTPUTS,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
@@ -246,9 +245,7 @@ fn block_forward(
     }
     for (j, layer) in layers.iter().enumerate() {
         // Each later layer reads one more pixel around what it computes.
-        let layer_window = window.map_or(Window::full(h, w), |win| {
-            win.grown(layers.len() - 1 - j, h, w)
-        });
+        let layer_window = window.map(|win| win.grown(layers.len() - 1 - j, h, w));
         let (cl, g) = (layer.bn.c, layer.conv.cout);
         let (a, b) = bn_affine(
             params, running, layer.bn, &act.mean, &act.var, train, momentum, eps,
@@ -267,7 +264,7 @@ fn block_forward(
                     hw,
                     w,
                 };
-                conv_forward_window(
+                conv_forward(
                     kernel,
                     s,
                     &src,
@@ -365,6 +362,7 @@ fn transition_down_pooled(
                 false,
                 tmp,
                 false,
+                None,
             );
             let mut out = vec![0.0; c * rows * w2];
             max_pool(
@@ -606,6 +604,7 @@ impl FastDenseUNet {
                         false,
                         &mut sample[..ci.cout * h0 * w0],
                         true,
+                        None,
                     );
                 });
         }
@@ -678,6 +677,7 @@ impl FastDenseUNet {
                         false,
                         out,
                         true,
+                        None,
                     );
                 });
             let ns = next.stride();
@@ -721,9 +721,7 @@ impl FastDenseUNet {
             };
             let skip_act = (!in_place).then_some(&ws.down[l]);
             let s = shape(tu, hl, wl);
-            let tu_window = up_windows[i].map_or(Window::full(hl, wl), |win| {
-                win.grown(self.config.up_blocks[i], hl, wl)
-            });
+            let tu_window = up_windows[i].map(|win| win.grown(self.config.up_blocks[i], hl, wl));
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
             cur.samples_mut(n)
@@ -740,7 +738,7 @@ impl FastDenseUNet {
                         hw_low,
                         w: wl,
                     };
-                    conv_forward_window(
+                    conv_forward(
                         kernel,
                         s,
                         &src,
@@ -784,7 +782,7 @@ impl FastDenseUNet {
                     w,
                 };
                 let weight = conv_w(p, head);
-                conv_forward_window(
+                conv_forward(
                     kernel,
                     s,
                     &src,
@@ -793,7 +791,7 @@ impl FastDenseUNet {
                     false,
                     &mut ws.repr,
                     true,
-                    win,
+                    Some(win),
                 );
             }
         } else if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
@@ -820,7 +818,17 @@ impl FastDenseUNet {
                         hw: h * w,
                         w,
                     };
-                    conv_forward(kernel, s, &src, conv_w(p, head), None, false, out, true);
+                    conv_forward(
+                        kernel,
+                        s,
+                        &src,
+                        conv_w(p, head),
+                        None,
+                        false,
+                        out,
+                        true,
+                        None,
+                    );
                 });
         }
         if in_place {

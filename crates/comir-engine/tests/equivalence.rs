@@ -358,24 +358,17 @@ fn inference_of_a_window_is_that_part_of_the_whole() {
                     "{isa}, D = {out_channels}, {window:?}"
                 );
             }
-            let empty = Window {
-                y0: 5,
-                y1: 5,
-                x0: 0,
-                x1: 4,
-            };
-            assert!(engine
-                .forward_inference_window(&mut ws, &x, h, w, empty)
-                .is_err());
-            let outside = Window {
-                y0: 0,
-                y1: 45,
-                x0: 0,
-                x1: 4,
-            };
-            assert!(engine
-                .forward_inference_window(&mut ws, &x, h, w, outside)
-                .is_err());
+            // An empty window, and one a row past the image.
+            for (y0, y1) in [(5, 5), (0, 45)] {
+                let bad = Window {
+                    y0,
+                    y1,
+                    x0: 0,
+                    x1: 4,
+                };
+                let got = engine.forward_inference_window(&mut ws, &x, h, w, bad);
+                assert!(got.is_err(), "{bad:?}");
+            }
         }
     }
 }
