@@ -549,11 +549,11 @@ impl FastDenseUNet {
         // skip connection), and the transitions down pool strip by strip instead of storing
         // their full-resolution output: about 40 % less memory to touch.
         let in_place = !train && n == 1;
-        // The up path computes only what `window` of the output depends on: block i's
-        // outputs (level depth − 1 − i) inside up_windows[i]. Found from the head down: a
-        // block of L layers needs its transition up's output L pixels wider, which reads the
-        // upsampled level below one pixel wider still.
-        let window = window.filter(|_| in_place && !train);
+        // The up path computes only what `window` of the output depends on (inference of one
+        // sample): block i's outputs (level depth − 1 − i) inside up_windows[i]. Found from
+        // the head down: a block of L layers needs its transition up's output L pixels wider,
+        // which reads the upsampled level below one pixel wider still.
+        let window = window.filter(|_| in_place);
         let up_windows: Vec<Option<Window>> = {
             let mut wins = vec![None; depth];
             // A 3×3 head reads one pixel around the window.
