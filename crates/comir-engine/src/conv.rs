@@ -532,13 +532,20 @@ pub(crate) fn conv_forward(
 pub(crate) const FEW_OUTPUTS: usize = 4;
 
 /// A 1×1 convolution without bias into a few output channels (a network's head: one output
-/// channel from a hundred), straight from the `[cin][hw]` planes: `out[co] = Σ_c w[co][c] · x[c]`,
+/// channel from a hundred), straight from the `[cin][h·w]` planes: `out[co] = Σ_c w[co][c] · x[c]`,
 /// channels summed in order. The general path would copy every input channel into a padded band
-/// and compute a kernel tile of six output channels for the one wanted. Pixels are split in
-/// chunks across threads; each pixel's sum is the same whatever the split.
-pub(crate) fn conv1x1_few(weight: &[f32], cin: usize, x: &[f32], hw: usize, out: &mut [f32]) {
-    // Pixels per task: the output chunk stays in L1 while the input planes stream past it.
-    const CHUNK: usize = 2048;
+/// and compute a kernel tile of six output channels for the one wanted. Rows are split across
+/// threads; each pixel's sum is the same whatever the split. With a `window`, only its pixels
+/// are computed and the rest of `out` is not written.
+pub(crate) fn conv1x1_few(
+    weight: &[f32],
+    cin: usize,
+    x: &[f32],
+    (h, w): (usize, usize),
+    out: &mut [f32],
+    window: Option<Window>,
+) {
+    let hw = h * w;
     assert_eq!(x.len(), cin * hw, "conv1x1_few: input size");
     assert_eq!(out.len() % hw.max(1), 0, "conv1x1_few: output size");
     assert_eq!(
@@ -546,34 +553,7 @@ pub(crate) fn conv1x1_few(weight: &[f32], cin: usize, x: &[f32], hw: usize, out:
         out.len() / hw.max(1) * cin,
         "conv1x1_few: weight size"
     );
-    for (plane, w) in out
-        .chunks_exact_mut(hw.max(1))
-        .zip(weight.chunks_exact(cin.max(1)))
-    {
-        plane.par_chunks_mut(CHUNK).enumerate().for_each(|(j, o)| {
-            o.fill(0.0);
-            let start = j * CHUNK;
-            for (c, &wc) in w.iter().enumerate() {
-                let xs = &x[c * hw + start..c * hw + start + o.len()];
-                simd::mul_add_assign(o, xs, wc);
-            }
-        });
-    }
-}
-
-/// [`conv1x1_few`] on the pixels of `window` of the `h × w` planes only (the same sums); the
-/// rest of `out` is not written. Rows are split across threads.
-pub(crate) fn conv1x1_few_window(
-    weight: &[f32],
-    cin: usize,
-    x: &[f32],
-    (h, w): (usize, usize),
-    out: &mut [f32],
-    window: Window,
-) {
-    let hw = h * w;
-    assert_eq!(x.len(), cin * hw, "conv1x1_few: input size");
-    assert_eq!(out.len() % hw.max(1), 0, "conv1x1_few: output size");
+    let window = window.unwrap_or(Window::full(h, w));
     assert!(
         window.y1 <= h && window.x1 <= w,
         "conv1x1_few: window outside the plane"
@@ -996,10 +976,10 @@ mod tests {
             }
             if k == 1 && cout <= FEW_OUTPUTS {
                 let mut whole = vec![0.0; cout * h * w];
-                conv1x1_few(&wt, cin, &x, h * w, &mut whole);
+                conv1x1_few(&wt, cin, &x, (h, w), &mut whole, None);
                 for win in windows {
                     let mut got = vec![f32::NAN; cout * h * w];
-                    conv1x1_few_window(&wt, cin, &x, (h, w), &mut got, win);
+                    conv1x1_few(&wt, cin, &x, (h, w), &mut got, Some(win));
                     for (i, (g, v)) in got.iter().zip(&whole).enumerate() {
                         let (y, xx) = ((i % (h * w)) / w, i % w);
                         let inside =
@@ -1036,7 +1016,7 @@ mod tests {
                 let want = naive(s, &x, &wt, None, false);
                 let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 let mut got = vec![f32::NAN; cout * h * w];
-                conv1x1_few(&wt, cin, &x, h * w, &mut got);
+                conv1x1_few(&wt, cin, &x, (h, w), &mut got, None);
                 let err = max_difference(&got, &want);
                 assert!(
                     err <= 1e-5 * scale,

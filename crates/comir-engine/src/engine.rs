@@ -12,8 +12,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, conv1x1_few, conv1x1_few_window, conv_backward, conv_forward, transpose_weight,
-    BnRelu, ConvShape, Kernel, Plain, RowSink, Upsample, Window, FEW_OUTPUTS,
+    add_tap_major, conv1x1_few, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape,
+    Kernel, Plain, RowSink, Upsample, Window, FEW_OUTPUTS,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
@@ -771,30 +771,7 @@ impl FastDenseUNet {
         let d = head.cout;
         ws.repr.resize(n * d * h * w, 0.0);
         let s = shape(head, h, w);
-        if let Some(win) = window {
-            let inp = &last.data[..head.cin * h * w];
-            if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
-                conv1x1_few_window(conv_w(p, head), head.cin, inp, (h, w), &mut ws.repr, win);
-            } else {
-                let src = Plain {
-                    x: inp,
-                    hw: h * w,
-                    w,
-                };
-                let weight = conv_w(p, head);
-                conv_forward(
-                    kernel,
-                    s,
-                    &src,
-                    weight,
-                    None,
-                    false,
-                    &mut ws.repr,
-                    true,
-                    Some(win),
-                );
-            }
-        } else if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
+        if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
             for (out, inp) in ws
                 .repr
                 .chunks_mut(d * h * w)
@@ -804,8 +781,9 @@ impl FastDenseUNet {
                     conv_w(p, head),
                     head.cin,
                     &inp[..head.cin * h * w],
-                    h * w,
+                    (h, w),
                     out,
+                    window,
                 );
             }
         } else {
@@ -827,7 +805,7 @@ impl FastDenseUNet {
                         false,
                         out,
                         true,
-                        None,
+                        window,
                     );
                 });
         }
