@@ -202,28 +202,34 @@ fn transposed_row(cin: usize) -> usize {
     cin.next_multiple_of(16)
 }
 
-/// `xt[p · row + ci] = input[ci · plane + p]` for `p < positions`, zero in the padding
-/// channels `cin..row`.
-fn transpose_band(band: &GradBand, positions: usize, xt: &mut [f32]) {
-    let row = transposed_row(band.cin);
+/// `xt[p · row + i] = input[(c0 + i) · plane + p]` for `p < positions` and `i < row` (a
+/// multiple of 8): the `row` channels from `c0`, zero for those past `cin`.
+fn transpose_band(band: &GradBand, positions: usize, c0: usize, row: usize, xt: &mut [f32]) {
     let whole = positions / 8 * 8;
     #[cfg(target_arch = "x86_64")]
     if Isa::Avx2.supported() {
         // SAFETY: the CPU has AVX2 (checked just above).
-        unsafe { avx2::transpose_blocks(band, whole, row, xt) };
+        unsafe { avx2::transpose_blocks(band, whole, c0, row, xt) };
     } else {
-        transpose_scalar(band, 0..whole, row, xt);
+        transpose_scalar(band, 0..whole, c0, row, xt);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    transpose_scalar(band, 0..whole, row, xt);
-    transpose_scalar(band, whole..positions, row, xt);
+    transpose_scalar(band, 0..whole, c0, row, xt);
+    transpose_scalar(band, whole..positions, c0, row, xt);
 }
 
 /// The positions `range` of [`transpose_band`], one element at a time.
-fn transpose_scalar(band: &GradBand, range: std::ops::Range<usize>, row: usize, xt: &mut [f32]) {
+fn transpose_scalar(
+    band: &GradBand,
+    range: std::ops::Range<usize>,
+    c0: usize,
+    row: usize,
+    xt: &mut [f32],
+) {
     for p in range {
         let line = &mut xt[p * row..(p + 1) * row];
-        for (ci, d) in line.iter_mut().enumerate() {
+        for (i, d) in line.iter_mut().enumerate() {
+            let ci = c0 + i;
             *d = if ci < band.cin {
                 band.input[ci * band.plane + p]
             } else {
@@ -282,7 +288,14 @@ pub(crate) fn weight_grad_band(simd: Simd, band: &GradBand, dw: &mut [f32]) {
     if band.cin == 0 || band.cout == 0 {
         return;
     }
-    let row = transposed_row(band.cin);
+    // AVX2 sums 16 channels at a time: the band is transposed 16 channels at a time, and each
+    // such column (64 bytes a position, a fraction of the band in the wide layers) stays in L1
+    // across every tap and output block instead of coming from L2 for each. AVX-512's runs of
+    // 64 channels gain nothing from it and take the whole band at once.
+    let row = match simd {
+        Simd::Avx2 => 16,
+        Simd::Avx512 => transposed_row(band.cin),
+    };
     timed(|| {
         TRANSPOSED.with(|cell| {
             let mut buf = cell.borrow_mut();
@@ -290,20 +303,24 @@ pub(crate) fn weight_grad_band(simd: Simd, band: &GradBand, dw: &mut [f32]) {
                 buf.resize(positions * row + LINE_FLOATS, 0.0);
             }
             let xt = cache_aligned(&mut buf[..], positions * row);
-            transpose_band(band, positions, xt);
-            let tile = GradTile { xt, row, band };
-            for (t, &off) in band.offsets.iter().enumerate() {
-                for co0 in (0..band.cout).step_by(GRAD_CO_BLOCK) {
-                    let rows = (band.cout - co0).min(GRAD_CO_BLOCK);
-                    let dw_rows = &mut dw[(t * band.cout + co0) * band.cin..][..rows * band.cin];
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the instructions are asserted; the tile reads rows co0..co0+6 of
-                    // dout (padded, asserted) and transposed rows off..off+stride (sized above),
-                    // and writes `rows` rows of `cin` gradients.
-                    unsafe {
-                        match simd {
-                            Simd::Avx2 => avx2::grad_block(&tile, off, co0, dw_rows),
-                            Simd::Avx512 => avx512::grad_block(&tile, off, co0, dw_rows),
+            for ci0 in (0..band.cin).step_by(row) {
+                transpose_band(band, positions, ci0, row, xt);
+                let tile = GradTile { xt, row, band };
+                for (t, &off) in band.offsets.iter().enumerate() {
+                    for co0 in (0..band.cout).step_by(GRAD_CO_BLOCK) {
+                        let rows = (band.cout - co0).min(GRAD_CO_BLOCK);
+                        let dw_rows =
+                            &mut dw[(t * band.cout + co0) * band.cin..][..rows * band.cin];
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the instructions are asserted; the tile reads rows
+                        // co0..co0+6 of dout (padded, asserted) and transposed rows
+                        // off..off+stride (sized above), and writes `rows` rows of `cin`
+                        // gradients.
+                        unsafe {
+                            match simd {
+                                Simd::Avx2 => avx2::grad_chunk(&tile, off, co0, ci0, dw_rows),
+                                Simd::Avx512 => avx512::grad_block(&tile, off, co0, dw_rows),
+                            }
                         }
                     }
                 }
@@ -372,24 +389,25 @@ mod avx2 {
     pub(super) unsafe fn transpose_blocks(
         band: &GradBand,
         whole: usize,
+        c0: usize,
         row: usize,
         xt: &mut [f32],
     ) {
         assert!(band.cin == 0 || (band.cin - 1) * band.plane + whole <= band.input.len());
-        assert!(whole * row <= xt.len() && band.cin <= row && row.is_multiple_of(8));
+        assert!(whole * row <= xt.len() && row.is_multiple_of(8));
         let (x, out) = (band.input.as_ptr(), xt.as_mut_ptr());
         for p0 in (0..whole).step_by(8) {
-            for c0 in (0..row).step_by(8) {
-                let present = band.cin.saturating_sub(c0).min(8);
+            for i0 in (0..row).step_by(8) {
+                let present = band.cin.saturating_sub(c0 + i0).min(8);
                 let mut r = [_mm256_setzero_ps(); 8];
                 for (i, r) in r.iter_mut().enumerate().take(present) {
-                    // In bounds: channel c0 + i < cin and p0 + 8 <= whole (asserted).
-                    *r = _mm256_loadu_ps(x.add((c0 + i) * band.plane + p0));
+                    // In bounds: channel c0 + i0 + i < cin and p0 + 8 <= whole (asserted).
+                    *r = _mm256_loadu_ps(x.add((c0 + i0 + i) * band.plane + p0));
                 }
                 let t = transpose8(r);
                 for (p, t) in t.iter().enumerate() {
-                    // In bounds: (p0 + p) · row + c0 + 8 <= whole · row (asserted).
-                    _mm256_storeu_ps(out.add((p0 + p) * row + c0), *t);
+                    // In bounds: (p0 + p) · row + i0 + 8 <= whole · row (asserted).
+                    _mm256_storeu_ps(out.add((p0 + p) * row + i0), *t);
                 }
             }
         }
@@ -427,37 +445,41 @@ mod avx2 {
         ]
     }
 
-    /// `dw[j][ci] += Σ_n dout[co0 + j][n] · xt[n + off][ci]` for the rows of `dw` (up to 6)
-    /// and all input channels, 16 channels (two vectors) × 6 output channels per tile.
+    /// `dw[j][ci0 + i] += Σ_n dout[co0 + j][n] · xt[n + off][i]` for the rows of `dw` (up to
+    /// 6) and the 16 input channels from `ci0` (two vectors), transposed from `ci0` on.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn grad_block(tile: &GradTile, off: usize, co0: usize, dw: &mut [f32]) {
+    pub(super) unsafe fn grad_chunk(
+        tile: &GradTile,
+        off: usize,
+        co0: usize,
+        ci0: usize,
+        dw: &mut [f32],
+    ) {
         let band = tile.band;
         let cin = band.cin;
         let rows = dw.len() / cin;
         let d = band.dout.as_ptr().add(co0 * band.stride);
+        let mut acc = [[_mm256_setzero_ps(); 2]; CO_BLOCK];
+        let mut x = tile.xt.as_ptr().add(off * tile.row);
+        for n in 0..band.stride {
+            let v0 = _mm256_loadu_ps(x);
+            let v1 = _mm256_loadu_ps(x.add(8));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let g = _mm256_broadcast_ss(&*d.add(j * band.stride + n));
+                acc[0] = _mm256_fmadd_ps(g, v0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(g, v1, acc[1]);
+            }
+            x = x.add(tile.row);
+        }
         let mut sums = [[0.0f32; 16]; CO_BLOCK];
-        for ci0 in (0..cin).step_by(16) {
-            let mut acc = [[_mm256_setzero_ps(); 2]; CO_BLOCK];
-            let mut x = tile.xt.as_ptr().add(off * tile.row + ci0);
-            for n in 0..band.stride {
-                let v0 = _mm256_loadu_ps(x);
-                let v1 = _mm256_loadu_ps(x.add(8));
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let g = _mm256_broadcast_ss(&*d.add(j * band.stride + n));
-                    acc[0] = _mm256_fmadd_ps(g, v0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(g, v1, acc[1]);
-                }
-                x = x.add(tile.row);
-            }
-            for (sum, acc) in sums.iter_mut().zip(&acc) {
-                _mm256_storeu_ps(sum.as_mut_ptr(), acc[0]);
-                _mm256_storeu_ps(sum.as_mut_ptr().add(8), acc[1]);
-            }
-            let width = (cin - ci0).min(16);
-            for (j, sum) in sums.iter().enumerate().take(rows) {
-                for (g, &v) in dw[j * cin + ci0..j * cin + ci0 + width].iter_mut().zip(sum) {
-                    *g += v;
-                }
+        for (sum, acc) in sums.iter_mut().zip(&acc) {
+            _mm256_storeu_ps(sum.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(sum.as_mut_ptr().add(8), acc[1]);
+        }
+        let width = (cin - ci0).min(16);
+        for (j, sum) in sums.iter().enumerate().take(rows) {
+            for (g, &v) in dw[j * cin + ci0..j * cin + ci0 + width].iter_mut().zip(sum) {
+                *g += v;
             }
         }
     }
@@ -643,9 +665,9 @@ mod tests {
         }
     }
 
-    /// The band transposed for the weight gradient holds every input element at its
-    /// transposed place and zeros in the padding channels, for channel counts and lengths
-    /// that are and are not whole 8 × 8 blocks.
+    /// The band transposed for the weight gradient, whole or a run of channels at a time,
+    /// holds every input element at its transposed place and zeros in the padding channels,
+    /// for channel counts and lengths that are and are not whole 8 × 8 blocks.
     #[test]
     fn transposed_band_matches_the_transpose_written_out() {
         for (cin, positions) in [(1, 1), (3, 8), (8, 16), (12, 37), (17, 64), (44, 131)] {
@@ -660,17 +682,20 @@ mod tests {
                 dout: &[],
                 stride: positions,
             };
-            let row = transposed_row(cin);
-            let mut xt = vec![f32::NAN; positions * row];
-            transpose_band(&band, positions, &mut xt);
-            for p in 0..positions {
-                for ci in 0..row {
-                    let want = if ci < cin { input[ci * plane + p] } else { 0.0 };
-                    assert_eq!(
-                        xt[p * row + ci],
-                        want,
-                        "cin {cin}, position {p}, channel {ci}"
-                    );
+            let whole = transposed_row(cin);
+            for (c0, row) in [(0, whole), (0, 16), (8, 8), (16, 16), (24, 16)] {
+                let mut xt = vec![f32::NAN; positions * row];
+                transpose_band(&band, positions, c0, row, &mut xt);
+                for p in 0..positions {
+                    for i in 0..row {
+                        let ci = c0 + i;
+                        let want = if ci < cin { input[ci * plane + p] } else { 0.0 };
+                        assert_eq!(
+                            xt[p * row + i],
+                            want,
+                            "cin {cin}, channels from {c0}, position {p}, channel {ci}"
+                        );
+                    }
                 }
             }
         }
