@@ -284,17 +284,6 @@ fn block_forward(
 
 /// 2×2 max pool of `[N][c][h·w]` (stride `src_stride` per sample) into the first `c`
 /// channels of `dst` (stride `dst_stride`).
-/// The larger of two activations: a plain comparison, not `f32::max`, whose NaN rule costs a
-/// blend per element (activations are finite).
-#[inline(always)]
-fn larger(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
-
 fn max_pool(
     src: &[f32],
     src_stride: usize,
@@ -314,13 +303,7 @@ fn max_pool(
                 for (y, out) in dp.chunks_exact_mut(w2).enumerate() {
                     let r0 = &sp[2 * y * w..(2 * y + 1) * w];
                     let r1 = &sp[(2 * y + 1) * w..(2 * y + 2) * w];
-                    for ((o, a), b) in out
-                        .iter_mut()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                    {
-                        *o = larger(larger(a[0], a[1]), larger(b[0], b[1]));
-                    }
+                    simd::max_pool_row(r0, r1, out);
                 }
             });
     }
@@ -1384,20 +1367,7 @@ impl FastDenseUNet {
                             let (t0, t1) = (&ts[top..top + wi], &ts[top + wi..top + 2 * wi]);
                             let (d0, d1) = dt[top..top + 2 * wi].split_at_mut(wi);
                             let g = &gn[c * h2 * w2 + y * w2..c * h2 * w2 + (y + 1) * w2];
-                            // Branch-free: the first of the four that equals their maximum
-                            // takes the gradient.
-                            for x in 0..w2 {
-                                let (tl, tr) = (t0[2 * x], t0[2 * x + 1]);
-                                let (bl, br) = (t1[2 * x], t1[2 * x + 1]);
-                                let m = larger(larger(larger(tl, tr), bl), br);
-                                let gv = g[x];
-                                let (is_tl, is_tr, is_bl) = (tl == m, tr == m, bl == m);
-                                let first_br = br == m && !is_tl && !is_tr && !is_bl;
-                                d0[2 * x] = if is_tl { gv } else { 0.0 };
-                                d0[2 * x + 1] = if is_tr && !is_tl { gv } else { 0.0 };
-                                d1[2 * x] = if is_bl && !is_tl && !is_tr { gv } else { 0.0 };
-                                d1[2 * x + 1] = if first_br { gv } else { 0.0 };
-                            }
+                            simd::max_pool_grad_row(t0, t1, g, d0, d1);
                         }
                     }
                 });

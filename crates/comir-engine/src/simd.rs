@@ -197,6 +197,115 @@ per_isa! {
     }
 }
 
+/// The larger of two activations: a plain comparison, not `f32::max`, whose NaN rule costs a
+/// blend per element (activations are finite).
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+per_isa! {
+    /// 2×2 max pooling of one row of windows: `out[x]` is the largest of columns `2x` and
+    /// `2x + 1` of the rows `r0` and `r1`.
+    fn max_pool_row / max_pool_row_on(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+        for ((o, a), b) in out.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+            *o = larger(larger(a[0], a[1]), larger(b[0], b[1]));
+        }
+    }
+}
+
+/// Backward of 2×2 max pooling for one row of windows: `t0`, `t1` are the two input rows the
+/// windows cover, `g` the gradient of their maxima; `d0`, `d1` receive the input gradient.
+/// The first of the four that equals the maximum (top left, top right, bottom left, bottom
+/// right) takes the gradient, the others 0. A selection, so every version gives the same bits.
+pub(crate) fn max_pool_grad_row(t0: &[f32], t1: &[f32], g: &[f32], d0: &mut [f32], d1: &mut [f32]) {
+    max_pool_grad_row_on(comir_cpu::active(), t0, t1, g, d0, d1);
+}
+
+/// [`max_pool_grad_row`] with the vectors of `isa` (plain Rust when this CPU does not run it).
+pub(crate) fn max_pool_grad_row_on(
+    isa: Isa,
+    t0: &[f32],
+    t1: &[f32],
+    g: &[f32],
+    d0: &mut [f32],
+    d1: &mut [f32],
+) {
+    let n = g.len();
+    assert!(t0.len() >= 2 * n && t1.len() >= 2 * n && d0.len() >= 2 * n && d1.len() >= 2 * n);
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) && Isa::Avx2.supported() {
+        done = n / 4 * 4;
+        // SAFETY: the CPU runs AVX2 (checked); the slices hold 2·n ≥ 2·done floats (asserted).
+        unsafe { max_pool_grad_avx2(t0, t1, g, d0, d1, done) };
+    }
+    for x in done..n {
+        let (tl, tr, bl, br) = (t0[2 * x], t0[2 * x + 1], t1[2 * x], t1[2 * x + 1]);
+        let m = larger(larger(larger(tl, tr), bl), br);
+        let gv = g[x];
+        let (is_tl, is_tr, is_bl) = (tl == m, tr == m, bl == m);
+        d0[2 * x] = if is_tl { gv } else { 0.0 };
+        d0[2 * x + 1] = if is_tr && !is_tl { gv } else { 0.0 };
+        d1[2 * x] = if is_bl && !is_tl && !is_tr { gv } else { 0.0 };
+        d1[2 * x + 1] = if br == m && !is_tl && !is_tr && !is_bl {
+            gv
+        } else {
+            0.0
+        };
+    }
+}
+
+/// [`max_pool_grad_row`] for the first `windows` windows (a multiple of 4), 4 at a time in
+/// the rows' own interleaved order: each element is compared with its window's other column
+/// (its neighbour swapped in), so nothing is de-interleaved.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_grad_avx2(
+    t0: &[f32],
+    t1: &[f32],
+    g: &[f32],
+    d0: &mut [f32],
+    d1: &mut [f32],
+    windows: usize,
+) {
+    use std::arch::x86_64::*;
+    // Lanes 1, 3, 5, 7 hold the right column of their window.
+    let odd = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
+    let spread = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    for x in (0..windows).step_by(4) {
+        let a = _mm256_loadu_ps(t0.as_ptr().add(2 * x));
+        let b = _mm256_loadu_ps(t1.as_ptr().add(2 * x));
+        // The other column of each element's window.
+        let a2 = _mm256_permute_ps::<0b1011_0001>(a);
+        let b2 = _mm256_permute_ps::<0b1011_0001>(b);
+        // The same order of comparisons as `larger`: tl vs tr, then bl, then br.
+        let (left_a, right_a) = (_mm256_blendv_ps(a, a2, odd), _mm256_blendv_ps(a2, a, odd));
+        let (left_b, right_b) = (_mm256_blendv_ps(b, b2, odd), _mm256_blendv_ps(b2, b, odd));
+        let gt = |p: __m256, q: __m256| _mm256_blendv_ps(q, p, _mm256_cmp_ps::<_CMP_GT_OQ>(p, q));
+        let m = gt(gt(gt(left_a, right_a), left_b), right_b);
+        let eq = |p: __m256| _mm256_cmp_ps::<_CMP_EQ_OQ>(p, m);
+        let (ea, ea2, eb, eb2) = (eq(a), eq(a2), eq(b), eq(b2));
+        let gv = _mm256_permutevar8x32_ps(
+            _mm256_castps128_ps256(_mm_loadu_ps(g.as_ptr().add(x))),
+            spread,
+        );
+        // Top row: its element, unless it is the right column and the left one equals m.
+        let top = _mm256_andnot_ps(_mm256_and_ps(odd, ea2), ea);
+        // Bottom row: its element, unless the top row has m, or it is the right column and
+        // the bottom left equals m.
+        let above = _mm256_or_ps(ea, ea2);
+        let bottom = _mm256_andnot_ps(_mm256_or_ps(above, _mm256_and_ps(odd, eb2)), eb);
+        _mm256_storeu_ps(d0.as_mut_ptr().add(2 * x), _mm256_and_ps(top, gv));
+        _mm256_storeu_ps(d1.as_mut_ptr().add(2 * x), _mm256_and_ps(bottom, gv));
+    }
+}
+
 per_isa! {
     /// `g += v`.
     fn add_assign / add_assign_on(g: &mut [f32], v: &[f32]) {
@@ -223,6 +332,44 @@ mod tests {
         (0..n)
             .map(|i| (((i * 37 + seed * 11) % 101) as f32 - 50.0) / 7.0)
             .collect()
+    }
+
+    /// Every version of the max-pool backward gives the gradient to the first of each window's
+    /// largest values: every window of values from {0, 1, 2} (so every pattern of ties), at
+    /// every row length (vector body and tail).
+    #[test]
+    fn max_pool_backward_picks_the_first_largest() {
+        let (mut t0, mut t1) = (Vec::new(), Vec::new());
+        for k in 0..81 {
+            let v = |d: usize| (k / d % 3) as f32;
+            t0.extend([v(1), v(3)]);
+            t1.extend([v(9), v(27)]);
+        }
+        let g: Vec<f32> = (0..81).map(|i| i as f32 + 0.25).collect();
+        let mut want0 = vec![0.0; 162];
+        let mut want1 = vec![0.0; 162];
+        for x in 0..81 {
+            let four = [t0[2 * x], t0[2 * x + 1], t1[2 * x], t1[2 * x + 1]];
+            let m = four.iter().copied().fold(f32::MIN, f32::max);
+            let first = four.iter().position(|&v| v == m).unwrap_or(0);
+            if first < 2 {
+                want0[2 * x + first] = g[x];
+            } else {
+                want1[2 * x + first - 2] = g[x];
+            }
+        }
+        for n in [0, 1, 3, 4, 5, 8, 11, 80, 81] {
+            for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+                let mut d0 = vec![f32::NAN; 2 * n];
+                let mut d1 = vec![f32::NAN; 2 * n];
+                max_pool_grad_row_on(isa, &t0[..2 * n], &t1[..2 * n], &g[..n], &mut d0, &mut d1);
+                assert_eq!(
+                    (&d0[..], &d1[..]),
+                    (&want0[..2 * n], &want1[..2 * n]),
+                    "{isa:?}, {n} windows"
+                );
+            }
+        }
     }
 
     #[test]
