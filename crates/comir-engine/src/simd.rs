@@ -5,7 +5,7 @@
 //! vectorises; built for the baseline x86-64 target they would use 4-lane SSE2. Each
 //! function here is compiled three times (AVX-512, AVX2 + FMA, baseline) and runs the version
 //! of the process's instruction set ([`comir_cpu::active`]). Reductions accumulate in a
-//! fixed number of lanes (16 for `f32`, 8 for `f64`) that are combined in a fixed order, and
+//! fixed number of lanes (16 for `f32`, 32 for `f64`) that are combined in a fixed order, and
 //! the compiler never fuses a multiply and an add on its own, so every version computes the
 //! same numbers bit for bit (checked in the tests below).
 
@@ -133,41 +133,66 @@ fn fold8(v: &[f64; 8]) -> f64 {
     ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
 }
 
+/// `f64` lanes of the reductions in `f64`: four vectors' worth on AVX2, so that the additions
+/// of one lane do not wait on each other (one chain of 8 lanes is bound by the add latency).
+const F64_LANES: usize = 32;
+
+/// Partial sums of the reductions in `f64`: lane `l` in `[l / 8][l % 8]`.
+type F64Lanes = [[f64; 8]; F64_LANES / 8];
+
+/// Sums [`F64_LANES`] lanes pairwise (a fixed order).
+#[inline(always)]
+fn fold_f64(v: &F64Lanes) -> f64 {
+    let mut w = [0.0f64; 8];
+    for (l, w) in w.iter_mut().enumerate() {
+        *w = (v[0][l] + v[2][l]) + (v[1][l] + v[3][l]);
+    }
+    fold8(&w)
+}
+
 per_isa! {
     /// `Σ x` in `f64`.
     fn sum_f64 / sum_f64_on(x: &[f32]) -> f64 {
-        let mut s = [0.0f64; 8];
-        let chunks = x.chunks_exact(8);
+        let mut s: F64Lanes = Default::default();
+        let chunks = x.chunks_exact(F64_LANES);
         let rest = chunks.remainder();
+        let [s0, s1, s2, s3] = &mut s;
         for c in chunks {
             for l in 0..8 {
-                s[l] += f64::from(c[l]);
+                s0[l] += f64::from(c[l]);
+                s1[l] += f64::from(c[8 + l]);
+                s2[l] += f64::from(c[16 + l]);
+                s3[l] += f64::from(c[24 + l]);
             }
         }
         for (l, &v) in rest.iter().enumerate() {
-            s[l] += f64::from(v);
+            s[l / 8][l % 8] += f64::from(v);
         }
-        fold8(&s)
+        fold_f64(&s)
     }
 }
 
 per_isa! {
     /// `Σ (x − m)²` in `f64`.
     fn sum_squared_deviations / sum_squared_deviations_on(x: &[f32], m: f64) -> f64 {
-        let mut s = [0.0f64; 8];
-        let chunks = x.chunks_exact(8);
+        let mut s: F64Lanes = Default::default();
+        let chunks = x.chunks_exact(F64_LANES);
         let rest = chunks.remainder();
+        let [s0, s1, s2, s3] = &mut s;
         for c in chunks {
             for l in 0..8 {
-                let d = f64::from(c[l]) - m;
-                s[l] += d * d;
+                let d = [0, 8, 16, 24].map(|k| f64::from(c[k + l]) - m);
+                s0[l] += d[0] * d[0];
+                s1[l] += d[1] * d[1];
+                s2[l] += d[2] * d[2];
+                s3[l] += d[3] * d[3];
             }
         }
         for (l, &v) in rest.iter().enumerate() {
             let d = f64::from(v) - m;
-            s[l] += d * d;
+            s[l / 8][l % 8] += d * d;
         }
-        fold8(&s)
+        fold_f64(&s)
     }
 }
 
