@@ -614,11 +614,8 @@ pub(crate) fn conv_backward(
     let kk = s.k * s.k;
     assert_eq!(dout.len(), s.cout * hw, "conv_backward: gradient size");
     assert_eq!(dw.len(), kk * s.cout * s.cin, "conv_backward: dw size");
-    if let Some(db) = db {
-        for (co, d) in db.iter_mut().enumerate() {
-            *d += simd::sum_f64(&dout[co * hw..(co + 1) * hw]) as f32;
-        }
-    }
+    // The bias gradient is summed from the rows as they are copied into the bands.
+    let mut db_sums = db.as_ref().map(|_| vec![0.0f64; s.cout]);
     let wp = s.w + 2;
     let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
     // The input gradient is a convolution of the padded output gradient with the flipped
@@ -663,6 +660,9 @@ pub(crate) fn conv_backward(
                     let d = co * hw + (y0 + r) * s.w;
                     g.copy_from_slice(&dout[d..d + s.w]);
                     junk.fill(0.0);
+                    if let Some(sums) = db_sums.as_mut() {
+                        sums[co] += simd::sum_f64(g);
+                    }
                 }
                 plane[rows * wp..].fill(0.0);
             }
@@ -762,6 +762,11 @@ pub(crate) fn conv_backward(
             }
         }
     });
+    if let (Some(db), Some(sums)) = (db, db_sums) {
+        for (d, sum) in db.iter_mut().zip(sums) {
+            *d += sum as f32;
+        }
+    }
 }
 
 /// Adds `[t][cout][cin]` tap-major weight gradients into a `[cout][cin][t]` buffer.
