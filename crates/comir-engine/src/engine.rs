@@ -222,7 +222,8 @@ fn shape(conv: ConvP, h: usize, w: usize) -> ConvShape {
     }
 }
 
-/// Runs the layers of a dense block on `act` whose first `cin0` channels hold the input.
+/// Runs the layers of a dense block on `act` whose first `cin0` channels hold the input, the
+/// batch statistics of the first `known` of them already in `act` (training).
 #[allow(clippy::too_many_arguments)]
 fn block_forward(
     kernel: Kernel,
@@ -230,6 +231,7 @@ fn block_forward(
     running: &mut [f32],
     layers: &[BnConv],
     act: &mut Act,
+    known: usize,
     n: usize,
     h: usize,
     w: usize,
@@ -241,7 +243,7 @@ fn block_forward(
     let hw = h * w;
     if train {
         let cin0 = layers.first().map_or(0, |l| l.bn.c);
-        channel_stats(act, n, 0..cin0);
+        channel_stats(act, n, known.min(cin0)..cin0);
     }
     for (j, layer) in layers.iter().enumerate() {
         // Each later layer reads one more pixel around what it computes.
@@ -599,6 +601,7 @@ impl FastDenseUNet {
                 running,
                 &self.down[i],
                 &mut ws.down[i],
+                0,
                 n,
                 hi,
                 wi,
@@ -673,6 +676,7 @@ impl FastDenseUNet {
             running,
             &self.bottleneck,
             &mut ws.bott,
+            0,
             n,
             hb,
             wb,
@@ -703,6 +707,15 @@ impl FastDenseUNet {
                 (&before[i - 1], plan.up_inputs[i - 1])
             };
             let skip_act = (!in_place).then_some(&ws.down[l]);
+            // The skip's batch statistics are its down block's (the same values).
+            let known = match skip_act {
+                Some(sa) if train => {
+                    cur.mean[..skip].copy_from_slice(&sa.mean[..skip]);
+                    cur.var[..skip].copy_from_slice(&sa.var[..skip]);
+                    skip
+                }
+                _ => 0,
+            };
             let s = shape(tu, hl, wl);
             let tu_window = up_windows[i].map(|win| win.grown(self.config.up_blocks[i], hl, wl));
             let hw_low = (hl / 2) * (wl / 2);
@@ -739,6 +752,7 @@ impl FastDenseUNet {
                 running,
                 &self.up[i],
                 cur,
+                known,
                 n,
                 hl,
                 wl,
