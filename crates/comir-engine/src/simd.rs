@@ -252,6 +252,7 @@ pub(crate) fn max_pool_grad_row(t0: &[f32], t1: &[f32], g: &[f32], d0: &mut [f32
 }
 
 /// [`max_pool_grad_row`] with the vectors of `isa` (plain Rust when this CPU does not run it).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(crate) fn max_pool_grad_row_on(
     isa: Isa,
     t0: &[f32],
