@@ -156,6 +156,8 @@ per_isa! {
         let mut s: F64Lanes = Default::default();
         let chunks = x.chunks_exact(F64_LANES);
         let rest = chunks.remainder();
+        // Four named vectors of lanes: written as one loop over 32, the compiler packed the
+        // lanes into odd groups and spilled them.
         let [s0, s1, s2, s3] = &mut s;
         for c in chunks {
             for l in 0..8 {
@@ -362,7 +364,7 @@ mod tests {
 
     /// Every version of the max-pool backward gives the gradient to the first of each window's
     /// largest values: every window of values from {0, 1, 2} (so every pattern of ties), at
-    /// every row length (vector body and tail).
+    /// row lengths of whole vectors, tails alone and both.
     #[test]
     fn max_pool_backward_picks_the_first_largest() {
         let (mut t0, mut t1) = (Vec::new(), Vec::new());
