@@ -8,7 +8,10 @@
 //! im2col); outputs are computed for all `W + 2` grid columns and the two junk columns
 //! dropped. Bands keep the working set in L2 and bound the scratch memory for large images.
 //! A convolution can be asked for a [`Window`] of its output only: its rows are the bands', and
-//! the direct kernels then run each row's columns in the window.
+//! the direct kernels then run each row's columns in the window. Where [`Kernel::Winograd`]
+//! applies, a band is an even number of rows, its padded rows are stored split into even and
+//! odd columns, and [`crate::winograd`] computes it from 2 × 2 tiles on even rows and columns
+//! (a window is widened to whole tiles, and only its part is written).
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::{direct, simd};
+use crate::{direct, simd, winograd};
 
 /// Writes rows of one input channel of a convolution.
 pub(crate) trait RowSource: Sync {
@@ -202,6 +205,13 @@ impl ConvShape {
         let r = self.band_rows();
         (y0..y1).step_by(r).map(|y| (y, r.min(y1 - y))).collect()
     }
+
+    /// The bands of output rows `y0..y1` (both even) in an even number of rows each, for
+    /// Winograd's 2 × 2 tiles.
+    fn even_bands_of(&self, y0: usize, y1: usize) -> Vec<(usize, usize)> {
+        let r = (self.band_rows() & !1).max(2);
+        (y0..y1).step_by(r).map(|y| (y, r.min(y1 - y))).collect()
+    }
 }
 
 #[derive(Default)]
@@ -209,6 +219,7 @@ struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
+    wino: winograd::Scratch,
 }
 
 thread_local! {
@@ -239,6 +250,9 @@ struct Carried {
 /// whose last two padded rows are this band's first two: they are moved instead of read from
 /// `src` again. Bands of a few rows read each source row `(rows + 2) / rows` times otherwise,
 /// from memory, since a layer's input planes are larger than the cache. Same values either way.
+///
+/// With `split`, each padded row is stored as its even elements then its odd ones (see
+/// [`winograd::split`]), as Winograd reads them.
 #[allow(clippy::too_many_arguments)]
 fn fill_band<'b>(
     src: &dyn RowSource,
@@ -251,6 +265,7 @@ fn fill_band<'b>(
     ps: usize,
     (x0, x1): (usize, usize),
     carried: Option<Carried>,
+    split: bool,
 ) -> &'b [f32] {
     // The carried band may have a longer plane stride (the last band is shorter).
     let xp = grow(buf, cin * ps.max(carried.map_or(0, |p| p.ps)));
@@ -264,6 +279,8 @@ fn fill_band<'b>(
     // Channel c moves from c·prev.ps to c·ps ≤ c·prev.ps, in channel order: a later channel's
     // rows are never overwritten before they are moved.
     let carried = carried.filter(|prev| ps <= prev.ps);
+    // A split row is first written whole here.
+    let mut whole = if split { vec![0.0; wp] } else { Vec::new() };
     for c in 0..cin {
         let first = match carried {
             Some(prev) => {
@@ -278,7 +295,11 @@ fn fill_band<'b>(
             let row = &mut plane[r * wp..(r + 1) * wp];
             let y = (y0 + r).wrapping_sub(1);
             if y >= h {
-                row[pa..pb].fill(0.0);
+                // A split row's columns are spread over the whole row.
+                row[if split { 0..wp } else { pa..pb }].fill(0.0);
+            } else if split {
+                src.row(c, y, xa, &mut whole[xa + 1..=xb]);
+                winograd::split(&whole, row);
             } else {
                 row[0] = 0.0;
                 row[wp - 1] = 0.0;
@@ -351,12 +372,45 @@ pub(crate) enum Kernel {
     Gemm,
     /// The direct kernels of [`crate::direct`] at one vector width.
     Direct(direct::Simd),
+    /// The direct kernels, and [`crate::winograd`] for the 3×3 convolutions it speeds up.
+    Winograd(direct::Simd),
 }
 
 impl Kernel {
-    /// The kernels of an instruction set.
+    /// The kernels of an instruction set. Winograd runs with AVX2 only: with AVX-512 the
+    /// direct kernel does a multiply on twice the lanes, and the transforms' memory traffic,
+    /// which stays the same, then costs what the fewer multiplies save (docs/benchmarks.md).
     pub(crate) fn of(isa: comir_cpu::Isa) -> Self {
-        direct::Simd::of(isa).map_or(Kernel::Gemm, Kernel::Direct)
+        match direct::Simd::of(isa) {
+            Some(direct::Simd::Avx2) => Kernel::Winograd(direct::Simd::Avx2),
+            Some(simd) => Kernel::Direct(simd),
+            None => Kernel::Gemm,
+        }
+    }
+
+    /// The vector width of Winograd for a convolution of `s`'s geometry from `inputs` to
+    /// `outputs` channels, when this kernel uses it there: 3×3, even height and width (the
+    /// 2 × 2 tiles cover the plane), and enough channels to pay for the transforms.
+    fn winograd(self, s: ConvShape, inputs: usize, outputs: usize) -> Option<direct::Simd> {
+        match self {
+            Kernel::Winograd(simd)
+                if s.k == 3
+                    && s.h.is_multiple_of(2)
+                    && s.w.is_multiple_of(2)
+                    && winograd::pays(inputs, outputs) =>
+            {
+                Some(simd)
+            }
+            _ => None,
+        }
+    }
+
+    /// The kernel for what Winograd does not compute.
+    fn direct(self) -> Self {
+        match self {
+            Kernel::Winograd(simd) => Kernel::Direct(simd),
+            k => k,
+        }
     }
 }
 
@@ -415,13 +469,20 @@ pub(crate) fn conv_forward(
     let kk = s.k * s.k;
     let wp = s.w + 2;
     let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
+    let wino = kernel.winograd(s, s.cin, s.cout).map(|simd| {
+        let weights = winograd::Weights::new(s.cout, s.cin, |co, ci, t| {
+            weight[(co * s.cin + ci) * kk + t]
+        });
+        (simd, weights)
+    });
+    let kernel = kernel.direct();
     let packed = match kernel {
-        Kernel::Direct(_) => direct::pack_weights(s.cout, s.cin, kk, weight),
-        Kernel::Gemm => Vec::new(),
+        Kernel::Direct(_) if wino.is_none() => direct::pack_weights(s.cout, s.cin, kk, weight),
+        _ => Vec::new(),
     };
     let window = match kernel {
-        Kernel::Direct(_) => window.unwrap_or(Window::full(s.h, s.w)),
         Kernel::Gemm => Window::full(s.h, s.w),
+        _ => window.unwrap_or(Window::full(s.h, s.w)),
     };
     assert!(
         window.y0 < window.y1 && window.y1 <= s.h && window.x0 < window.x1 && window.x1 <= s.w,
@@ -432,21 +493,42 @@ pub(crate) fn conv_forward(
 
     let (x0, x1) = (window.x0, window.x1);
     let full_width = x0 == 0 && x1 == s.w;
+    // Winograd computes the 2 × 2 tiles the window touches.
+    let (xa, xb) = match wino {
+        Some(_) => (x0 & !1, (x1 + 1) & !1),
+        None => (x0, x1),
+    };
     let ptr = SendPtr(out.as_mut_ptr());
     // A band continuing the one before it on the same thread reuses its last two rows.
     let band = |(y0, rows): (usize, usize), carried: Option<Carried>| -> Carried {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
-            let Scratch { a, b, .. } = &mut *scratch;
+            let Scratch { a, b, wino: ws, .. } = &mut *scratch;
             // The direct kernel computes whole tiles of grid positions: slack for the last.
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
-            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, (x0, x1), carried);
-            let stride = match kernel {
-                Kernel::Direct(simd) if full_width => {
+            let split = wino.is_some();
+            let xp = fill_band(
+                src,
+                s.cin,
+                s.h,
+                s.w,
+                y0,
+                rows,
+                a,
+                ps,
+                (xa, xb),
+                carried,
+                split,
+            );
+            let stride = match (&wino, kernel) {
+                (Some((simd, weights)), _) => {
+                    winograd::band(*simd, weights, xp, ps, wp, rows, (xa, xb), b, ws)
+                }
+                (None, Kernel::Direct(simd)) if full_width => {
                     direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
                 }
-                Kernel::Direct(simd) => {
+                (None, Kernel::Direct(simd)) => {
                     // Row by row, the window's columns in whole tiles; a row's last tile runs
                     // past the window into columns the next row overwrites, or into slack.
                     let stride = (q + direct::PX_BLOCK).next_multiple_of(direct::PX_BLOCK);
@@ -464,7 +546,7 @@ pub(crate) fn conv_forward(
                     }
                     stride
                 }
-                Kernel::Gemm => {
+                (None, Kernel::Gemm) => {
                     let og = grow(b, s.cout * q);
                     for (t, &off) in offsets.iter().enumerate() {
                         // SAFETY: og is cout×q; weight tap t of row co at co·cin·kk + ci·kk + t;
@@ -489,12 +571,18 @@ pub(crate) fn conv_forward(
                     }
                     q
                 }
+                (None, Kernel::Winograd(_)) => unreachable!("resolved to Direct above"),
             };
             let og = &b[..];
             let hw = s.h * s.w;
+            // Winograd's bands may start a row before the window or end a row after it.
+            let (ra, rb) = (
+                window.y0.saturating_sub(y0).min(rows),
+                (window.y1 - y0).min(rows),
+            );
             for co in 0..s.cout {
                 let bco = bias.map_or(0.0, |b| b[co]);
-                for r in 0..rows {
+                for r in ra..rb {
                     let g = &og[co * stride + r * wp + x0..co * stride + r * wp + x1];
                     // SAFETY: row y0 + r of channel co belongs to this band only.
                     let o = unsafe {
@@ -516,7 +604,10 @@ pub(crate) fn conv_forward(
             carried = Some(band(b, carried));
         }
     };
-    let bands = s.bands_of(window.y0, window.y1);
+    let bands = match wino {
+        Some(_) => s.even_bands_of(window.y0 & !1, (window.y1 + 1) & !1),
+        None => s.bands_of(window.y0, window.y1),
+    };
     if parallel && bands.len() > 1 {
         // Two runs of consecutive bands per thread: few halos recomputed, and a thread that
         // finishes early still finds work.
@@ -625,26 +716,55 @@ pub(crate) fn conv_backward(
         .iter()
         .map(|&(ky, kx)| (2 - ky) * wp + (2 - kx))
         .collect();
+    // Winograd's kernel for the input gradient is the flipped transposed one.
+    let wino = match (kernel.winograd(s, s.cout, s.cin), wt) {
+        (Some(simd), Some(wt)) => {
+            let weights = winograd::Weights::new(s.cin, s.cout, |ci, co, t| {
+                wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
+            });
+            Some((simd, weights))
+        }
+        _ => None,
+    };
+    let kernel = kernel.direct();
     let packed = match (kernel, wt) {
-        (Kernel::Direct(_), Some(wt)) => direct::pack_transposed(s.cout, s.cin, kk, wt),
+        (Kernel::Direct(_), Some(wt)) if wino.is_none() => {
+            direct::pack_transposed(s.cout, s.cin, kk, wt)
+        }
         _ => Vec::new(),
+    };
+    let bands = match wino {
+        Some(_) => s.even_bands_of(0, s.h),
+        None => s.bands(),
     };
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
-        let Scratch { a, b, c } = &mut *scratch;
+        let Scratch { a, b, c, wino: ws } = &mut *scratch;
         let mut carried: Option<Carried> = None;
-        for (y0, rows) in s.bands() {
+        for (y0, rows) in bands {
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
             // Direct: whole vectors and tiles of positions, zero past the band.
             let (stride, co_rows) = match kernel {
-                Kernel::Direct(_) => (
+                Kernel::Direct(_) | Kernel::Winograd(_) => (
                     q.next_multiple_of(direct::PX_BLOCK),
                     s.cout.next_multiple_of(direct::GRAD_CO_BLOCK),
                 ),
                 Kernel::Gemm => (q, s.cout),
             };
-            let xp = fill_band(src, s.cin, s.h, s.w, y0, rows, a, ps, (0, s.w), carried);
+            let xp = fill_band(
+                src,
+                s.cin,
+                s.h,
+                s.w,
+                y0,
+                rows,
+                a,
+                ps,
+                (0, s.w),
+                carried,
+                false,
+            );
             carried = Some(Carried { rows, ps });
             // Output gradient on the grid, junk columns zero (they must not reach dw).
             // Each value is written once: rows copied, their junk columns, the tail past the
@@ -667,7 +787,7 @@ pub(crate) fn conv_backward(
                 plane[rows * wp..].fill(0.0);
             }
             match kernel {
-                Kernel::Direct(simd) => {
+                Kernel::Direct(simd) | Kernel::Winograd(simd) => {
                     let band = direct::GradBand {
                         cin: s.cin,
                         input: xp,
@@ -713,14 +833,32 @@ pub(crate) fn conv_backward(
                 hw,
                 w: s.w,
             };
-            let dp = fill_band(&dsrc, s.cout, s.h, s.w, y0, rows, b, dps, (0, s.w), None);
-            let (da, da_stride) = match kernel {
-                Kernel::Direct(simd) => {
+            let split = wino.is_some();
+            let dp = fill_band(
+                &dsrc,
+                s.cout,
+                s.h,
+                s.w,
+                y0,
+                rows,
+                b,
+                dps,
+                (0, s.w),
+                None,
+                split,
+            );
+            let (da, da_stride) = match (&wino, kernel) {
+                (Some((simd, weights)), _) => {
+                    let da_stride =
+                        winograd::band(*simd, weights, dp, dps, wp, rows, (0, s.w), c, ws);
+                    (&c[..], da_stride)
+                }
+                (None, Kernel::Direct(simd) | Kernel::Winograd(simd)) => {
                     let da_stride =
                         direct_band(simd, s.cout, s.cin, dp, dps, &flipped, &packed, q, c);
                     (&c[..], da_stride)
                 }
-                Kernel::Gemm => {
+                (None, Kernel::Gemm) => {
                     // col[t·cout + co][q] = dp[co][q + flipped[t]].
                     let kc = kk * s.cout;
                     let (col, da) = {
@@ -818,8 +956,14 @@ mod tests {
 
     /// `(cin, cout, k, h, w)`: channel counts off the kernels' tile sizes, widths off the
     /// 16-position tile, heights of one band and of several (odd remainders included), and wide
-    /// images cut into bands of a few rows.
-    const SHAPES: [(usize, usize, usize, usize, usize); 9] = [
+    /// images cut into bands of a few rows. The even 3×3 ones run Winograd too: in one band of
+    /// one chunk of tile rows, in bands of several chunks, and on rows of fewer tiles than a
+    /// vector.
+    const SHAPES: [(usize, usize, usize, usize, usize); 13] = [
+        (30, 12, 3, 24, 40),
+        (20, 12, 3, 18, 200),
+        (64, 12, 3, 8, 8),
+        (12, 40, 3, 6, 18),
         (1, 16, 3, 9, 13),
         (30, 6, 3, 23, 700),
         (30, 6, 1, 40, 700),
@@ -831,12 +975,17 @@ mod tests {
         (7, 5, 1, 2, 2),
     ];
 
-    /// The kernels this CPU runs.
+    /// The kernels this CPU runs: each instruction set's direct kernels, alone and with
+    /// Winograd, and the portable path.
     fn kernels() -> Vec<Kernel> {
-        comir_cpu::Isa::available()
-            .into_iter()
-            .map(Kernel::of)
-            .collect()
+        let mut kernels = Vec::new();
+        for isa in comir_cpu::Isa::available() {
+            match direct::Simd::of(isa) {
+                Some(simd) => kernels.extend([Kernel::Direct(simd), Kernel::Winograd(simd)]),
+                None => kernels.push(Kernel::Gemm),
+            }
+        }
+        kernels
     }
 
     fn max_difference(got: &[f32], want: &[f32]) -> f32 {

@@ -25,17 +25,20 @@
 //! Convolutions run on row bands of one sample, on a zero-padded band into which batch
 //! norm and ReLU (or upsampling) are fused, with hand-written AVX-512 or AVX2 + FMA kernels
 //! that keep a tile of outputs in registers over all input channels and taps (`direct.rs`;
-//! a few matrix products of the `gemm` crate on other CPUs, the portable path); the
-//! elementwise loops around them are compiled once per instruction set (`simd.rs`); dense
-//! blocks append their layers' outputs into one preallocated buffer; samples run in
-//! parallel (rayon); buffers live in a reusable [`Workspace`] and per-thread scratch.
+//! a few matrix products of the `gemm` crate on other CPUs, the portable path). With AVX2 the
+//! 3×3 convolutions and their input gradients run as Winograd F(2×2, 3×3) (`winograd.rs`):
+//! 2.25× fewer multiplies, on the same kernel. The elementwise loops around them are compiled
+//! once per instruction set (`simd.rs`); dense blocks append their layers' outputs into one
+//! preallocated buffer; samples run in parallel (rayon); buffers live in a reusable
+//! [`Workspace`] and per-thread scratch.
 //!
 //! # Instruction sets
 //!
 //! The kernels of the process's instruction set run ([`comir_cpu::active`]: the widest the
 //! CPU has, or the one `COMIR_ISA` names); [`FastDenseUNet::set_isa`] chooses another for one
 //! network. Every path agrees with the others within f32 rounding (their sums run in
-//! different orders) and repeats itself bit for bit for a given thread count.
+//! different orders, and Winograd's transforms round differently) and repeats itself bit for
+//! bit for a given thread count.
 //!
 //! Dropout is not supported (the presets use none): configurations with `dropout ≠ 0` are
 //! rejected.
@@ -48,6 +51,7 @@ mod engine;
 mod net;
 pub mod optim;
 mod simd;
+mod winograd;
 
 pub use conv::{set_band_bytes, Window};
 pub use direct::{kernel_time, set_kernel_timing};
