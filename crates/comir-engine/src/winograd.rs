@@ -329,6 +329,7 @@ mod avx2 {
         assert!((2 * tr + 1) * wp + half + vecs * LANES < band.len());
         assert!((FREQS - 1) * fstride + (tr - 1) * tw + vecs * LANES <= v.len());
         let (e, d) = (band.as_ptr(), v.as_mut_ptr());
+        let f4 = 4 * fstride;
         for ty in 0..tr {
             for j in 0..vecs {
                 let tx = LANES * j;
@@ -337,18 +338,15 @@ mod avx2 {
                     row_transform(e.add(r), e.add(r + half))
                 };
                 let [r0, r1, r2, r3] = [row(0), row(1), row(2), row(3)];
-                let t = ty * tw + tx;
-                // The same down the columns.
+                // The same down the columns. One pointer walks the frequencies (a, c) at
+                // fixed multiples of `fstride` (16 pointers would not stay in registers).
+                let mut p = d.add(ty * tw + tx);
                 for c in 0..4 {
-                    let col = [
-                        _mm256_sub_ps(r0[c], r2[c]),
-                        _mm256_add_ps(r1[c], r2[c]),
-                        _mm256_sub_ps(r2[c], r1[c]),
-                        _mm256_sub_ps(r1[c], r3[c]),
-                    ];
-                    for (a, val) in col.iter().enumerate() {
-                        _mm256_storeu_ps(d.add((4 * a + c) * fstride + t), *val);
-                    }
+                    _mm256_storeu_ps(p, _mm256_sub_ps(r0[c], r2[c]));
+                    _mm256_storeu_ps(p.add(f4), _mm256_add_ps(r1[c], r2[c]));
+                    _mm256_storeu_ps(p.add(2 * f4), _mm256_sub_ps(r2[c], r1[c]));
+                    _mm256_storeu_ps(p.add(3 * f4), _mm256_sub_ps(r1[c], r3[c]));
+                    p = p.add(fstride);
                 }
             }
         }
@@ -379,9 +377,13 @@ mod avx2 {
                 let t = ty * tw + tx;
                 // Row pass: per row i of the tile, (m0 + m1 + m2, m1 − m2 − m3).
                 let mut a = [[_mm256_setzero_ps(); 2]; 4];
-                for (i, ai) in a.iter_mut().enumerate() {
-                    let q = |c: usize| _mm256_loadu_ps(s.add((4 * i + c) * fstride + t));
-                    let (m0, m1, m2, m3) = (q(0), q(1), q(2), q(3));
+                let mut q = s.add(t);
+                for ai in a.iter_mut() {
+                    let m0 = _mm256_loadu_ps(q);
+                    let m1 = _mm256_loadu_ps(q.add(fstride));
+                    let m2 = _mm256_loadu_ps(q.add(2 * fstride));
+                    let m3 = _mm256_loadu_ps(q.add(3 * fstride));
+                    q = q.add(4 * fstride);
                     *ai = [
                         _mm256_add_ps(_mm256_add_ps(m0, m1), m2),
                         _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
