@@ -388,21 +388,15 @@ impl Kernel {
         }
     }
 
-    /// The vector width of Winograd for a convolution of `s`'s geometry from `inputs` to
-    /// `outputs` channels, when this kernel uses it there: 3×3, even height and width (the
-    /// 2 × 2 tiles cover the plane), and enough channels to pay for the transforms.
-    fn winograd(self, s: ConvShape, inputs: usize, outputs: usize) -> Option<direct::Simd> {
-        match self {
-            Kernel::Winograd(simd)
-                if s.k == 3
-                    && s.h.is_multiple_of(2)
-                    && s.w.is_multiple_of(2)
-                    && winograd::pays(inputs, outputs) =>
-            {
-                Some(simd)
-            }
-            _ => None,
-        }
+    /// Whether this kernel runs Winograd for a convolution of `s`'s geometry from `inputs`
+    /// to `outputs` channels: 3×3, even height and width (the 2 × 2 tiles cover the plane),
+    /// and enough channels to pay for the transforms.
+    fn winograd(self, s: ConvShape, inputs: usize, outputs: usize) -> bool {
+        matches!(self, Kernel::Winograd(_))
+            && s.k == 3
+            && s.h.is_multiple_of(2)
+            && s.w.is_multiple_of(2)
+            && winograd::pays(inputs, outputs)
     }
 
     /// The kernel for what Winograd does not compute.
@@ -469,11 +463,10 @@ pub(crate) fn conv_forward(
     let kk = s.k * s.k;
     let wp = s.w + 2;
     let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
-    let wino = kernel.winograd(s, s.cin, s.cout).map(|simd| {
-        let weights = winograd::Weights::new(s.cout, s.cin, |co, ci, t| {
+    let wino = kernel.winograd(s, s.cin, s.cout).then(|| {
+        winograd::Weights::new(s.cout, s.cin, |co, ci, t| {
             weight[(co * s.cin + ci) * kk + t]
-        });
-        (simd, weights)
+        })
     });
     let kernel = kernel.direct();
     let packed = match kernel {
@@ -522,8 +515,8 @@ pub(crate) fn conv_forward(
                 split,
             );
             let stride = match (&wino, kernel) {
-                (Some((simd, weights)), _) => {
-                    winograd::band(*simd, weights, xp, ps, wp, rows, (xa, xb), b, ws)
+                (Some(weights), _) => {
+                    direct::timed(|| winograd::band(weights, xp, ps, wp, rows, (xa, xb), b, ws))
                 }
                 (None, Kernel::Direct(simd)) if full_width => {
                     direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
@@ -718,12 +711,9 @@ pub(crate) fn conv_backward(
         .collect();
     // Winograd's kernel for the input gradient is the flipped transposed one.
     let wino = match (kernel.winograd(s, s.cout, s.cin), wt) {
-        (Some(simd), Some(wt)) => {
-            let weights = winograd::Weights::new(s.cin, s.cout, |ci, co, t| {
-                wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
-            });
-            Some((simd, weights))
-        }
+        (true, Some(wt)) => Some(winograd::Weights::new(s.cin, s.cout, |ci, co, t| {
+            wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
+        })),
         _ => None,
     };
     let kernel = kernel.direct();
@@ -848,9 +838,10 @@ pub(crate) fn conv_backward(
                 split,
             );
             let (da, da_stride) = match (&wino, kernel) {
-                (Some((simd, weights)), _) => {
-                    let da_stride =
-                        winograd::band(*simd, weights, dp, dps, wp, rows, (0, s.w), c, ws);
+                (Some(weights), _) => {
+                    let da_stride = direct::timed(|| {
+                        winograd::band(weights, dp, dps, wp, rows, (0, s.w), c, ws)
+                    });
                     (&c[..], da_stride)
                 }
                 (None, Kernel::Direct(simd) | Kernel::Winograd(simd)) => {

@@ -34,13 +34,14 @@ pub fn set_kernel_timing(on: bool) {
 
 /// Time spent in the convolution kernels (forward, input gradient and weight gradient, summed
 /// over all threads) since timing was switched on with [`set_kernel_timing`]; the band fills
-/// (batch norm + ReLU), bias and copies around the kernels are not counted.
+/// (batch norm + ReLU), bias and copies around the kernels are not counted. A Winograd band
+/// counts whole, its transforms included.
 pub fn kernel_time() -> Duration {
     Duration::from_nanos(KERNEL_NANOS.load(Ordering::Relaxed))
 }
 
 /// Runs `f`, adding its duration to [`kernel_time`] when timing is on.
-fn timed<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn timed<R>(f: impl FnOnce() -> R) -> R {
     if !TIMING.load(Ordering::Relaxed) {
         return f();
     }

@@ -5,10 +5,10 @@
 //! faster only with fewer multiplies. A 2 × 2 tile of outputs is computed from the 4 × 4
 //! inputs around it as `Aᵀ [Σ_ci (G g Gᵀ) ⊙ (Bᵀ d B)] A`: 16 multiplies per input channel
 //! where the direct convolution needs 36, 2.25× fewer. The sums over input channels are 16
-//! matrix products, one per position of the 4 × 4 transformed tile ("frequency"), which run
-//! on the direct kernel with one tap ([`direct::conv_band`]); the transforms around them are
-//! additions only. The same band computes the input gradient (the output gradient convolved
-//! with the flipped kernel).
+//! matrix products, one per position of the 4 × 4 transformed tile ("frequency"), computed
+//! as the direct kernel computes a tap (6 outputs × 16 positions in registers, the weights
+//! broadcast); the transforms around them are additions only. The same band computes the
+//! input gradient (the output gradient convolved with the flipped kernel).
 //!
 //! The transforms multiply by 0, ±1 and ½ only, so the result differs from the direct sum by
 //! f32 rounding (a few ulps of the largest term), and each output is computed the same way
@@ -16,16 +16,21 @@
 
 use std::cell::RefCell;
 
-use crate::direct::{self, Simd, CO_BLOCK, PX_BLOCK};
+use crate::direct::CO_BLOCK;
 
 /// Positions of the transformed 4 × 4 tile.
 const FREQS: usize = 16;
 /// Tiles transformed per vector: the transforms use AVX2's 8 lanes on every CPU that has the
 /// direct kernels (they are additions and shuffles, not the hot loop).
 const LANES: usize = 8;
-/// Target size in bytes of the transformed input of one chunk of tile rows: it is written once
-/// and read twice (once per block of six outputs), so it should stay in L2.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Tiles of one step along a tile row: two vectors.
+const SEGMENT: usize = 2 * LANES;
+/// Input channels transformed at a time: 16 KiB of transformed tiles.
+const IN_BLOCK: usize = 16;
+/// Up to this many input channels are transformed all at once (32 KiB at most).
+const FEW_INPUTS: usize = 32;
+/// Output channels summed at a time: 12 KiB of products.
+const OUT_BLOCK: usize = 2 * CO_BLOCK;
 
 /// Whether Winograd computes a 3×3 convolution from `inputs` to `outputs` channels faster than
 /// the direct kernel. Per input channel and 8 tiles, the direct kernel does 36 multiplies per
@@ -35,7 +40,7 @@ pub(crate) fn pays(inputs: usize, outputs: usize) -> bool {
     20 * inputs * outputs > 50 * outputs + 80 * inputs
 }
 
-/// The 16 transformed kernels `G g Gᵀ`, each packed for [`direct::conv_band`] with one tap.
+/// The 16 transformed kernels `G g Gᵀ`, each packed as the direct kernel packs a tap.
 pub(crate) struct Weights {
     inputs: usize,
     outputs: usize,
@@ -80,10 +85,6 @@ impl Weights {
             block,
         }
     }
-
-    fn freq(&self, f: usize) -> &[f32] {
-        &self.packed[f * self.block..(f + 1) * self.block]
-    }
 }
 
 impl Drop for Weights {
@@ -123,14 +124,18 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// A band of the convolution on the zero-padded input band `input` (channel `c` at
-/// `c · plane`, rows of `wp` floats, `rows + 2` rows, as for the direct kernel): writes
+/// `c · plane`, `rows + 2` rows of `wp` floats, each split by [`split`]): writes
 /// `out[o · stride + r · wp + x]` for output rows `r < rows` (even) and columns `x` in
-/// `xa..xb` (both even) and returns `stride`. Other positions of `out` hold junk.
+/// `xa..xb` (both even) and returns `stride`. Other positions of `out` are not written.
 ///
-/// Panics if the CPU lacks `simd`'s instructions or the band is shorter than described.
+/// The tiles are taken 16 at a time along a tile row, and the channels in blocks, so that
+/// the transformed input and the products of a step stay in L1: written to L2, the
+/// transformed input (4× the input) costed as much as the multiplies it saved.
+///
+/// Runs on AVX2 (also where the CPU has AVX-512). Panics if the CPU lacks AVX2 or the band
+/// is shorter than described.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn band(
-    simd: Simd,
     weights: &Weights,
     input: &[f32],
     plane: usize,
@@ -154,68 +159,88 @@ pub(crate) fn band(
         "winograd: input band too short"
     );
     assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
-    // Output rows, then a vector of slack for the last tiles' overrun.
-    let stride = rows * wp + 2 * LANES;
+    let stride = rows * wp;
     let og = grow(out, outputs * stride);
     let tw = (xb - xa) / 2;
-    let tile_rows = rows / 2;
-    // Tile rows per chunk: the transformed input near CHUNK_BYTES, at least 4 vectors of tiles.
-    let per_row = FREQS * inputs.max(1) * tw * 4;
-    let chunk = (CHUNK_BYTES / per_row)
-        .max((4 * PX_BLOCK).div_ceil(tw))
-        .clamp(1, tile_rows);
-    // The last vector of a tile row runs this far past it.
-    let overrun = tw.next_multiple_of(LANES) - tw;
-    let blocks = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
-    let mut ty0 = 0;
-    while ty0 < tile_rows {
-        let tr = chunk.min(tile_rows - ty0);
-        // The products are computed for the chunk's tiles (whole vectors of them on AVX2);
-        // rows of `v` and `m` have room for the overrun.
-        let positions = match simd {
-            Simd::Avx2 => (tr * tw).next_multiple_of(PX_BLOCK),
-            Simd::Avx512 => tr * tw,
-        };
-        let tiles = (tr * tw + overrun).next_multiple_of(PX_BLOCK);
-        let v = grow(&mut scratch.v, FREQS * inputs * tiles);
-        for c in 0..inputs {
-            let rows_of_chunk = &input[c * plane + 2 * ty0 * wp + xa / 2..];
+    let padded = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
+    // Few inputs (the input gradient's 12) are transformed once per segment for all blocks
+    // of outputs; many are transformed block by block.
+    let in_block = if inputs <= FEW_INPUTS {
+        inputs
+    } else {
+        IN_BLOCK
+    };
+    let v = grow(&mut scratch.v, FREQS * in_block * SEGMENT);
+    let m = grow(&mut scratch.m, FREQS * OUT_BLOCK * SEGMENT);
+    let fv = in_block * SEGMENT;
+    let fm = OUT_BLOCK * SEGMENT;
+    let transform = |v: &mut [f32], ci0: usize, n: usize, ty: usize, s0: usize, seg: usize| {
+        for c in 0..n {
+            let rows_of_tile = &input[(ci0 + c) * plane + 2 * ty * wp + xa / 2 + s0..];
             // SAFETY: AVX2 is present (asserted); the reads stay in the band (asserted: the
             // last row's overrun is within the vector of slack after it), the writes in `v`
-            // (sized above: whole vectors of tiles per row).
-            unsafe {
-                avx2::input_transform(
-                    rows_of_chunk,
-                    wp,
-                    tr,
-                    tw,
-                    &mut v[c * tiles..],
-                    inputs * tiles,
-                );
+            // (a whole segment per channel and frequency).
+            unsafe { avx2::input_transform(rows_of_tile, wp, 1, seg, &mut v[c * SEGMENT..], fv) };
+        }
+    };
+    for ty in 0..rows / 2 {
+        for s0 in (0..tw).step_by(SEGMENT) {
+            let seg = SEGMENT.min(tw - s0);
+            let vecs = seg.div_ceil(LANES);
+            if inputs <= FEW_INPUTS {
+                transform(v, 0, inputs, ty, s0, seg);
+            }
+            for ob in (0..padded).step_by(OUT_BLOCK) {
+                let nob = OUT_BLOCK.min(padded - ob);
+                for ib in (0..inputs).step_by(in_block) {
+                    let nib = in_block.min(inputs - ib);
+                    if inputs > FEW_INPUTS {
+                        transform(v, ib, nib, ty, s0, seg);
+                    }
+                    let step = Step {
+                        u: &weights.packed[(ob / CO_BLOCK * inputs + ib) * CO_BLOCK..],
+                        ufreq: weights.block,
+                        ublock: inputs * CO_BLOCK,
+                        inputs: nib,
+                        blocks: nob / CO_BLOCK,
+                        vecs,
+                        fv,
+                        fm,
+                        first: ib == 0,
+                    };
+                    // SAFETY: AVX2 is present (asserted); the sizes are checked inside.
+                    unsafe { avx2::products(&step, v, m) };
+                }
+                for o in ob..(ob + nob).min(outputs) {
+                    let dst = &mut og[o * stride + 2 * ty * wp + xa + 2 * s0..(o + 1) * stride];
+                    // SAFETY: as above; `seg` tiles give `2 · seg` outputs on each of two rows.
+                    unsafe { avx2::output_transform(&m[(o - ob) * SEGMENT..], fm, seg, dst, wp) };
+                }
             }
         }
-        let m = grow(&mut scratch.m, FREQS * blocks * tiles);
-        for f in 0..FREQS {
-            let band = direct::Band {
-                cin: inputs,
-                input: &v[f * inputs * tiles..(f + 1) * inputs * tiles],
-                plane: tiles,
-                offsets: &[0],
-                weights: weights.freq(f),
-                positions,
-            };
-            direct::conv_band(simd, &band, &mut m[f * blocks * tiles..], tiles);
-        }
-        for o in 0..outputs {
-            let dst = &mut og[o * stride + 2 * ty0 * wp + xa..(o + 1) * stride];
-            // SAFETY: as above; each row's writes end within the next row or the slack.
-            unsafe {
-                avx2::output_transform(&m[o * tiles..], blocks * tiles, tr, tw, dst, wp);
-            }
-        }
-        ty0 += tr;
     }
     stride
+}
+
+/// One step of the products of a segment: `m[f][o][t] (+)= Σ_i U_f[o][i] · v[f][i][t]` for
+/// every frequency, a block of inputs and a block of outputs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Step<'a> {
+    /// The packed weights of frequency 0 from the first output block and input.
+    u: &'a [f32],
+    /// Floats from one frequency's weights to the next, and from one block of 6 outputs to
+    /// the next.
+    ufreq: usize,
+    ublock: usize,
+    /// Inputs summed, blocks of 6 outputs, vectors of tiles.
+    inputs: usize,
+    blocks: usize,
+    vecs: usize,
+    /// Floats from one frequency to the next in `v` and `m`.
+    fv: usize,
+    fm: usize,
+    /// Whether `m` is overwritten rather than added to.
+    first: bool,
 }
 
 /// Stores a padded row (even length) as its even elements, then its odd ones:
@@ -253,21 +278,18 @@ mod avx2 {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
     }
 
-    pub(super) unsafe fn output_transform(
-        _: &[f32],
-        _: usize,
-        _: usize,
-        _: usize,
-        _: &mut [f32],
-        _: usize,
-    ) {
+    pub(super) unsafe fn output_transform(_: &[f32], _: usize, _: usize, _: &mut [f32], _: usize) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    pub(super) unsafe fn products(_: &super::Step, _: &[f32], _: &mut [f32]) {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{FREQS, LANES};
+    use super::{Step, CO_BLOCK, FREQS, LANES, SEGMENT};
     use std::arch::x86_64::*;
 
     /// [`super::split`].
@@ -352,61 +374,130 @@ mod avx2 {
         }
     }
 
-    /// `Aᵀ m A` of the tiles of `tr` tile rows of `tw` tiles, `Aᵀ = [1 1 1 0; 0 1 −1 −1]`, from
-    /// `m[f · fstride + t]`: the 2 × 2 outputs of tile `(ty, tx)` to
-    /// `out[(2ty + a) · wp + 2tx + b]`, whole vectors of tiles. A row's last vector runs past
-    /// it, by less than a vector, into the start of the next row or the slack: tile rows are
-    /// written in order and the vectors of each from last to first, so every valid output is
-    /// written last by its own.
+    /// The products of one [`super::Step`], on segments of `v` and `m` rows apart.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn products(step: &Step, v: &[f32], m: &mut [f32]) {
+        let last_u = (FREQS - 1) * step.ufreq + step.blocks.saturating_sub(1) * step.ublock;
+        assert!(step.blocks == 0 || last_u + step.inputs * CO_BLOCK <= step.u.len());
+        assert!((FREQS - 1) * step.fv + step.inputs * SEGMENT <= v.len());
+        assert!((FREQS - 1) * step.fm + step.blocks * CO_BLOCK * SEGMENT <= m.len());
+        assert!((1..=2).contains(&step.vecs));
+        for f in 0..FREQS {
+            for b in 0..step.blocks {
+                let u = step.u.as_ptr().add(f * step.ufreq + b * step.ublock);
+                let x = v.as_ptr().add(f * step.fv);
+                let d = m.as_mut_ptr().add(f * step.fm + b * CO_BLOCK * SEGMENT);
+                if step.vecs == 2 {
+                    products_of::<2>(u, x, step.inputs, d, step.first);
+                } else {
+                    products_of::<1>(u, x, step.inputs, d, step.first);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn products_of<const V: usize>(
+        u: *const f32,
+        v: *const f32,
+        inputs: usize,
+        d: *mut f32,
+        first: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); V]; CO_BLOCK];
+        if !first {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(d.add(j * SEGMENT + k * LANES));
+                }
+            }
+        }
+        for i in 0..inputs {
+            let x: [__m256; V] =
+                std::array::from_fn(|k| _mm256_loadu_ps(v.add(i * SEGMENT + k * LANES)));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let w = _mm256_broadcast_ss(&*u.add(i * CO_BLOCK + j));
+                for (a, x) in acc.iter_mut().zip(&x) {
+                    *a = _mm256_fmadd_ps(w, *x, *a);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            for (k, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(d.add(j * SEGMENT + k * LANES), *a);
+            }
+        }
+    }
+
+    /// `Aᵀ m A` of a segment of `seg` tiles of one tile row, `Aᵀ = [1 1 1 0; 0 1 −1 −1]`,
+    /// from `m[f · fstride + tx]`: the 2 × 2 outputs of tile `tx` to
+    /// `out[a · wp + 2tx + b]`. Exactly those are written (the last vector's through a mask).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn output_transform(
         m: &[f32],
         fstride: usize,
-        tr: usize,
-        tw: usize,
+        seg: usize,
         out: &mut [f32],
         wp: usize,
     ) {
-        let vecs = tw.div_ceil(LANES);
-        assert!((FREQS - 1) * fstride + (tr - 1) * tw + vecs * LANES <= m.len());
-        assert!((2 * tr - 1) * wp + 2 * LANES * vecs <= out.len());
+        let vecs = seg.div_ceil(LANES);
+        assert!((FREQS - 1) * fstride + vecs * LANES <= m.len());
+        assert!(wp + 2 * seg <= out.len());
         let (s, d) = (m.as_ptr(), out.as_mut_ptr());
-        for ty in 0..tr {
-            for j in (0..vecs).rev() {
-                let tx = LANES * j;
-                let t = ty * tw + tx;
-                // Row pass: per row i of the tile, (m0 + m1 + m2, m1 − m2 − m3).
-                let mut a = [[_mm256_setzero_ps(); 2]; 4];
-                let mut q = s.add(t);
-                for ai in a.iter_mut() {
-                    let m0 = _mm256_loadu_ps(q);
-                    let m1 = _mm256_loadu_ps(q.add(fstride));
-                    let m2 = _mm256_loadu_ps(q.add(2 * fstride));
-                    let m3 = _mm256_loadu_ps(q.add(3 * fstride));
-                    q = q.add(4 * fstride);
-                    *ai = [
-                        _mm256_add_ps(_mm256_add_ps(m0, m1), m2),
-                        _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
-                    ];
-                }
-                for row in 0..2 {
-                    // Column pass for output row `row`: even and odd columns.
-                    let y: [__m256; 2] = std::array::from_fn(|b| {
-                        if row == 0 {
-                            _mm256_add_ps(_mm256_add_ps(a[0][b], a[1][b]), a[2][b])
-                        } else {
-                            _mm256_sub_ps(_mm256_sub_ps(a[1][b], a[2][b]), a[3][b])
-                        }
-                    });
-                    // Interleave: [e0 o0 e1 o1 … e7 o7].
-                    let lo = _mm256_unpacklo_ps(y[0], y[1]);
-                    let hi = _mm256_unpackhi_ps(y[0], y[1]);
-                    let p = d.add((2 * ty + row) * wp + 2 * tx);
-                    _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(lo, hi));
-                    _mm256_storeu_ps(p.add(LANES), _mm256_permute2f128_ps::<0x31>(lo, hi));
+        for j in 0..vecs {
+            let tx = LANES * j;
+            // Row pass: per row i of the tile, (m0 + m1 + m2, m1 − m2 − m3).
+            let mut a = [[_mm256_setzero_ps(); 2]; 4];
+            let mut q = s.add(tx);
+            for ai in a.iter_mut() {
+                let m0 = _mm256_loadu_ps(q);
+                let m1 = _mm256_loadu_ps(q.add(fstride));
+                let m2 = _mm256_loadu_ps(q.add(2 * fstride));
+                let m3 = _mm256_loadu_ps(q.add(3 * fstride));
+                q = q.add(4 * fstride);
+                *ai = [
+                    _mm256_add_ps(_mm256_add_ps(m0, m1), m2),
+                    _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3),
+                ];
+            }
+            // Outputs of this vector on each row: 2 per tile.
+            let valid = 2 * (seg - tx).min(LANES);
+            for row in 0..2 {
+                // Column pass for output row `row`: even and odd columns.
+                let y: [__m256; 2] = std::array::from_fn(|b| {
+                    if row == 0 {
+                        _mm256_add_ps(_mm256_add_ps(a[0][b], a[1][b]), a[2][b])
+                    } else {
+                        _mm256_sub_ps(_mm256_sub_ps(a[1][b], a[2][b]), a[3][b])
+                    }
+                });
+                // Interleave: [e0 o0 e1 o1 … e7 o7].
+                let lo = _mm256_unpacklo_ps(y[0], y[1]);
+                let hi = _mm256_unpackhi_ps(y[0], y[1]);
+                let halves = [
+                    _mm256_permute2f128_ps::<0x20>(lo, hi),
+                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                ];
+                let p = d.add(row * wp + 2 * tx);
+                for (h, half) in halves.iter().enumerate() {
+                    let n = valid.saturating_sub(h * LANES).min(LANES);
+                    if n == LANES {
+                        _mm256_storeu_ps(p.add(h * LANES), *half);
+                    } else if n > 0 {
+                        _mm256_maskstore_ps(p.add(h * LANES), first_lanes(n), *half);
+                    }
                 }
             }
         }
+    }
+
+    /// A mask of the first `n` of 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn first_lanes(n: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
     }
 }
 
