@@ -396,7 +396,7 @@ impl Kernel {
             && s.k == 3
             && s.h.is_multiple_of(2)
             && s.w.is_multiple_of(2)
-            && winograd::pays(inputs, outputs)
+            && winograd::pays(inputs, outputs, s.w)
     }
 
     /// The kernel for what Winograd does not compute.
@@ -947,13 +947,13 @@ mod tests {
 
     /// `(cin, cout, k, h, w)`: channel counts off the kernels' tile sizes, widths off the
     /// 16-position tile, heights of one band and of several (odd remainders included), and wide
-    /// images cut into bands of a few rows. The even 3×3 ones run Winograd too: in one band of
-    /// one chunk of tile rows, in bands of several chunks, and on rows of fewer tiles than a
-    /// vector.
+    /// images cut into bands of a few rows. The even 3×3 ones run Winograd too: in one band
+    /// and in several, on rows of one vector of tiles and on rows that end in part of one, and
+    /// with the inputs in one block and in several (forward and input gradient both).
     const SHAPES: [(usize, usize, usize, usize, usize); 13] = [
         (30, 12, 3, 24, 40),
         (20, 12, 3, 18, 200),
-        (64, 12, 3, 8, 8),
+        (64, 12, 3, 8, 16),
         (12, 40, 3, 6, 18),
         (1, 16, 3, 9, 13),
         (30, 6, 3, 23, 700),
