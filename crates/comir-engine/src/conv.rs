@@ -716,6 +716,8 @@ pub(crate) fn conv_backward(
         })),
         _ => None,
     };
+    // And for the weight gradient, where Winograd runs the forward convolution.
+    let wgrad = kernel.winograd(s, s.cin, s.cout);
     let kernel = kernel.direct();
     let packed = match (kernel, wt) {
         (Kernel::Direct(_), Some(wt)) if wino.is_none() => {
@@ -723,13 +725,18 @@ pub(crate) fn conv_backward(
         }
         _ => Vec::new(),
     };
-    let bands = match wino {
-        Some(_) => s.even_bands_of(0, s.h),
-        None => s.bands(),
+    let bands = if wino.is_some() || wgrad {
+        s.even_bands_of(0, s.h)
+    } else {
+        s.bands()
     };
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         let Scratch { a, b, c, wino: ws } = &mut *scratch;
+        if wgrad {
+            ws.sums.clear();
+            ws.sums.resize(16 * s.cout * s.cin, 0.0);
+        }
         let mut carried: Option<Carried> = None;
         for (y0, rows) in bands {
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
@@ -753,13 +760,32 @@ pub(crate) fn conv_backward(
                 ps,
                 (0, s.w),
                 carried,
-                false,
+                wgrad,
             );
             carried = Some(Carried { rows, ps });
-            // Output gradient on the grid, junk columns zero (they must not reach dw).
-            // Each value is written once: rows copied, their junk columns, the tail past the
-            // band and the padding channels zeroed (not the whole buffer first).
-            let og = grow(b, co_rows * stride);
+            if wgrad {
+                if let Some(sums) = db_sums.as_mut() {
+                    for (co, sum) in sums.iter_mut().enumerate() {
+                        for r in 0..rows {
+                            let d = co * hw + (y0 + r) * s.w;
+                            *sum += simd::sum_f64(&dout[d..d + s.w]);
+                        }
+                    }
+                }
+                let dy = winograd::OutputGrad {
+                    dout,
+                    hw,
+                    w: s.w,
+                    y0,
+                };
+                direct::timed(|| {
+                    winograd::weight_grad_band(xp, ps, wp, rows, &dy, s.cin, s.cout, ws)
+                });
+            }
+            // Otherwise the output gradient on the grid, junk columns zero (they must not
+            // reach dw). Each value is written once: rows copied, their junk columns, the tail
+            // past the band and the padding channels zeroed (not the whole buffer first).
+            let og = grow(b, if wgrad { 0 } else { co_rows * stride });
             for (co, plane) in og.chunks_exact_mut(stride).enumerate() {
                 if co >= s.cout {
                     plane.fill(0.0);
@@ -777,6 +803,7 @@ pub(crate) fn conv_backward(
                 plane[rows * wp..].fill(0.0);
             }
             match kernel {
+                _ if wgrad => {}
                 Kernel::Direct(simd) | Kernel::Winograd(simd) => {
                     let band = direct::GradBand {
                         cin: s.cin,
@@ -890,6 +917,16 @@ pub(crate) fn conv_backward(
                 }
             }
         }
+        if wgrad {
+            // Back from the transformed domain, once for all bands.
+            let n = s.cout * s.cin;
+            for k in 0..n {
+                let u: [f64; 16] = std::array::from_fn(|f| f64::from(ws.sums[f * n + k]));
+                for (t, g) in winograd::kernel_gradient(&u).iter().enumerate() {
+                    dw[t * n + k] += *g as f32;
+                }
+            }
+        }
     });
     if let (Some(db), Some(sums)) = (db, db_sums) {
         for (d, sum) in db.iter_mut().zip(sums) {
@@ -948,10 +985,12 @@ mod tests {
     /// `(cin, cout, k, h, w)`: channel counts off the kernels' tile sizes, widths off the
     /// 16-position tile, heights of one band and of several (odd remainders included), and wide
     /// images cut into bands of a few rows. The even 3×3 ones run Winograd too: in one band
-    /// and in several, on rows of one vector of tiles and on rows that end in part of one, and
-    /// with the inputs in one block and in several (forward and input gradient both).
-    const SHAPES: [(usize, usize, usize, usize, usize); 13] = [
+    /// and in several, on rows of one vector of tiles and on rows that end in part of one,
+    /// with the inputs in one block and in several (forward and input gradient both), and an
+    /// odd number of them (the weight gradient takes channels in pairs).
+    const SHAPES: [(usize, usize, usize, usize, usize); 14] = [
         (30, 12, 3, 24, 40),
+        (13, 12, 3, 4, 48),
         (20, 12, 3, 18, 200),
         (64, 12, 3, 8, 16),
         (12, 40, 3, 6, 18),

@@ -26,8 +26,8 @@
 //! norm and ReLU (or upsampling) are fused, with hand-written AVX-512 or AVX2 + FMA kernels
 //! that keep a tile of outputs in registers over all input channels and taps (`direct.rs`;
 //! a few matrix products of the `gemm` crate on other CPUs, the portable path). With AVX2 the
-//! 3×3 convolutions and their input gradients run as Winograd F(2×2, 3×3) (`winograd.rs`):
-//! 2.25× fewer multiplies, on the same kernel. The elementwise loops around them are compiled
+//! 3×3 convolutions and both their gradients run as Winograd F(2×2, 3×3) where it pays
+//! (`winograd.rs`): 2.25× fewer multiplies. The elementwise loops around them are compiled
 //! once per instruction set (`simd.rs`); dense blocks append their layers' outputs into one
 //! preallocated buffer; samples run in parallel (rayon); buffers live in a reusable
 //! [`Workspace`] and per-thread scratch.

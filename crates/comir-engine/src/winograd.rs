@@ -8,7 +8,9 @@
 //! matrix products, one per position of the 4 × 4 transformed tile ("frequency"), computed
 //! as the direct kernel computes a tap (6 outputs × 16 positions in registers, the weights
 //! broadcast); the transforms around them are additions only. The same band computes the
-//! input gradient (the output gradient convolved with the flipped kernel).
+//! input gradient (the output gradient convolved with the flipped kernel). The weight
+//! gradient is `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`: 16 products per tile and pair of
+//! channels, summed over the band's tiles in the transformed domain.
 //!
 //! The transforms multiply by 0, ±1 and ½ only, so the result differs from the direct sum by
 //! f32 rounding (a few ulps of the largest term), and each output is computed the same way
@@ -105,6 +107,22 @@ impl Drop for Weights {
     }
 }
 
+/// The gradient w.r.t. a 3×3 kernel (row-major) of a loss whose gradient w.r.t. `G g Gᵀ` is
+/// `u`: `Gᵀ u G`, the adjoint of [`transform_kernel`].
+pub(crate) fn kernel_gradient(u: &[f64; FREQS]) -> [f64; 9] {
+    // Gᵀ applied to a column (a, b, c, d) of four.
+    let col =
+        |a: f64, b: f64, c: f64, d: f64| [a + (b + c) / 2.0, (b - c) / 2.0, (b + c) / 2.0 + d];
+    // Gᵀ u: 3 × 4, column by column.
+    let gu: [[f64; 3]; 4] = std::array::from_fn(|j| col(u[j], u[4 + j], u[8 + j], u[12 + j]));
+    let mut g = [0.0; 9];
+    for k in 0..3 {
+        let row = col(gu[0][k], gu[1][k], gu[2][k], gu[3][k]);
+        g[3 * k..3 * k + 3].copy_from_slice(&row);
+    }
+    g
+}
+
 /// `G g Gᵀ` of one 3×3 kernel (row-major), with `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`.
 fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
     let col = |a: f64, b: f64, c: f64| [a, (a + b + c) / 2.0, (a - b + c) / 2.0, c];
@@ -123,8 +141,14 @@ fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
 pub(crate) struct Scratch {
     /// Transformed input of a chunk, `[FREQS][inputs][tiles]`.
     v: Vec<f32>,
-    /// Products, `[FREQS][outputs rounded up to CO_BLOCK][tiles]`.
+    /// Products, `[FREQS][outputs rounded up to CO_BLOCK][tiles]`; in the weight gradient,
+    /// the transformed output gradient.
     m: Vec<f32>,
+    /// Two rows of the output gradient, split: even and odd elements of each.
+    rows: Vec<f32>,
+    /// The weight gradient of a convolution in the transformed domain,
+    /// `[FREQS][outputs][inputs]` (see [`weight_grad_band`]).
+    pub(crate) sums: Vec<f32>,
 }
 
 fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -252,6 +276,137 @@ struct Step<'a> {
     first: bool,
 }
 
+/// The output gradient of a band: rows `y0..` of `[outputs][h · w]` planes.
+pub(crate) struct OutputGrad<'a> {
+    pub dout: &'a [f32],
+    pub hw: usize,
+    pub w: usize,
+    pub y0: usize,
+}
+
+/// Adds the weight gradient of one band in the transformed domain,
+/// `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with `A = [1 0; 1 1; 1 −1; 0 −1]`, into `scratch.sums`
+/// (`[FREQS][outputs][inputs]`); [`kernel_gradient`] then gives the 3×3 gradient. `input` is
+/// the split padded band of `rows` (even) rows, as for [`band`] over the whole width.
+///
+/// The transformed output gradient of the band is computed once; the input is transformed
+/// two channels at a time over the whole band (so that it stays in L1), and each pair's
+/// products with 6 outputs are summed over all the band's tiles in registers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_grad_band(
+    input: &[f32],
+    plane: usize,
+    wp: usize,
+    rows: usize,
+    dy: &OutputGrad,
+    inputs: usize,
+    outputs: usize,
+    scratch: &mut Scratch,
+) {
+    let w = wp - 2;
+    assert!(
+        rows.is_multiple_of(2) && w.is_multiple_of(2) && w == dy.w,
+        "winograd: rows {rows} and width {w} must be even"
+    );
+    assert!(
+        inputs == 0 || (inputs - 1) * plane + (rows + 2) * wp + 2 * LANES <= input.len(),
+        "winograd: input band too short"
+    );
+    assert!(
+        outputs == 0 || (outputs - 1) * dy.hw + (dy.y0 + rows) * dy.w <= dy.dout.len(),
+        "winograd: output gradient too short"
+    );
+    assert!(
+        scratch.sums.len() >= FREQS * outputs * inputs,
+        "winograd: gradient sums too short"
+    );
+    assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
+    let tw = w / 2;
+    let tile_rows = rows / 2;
+    let count = tile_rows * tw;
+    let vecs = count.div_ceil(LANES);
+    // Room for the last tile row's last vector.
+    let tiles = (count + tw.next_multiple_of(LANES) - tw).next_multiple_of(LANES);
+    let blocks = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
+    // The output gradient, transformed: `[FREQS][blocks][tiles]`, zero past the band's tiles
+    // and in the padding outputs.
+    let z = grow(&mut scratch.m, FREQS * blocks * tiles);
+    // Rows of the output gradient split into even and odd elements, zero past `tw` so that
+    // the tiles past a row's end are zero.
+    let ew = tw.next_multiple_of(LANES);
+    let split = grow(&mut scratch.rows, 4 * ew);
+    split.fill(0.0);
+    for o in 0..blocks {
+        for f in 0..FREQS {
+            let row = &mut z[(f * blocks + o) * tiles..][..tiles];
+            if o >= outputs {
+                row.fill(0.0);
+            } else {
+                row[count..].fill(0.0);
+            }
+        }
+        if o >= outputs {
+            continue;
+        }
+        for ty in 0..tile_rows {
+            let y = dy.y0 + 2 * ty;
+            for (r, parts) in split.chunks_exact_mut(2 * ew).enumerate() {
+                let src = &dy.dout[o * dy.hw + (y + r) * dy.w..][..w];
+                let (even, odd) = parts.split_at_mut(ew);
+                for (k, pair) in src.chunks_exact(2).enumerate() {
+                    even[k] = pair[0];
+                    odd[k] = pair[1];
+                }
+            }
+            // SAFETY: AVX2 is present (asserted); `split` holds 4 rows of `ew` (whole
+            // vectors), the writes stay in `z` (rows of `tiles`, with room for the last
+            // vector of the last tile row). Rows of tiles in order: a row's last vector runs
+            // into the next row's first tiles (with zeros), which that row then overwrites.
+            unsafe {
+                avx2::output_grad_transform(
+                    split,
+                    ew,
+                    tw,
+                    &mut z[o * tiles + ty * tw..],
+                    blocks * tiles,
+                );
+            }
+        }
+    }
+    let v = grow(&mut scratch.v, FREQS * 2 * tiles);
+    for i0 in (0..inputs).step_by(2) {
+        let n = 2.min(inputs - i0);
+        for c in 0..n {
+            // SAFETY: as in `band`; the writes stay in `v` (2 channels of `tiles` per
+            // frequency).
+            unsafe {
+                avx2::input_transform(
+                    &input[(i0 + c) * plane..],
+                    wp,
+                    tile_rows,
+                    tw,
+                    &mut v[c * tiles..],
+                    2 * tiles,
+                );
+            }
+        }
+        // SAFETY: as above; `v` holds `n` channels and `z` every output, `vecs` vectors of
+        // tiles each.
+        unsafe {
+            avx2::grad_products(
+                v,
+                z,
+                tiles,
+                vecs,
+                (i0, n),
+                inputs,
+                outputs,
+                &mut scratch.sums,
+            );
+        }
+    }
+}
+
 /// Stores a padded row (even length) as its even elements, then its odd ones:
 /// `[p0 p1 p2 p3 …] → [p0 p2 … | p1 p3 …]`. Winograd's tiles start on even columns, so its
 /// input transform then reads 8 tiles' columns as whole vectors.
@@ -292,6 +447,30 @@ mod avx2 {
     }
 
     pub(super) unsafe fn products(_: &super::Step, _: &[f32], _: &mut [f32]) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    pub(super) unsafe fn output_grad_transform(
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+        _: usize,
+    ) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_products(
+        _: &[f32],
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: (usize, usize),
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+    ) {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
     }
 }
@@ -508,11 +687,127 @@ mod avx2 {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
     }
+
+    /// `A y Aᵀ` of the 2 × 2 output gradients of one row of `tw` tiles, `A = [1 0; 1 1;
+    /// 1 −1; 0 −1]`, from the split rows `split` (`[row 0 even, row 0 odd, row 1 even,
+    /// row 1 odd]`, `ew` each, zero past `tw`): frequency `f` of tile `tx` to
+    /// `z[f · fstride + tx]`, whole vectors of tiles (the last one runs past the row).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn output_grad_transform(
+        split: &[f32],
+        ew: usize,
+        tw: usize,
+        z: &mut [f32],
+        fstride: usize,
+    ) {
+        let vecs = tw.div_ceil(LANES);
+        assert!(4 * ew <= split.len() && vecs * LANES <= ew);
+        assert!((FREQS - 1) * fstride + vecs * LANES <= z.len());
+        let (s, d) = (split.as_ptr(), z.as_mut_ptr());
+        let zero = _mm256_setzero_ps();
+        for j in 0..vecs {
+            let tx = LANES * j;
+            let y00 = _mm256_loadu_ps(s.add(tx));
+            let y01 = _mm256_loadu_ps(s.add(ew + tx));
+            let y10 = _mm256_loadu_ps(s.add(2 * ew + tx));
+            let y11 = _mm256_loadu_ps(s.add(3 * ew + tx));
+            // A y: four rows of two; then each row (a, b) times Aᵀ: (a, a + b, a − b, −b).
+            let u = [
+                (y00, y01),
+                (_mm256_add_ps(y00, y10), _mm256_add_ps(y01, y11)),
+                (_mm256_sub_ps(y00, y10), _mm256_sub_ps(y01, y11)),
+                (_mm256_sub_ps(zero, y10), _mm256_sub_ps(zero, y11)),
+            ];
+            let mut p = d.add(tx);
+            for (a, b) in u {
+                _mm256_storeu_ps(p, a);
+                _mm256_storeu_ps(p.add(fstride), _mm256_add_ps(a, b));
+                _mm256_storeu_ps(p.add(2 * fstride), _mm256_sub_ps(a, b));
+                _mm256_storeu_ps(p.add(3 * fstride), _mm256_sub_ps(zero, b));
+                p = p.add(4 * fstride);
+            }
+        }
+    }
+
+    /// The sum of the 8 lanes, in a fixed order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lane_sum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+
+    /// `sums[f][o][i0 + c] += Σ_t z[f][o][t] · v[f][c][t]` for the `n` (1 or 2) channels of `v`
+    /// and every output, over `vecs` vectors of tiles (rows `tiles` apart; `z` has its
+    /// outputs padded to a multiple of 6 with zero rows), in tiles of 6 outputs × 2 channels
+    /// summed in registers.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn grad_products(
+        v: &[f32],
+        z: &[f32],
+        tiles: usize,
+        vecs: usize,
+        (i0, n): (usize, usize),
+        inputs: usize,
+        outputs: usize,
+        sums: &mut [f32],
+    ) {
+        let blocks = outputs.div_ceil(CO_BLOCK);
+        assert!((1..=2).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
+        assert!(FREQS * 2 * tiles <= v.len());
+        assert!(FREQS * blocks * CO_BLOCK * tiles <= z.len());
+        assert!(FREQS * outputs * inputs <= sums.len());
+        for f in 0..FREQS {
+            let x0 = v.as_ptr().add(f * 2 * tiles);
+            // A lone channel reads its own row twice; the second sums are dropped.
+            let x1 = if n == 2 { x0.add(tiles) } else { x0 };
+            for b in 0..blocks {
+                let zb = z.as_ptr().add((f * blocks + b) * CO_BLOCK * tiles);
+                let mut acc = [[_mm256_setzero_ps(); 2]; CO_BLOCK];
+                for k in 0..vecs {
+                    let a = _mm256_loadu_ps(x0.add(LANES * k));
+                    let c = _mm256_loadu_ps(x1.add(LANES * k));
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let g = _mm256_loadu_ps(zb.add(j * tiles + LANES * k));
+                        acc[0] = _mm256_fmadd_ps(g, a, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(g, c, acc[1]);
+                    }
+                }
+                let rows = (outputs - b * CO_BLOCK).min(CO_BLOCK);
+                for (j, acc) in acc.iter().enumerate().take(rows) {
+                    let row = &mut sums[(f * outputs + b * CO_BLOCK + j) * inputs + i0..];
+                    row[0] += lane_sum(acc[0]);
+                    if n == 2 {
+                        row[1] += lane_sum(acc[1]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel gradient is the adjoint of the kernel transform:
+    /// `⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩` for every kernel `g` and every `u`.
+    #[test]
+    fn the_kernel_gradient_is_the_adjoint_of_the_transform() {
+        for seed in 0..5 {
+            let g: [f64; 9] = std::array::from_fn(|i| ((i + 9 * seed) as f64 * 1.3).cos());
+            let u: [f64; FREQS] = std::array::from_fn(|i| ((i + 16 * seed) as f64 * 0.9).sin());
+            let left: f64 = transform_kernel(&g)
+                .iter()
+                .zip(&u)
+                .map(|(a, b)| a * b)
+                .sum();
+            let right: f64 = g.iter().zip(&kernel_gradient(&u)).map(|(a, b)| a * b).sum();
+            assert!((left - right).abs() < 1e-12, "{left} against {right}");
+        }
+    }
 
     /// `G g Gᵀ` against the matrices multiplied out.
     #[test]
