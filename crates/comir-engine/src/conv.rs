@@ -25,6 +25,15 @@ use crate::{direct, simd, winograd};
 pub(crate) trait RowSource: Sync {
     /// Writes columns `x0 .. x0 + dst.len()` of image row `y` of input channel `c`.
     fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]);
+
+    /// Writes image row `y` of input channel `c` with a zero on each side, split as Winograd
+    /// reads it ([`winograd::split`]), into `dst`; `whole` is scratch of the same length whose
+    /// ends are zero.
+    fn split_row(&self, c: usize, y: usize, whole: &mut [f32], dst: &mut [f32]) {
+        let w = whole.len() - 2;
+        self.row(c, y, 0, &mut whole[1..=w]);
+        winograd::split(whole, dst);
+    }
 }
 
 /// The rectangle of a plane a convolution must compute: rows `y0..y1`, columns `x0..x1`. In
@@ -109,6 +118,11 @@ impl RowSource for BnRelu<'_> {
     fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]) {
         let s = c * self.hw + y * self.w + x0;
         simd::bn_relu(dst, &self.x[s..s + dst.len()], self.a[c], self.b[c]);
+    }
+
+    fn split_row(&self, c: usize, y: usize, _: &mut [f32], dst: &mut [f32]) {
+        let s = c * self.hw + y * self.w;
+        winograd::bn_relu_split(&self.x[s..s + self.w], self.a[c], self.b[c], dst);
     }
 }
 
@@ -297,6 +311,8 @@ fn fill_band<'b>(
             if y >= h {
                 // A split row's columns are spread over the whole row.
                 row[if split { 0..wp } else { pa..pb }].fill(0.0);
+            } else if split && x0 == 0 && x1 == w {
+                src.split_row(c, y, &mut whole, row);
             } else if split {
                 src.row(c, y, xa, &mut whole[xa + 1..=xb]);
                 winograd::split(&whole, row);

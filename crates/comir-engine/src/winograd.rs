@@ -407,6 +407,39 @@ pub(crate) fn weight_grad_band(
     }
 }
 
+/// [`split`] of the padded row `[0, relu(a · x + b), 0]`, computed as `simd::bn_relu` computes
+/// it (a product, then a sum, each rounded), without writing the row first.
+pub(crate) fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
+    let w = x.len();
+    assert!(
+        w.is_multiple_of(2) && dst.len() == w + 2,
+        "bn_relu_split: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if comir_cpu::Isa::Avx2.supported() {
+        // SAFETY: the CPU has AVX2 (checked); lengths checked.
+        unsafe { avx2::bn_relu_split(x, a, b, dst) };
+        return;
+    }
+    let half = w / 2 + 1;
+    let (even, odd) = dst.split_at_mut(half);
+    even[0] = 0.0;
+    odd[half - 1] = 0.0;
+    for (k, pair) in x.chunks_exact(2).enumerate() {
+        let relu = |v: f32| {
+            let y = a * v + b;
+            if y > 0.0 {
+                y
+            } else {
+                0.0
+            }
+        };
+        // Image column x is padded column x + 1.
+        odd[k] = relu(pair[0]);
+        even[k + 1] = relu(pair[1]);
+    }
+}
+
 /// Stores a padded row (even length) as its even elements, then its odd ones:
 /// `[p0 p1 p2 p3 …] → [p0 p2 … | p1 p3 …]`. Winograd's tiles start on even columns, so its
 /// input transform then reads 8 tiles' columns as whole vectors.
@@ -479,6 +512,40 @@ mod avx2 {
 mod avx2 {
     use super::{Step, CO_BLOCK, FREQS, LANES, SEGMENT};
     use std::arch::x86_64::*;
+
+    /// [`super::bn_relu_split`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
+        let w = x.len();
+        let half = w / 2 + 1;
+        assert!(dst.len() == 2 * half);
+        let (s, d) = (x.as_ptr(), dst.as_mut_ptr());
+        // Image column x is padded column x + 1: even columns go to the odd half, odd ones to
+        // the even half one place on.
+        let (even, odd) = (d, d.add(half));
+        *even = 0.0;
+        *odd.add(half - 1) = 0.0;
+        let (va, vb, zero) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_setzero_ps());
+        // `if y > 0 { y } else { 0 }`, as max(y, 0) returns its second operand unless y > 0.
+        let relu = |v: __m256| _mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(va, v), vb), zero);
+        let vecs = w / (2 * LANES);
+        for j in 0..vecs {
+            let p = relu(_mm256_loadu_ps(s.add(2 * LANES * j)));
+            let q = relu(_mm256_loadu_ps(s.add(2 * LANES * j + LANES)));
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(p, q);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(p, q);
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+            _mm256_storeu_ps(odd.add(LANES * j), e);
+            _mm256_storeu_ps(even.add(LANES * j + 1), o);
+        }
+        for k in vecs * LANES..w / 2 {
+            for (i, dst) in [(2 * k, odd.add(k)), (2 * k + 1, even.add(k + 1))] {
+                let y = a * *s.add(i) + b;
+                *dst = if y > 0.0 { y } else { 0.0 };
+            }
+        }
+    }
 
     /// [`super::split`].
     #[target_feature(enable = "avx2,fma")]
@@ -791,6 +858,25 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Batch norm + ReLU written straight into the split row gives the bits of the row
+    /// written whole by `simd::bn_relu` and then split, at every width (whole vectors and
+    /// tails).
+    #[test]
+    fn bn_relu_split_is_the_split_of_bn_relu() {
+        for w in [2, 6, 14, 16, 18, 30, 32, 64, 130] {
+            let x: Vec<f32> = (0..w).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.37).collect();
+            let (a, b) = (1.3f32, -0.2f32);
+            let mut whole = vec![0.0; w + 2];
+            crate::simd::bn_relu(&mut whole[1..=w], &x, a, b);
+            let mut want = vec![f32::NAN; w + 2];
+            split(&whole, &mut want);
+            let mut got = vec![f32::NAN; w + 2];
+            bn_relu_split(&x, a, b, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "width {w}");
+        }
+    }
 
     /// The kernel gradient is the adjoint of the kernel transform:
     /// `⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩` for every kernel `g` and every `u`.
