@@ -865,7 +865,9 @@ mod tests {
     #[test]
     fn bn_relu_split_is_the_split_of_bn_relu() {
         for w in [2, 6, 14, 16, 18, 30, 32, 64, 130] {
-            let x: Vec<f32> = (0..w).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.37).collect();
+            let x: Vec<f32> = (0..w)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.37)
+                .collect();
             let (a, b) = (1.3f32, -0.2f32);
             let mut whole = vec![0.0; w + 2];
             crate::simd::bn_relu(&mut whole[1..=w], &x, a, b);
