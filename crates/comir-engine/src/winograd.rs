@@ -9,8 +9,9 @@
 //! as the direct kernel computes a tap (6 outputs × 16 positions in registers, the weights
 //! broadcast); the transforms around them are additions only. The same band computes the
 //! input gradient (the output gradient convolved with the flipped kernel). The weight
-//! gradient is `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`: 16 products per tile and pair of
-//! channels, summed over the band's tiles in the transformed domain.
+//! gradient is `Gᵀ [Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)] G`: 16 products per tile for each input and
+//! output channel where the direct weight gradient needs 36, summed over the tiles in the
+//! transformed domain.
 //!
 //! The transforms multiply by 0, ±1 and ½ only, so the result differs from the direct sum by
 //! f32 rounding (a few ulps of the largest term), and each output is computed the same way
@@ -139,10 +140,12 @@ fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
 /// Scratch of [`band`], reused across calls.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    /// Transformed input of a chunk, `[FREQS][inputs][tiles]`.
+    /// Transformed input: in [`band`], of a segment, `[FREQS][inputs of a block][SEGMENT]`;
+    /// in [`weight_grad_band`], of two channels over the band, `[FREQS][2][tiles]`.
     v: Vec<f32>,
-    /// Products, `[FREQS][outputs rounded up to CO_BLOCK][tiles]`; in the weight gradient,
-    /// the transformed output gradient.
+    /// In [`band`], the products of a segment, `[FREQS][OUT_BLOCK][SEGMENT]`; in
+    /// [`weight_grad_band`], the transformed output gradient of the band,
+    /// `[FREQS][outputs rounded up to CO_BLOCK][tiles]`.
     m: Vec<f32>,
     /// Two rows of the output gradient, split: even and odd elements of each.
     rows: Vec<f32>,
@@ -165,7 +168,7 @@ fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 ///
 /// The tiles are taken 16 at a time along a tile row, and the channels in blocks, so that
 /// the transformed input and the products of a step stay in L1: written to L2, the
-/// transformed input (4× the input) costed as much as the multiplies it saved.
+/// transformed input (4× the input) cost as much as the multiplies it saved.
 ///
 /// Runs on AVX2 (also where the CPU has AVX-512). Panics if the CPU lacks AVX2 or the band
 /// is shorter than described.
