@@ -799,13 +799,31 @@ mod avx2 {
         }
     }
 
-    /// The sum of the 8 lanes, in a fixed order.
+    /// The sums of the lanes of each accumulator, in a fixed order: `[j]` of `acc[j][0]`,
+    /// `[6 + j]` of `acc[j][1]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn lane_sum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    unsafe fn lane_sums(acc: &[[__m256; 2]; CO_BLOCK]) -> [f32; 2 * CO_BLOCK] {
+        // Pairwise horizontal adds reduce 8 vectors to a vector of their 8 sums (and 4 to 4)
+        // in 9 instructions instead of 5 each.
+        let h = |a: __m256, b: __m256| _mm256_hadd_ps(a, b);
+        let first = [
+            acc[0][0], acc[1][0], acc[2][0], acc[3][0], acc[4][0], acc[5][0],
+        ];
+        let (u0, u1) = (
+            h(h(first[0], first[1]), h(first[2], first[3])),
+            h(h(first[4], first[5]), h(acc[0][1], acc[1][1])),
+        );
+        let eight = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(u0, u1),
+            _mm256_permute2f128_ps::<0x31>(u0, u1),
+        );
+        let u2 = h(h(acc[2][1], acc[3][1]), h(acc[4][1], acc[5][1]));
+        let four = _mm_add_ps(_mm256_castps256_ps128(u2), _mm256_extractf128_ps::<1>(u2));
+        let mut out = [0.0; 2 * CO_BLOCK];
+        _mm256_storeu_ps(out.as_mut_ptr(), eight);
+        _mm_storeu_ps(out.as_mut_ptr().add(8), four);
+        out
     }
 
     /// `sums[f][o][i0 + c] += Σ_t z[f][o][t] · v[f][c][t]` for the `n` (1 or 2) channels of `v`
@@ -846,11 +864,14 @@ mod avx2 {
                     }
                 }
                 let rows = (outputs - b * CO_BLOCK).min(CO_BLOCK);
-                for (j, acc) in acc.iter().enumerate().take(rows) {
+                // Sums of output j: `total[j]` for the first channel, `total[6 + j]` for the
+                // second.
+                let total = lane_sums(&acc);
+                for j in 0..rows {
                     let row = &mut sums[(f * outputs + b * CO_BLOCK + j) * inputs + i0..];
-                    row[0] += lane_sum(acc[0]);
+                    row[0] += total[j];
                     if n == 2 {
-                        row[1] += lane_sum(acc[1]);
+                        row[1] += total[CO_BLOCK + j];
                     }
                 }
             }
