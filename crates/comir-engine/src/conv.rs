@@ -750,8 +750,7 @@ pub(crate) fn conv_backward(
         let mut scratch = cell.borrow_mut();
         let Scratch { a, b, c, wino: ws } = &mut *scratch;
         if wgrad {
-            ws.sums.clear();
-            ws.sums.resize(16 * s.cout * s.cin, 0.0);
+            ws.start_weight_grad(s.cout, s.cin);
         }
         let mut carried: Option<Carried> = None;
         for (y0, rows) in bands {
@@ -797,61 +796,61 @@ pub(crate) fn conv_backward(
                 direct::timed(|| {
                     winograd::weight_grad_band(xp, ps, wp, rows, &dy, s.cin, s.cout, ws)
                 });
-            }
-            // Otherwise the output gradient on the grid, junk columns zero (they must not
-            // reach dw). Each value is written once: rows copied, their junk columns, the tail
-            // past the band and the padding channels zeroed (not the whole buffer first).
-            let og = grow(b, if wgrad { 0 } else { co_rows * stride });
-            for (co, plane) in og.chunks_exact_mut(stride).enumerate() {
-                if co >= s.cout {
-                    plane.fill(0.0);
-                    continue;
-                }
-                for r in 0..rows {
-                    let (g, junk) = plane[r * wp..(r + 1) * wp].split_at_mut(s.w);
-                    let d = co * hw + (y0 + r) * s.w;
-                    g.copy_from_slice(&dout[d..d + s.w]);
-                    junk.fill(0.0);
-                    if let Some(sums) = db_sums.as_mut() {
-                        sums[co] += simd::sum_f64(g);
+            } else {
+                // The output gradient on the grid, junk columns zero (they must not reach dw).
+                // Each value is written once: rows copied, their junk columns, the tail past the
+                // band and the padding channels zeroed (not the whole buffer first).
+                let og = grow(b, co_rows * stride);
+                for (co, plane) in og.chunks_exact_mut(stride).enumerate() {
+                    if co >= s.cout {
+                        plane.fill(0.0);
+                        continue;
                     }
+                    for r in 0..rows {
+                        let (g, junk) = plane[r * wp..(r + 1) * wp].split_at_mut(s.w);
+                        let d = co * hw + (y0 + r) * s.w;
+                        g.copy_from_slice(&dout[d..d + s.w]);
+                        junk.fill(0.0);
+                        if let Some(sums) = db_sums.as_mut() {
+                            sums[co] += simd::sum_f64(g);
+                        }
+                    }
+                    plane[rows * wp..].fill(0.0);
                 }
-                plane[rows * wp..].fill(0.0);
-            }
-            match kernel {
-                _ if wgrad => {}
-                Kernel::Direct(simd) | Kernel::Winograd(simd) => {
-                    let band = direct::GradBand {
-                        cin: s.cin,
-                        input: xp,
-                        plane: ps,
-                        offsets: &offsets,
-                        cout: s.cout,
-                        dout: og,
-                        stride,
-                    };
-                    direct::weight_grad_band(simd, &band, dw);
-                }
-                Kernel::Gemm => {
-                    for (t, &off) in offsets.iter().enumerate() {
-                        // SAFETY: dw tap block is cout×cin; rhs element (q, ci) at
-                        // xp[ci·ps + q + off].
-                        unsafe {
-                            matmul(
-                                s.cout,
-                                s.cin,
-                                q,
-                                dw.as_mut_ptr().add(t * s.cout * s.cin),
-                                s.cin as isize,
-                                1,
-                                true,
-                                og.as_ptr(),
-                                q as isize,
-                                1,
-                                xp.as_ptr().add(off),
-                                1,
-                                ps as isize,
-                            );
+                match kernel {
+                    Kernel::Direct(simd) | Kernel::Winograd(simd) => {
+                        let band = direct::GradBand {
+                            cin: s.cin,
+                            input: xp,
+                            plane: ps,
+                            offsets: &offsets,
+                            cout: s.cout,
+                            dout: og,
+                            stride,
+                        };
+                        direct::weight_grad_band(simd, &band, dw);
+                    }
+                    Kernel::Gemm => {
+                        for (t, &off) in offsets.iter().enumerate() {
+                            // SAFETY: dw tap block is cout×cin; rhs element (q, ci) at
+                            // xp[ci·ps + q + off].
+                            unsafe {
+                                matmul(
+                                    s.cout,
+                                    s.cin,
+                                    q,
+                                    dw.as_mut_ptr().add(t * s.cout * s.cin),
+                                    s.cin as isize,
+                                    1,
+                                    true,
+                                    og.as_ptr(),
+                                    q as isize,
+                                    1,
+                                    xp.as_ptr().add(off),
+                                    1,
+                                    ps as isize,
+                                );
+                            }
                         }
                     }
                 }
@@ -934,14 +933,7 @@ pub(crate) fn conv_backward(
             }
         }
         if wgrad {
-            // Back from the transformed domain, once for all bands.
-            let n = s.cout * s.cin;
-            for k in 0..n {
-                let u: [f64; 16] = std::array::from_fn(|f| f64::from(ws.sums[f * n + k]));
-                for (t, g) in winograd::kernel_gradient(&u).iter().enumerate() {
-                    dw[t * n + k] += *g as f32;
-                }
-            }
+            ws.add_weight_grad(s.cout, s.cin, dw);
         }
     });
     if let (Some(db), Some(sums)) = (db, db_sums) {

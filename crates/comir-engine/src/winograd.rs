@@ -110,7 +110,7 @@ impl Drop for Weights {
 
 /// The gradient w.r.t. a 3×3 kernel (row-major) of a loss whose gradient w.r.t. `G g Gᵀ` is
 /// `u`: `Gᵀ u G`, the adjoint of [`transform_kernel`].
-pub(crate) fn kernel_gradient(u: &[f64; FREQS]) -> [f64; 9] {
+fn kernel_gradient(u: &[f64; FREQS]) -> [f64; 9] {
     // Gᵀ applied to a column (a, b, c, d) of four.
     let col =
         |a: f64, b: f64, c: f64, d: f64| [a + (b + c) / 2.0, (b - c) / 2.0, (b + c) / 2.0 + d];
@@ -151,7 +151,33 @@ pub(crate) struct Scratch {
     rows: Vec<f32>,
     /// The weight gradient of a convolution in the transformed domain,
     /// `[FREQS][outputs][inputs]` (see [`weight_grad_band`]).
-    pub(crate) sums: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+impl Scratch {
+    /// Clears the sums of [`weight_grad_band`] for a convolution from `inputs` to `outputs`
+    /// channels.
+    pub(crate) fn start_weight_grad(&mut self, outputs: usize, inputs: usize) {
+        self.sums.clear();
+        self.sums.resize(FREQS * outputs * inputs, 0.0);
+    }
+
+    /// Adds the 3×3 weight gradient of the bands summed since [`Scratch::start_weight_grad`]
+    /// into `dw` (`[tap][outputs][inputs]`), back from the transformed domain once for all
+    /// bands ([`kernel_gradient`]).
+    pub(crate) fn add_weight_grad(&self, outputs: usize, inputs: usize, dw: &mut [f32]) {
+        let n = outputs * inputs;
+        assert!(
+            self.sums.len() >= FREQS * n && dw.len() >= 9 * n,
+            "winograd: sizes"
+        );
+        for k in 0..n {
+            let u: [f64; FREQS] = std::array::from_fn(|f| f64::from(self.sums[f * n + k]));
+            for (t, g) in kernel_gradient(&u).iter().enumerate() {
+                dw[t * n + k] += *g as f32;
+            }
+        }
+    }
 }
 
 fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -288,8 +314,9 @@ pub(crate) struct OutputGrad<'a> {
 }
 
 /// Adds the weight gradient of one band in the transformed domain,
-/// `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with `A = [1 0; 1 1; 1 −1; 0 −1]`, into `scratch.sums`
-/// (`[FREQS][outputs][inputs]`); [`kernel_gradient`] then gives the 3×3 gradient. `input` is
+/// `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with `A = [1 0; 1 1; 1 −1; 0 −1]`, into the sums that
+/// [`Scratch::start_weight_grad`] cleared; [`Scratch::add_weight_grad`] then gives the 3×3
+/// gradient. `input` is
 /// the split padded band of `rows` (even) rows, as for [`band`] over the whole width.
 ///
 /// The transformed output gradient of the band is computed once; the input is transformed
