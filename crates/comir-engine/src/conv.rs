@@ -994,8 +994,8 @@ mod tests {
     /// 16-position tile, heights of one band and of several (odd remainders included), and wide
     /// images cut into bands of a few rows. The even 3×3 ones run Winograd too: in one band
     /// and in several, on rows of one vector of tiles and on rows that end in part of one,
-    /// with the inputs in one block and in several (forward and input gradient both), and an
-    /// odd number of them (the weight gradient takes channels in pairs).
+    /// with the inputs in one block and in several (forward and input gradient both), and
+    /// with numbers of them that leave 1 and 2 over (the weight gradient takes them in threes).
     const SHAPES: [(usize, usize, usize, usize, usize); 14] = [
         (30, 12, 3, 24, 40),
         (13, 12, 3, 4, 48),

@@ -33,6 +33,9 @@ const SEGMENT: usize = 2 * LANES;
 const IN_BLOCK: usize = 16;
 /// Output channels summed at a time: 12 KiB of products.
 const OUT_BLOCK: usize = 2 * CO_BLOCK;
+/// The weight gradient's register tile: outputs × input channels.
+const GRAD_OUTPUTS: usize = 4;
+const GRAD_CHANNELS: usize = 3;
 
 /// Whether Winograd computes a 3×3 convolution from `inputs` to `outputs` channels on planes
 /// `width` wide at least 10 % faster than the direct kernel. Its time relative to the direct
@@ -141,11 +144,11 @@ fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// Transformed input: in [`band`], of a segment, `[FREQS][inputs of a block][SEGMENT]`;
-    /// in [`weight_grad_band`], of two channels over the band, `[FREQS][2][tiles]`.
+    /// in [`weight_grad_band`], of 3 channels over the band, `[FREQS][3][tiles]`.
     v: Vec<f32>,
     /// In [`band`], the products of a segment, `[FREQS][OUT_BLOCK][SEGMENT]`; in
     /// [`weight_grad_band`], the transformed output gradient of the band,
-    /// `[FREQS][outputs rounded up to CO_BLOCK][tiles]`.
+    /// `[FREQS][outputs rounded up to 12][tiles]`.
     m: Vec<f32>,
     /// Two rows of the output gradient, split: even and odd elements of each.
     rows: Vec<f32>,
@@ -320,8 +323,8 @@ pub(crate) struct OutputGrad<'a> {
 /// the split padded band of `rows` (even) rows, as for [`band`] over the whole width.
 ///
 /// The transformed output gradient of the band is computed once; the input is transformed
-/// two channels at a time over the whole band (so that it stays in L1), and each pair's
-/// products with 6 outputs are summed over all the band's tiles in registers.
+/// three channels at a time over the whole band (so that it stays near L1), and their
+/// products with each 4 outputs are summed over all the band's tiles in registers.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad_band(
     input: &[f32],
@@ -357,7 +360,7 @@ pub(crate) fn weight_grad_band(
     let vecs = count.div_ceil(LANES);
     // Room for the last tile row's last vector.
     let tiles = (count + tw.next_multiple_of(LANES) - tw).next_multiple_of(LANES);
-    let blocks = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
+    let blocks = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
     // The output gradient, transformed: `[FREQS][blocks][tiles]`, zero past the band's tiles
     // and in the padding outputs.
     let z = grow(&mut scratch.m, FREQS * blocks * tiles);
@@ -403,12 +406,12 @@ pub(crate) fn weight_grad_band(
             }
         }
     }
-    let v = grow(&mut scratch.v, FREQS * 2 * tiles);
-    for i0 in (0..inputs).step_by(2) {
-        let n = 2.min(inputs - i0);
+    let v = grow(&mut scratch.v, FREQS * GRAD_CHANNELS * tiles);
+    for i0 in (0..inputs).step_by(GRAD_CHANNELS) {
+        let n = GRAD_CHANNELS.min(inputs - i0);
         for c in 0..n {
-            // SAFETY: as in `band`; the writes stay in `v` (2 channels of `tiles` per
-            // frequency).
+            // SAFETY: as in `band`; the writes stay in `v` (`GRAD_CHANNELS` channels of
+            // `tiles` per frequency).
             unsafe {
                 avx2::input_transform(
                     &input[(i0 + c) * plane..],
@@ -416,7 +419,7 @@ pub(crate) fn weight_grad_band(
                     tile_rows,
                     tw,
                     &mut v[c * tiles..],
-                    2 * tiles,
+                    GRAD_CHANNELS * tiles,
                 );
             }
         }
@@ -540,7 +543,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Step, CO_BLOCK, FREQS, LANES, SEGMENT};
+    use super::{Step, CO_BLOCK, FREQS, GRAD_CHANNELS, GRAD_OUTPUTS, LANES, SEGMENT};
     use std::arch::x86_64::*;
 
     /// [`super::bn_relu_split`].
@@ -826,37 +829,33 @@ mod avx2 {
         }
     }
 
-    /// The sums of the lanes of each accumulator, in a fixed order: `[j]` of `acc[j][0]`,
-    /// `[6 + j]` of `acc[j][1]`.
+    /// The sums of the lanes of each accumulator, in a fixed order: `[4c + j]` of `acc[c][j]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn lane_sums(acc: &[[__m256; 2]; CO_BLOCK]) -> [f32; 2 * CO_BLOCK] {
+    unsafe fn lane_sums(acc: &[[__m256; GRAD_OUTPUTS]; GRAD_CHANNELS]) -> [f32; 12] {
         // Pairwise horizontal adds reduce 8 vectors to a vector of their 8 sums (and 4 to 4)
         // in 9 instructions instead of 5 each.
         let h = |a: __m256, b: __m256| _mm256_hadd_ps(a, b);
-        let first = [
-            acc[0][0], acc[1][0], acc[2][0], acc[3][0], acc[4][0], acc[5][0],
-        ];
         let (u0, u1) = (
-            h(h(first[0], first[1]), h(first[2], first[3])),
-            h(h(first[4], first[5]), h(acc[0][1], acc[1][1])),
+            h(h(acc[0][0], acc[0][1]), h(acc[0][2], acc[0][3])),
+            h(h(acc[1][0], acc[1][1]), h(acc[1][2], acc[1][3])),
         );
         let eight = _mm256_add_ps(
             _mm256_permute2f128_ps::<0x20>(u0, u1),
             _mm256_permute2f128_ps::<0x31>(u0, u1),
         );
-        let u2 = h(h(acc[2][1], acc[3][1]), h(acc[4][1], acc[5][1]));
+        let u2 = h(h(acc[2][0], acc[2][1]), h(acc[2][2], acc[2][3]));
         let four = _mm_add_ps(_mm256_castps256_ps128(u2), _mm256_extractf128_ps::<1>(u2));
-        let mut out = [0.0; 2 * CO_BLOCK];
+        let mut out = [0.0; 12];
         _mm256_storeu_ps(out.as_mut_ptr(), eight);
         _mm_storeu_ps(out.as_mut_ptr().add(8), four);
         out
     }
 
-    /// `sums[f][o][i0 + c] += Σ_t z[f][o][t] · v[f][c][t]` for the `n` (1 or 2) channels of `v`
-    /// and every output, over `vecs` vectors of tiles (rows `tiles` apart; `z` has its
-    /// outputs padded to a multiple of 6 with zero rows), in tiles of 6 outputs × 2 channels
-    /// summed in registers.
+    /// `sums[f][o][i0 + c] += Σ_t z[f][o][t] · v[f][c][t]` for the `n` (1 to 3) channels of
+    /// `v` and every output, over `vecs` vectors of tiles (rows `tiles` apart; `z` has its
+    /// outputs padded to a multiple of 12 with zero rows), in tiles of 4 outputs × 3 channels
+    /// summed in registers: 7 loads for 12 multiply-adds.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn grad_products(
@@ -869,36 +868,35 @@ mod avx2 {
         outputs: usize,
         sums: &mut [f32],
     ) {
-        let blocks = outputs.div_ceil(CO_BLOCK);
-        assert!((1..=2).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
-        assert!(FREQS * 2 * tiles <= v.len());
-        assert!(FREQS * blocks * CO_BLOCK * tiles <= z.len());
+        let padded = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
+        assert!((1..=GRAD_CHANNELS).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
+        assert!(FREQS * GRAD_CHANNELS * tiles <= v.len());
+        assert!(FREQS * padded * tiles <= z.len());
         assert!(FREQS * outputs * inputs <= sums.len());
         for f in 0..FREQS {
-            let x0 = v.as_ptr().add(f * 2 * tiles);
-            // A lone channel reads its own row twice; the second sums are dropped.
-            let x1 = if n == 2 { x0.add(tiles) } else { x0 };
-            for b in 0..blocks {
-                let zb = z.as_ptr().add((f * blocks + b) * CO_BLOCK * tiles);
-                let mut acc = [[_mm256_setzero_ps(); 2]; CO_BLOCK];
+            // Missing channels read the first one again; their sums are dropped.
+            let x: [*const f32; GRAD_CHANNELS] = std::array::from_fn(|c| {
+                v.as_ptr()
+                    .add((f * GRAD_CHANNELS + if c < n { c } else { 0 }) * tiles)
+            });
+            for o0 in (0..outputs).step_by(GRAD_OUTPUTS) {
+                let zb = z.as_ptr().add((f * padded + o0) * tiles);
+                let mut acc = [[_mm256_setzero_ps(); GRAD_OUTPUTS]; GRAD_CHANNELS];
                 for k in 0..vecs {
-                    let a = _mm256_loadu_ps(x0.add(LANES * k));
-                    let c = _mm256_loadu_ps(x1.add(LANES * k));
-                    for (j, acc) in acc.iter_mut().enumerate() {
+                    let xs: [__m256; GRAD_CHANNELS] =
+                        std::array::from_fn(|c| _mm256_loadu_ps(x[c].add(LANES * k)));
+                    for j in 0..GRAD_OUTPUTS {
                         let g = _mm256_loadu_ps(zb.add(j * tiles + LANES * k));
-                        acc[0] = _mm256_fmadd_ps(g, a, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(g, c, acc[1]);
+                        for (acc, x) in acc.iter_mut().zip(&xs) {
+                            acc[j] = _mm256_fmadd_ps(g, *x, acc[j]);
+                        }
                     }
                 }
-                let rows = (outputs - b * CO_BLOCK).min(CO_BLOCK);
-                // Sums of output j: `total[j]` for the first channel, `total[6 + j]` for the
-                // second.
                 let total = lane_sums(&acc);
-                for j in 0..rows {
-                    let row = &mut sums[(f * outputs + b * CO_BLOCK + j) * inputs + i0..];
-                    row[0] += total[j];
-                    if n == 2 {
-                        row[1] += total[CO_BLOCK + j];
+                for j in 0..GRAD_OUTPUTS.min(outputs - o0) {
+                    let row = &mut sums[(f * outputs + o0 + j) * inputs + i0..];
+                    for (c, r) in row.iter_mut().enumerate().take(n) {
+                        *r += total[GRAD_OUTPUTS * c + j];
                     }
                 }
             }
