@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::{direct, simd, winograd};
+use crate::{direct, grow, simd, winograd};
 
 /// Writes rows of one input channel of a convolution.
 pub(crate) trait RowSource: Sync {
@@ -239,13 +239,6 @@ struct Scratch {
 thread_local! {
     // Per-thread scratch reused across layers and steps (no page faults in the hot loop).
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
 }
 
 /// The previous band a padded-band buffer holds, when the next band continues it: its output

@@ -58,6 +58,15 @@ pub use direct::{kernel_time, set_kernel_timing};
 pub use engine::{Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
 
+/// The first `len` floats of a scratch buffer kept across calls, grown with zeros when it is
+/// shorter and not cleared otherwise.
+pub(crate) fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
 /// `Ok` when the engine runs networks of this configuration (everything but dropout), else
 /// why not.
 ///

@@ -20,6 +20,7 @@
 use std::cell::RefCell;
 
 use crate::direct::CO_BLOCK;
+use crate::grow;
 
 /// Positions of the transformed 4 × 4 tile.
 const FREQS: usize = 16;
@@ -181,13 +182,6 @@ impl Scratch {
             }
         }
     }
-}
-
-fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
 }
 
 /// A band of the convolution on the zero-padded input band `input` (channel `c` at
