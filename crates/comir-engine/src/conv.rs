@@ -34,6 +34,9 @@ pub(crate) trait RowSource: Sync {
         self.row(c, y, 0, &mut whole[1..=w]);
         winograd::split(whole, dst);
     }
+
+    /// Asks the cache for image row `y` of input channel `c` (nothing by default).
+    fn prefetch(&self, _c: usize, _y: usize) {}
 }
 
 /// The rectangle of a plane a convolution must compute: rows `y0..y1`, columns `x0..x1`. In
@@ -103,6 +106,11 @@ impl RowSource for Plain<'_> {
         let s = c * self.hw + y * self.w + x0;
         dst.copy_from_slice(&self.x[s..s + dst.len()]);
     }
+
+    fn prefetch(&self, c: usize, y: usize) {
+        let s = c * self.hw + y * self.w;
+        simd::prefetch(&self.x[s..s + self.w]);
+    }
 }
 
 /// `relu(a_c · x + b_c)`: batch norm folded into a per-channel affine map, then ReLU.
@@ -123,6 +131,11 @@ impl RowSource for BnRelu<'_> {
     fn split_row(&self, c: usize, y: usize, _: &mut [f32], dst: &mut [f32]) {
         let s = c * self.hw + y * self.w;
         winograd::bn_relu_split(&self.x[s..s + self.w], self.a[c], self.b[c], dst);
+    }
+
+    fn prefetch(&self, c: usize, y: usize) {
+        let s = c * self.hw + y * self.w;
+        simd::prefetch(&self.x[s..s + self.w]);
     }
 }
 
@@ -301,6 +314,10 @@ fn fill_band<'b>(
         for r in first..rows + 2 {
             let row = &mut plane[r * wp..(r + 1) * wp];
             let y = (y0 + r).wrapping_sub(1);
+            // The next channel's row, while this one's is worked on.
+            if c + 1 < cin && y < h {
+                src.prefetch(c + 1, y);
+            }
             if y >= h {
                 // A split row's columns are spread over the whole row.
                 row[if split { 0..wp } else { pa..pb }].fill(0.0);

@@ -853,6 +853,14 @@ impl RowSink for BnSink<'_> {
         }
         let o = c * self.hw + y * self.w;
         let (a, b, m, is) = (self.a[c], self.b[c], self.mean[c], self.invstd[c]);
+        // The next channel's row, while this one's is worked on.
+        if let (Some(x), Some(g)) = (
+            self.x.get(o + self.hw..o + self.hw + self.w),
+            self.g.get(o + self.hw..o + self.hw + self.w),
+        ) {
+            simd::prefetch(x);
+            simd::prefetch(g);
+        }
         let xs = &self.x[o..o + self.w];
         let gs = &mut self.g[o..o + self.w];
         if let Some((_, l1, l2)) = self.run.as_mut() {
