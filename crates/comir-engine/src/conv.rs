@@ -462,8 +462,69 @@ fn direct_band(
     stride
 }
 
+/// A convolution's weights in the layouts its kernels read, prepared once for all the samples
+/// of a batch (preparing them for every sample cost about 1 % of a training step).
+pub(crate) struct ConvWeights<'w> {
+    /// As given: `[cout][cin][k][k]` for a forward convolution, [`transpose_weight`]'s
+    /// layout for an input gradient (the portable path reads these).
+    raw: &'w [f32],
+    /// Winograd's transformed kernels, where Winograd runs.
+    wino: Option<winograd::Weights>,
+    /// The direct kernel's packing, where the direct kernel runs.
+    packed: Vec<f32>,
+}
+
+impl<'w> ConvWeights<'w> {
+    /// The weights of a forward convolution of geometry `s` with `kernel`, from
+    /// `[cout][cin][k][k]`.
+    pub(crate) fn forward(kernel: Kernel, s: ConvShape, weight: &'w [f32]) -> Self {
+        assert_eq!(
+            weight.len(),
+            s.cout * s.cin * s.k * s.k,
+            "conv_forward: weight size"
+        );
+        let kk = s.k * s.k;
+        let wino = kernel.winograd(s, s.cin, s.cout).then(|| {
+            winograd::Weights::new(s.cout, s.cin, |co, ci, t| {
+                weight[(co * s.cin + ci) * kk + t]
+            })
+        });
+        let packed = match kernel.direct() {
+            Kernel::Direct(_) if wino.is_none() => direct::pack_weights(s.cout, s.cin, kk, weight),
+            _ => Vec::new(),
+        };
+        ConvWeights {
+            raw: weight,
+            wino,
+            packed,
+        }
+    }
+
+    /// The weights of the input gradient of a convolution of geometry `s` with `kernel`, from
+    /// [`transpose_weight`]'s layout.
+    pub(crate) fn input_grad(kernel: Kernel, s: ConvShape, wt: &'w [f32]) -> Self {
+        let kk = s.k * s.k;
+        assert_eq!(wt.len(), s.cin * kk * s.cout, "conv_backward: weight size");
+        // Winograd's kernel for the input gradient is the flipped transposed one.
+        let wino = kernel.winograd(s, s.cout, s.cin).then(|| {
+            winograd::Weights::new(s.cin, s.cout, |ci, co, t| {
+                wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
+            })
+        });
+        let packed = match kernel.direct() {
+            Kernel::Direct(_) if wino.is_none() => direct::pack_transposed(s.cout, s.cin, kk, wt),
+            _ => Vec::new(),
+        };
+        ConvWeights {
+            raw: wt,
+            wino,
+            packed,
+        }
+    }
+}
+
 /// Forward convolution of one sample with `kernel`: `out[cout][h·w] = conv(src) (+ bias)
-/// (→ ReLU)`. `weight` is `[cout][cin][k][k]`. With `parallel`, bands run as parallel tasks.
+/// (→ ReLU)`. `weights` from [`ConvWeights::forward`]. With `parallel`, bands run as parallel tasks.
 ///
 /// With a `window`, only the outputs inside it are computed and the rest of `out` is not
 /// written: the direct kernels compute each of them exactly as the whole convolution does (the
@@ -473,7 +534,7 @@ pub(crate) fn conv_forward(
     kernel: Kernel,
     s: ConvShape,
     src: &dyn RowSource,
-    weight: &[f32],
+    weights: &ConvWeights,
     bias: Option<&[f32]>,
     relu: bool,
     out: &mut [f32],
@@ -481,24 +542,21 @@ pub(crate) fn conv_forward(
     window: Option<Window>,
 ) {
     assert_eq!(out.len(), s.cout * s.h * s.w, "conv_forward: output size");
+    let (weight, wino, packed) = (weights.raw, &weights.wino, &weights.packed);
     assert_eq!(
         weight.len(),
         s.cout * s.cin * s.k * s.k,
         "conv_forward: weight size"
     );
+    assert_eq!(
+        wino.is_some(),
+        kernel.winograd(s, s.cin, s.cout),
+        "conv_forward: weights prepared for another kernel"
+    );
     let kk = s.k * s.k;
     let wp = s.w + 2;
     let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
-    let wino = kernel.winograd(s, s.cin, s.cout).then(|| {
-        winograd::Weights::new(s.cout, s.cin, |co, ci, t| {
-            weight[(co * s.cin + ci) * kk + t]
-        })
-    });
     let kernel = kernel.direct();
-    let packed = match kernel {
-        Kernel::Direct(_) if wino.is_none() => direct::pack_weights(s.cout, s.cin, kk, weight),
-        _ => Vec::new(),
-    };
     let window = match kernel {
         Kernel::Gemm => Window::full(s.h, s.w),
         _ => window.unwrap_or(Window::full(s.h, s.w)),
@@ -545,7 +603,7 @@ pub(crate) fn conv_forward(
                     direct::timed(|| winograd::band(weights, xp, ps, wp, rows, (xa, xb), b, ws))
                 }
                 (None, Kernel::Direct(simd)) if full_width => {
-                    direct_band(simd, s.cin, s.cout, xp, ps, &offsets, &packed, q, b)
+                    direct_band(simd, s.cin, s.cout, xp, ps, &offsets, packed, q, b)
                 }
                 (None, Kernel::Direct(simd)) => {
                     // Row by row, the window's columns in whole tiles; a row's last tile runs
@@ -558,7 +616,7 @@ pub(crate) fn conv_forward(
                             input: &xp[r * wp + x0..],
                             plane: ps,
                             offsets: &offsets,
-                            weights: &packed,
+                            weights: packed,
                             positions: (x1 - x0).next_multiple_of(direct::PX_BLOCK),
                         };
                         direct::conv_band(simd, &band, &mut og[r * wp + x0..], stride);
@@ -708,13 +766,13 @@ pub(crate) fn transpose_weight(s: ConvShape, weight: &[f32]) -> Vec<f32> {
 ///
 /// Accumulates the weight gradient into `dw` (layout `[t][cout][cin]`, tap-major) and the
 /// bias gradient into `db`; passes the input gradient row by row to `sink` (`wt` from
-/// [`transpose_weight`] is then required).
+/// [`ConvWeights::input_grad`] is then required).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward(
     kernel: Kernel,
     s: ConvShape,
     src: &dyn RowSource,
-    wt: Option<&[f32]>,
+    wt: Option<&ConvWeights>,
     dout: &[f32],
     dw: &mut [f32],
     db: Option<&mut [f32]>,
@@ -735,22 +793,17 @@ pub(crate) fn conv_backward(
         .iter()
         .map(|&(ky, kx)| (2 - ky) * wp + (2 - kx))
         .collect();
-    // Winograd's kernel for the input gradient is the flipped transposed one.
-    let wino = match (kernel.winograd(s, s.cout, s.cin), wt) {
-        (true, Some(wt)) => Some(winograd::Weights::new(s.cin, s.cout, |ci, co, t| {
-            wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
-        })),
-        _ => None,
-    };
-    // And for the weight gradient, where Winograd runs the forward convolution.
+    let wino = wt.and_then(|w| w.wino.as_ref());
+    if let Some(wt) = wt {
+        assert_eq!(
+            wt.wino.is_some(),
+            kernel.winograd(s, s.cout, s.cin),
+            "conv_backward: weights prepared for another kernel"
+        );
+    }
+    // The weight gradient is Winograd's where it runs the forward convolution.
     let wgrad = kernel.winograd(s, s.cin, s.cout);
     let kernel = kernel.direct();
-    let packed = match (kernel, wt) {
-        (Kernel::Direct(_), Some(wt)) if wino.is_none() => {
-            direct::pack_transposed(s.cout, s.cin, kk, wt)
-        }
-        _ => Vec::new(),
-    };
     let bands = if wino.is_some() || wgrad {
         s.even_bands_of(0, s.h)
     } else {
@@ -898,7 +951,7 @@ pub(crate) fn conv_backward(
                 }
                 (None, Kernel::Direct(simd) | Kernel::Winograd(simd)) => {
                     let da_stride =
-                        direct_band(simd, s.cout, s.cin, dp, dps, &flipped, &packed, q, c);
+                        direct_band(simd, s.cout, s.cin, dp, dps, &flipped, &wt.packed, q, c);
                     (&c[..], da_stride)
                 }
                 (None, Kernel::Gemm) => {
@@ -924,7 +977,7 @@ pub(crate) fn conv_backward(
                             q as isize,
                             1,
                             false,
-                            wt.as_ptr(),
+                            wt.raw.as_ptr(),
                             kc as isize,
                             1,
                             col.as_ptr(),
@@ -1092,7 +1145,7 @@ mod tests {
                             kernel,
                             s,
                             &src,
-                            &wt,
+                            &ConvWeights::forward(kernel, s, &wt),
                             Some(&bias),
                             relu,
                             &mut got,
@@ -1153,7 +1206,10 @@ mod tests {
                     let run = |window: Option<Window>| {
                         let mut out = vec![f32::NAN; cout * h * w];
                         let b = Some(bias.as_slice());
-                        conv_forward(kernel, s, &src, &wt, b, true, &mut out, parallel, window);
+                        let weights = ConvWeights::forward(kernel, s, &wt);
+                        conv_forward(
+                            kernel, s, &src, &weights, b, true, &mut out, parallel, window,
+                        );
                         out
                     };
                     let whole = run(None);
@@ -1305,7 +1361,7 @@ mod tests {
                     kernel,
                     s,
                     &src,
-                    Some(&tw),
+                    Some(&ConvWeights::input_grad(kernel, s, &tw)),
                     &dout,
                     &mut dw,
                     Some(&mut db),

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::conv::{
     add_tap_major, conv1x1_few, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape,
-    Kernel, Plain, RowSink, Upsample, Window, FEW_OUTPUTS,
+    ConvWeights, Kernel, Plain, RowSink, Upsample, Window, FEW_OUTPUTS,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
@@ -253,7 +253,8 @@ fn block_forward(
             params, running, layer.bn, &act.mean, &act.var, train, momentum, eps,
         );
         let s = shape(layer.conv, h, w);
-        let (weight, bias) = (conv_w(params, layer.conv), conv_b(params, layer.conv));
+        let weights = ConvWeights::forward(kernel, s, conv_w(params, layer.conv));
+        let bias = conv_b(params, layer.conv);
         let stride = act.stride();
         act.samples_mut(n)
             .par_chunks_mut(stride)
@@ -270,7 +271,7 @@ fn block_forward(
                     kernel,
                     s,
                     &src,
-                    weight,
+                    &weights,
                     bias,
                     false,
                     &mut rest[..g * hw],
@@ -328,6 +329,7 @@ fn transition_down_pooled(
     // Strips of 2·k rows whose convolution output stays in the L2 cache (about 256 KiB).
     let k = (256 * 1024 / (c * 2 * w * 4)).clamp(1, h2.max(1));
     let strips: Vec<usize> = (0..h2).step_by(k).collect();
+    let weights = ConvWeights::forward(kernel, shape(conv, 2 * k, w), conv_w(params, conv));
     let pooled: Vec<Vec<f32>> = strips
         .par_iter()
         .map_init(Vec::new, |tmp: &mut Vec<f32>, &y2| {
@@ -342,7 +344,7 @@ fn transition_down_pooled(
                 kernel,
                 shape(conv, 2 * rows, w),
                 &strip,
-                conv_w(params, conv),
+                &weights,
                 conv_b(params, conv),
                 false,
                 tmp,
@@ -567,6 +569,7 @@ impl FastDenseUNet {
         {
             let ci = self.conv_init;
             let s = shape(ci, h0, w0);
+            let weights = ConvWeights::forward(kernel, s, conv_w(p, ci));
             let stride = ws.down[0].stride();
             let in_stride = self.config.in_channels * h0 * w0;
             let input = &ws.input;
@@ -584,7 +587,7 @@ impl FastDenseUNet {
                         kernel,
                         s,
                         &src,
-                        conv_w(p, ci),
+                        &weights,
                         conv_b(p, ci),
                         false,
                         &mut sample[..ci.cout * h0 * w0],
@@ -644,6 +647,7 @@ impl FastDenseUNet {
             let tbuf = &mut ws.td[i];
             tbuf.resize(n * comp * hwi, 0.0);
             let s = shape(td.conv, hi, wi);
+            let weights = ConvWeights::forward(kernel, s, conv_w(p, td.conv));
             tbuf.par_chunks_mut(comp * hwi)
                 .zip(act.data.par_chunks(act.stride()))
                 .for_each(|(out, inp)| {
@@ -658,7 +662,7 @@ impl FastDenseUNet {
                         kernel,
                         s,
                         &src,
-                        conv_w(p, td.conv),
+                        &weights,
                         conv_b(p, td.conv),
                         false,
                         out,
@@ -717,6 +721,7 @@ impl FastDenseUNet {
                 _ => 0,
             };
             let s = shape(tu, hl, wl);
+            let weights = ConvWeights::forward(kernel, s, conv_w(p, tu));
             let tu_window = up_windows[i].map(|win| win.grown(self.config.up_blocks[i], hl, wl));
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
@@ -738,7 +743,7 @@ impl FastDenseUNet {
                         kernel,
                         s,
                         &src,
-                        conv_w(p, tu),
+                        &weights,
                         conv_b(p, tu),
                         true,
                         &mut sample[skip * hwl..(skip + tu.cout) * hwl],
@@ -784,6 +789,7 @@ impl FastDenseUNet {
                 );
             }
         } else {
+            let weights = ConvWeights::forward(kernel, s, conv_w(p, head));
             ws.repr
                 .par_chunks_mut(d * h * w)
                 .zip(last.data.par_chunks(last.stride()))
@@ -793,17 +799,7 @@ impl FastDenseUNet {
                         hw: h * w,
                         w,
                     };
-                    conv_forward(
-                        kernel,
-                        s,
-                        &src,
-                        conv_w(p, head),
-                        None,
-                        false,
-                        out,
-                        true,
-                        window,
-                    );
+                    conv_forward(kernel, s, &src, &weights, None, false, out, true, window);
                 });
         }
         if in_place {
@@ -1019,7 +1015,8 @@ fn bn_conv_backward(
     let b: Vec<f32> = (0..c).map(|k| beta[k] - act.mean[k] * a[k]).collect();
     let mean = &act.mean[..c];
     let s = shape(conv, h, w);
-    let wt = transpose_weight(s, conv_w(params, conv));
+    let transposed = transpose_weight(s, conv_w(params, conv));
+    let wt = ConvWeights::input_grad(kernel, s, &transposed);
     let stride = act.stride();
     let dout_cout = conv.cout * hw;
     let parts: Vec<SampleGrads> = gx
@@ -1206,7 +1203,8 @@ impl FastDenseUNet {
         {
             let last = &up[depth - 1];
             let s = shape(self.head, h, w);
-            let wt = transpose_weight(s, conv_w(p, self.head));
+            let transposed = transpose_weight(s, conv_w(p, self.head));
+            let wt = ConvWeights::input_grad(kernel, s, &transposed);
             let ls = last.stride();
             let parts: Vec<SampleGrads> = g_up[depth - 1]
                 .par_chunks_mut(ls)
@@ -1292,7 +1290,8 @@ impl FastDenseUNet {
                 (&up[i - 1], &mut g_before[i - 1], plan.up_inputs[i - 1])
             };
             let s = shape(tu, hl, wl);
-            let wt = transpose_weight(s, conv_w(p, tu));
+            let transposed = transpose_weight(s, conv_w(p, tu));
+            let wt = ConvWeights::input_grad(kernel, s, &transposed);
             let hw_low = (hl / 2) * (wl / 2);
             let ps = prev.stride();
             let parts: Vec<SampleGrads> = gprev
