@@ -26,17 +26,26 @@ pub(crate) trait RowSource: Sync {
     /// Writes columns `x0 .. x0 + dst.len()` of image row `y` of input channel `c`.
     fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]);
 
-    /// Writes image row `y` of input channel `c` with a zero on each side, split as Winograd
-    /// reads it ([`winograd::split`]), into `dst`; `whole` is scratch of the same length whose
-    /// ends are zero.
-    fn split_row(&self, c: usize, y: usize, whole: &mut [f32], dst: &mut [f32]) {
+    /// Writes image row `y` of input channel `c` with a zero on each side, split in `parts`
+    /// (2 or 4) as Winograd reads it ([`split`]), into `dst`; `whole` is scratch of the same
+    /// length whose ends are zero.
+    fn split_row(&self, c: usize, y: usize, whole: &mut [f32], dst: &mut [f32], parts: usize) {
         let w = whole.len() - 2;
         self.row(c, y, 0, &mut whole[1..=w]);
-        winograd::split(whole, dst);
+        split(whole, dst, parts);
     }
 
     /// Asks the cache for image row `y` of input channel `c` (nothing by default).
     fn prefetch(&self, _c: usize, _y: usize) {}
+}
+
+/// A padded row split in `parts` (2 or 4) as Winograd's tiles of that side read it.
+fn split(row: &[f32], dst: &mut [f32], parts: usize) {
+    if parts == 4 {
+        winograd::split4(row, dst);
+    } else {
+        winograd::split(row, dst);
+    }
 }
 
 /// The rectangle of a plane a convolution must compute: rows `y0..y1`, columns `x0..x1`. In
@@ -128,9 +137,14 @@ impl RowSource for BnRelu<'_> {
         simd::bn_relu(dst, &self.x[s..s + dst.len()], self.a[c], self.b[c]);
     }
 
-    fn split_row(&self, c: usize, y: usize, _: &mut [f32], dst: &mut [f32]) {
+    fn split_row(&self, c: usize, y: usize, _: &mut [f32], dst: &mut [f32], parts: usize) {
         let s = c * self.hw + y * self.w;
-        winograd::bn_relu_split(&self.x[s..s + self.w], self.a[c], self.b[c], dst);
+        let (x, a, b) = (&self.x[s..s + self.w], self.a[c], self.b[c]);
+        if parts == 4 {
+            winograd::bn_relu_split4(x, a, b, dst);
+        } else {
+            winograd::bn_relu_split(x, a, b, dst);
+        }
     }
 
     fn prefetch(&self, c: usize, y: usize) {
@@ -233,10 +247,10 @@ impl ConvShape {
         (y0..y1).step_by(r).map(|y| (y, r.min(y1 - y))).collect()
     }
 
-    /// The bands of output rows `y0..y1` (both even) in an even number of rows each, for
-    /// Winograd's 2 × 2 tiles.
-    fn even_bands_of(&self, y0: usize, y1: usize) -> Vec<(usize, usize)> {
-        let r = (self.band_rows() & !1).max(2);
+    /// The bands of output rows `y0..y1` (multiples of `tile`) in multiples of `tile` rows
+    /// each, for Winograd's `tile × tile` tiles.
+    fn tiled_bands_of(&self, tile: usize, y0: usize, y1: usize) -> Vec<(usize, usize)> {
+        let r = (self.band_rows() / tile * tile).max(tile);
         (y0..y1).step_by(r).map(|y| (y, r.min(y1 - y))).collect()
     }
 }
@@ -271,8 +285,8 @@ struct Carried {
 /// `src` again. Bands of a few rows read each source row `(rows + 2) / rows` times otherwise,
 /// from memory, since a layer's input planes are larger than the cache. Same values either way.
 ///
-/// With `split`, each padded row is stored as its even elements then its odd ones (see
-/// [`winograd::split`]), as Winograd reads them.
+/// With `split` of 2 or 4, each padded row is stored in that many parts (see [`split`]), as
+/// Winograd reads them; 1 stores it whole.
 #[allow(clippy::too_many_arguments)]
 fn fill_band<'b>(
     src: &dyn RowSource,
@@ -285,8 +299,9 @@ fn fill_band<'b>(
     ps: usize,
     (x0, x1): (usize, usize),
     carried: Option<Carried>,
-    split: bool,
+    parts: usize,
 ) -> &'b [f32] {
+    let split = parts > 1;
     // The carried band may have a longer plane stride (the last band is shorter).
     let xp = grow(buf, cin * ps.max(carried.map_or(0, |p| p.ps)));
     let wp = w + 2;
@@ -322,10 +337,10 @@ fn fill_band<'b>(
                 // A split row's columns are spread over the whole row.
                 row[if split { 0..wp } else { pa..pb }].fill(0.0);
             } else if split && x0 == 0 && x1 == w {
-                src.split_row(c, y, &mut whole, row);
+                src.split_row(c, y, &mut whole, row, parts);
             } else if split {
                 src.row(c, y, xa, &mut whole[xa + 1..=xb]);
-                winograd::split(&whole, row);
+                self::split(&whole, row, parts);
             } else {
                 row[0] = 0.0;
                 row[wp - 1] = 0.0;
@@ -485,7 +500,8 @@ impl<'w> ConvWeights<'w> {
         );
         let kk = s.k * s.k;
         let wino = kernel.winograd(s, s.cin, s.cout).then(|| {
-            winograd::Weights::new(s.cout, s.cin, |co, ci, t| {
+            let tile = winograd::tile_for(s.h, s.w);
+            winograd::Weights::new(tile, s.cout, s.cin, |co, ci, t| {
                 weight[(co * s.cin + ci) * kk + t]
             })
         });
@@ -507,7 +523,8 @@ impl<'w> ConvWeights<'w> {
         assert_eq!(wt.len(), s.cin * kk * s.cout, "conv_backward: weight size");
         // Winograd's kernel for the input gradient is the flipped transposed one.
         let wino = kernel.winograd(s, s.cout, s.cin).then(|| {
-            winograd::Weights::new(s.cin, s.cout, |ci, co, t| {
+            let tile = winograd::tile_for(s.h, s.w);
+            winograd::Weights::new(tile, s.cin, s.cout, |ci, co, t| {
                 wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
             })
         });
@@ -549,10 +566,14 @@ pub(crate) fn conv_forward(
         "conv_forward: weight size"
     );
     assert_eq!(
-        wino.is_some(),
-        kernel.winograd(s, s.cin, s.cout),
-        "conv_forward: weights prepared for another kernel"
+        wino.as_ref().map(winograd::Weights::tile),
+        kernel
+            .winograd(s, s.cin, s.cout)
+            .then(|| winograd::tile_for(s.h, s.w)),
+        "conv_forward: weights prepared for another kernel or shape"
     );
+    // Winograd's tiles: bands and windows in multiples of their side, rows split in as many.
+    let tile = wino.as_ref().map_or(1, winograd::Weights::tile);
     let kk = s.k * s.k;
     let wp = s.w + 2;
     let offsets: Vec<usize> = s.taps().iter().map(|&(ky, kx)| ky * wp + kx).collect();
@@ -571,10 +592,7 @@ pub(crate) fn conv_forward(
     let (x0, x1) = (window.x0, window.x1);
     let full_width = x0 == 0 && x1 == s.w;
     // Winograd computes the 2 × 2 tiles the window touches.
-    let (xa, xb) = match wino {
-        Some(_) => (x0 & !1, (x1 + 1) & !1),
-        None => (x0, x1),
-    };
+    let (xa, xb) = (x0 / tile * tile, x1.next_multiple_of(tile));
     let ptr = SendPtr(out.as_mut_ptr());
     // A band continuing the one before it on the same thread reuses its last two rows.
     let band = |(y0, rows): (usize, usize), carried: Option<Carried>| -> Carried {
@@ -584,7 +602,6 @@ pub(crate) fn conv_forward(
             // The direct kernel computes whole tiles of grid positions: slack for the last.
             let ps = (rows + 2) * wp + 2 + direct::PX_BLOCK;
             let q = rows * wp;
-            let split = wino.is_some();
             let xp = fill_band(
                 src,
                 s.cin,
@@ -596,7 +613,7 @@ pub(crate) fn conv_forward(
                 ps,
                 (xa, xb),
                 carried,
-                split,
+                tile,
             );
             let stride = match (&wino, kernel) {
                 (Some(weights), _) => {
@@ -682,7 +699,11 @@ pub(crate) fn conv_forward(
         }
     };
     let bands = match wino {
-        Some(_) => s.even_bands_of(window.y0 & !1, (window.y1 + 1) & !1),
+        Some(_) => s.tiled_bands_of(
+            tile,
+            window.y0 / tile * tile,
+            window.y1.next_multiple_of(tile),
+        ),
         None => s.bands_of(window.y0, window.y1),
     };
     if parallel && bands.len() > 1 {
@@ -796,16 +817,24 @@ pub(crate) fn conv_backward(
     let wino = wt.and_then(|w| w.wino.as_ref());
     if let Some(wt) = wt {
         assert_eq!(
-            wt.wino.is_some(),
-            kernel.winograd(s, s.cout, s.cin),
-            "conv_backward: weights prepared for another kernel"
+            wt.wino.as_ref().map(winograd::Weights::tile),
+            kernel
+                .winograd(s, s.cout, s.cin)
+                .then(|| winograd::tile_for(s.h, s.w)),
+            "conv_backward: weights prepared for another kernel or shape"
         );
     }
-    // The weight gradient is Winograd's where it runs the forward convolution.
+    // The weight gradient is Winograd's (2 × 2 tiles) where it runs the forward convolution.
     let wgrad = kernel.winograd(s, s.cin, s.cout);
     let kernel = kernel.direct();
-    let bands = if wino.is_some() || wgrad {
-        s.even_bands_of(0, s.h)
+    // Bands in multiples of the tiles' sides.
+    let tile = match (wino, wgrad) {
+        (Some(weights), _) => weights.tile(),
+        (None, true) => 2,
+        (None, false) => 1,
+    };
+    let bands = if tile > 1 {
+        s.tiled_bands_of(tile, 0, s.h)
     } else {
         s.bands()
     };
@@ -838,7 +867,7 @@ pub(crate) fn conv_backward(
                 ps,
                 (0, s.w),
                 carried,
-                wgrad,
+                if wgrad { 2 } else { 1 },
             );
             carried = Some(Carried { rows, ps });
             if wgrad {
@@ -928,7 +957,6 @@ pub(crate) fn conv_backward(
                 hw,
                 w: s.w,
             };
-            let split = wino.is_some();
             let dp = fill_band(
                 &dsrc,
                 s.cout,
@@ -940,7 +968,7 @@ pub(crate) fn conv_backward(
                 dps,
                 (0, s.w),
                 None,
-                split,
+                wino.map_or(1, winograd::Weights::tile),
             );
             let (da, da_stride) = match (&wino, kernel) {
                 (Some(weights), _) => {

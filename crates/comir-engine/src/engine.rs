@@ -340,11 +340,19 @@ fn transition_down_pooled(
                 x: &src.x[y0 * w..],
                 ..*src
             };
+            // A shorter last strip may take other Winograd tiles: its own weights.
+            let last;
+            let weights = if rows == k {
+                &weights
+            } else {
+                last = ConvWeights::forward(kernel, shape(conv, 2 * rows, w), conv_w(params, conv));
+                &last
+            };
             conv_forward(
                 kernel,
                 shape(conv, 2 * rows, w),
                 &strip,
-                &weights,
+                weights,
                 conv_b(params, conv),
                 false,
                 tmp,

@@ -16,11 +16,20 @@
 //! The transforms multiply by 0, ±1 and ½ only, so the result differs from the direct sum by
 //! f32 rounding (a few ulps of the largest term), and each output is computed the same way
 //! whichever band or window it falls in: tiles lie on the plane's even rows and columns.
+//!
+//! Where a plane's sides are multiples of 4 and its rows hold 8 tiles or more, the forward
+//! convolutions and input gradients use 4 × 4 tiles instead ([`f4`], F(4×4, 3×3)): 2.25
+//! multiplies per output instead of 4, with the same products kernel. [`Weights::tile`] says
+//! which a convolution's weights were prepared for.
 
 use std::cell::RefCell;
 
 use crate::direct::CO_BLOCK;
 use crate::grow;
+
+mod f4;
+
+pub(crate) use f4::{bn_relu_split as bn_relu_split4, split as split4};
 
 /// Positions of the transformed 4 × 4 tile.
 const FREQS: usize = 16;
@@ -58,11 +67,14 @@ pub(crate) fn pays(inputs: usize, outputs: usize, width: usize) -> bool {
     cost < 0.9
 }
 
-/// The 16 transformed kernels `G g Gᵀ`, each packed as the direct kernel packs a tap.
+/// The transformed kernels `G g Gᵀ` (16 for 2 × 2 tiles, 36 for 4 × 4), each packed as the
+/// direct kernel packs a tap.
 pub(crate) struct Weights {
+    /// The side of the output tiles: 2 or 4.
+    tile: usize,
     inputs: usize,
     outputs: usize,
-    /// `FREQS` blocks of `block` floats.
+    /// A block of `block` floats per frequency.
     packed: Vec<f32>,
     block: usize,
 }
@@ -74,34 +86,64 @@ thread_local! {
 }
 
 impl Weights {
-    /// Transforms the 3×3 kernels `g(output, input, tap)` (taps row-major).
+    /// Transforms the 3×3 kernels `g(output, input, tap)` (taps row-major) for output tiles
+    /// of side `tile` (2 or 4).
     pub(crate) fn new(
+        tile: usize,
         outputs: usize,
         inputs: usize,
         g: impl Fn(usize, usize, usize) -> f32,
     ) -> Weights {
+        assert!(
+            tile == 2 || tile == 4,
+            "winograd: tiles of 2 or 4, not {tile}"
+        );
+        let freqs = if tile == 2 { FREQS } else { f4::FREQS };
         let padded = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
         let block = padded * inputs;
         let mut packed = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
         packed.clear();
-        packed.resize(FREQS * block, 0.0);
+        packed.resize(freqs * block, 0.0);
         // Block f as `direct::pack_weights` lays out one tap: `[o / 6][i][o % 6]`, the padding
         // outputs zero.
         for o in 0..outputs {
             let (ob, oj) = (o / CO_BLOCK, o % CO_BLOCK);
             for i in 0..inputs {
                 let k: [f64; 9] = std::array::from_fn(|t| f64::from(g(o, i, t)));
-                for (f, u) in transform_kernel(&k).iter().enumerate() {
+                let u = if tile == 2 {
+                    transform_kernel(&k).to_vec()
+                } else {
+                    f4::transform_kernel(&k).to_vec()
+                };
+                for (f, u) in u.iter().enumerate() {
                     packed[f * block + (ob * inputs + i) * CO_BLOCK + oj] = *u as f32;
                 }
             }
         }
         Weights {
+            tile,
             inputs,
             outputs,
             packed,
             block,
         }
+    }
+
+    /// The side of the output tiles: bands and windows come in multiples of it, and the
+    /// input rows split in as many parts.
+    pub(crate) fn tile(&self) -> usize {
+        self.tile
+    }
+}
+
+/// The side of the output tiles Winograd uses for a convolution's forward or input gradient
+/// on `h × w` planes (both even): 4 where both are multiples of 4 and a row holds 8 tiles or
+/// more, else 2.
+pub(crate) fn tile_for(h: usize, w: usize) -> usize {
+    if h.is_multiple_of(4) && w.is_multiple_of(4) && w >= 4 * LANES {
+        4
+    } else {
+        2
     }
 }
 
@@ -206,6 +248,9 @@ pub(crate) fn band(
     out: &mut Vec<f32>,
     scratch: &mut Scratch,
 ) -> usize {
+    if weights.tile == 4 {
+        return f4::band(weights, input, plane, wp, rows, (xa, xb), out, scratch);
+    }
     let (inputs, outputs) = (weights.inputs, weights.outputs);
     assert!(
         rows.is_multiple_of(2) && xa.is_multiple_of(2) && xb.is_multiple_of(2) && xa < xb,
@@ -258,11 +303,13 @@ pub(crate) fn band(
                     }
                     let step = Step {
                         u: &weights.packed[(ob / CO_BLOCK * inputs + ib) * CO_BLOCK..],
+                        freqs: FREQS,
                         ufreq: weights.block,
                         ublock: inputs * CO_BLOCK,
                         inputs: nib,
                         blocks: nob / CO_BLOCK,
                         vecs,
+                        segment: SEGMENT,
                         fv,
                         fm,
                         first: ib == 0,
@@ -287,6 +334,8 @@ pub(crate) fn band(
 struct Step<'a> {
     /// The packed weights of frequency 0 from the first output block and input.
     u: &'a [f32],
+    /// Frequencies: 16 or 36.
+    freqs: usize,
     /// Floats from one frequency's weights to the next, and from one block of 6 outputs to
     /// the next.
     ufreq: usize,
@@ -295,6 +344,8 @@ struct Step<'a> {
     inputs: usize,
     blocks: usize,
     vecs: usize,
+    /// Tiles from one input or output to the next in `v` and `m`.
+    segment: usize,
     /// Floats from one frequency to the next in `v` and `m`.
     fv: usize,
     fm: usize,
@@ -537,7 +588,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Step, CO_BLOCK, FREQS, GRAD_CHANNELS, GRAD_OUTPUTS, LANES, SEGMENT};
+    use super::{Step, CO_BLOCK, FREQS, GRAD_CHANNELS, GRAD_OUTPUTS, LANES};
     use std::arch::x86_64::*;
 
     /// [`super::bn_relu_split`].
@@ -659,55 +710,73 @@ mod avx2 {
     /// The products of one [`super::Step`], on segments of `v` and `m` rows apart.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn products(step: &Step, v: &[f32], m: &mut [f32]) {
-        let last_u = (FREQS - 1) * step.ufreq + step.blocks.saturating_sub(1) * step.ublock;
+        let (freqs, seg) = (step.freqs, step.segment);
+        let last_u = (freqs - 1) * step.ufreq + step.blocks.saturating_sub(1) * step.ublock;
         assert!(step.blocks == 0 || last_u + step.inputs * CO_BLOCK <= step.u.len());
-        assert!((FREQS - 1) * step.fv + step.inputs * SEGMENT <= v.len());
-        assert!((FREQS - 1) * step.fm + step.blocks * CO_BLOCK * SEGMENT <= m.len());
-        assert!((1..=2).contains(&step.vecs));
-        for f in 0..FREQS {
-            for b in 0..step.blocks {
+        assert!((freqs - 1) * step.fv + step.inputs * seg <= v.len());
+        assert!((freqs - 1) * step.fm + step.blocks * CO_BLOCK * seg <= m.len());
+        assert!((1..=2).contains(&step.vecs) && step.vecs * LANES <= seg);
+        for f in 0..freqs {
+            let x = v.as_ptr().add(f * step.fv);
+            let mut b = 0;
+            while b < step.blocks {
                 let u = step.u.as_ptr().add(f * step.ufreq + b * step.ublock);
-                let x = v.as_ptr().add(f * step.fv);
-                let d = m.as_mut_ptr().add(f * step.fm + b * CO_BLOCK * SEGMENT);
+                let d = m.as_mut_ptr().add(f * step.fm + b * CO_BLOCK * seg);
+                // 12 accumulators either way: 6 outputs × 2 vectors, or 12 outputs × 1.
                 if step.vecs == 2 {
-                    products_of::<2>(u, x, step.inputs, d, step.first);
+                    products_of::<1, 2>(u, step.ublock, x, seg, step.inputs, d, step.first);
+                    b += 1;
+                } else if b + 1 < step.blocks {
+                    products_of::<2, 1>(u, step.ublock, x, seg, step.inputs, d, step.first);
+                    b += 2;
                 } else {
-                    products_of::<1>(u, x, step.inputs, d, step.first);
+                    products_of::<1, 1>(u, step.ublock, x, seg, step.inputs, d, step.first);
+                    b += 1;
                 }
             }
         }
     }
 
+    /// `B` blocks of 6 outputs (weights `ublock` apart) × `V` vectors of tiles, summed over
+    /// `inputs` in registers; inputs and outputs `seg` tiles apart in `v` and `d`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn products_of<const V: usize>(
+    unsafe fn products_of<const B: usize, const V: usize>(
         u: *const f32,
+        ublock: usize,
         v: *const f32,
+        seg: usize,
         inputs: usize,
         d: *mut f32,
         first: bool,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); V]; CO_BLOCK];
+        let mut acc = [[[_mm256_setzero_ps(); V]; CO_BLOCK]; B];
         if !first {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_loadu_ps(d.add(j * SEGMENT + k * LANES));
+            for (b, acc) in acc.iter_mut().enumerate() {
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(d.add((b * CO_BLOCK + j) * seg + k * LANES));
+                    }
                 }
             }
         }
         for i in 0..inputs {
             let x: [__m256; V] =
-                std::array::from_fn(|k| _mm256_loadu_ps(v.add(i * SEGMENT + k * LANES)));
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let w = _mm256_broadcast_ss(&*u.add(i * CO_BLOCK + j));
-                for (a, x) in acc.iter_mut().zip(&x) {
-                    *a = _mm256_fmadd_ps(w, *x, *a);
+                std::array::from_fn(|k| _mm256_loadu_ps(v.add(i * seg + k * LANES)));
+            for (b, acc) in acc.iter_mut().enumerate() {
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm256_broadcast_ss(&*u.add(b * ublock + i * CO_BLOCK + j));
+                    for (a, x) in acc.iter_mut().zip(&x) {
+                        *a = _mm256_fmadd_ps(w, *x, *a);
+                    }
                 }
             }
         }
-        for (j, acc) in acc.iter().enumerate() {
-            for (k, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(d.add(j * SEGMENT + k * LANES), *a);
+        for (b, acc) in acc.iter().enumerate() {
+            for (j, acc) in acc.iter().enumerate() {
+                for (k, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(d.add((b * CO_BLOCK + j) * seg + k * LANES), *a);
+                }
             }
         }
     }
@@ -777,7 +846,7 @@ mod avx2 {
     /// A mask of the first `n` of 8 lanes.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn first_lanes(n: usize) -> __m256i {
+    pub(super) unsafe fn first_lanes(n: usize) -> __m256i {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
     }

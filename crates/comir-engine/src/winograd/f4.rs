@@ -1,0 +1,505 @@
+//! Winograd F(4×4, 3×3): a 4 × 4 tile of outputs from the 6 × 6 inputs around it, with
+//! Lavin & Gray's points 0, ±1, ±2 and ∞. 36 multiplies per input channel for 16 outputs:
+//! 2.25 per output, where F(2×2, 3×3) needs 4 and the direct convolution 9. It computes the
+//! forward convolutions and the input gradients on planes whose sides are multiples of 4; the
+//! weight gradient stays F(2×2, 3×3).
+//!
+//! Padded rows are stored split four ways (`[p0 p4 p8 … | p1 p5 … | p2 p6 … | p3 p7 …]`, see
+//! [`split`]), so that the input transform reads the six columns of 8 tiles as whole vectors.
+//! The input and output transforms multiply by 2, 4, 5 and 8, the kernel transform divides by
+//! 4, 6, 12 and 24 (in f64, once per convolution): the result differs from the direct sum by
+//! f32 rounding of terms a few times larger than the outputs. Tiles lie on the plane's rows
+//! and columns that are multiples of 4, so each output is computed the same way whichever
+//! band or window it falls in.
+
+use super::{Scratch, Step, Weights, CO_BLOCK, IN_BLOCK, LANES, OUT_BLOCK};
+use crate::grow;
+
+/// Positions of the transformed 6 × 6 tile.
+pub(super) const FREQS: usize = 36;
+/// Tiles of one step along a tile row: two vectors (64 columns).
+const SEGMENT: usize = 2 * LANES;
+/// Input channels transformed at a time: 18 KiB of transformed tiles.
+const IN_BLOCK4: usize = IN_BLOCK / 2;
+
+/// `G g Gᵀ` of one 3×3 kernel (row-major), with `G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙;
+/// 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]`.
+pub(super) fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
+    let col = |a: f64, b: f64, c: f64| {
+        [
+            a / 4.0,
+            -(a + b + c) / 6.0,
+            -(a - b + c) / 6.0,
+            a / 24.0 + b / 12.0 + c / 6.0,
+            a / 24.0 - b / 12.0 + c / 6.0,
+            c,
+        ]
+    };
+    // G g: 6 × 3, column by column.
+    let gg: [[f64; 6]; 3] = std::array::from_fn(|j| col(g[j], g[3 + j], g[6 + j]));
+    let mut u = [0.0; FREQS];
+    for i in 0..6 {
+        u[6 * i..6 * i + 6].copy_from_slice(&col(gg[0][i], gg[1][i], gg[2][i]));
+    }
+    u
+}
+
+/// Where the four parts of a split row of `wp` floats (`wp − 2` a multiple of 4) start: the
+/// padded columns `4j`, `4j + 1`, `4j + 2` and `4j + 3`.
+fn parts(wp: usize) -> [usize; 4] {
+    let q = (wp - 2) / 4 + 1;
+    [0, q, 2 * q, 3 * q - 1]
+}
+
+/// Stores a padded row of `w + 2` floats (`w` a multiple of 4) as its columns `4j`, then
+/// `4j + 1`, `4j + 2` and `4j + 3`: `w / 4 + 1`, `w / 4 + 1`, `w / 4` and `w / 4` of them.
+pub(crate) fn split(row: &[f32], dst: &mut [f32]) {
+    let wp = row.len();
+    assert!(
+        wp >= 2 && (wp - 2).is_multiple_of(4) && dst.len() == wp,
+        "split4: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if comir_cpu::Isa::Avx2.supported() {
+        // SAFETY: the CPU has AVX2 (checked); lengths checked.
+        unsafe { avx2::split(row, dst) };
+        return;
+    }
+    let starts = parts(wp);
+    for (k, &start) in starts.iter().enumerate() {
+        for (j, p) in (k..wp).step_by(4).enumerate() {
+            dst[start + j] = row[p];
+        }
+    }
+}
+
+/// [`split`] of the padded row `[0, relu(a · x + b), 0]`, computed as `simd::bn_relu` computes
+/// it (a product, then a sum, each rounded), without writing the row first.
+pub(crate) fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
+    let w = x.len();
+    assert!(
+        w.is_multiple_of(4) && dst.len() == w + 2,
+        "bn_relu_split4: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if comir_cpu::Isa::Avx2.supported() {
+        // SAFETY: the CPU has AVX2 (checked); lengths checked.
+        unsafe { avx2::bn_relu_split(x, a, b, dst) };
+        return;
+    }
+    let [p0, p1, p2, p3] = parts(w + 2);
+    let relu = |v: f32| {
+        let y = a * v + b;
+        if y > 0.0 {
+            y
+        } else {
+            0.0
+        }
+    };
+    dst[p0] = 0.0;
+    dst[p1 + w / 4] = 0.0;
+    // Image column x is padded column x + 1.
+    for (j, q) in x.chunks_exact(4).enumerate() {
+        dst[p1 + j] = relu(q[0]);
+        dst[p2 + j] = relu(q[1]);
+        dst[p3 + j] = relu(q[2]);
+        dst[p0 + j + 1] = relu(q[3]);
+    }
+}
+
+/// [`super::band`] with 4 × 4 tiles: `rows`, `xa` and `xb` multiples of 4, rows split by
+/// [`split`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn band(
+    weights: &Weights,
+    input: &[f32],
+    plane: usize,
+    wp: usize,
+    rows: usize,
+    (xa, xb): (usize, usize),
+    out: &mut Vec<f32>,
+    scratch: &mut Scratch,
+) -> usize {
+    let (inputs, outputs) = (weights.inputs, weights.outputs);
+    assert!(
+        rows.is_multiple_of(4)
+            && xa.is_multiple_of(4)
+            && xb.is_multiple_of(4)
+            && (wp - 2).is_multiple_of(4)
+            && xa < xb,
+        "winograd: rows {rows}, columns {xa}..{xb} and width {} must be multiples of 4",
+        wp - 2
+    );
+    assert!(
+        xb + 2 <= wp,
+        "winograd: columns {xa}..{xb} outside the band"
+    );
+    assert!(
+        inputs == 0 || (inputs - 1) * plane + (rows + 2) * wp + 2 * LANES <= input.len(),
+        "winograd: input band too short"
+    );
+    assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
+    let stride = rows * wp;
+    let og = grow(out, outputs * stride);
+    let tw = (xb - xa) / 4;
+    let padded = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
+    // As in F(2×2, 3×3): up to two blocks of inputs transformed once per segment when there
+    // are several blocks of outputs.
+    let hoist = inputs <= IN_BLOCK || (inputs <= 2 * IN_BLOCK && padded > OUT_BLOCK);
+    let in_block = if hoist { inputs } else { IN_BLOCK4 };
+    let v = grow(&mut scratch.v, FREQS * in_block * SEGMENT);
+    let m = grow(&mut scratch.m, FREQS * OUT_BLOCK * SEGMENT);
+    let fv = in_block * SEGMENT;
+    let fm = OUT_BLOCK * SEGMENT;
+    let transform = |v: &mut [f32], ci0: usize, n: usize, ty: usize, s0: usize, vecs: usize| {
+        for c in 0..n {
+            for j in 0..vecs {
+                let at = (ci0 + c) * plane + 4 * ty * wp + xa / 4 + s0 + LANES * j;
+                // SAFETY: AVX2 is present (asserted); the reads stay in the band (the last
+                // row's overrun is within the slack after it), the writes in `v` (a segment
+                // of tiles per channel and frequency).
+                unsafe {
+                    avx2::input_transform(&input[at..], wp, &mut v[c * SEGMENT + LANES * j..], fv)
+                };
+            }
+        }
+    };
+    for ty in 0..rows / 4 {
+        for s0 in (0..tw).step_by(SEGMENT) {
+            let seg = SEGMENT.min(tw - s0);
+            let vecs = seg.div_ceil(LANES);
+            if hoist {
+                transform(v, 0, inputs, ty, s0, vecs);
+            }
+            for ob in (0..padded).step_by(OUT_BLOCK) {
+                let nob = OUT_BLOCK.min(padded - ob);
+                for ib in (0..inputs).step_by(in_block) {
+                    let nib = in_block.min(inputs - ib);
+                    if !hoist {
+                        transform(v, ib, nib, ty, s0, vecs);
+                    }
+                    let step = Step {
+                        u: &weights.packed[(ob / CO_BLOCK * inputs + ib) * CO_BLOCK..],
+                        freqs: FREQS,
+                        ufreq: weights.block,
+                        ublock: inputs * CO_BLOCK,
+                        inputs: nib,
+                        blocks: nob / CO_BLOCK,
+                        vecs,
+                        segment: SEGMENT,
+                        fv,
+                        fm,
+                        first: ib == 0,
+                    };
+                    // SAFETY: AVX2 is present (asserted); the sizes are checked inside.
+                    unsafe { super::avx2::products(&step, v, m) };
+                }
+                for o in ob..(ob + nob).min(outputs) {
+                    for j in 0..vecs {
+                        let t = LANES * j;
+                        let dst =
+                            &mut og[o * stride + 4 * ty * wp + xa + 4 * (s0 + t)..(o + 1) * stride];
+                        let m = &m[(o - ob) * SEGMENT + t..];
+                        let n = LANES.min(seg - t);
+                        // SAFETY: as above; `n` tiles give `4 · n` outputs on each of 4 rows.
+                        unsafe { avx2::output_transform(m, fm, n, dst, wp) };
+                    }
+                }
+            }
+        }
+    }
+    stride
+}
+
+/// Elsewhere there are no direct kernels, so nothing asks for Winograd.
+#[cfg(not(target_arch = "x86_64"))]
+mod avx2 {
+    pub(super) unsafe fn split(_: &[f32], _: &mut [f32]) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    pub(super) unsafe fn bn_relu_split(_: &[f32], _: f32, _: f32, _: &mut [f32]) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    pub(super) unsafe fn input_transform(_: &[f32], _: usize, _: &mut [f32], _: usize) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    pub(super) unsafe fn output_transform(_: &[f32], _: usize, _: usize, _: &mut [f32], _: usize) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{parts, FREQS, LANES};
+    use std::arch::x86_64::*;
+
+    /// The even and odd elements of 16 consecutive ones, each in order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+        // [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6], and the odd ones.
+        let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+        let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+        let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+        (e, o)
+    }
+
+    /// Elements `4j`, `4j + 1`, `4j + 2`, `4j + 3` of 32 consecutive ones.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quarters(v: [__m256; 4]) -> [__m256; 4] {
+        let (e01, o01) = deinterleave(v[0], v[1]);
+        let (e23, o23) = deinterleave(v[2], v[3]);
+        let (q0, q2) = deinterleave(e01, e23);
+        let (q1, q3) = deinterleave(o01, o23);
+        [q0, q1, q2, q3]
+    }
+
+    /// [`super::split`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn split(row: &[f32], dst: &mut [f32]) {
+        let wp = row.len();
+        let starts = parts(wp);
+        // Every part holds at least `(wp − 2) / 4` elements.
+        let vecs = (wp - 2) / 4 / LANES;
+        assert!(dst.len() == wp && 4 * LANES * vecs <= wp);
+        let (s, d) = (row.as_ptr(), dst.as_mut_ptr());
+        for j in 0..vecs {
+            let v = std::array::from_fn(|k| _mm256_loadu_ps(s.add(4 * LANES * j + LANES * k)));
+            for (q, &start) in quarters(v).iter().zip(&starts) {
+                _mm256_storeu_ps(d.add(start + LANES * j), *q);
+            }
+        }
+        for (k, &start) in starts.iter().enumerate() {
+            for p in (4 * LANES * vecs + k..wp).step_by(4) {
+                dst[start + p / 4] = row[p];
+            }
+        }
+    }
+
+    /// [`super::bn_relu_split`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
+        let w = x.len();
+        let [p0, p1, p2, p3] = parts(w + 2);
+        assert!(dst.len() == w + 2);
+        let (s, d) = (x.as_ptr(), dst.as_mut_ptr());
+        *d.add(p0) = 0.0;
+        *d.add(p1 + w / 4) = 0.0;
+        let (va, vb, zero) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_setzero_ps());
+        // `if y > 0 { y } else { 0 }`, as max(y, 0) returns its second operand unless y > 0.
+        let relu = |v: __m256| _mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(va, v), vb), zero);
+        // Image column x is padded column x + 1: image quarters 0, 1, 2 go to padded parts
+        // 1, 2, 3 and image quarter 3 to part 0, one place on.
+        let to = [p1, p2, p3, p0 + 1];
+        let vecs = w / (4 * LANES);
+        for j in 0..vecs {
+            let v =
+                std::array::from_fn(|k| relu(_mm256_loadu_ps(s.add(4 * LANES * j + LANES * k))));
+            for (q, &start) in quarters(v).iter().zip(&to) {
+                _mm256_storeu_ps(d.add(start + LANES * j), *q);
+            }
+        }
+        for i in 4 * LANES * vecs..w {
+            let y = a * *s.add(i) + b;
+            *d.add(to[i % 4] + i / 4) = if y > 0.0 { y } else { 0.0 };
+        }
+    }
+
+    /// `Bᵀ d` of six vectors, `Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0;
+    /// 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bt(d: [__m256; 6]) -> [__m256; 6] {
+        let (two, four, five) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(5.0),
+        );
+        let (s12, d12) = (_mm256_add_ps(d[1], d[2]), _mm256_sub_ps(d[1], d[2]));
+        let (s34, d43) = (_mm256_add_ps(d[3], d[4]), _mm256_sub_ps(d[4], d[3]));
+        let (d31, d42) = (_mm256_sub_ps(d[3], d[1]), _mm256_sub_ps(d[4], d[2]));
+        [
+            _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4])),
+            _mm256_fnmadd_ps(four, s12, s34),
+            _mm256_fmadd_ps(four, d12, d43),
+            _mm256_fmadd_ps(two, d31, d42),
+            _mm256_fnmadd_ps(two, d31, d42),
+            _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5])),
+        ]
+    }
+
+    /// `Bᵀ d B` of 8 tiles of one tile row, from split rows `wp` apart (see [`super::split`];
+    /// `band` at the first tile's part-0 element of its first row): frequency `f` of tile `t` to
+    /// `v[f · fstride + t]`, whole vectors (tiles past the row's end are junk).
+    // Indexing keeps the vectors in registers; `array::map` copies them through memory.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn input_transform(band: &[f32], wp: usize, v: &mut [f32], fstride: usize) {
+        let [_, p1, p2, p3] = parts(wp);
+        assert!(5 * wp + p3 + LANES <= band.len());
+        assert!((FREQS - 1) * fstride + LANES <= v.len());
+        let (e, d) = (band.as_ptr(), v.as_mut_ptr());
+        // d B, row by row: padded columns 4t … 4t + 5 of 8 tiles are parts 0, 1, 2, 3 at t
+        // and parts 0, 1 at t + 1.
+        let rows: [[__m256; 6]; 6] = std::array::from_fn(|r| {
+            let p = e.add(r * wp);
+            bt([
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(p1)),
+                _mm256_loadu_ps(p.add(p2)),
+                _mm256_loadu_ps(p.add(p3)),
+                _mm256_loadu_ps(p.add(1)),
+                _mm256_loadu_ps(p.add(p1 + 1)),
+            ])
+        });
+        // Then Bᵀ down each column j: frequency 6i + j.
+        for j in 0..6 {
+            let col = bt(std::array::from_fn(|r| rows[r][j]));
+            for (i, c) in col.iter().enumerate() {
+                _mm256_storeu_ps(d.add((6 * i + j) * fstride), *c);
+            }
+        }
+    }
+
+    /// `Aᵀ m` of six vectors, `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn at(m: [__m256; 6]) -> [__m256; 4] {
+        let (two, four, eight) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(8.0),
+        );
+        let (s12, d12) = (_mm256_add_ps(m[1], m[2]), _mm256_sub_ps(m[1], m[2]));
+        let (s34, d34) = (_mm256_add_ps(m[3], m[4]), _mm256_sub_ps(m[3], m[4]));
+        [
+            _mm256_add_ps(_mm256_add_ps(m[0], s12), s34),
+            _mm256_fmadd_ps(two, d34, d12),
+            _mm256_fmadd_ps(four, s34, s12),
+            _mm256_add_ps(_mm256_fmadd_ps(eight, d34, d12), m[5]),
+        ]
+    }
+
+    /// `Aᵀ m A` of `seg` (1 to 8) tiles of one tile row, from `m[f · fstride + t]`: the 4 × 4
+    /// outputs of tile `t` to `out[a · wp + 4t + b]`. Exactly those are written (the last
+    /// ones through a mask).
+    // As in `input_transform`.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn output_transform(
+        m: &[f32],
+        fstride: usize,
+        seg: usize,
+        out: &mut [f32],
+        wp: usize,
+    ) {
+        assert!((1..=LANES).contains(&seg));
+        assert!((FREQS - 1) * fstride + LANES <= m.len());
+        assert!(3 * wp + 4 * seg <= out.len());
+        let (s, d) = (m.as_ptr(), out.as_mut_ptr());
+        // m A, row by row.
+        let rows: [[__m256; 4]; 6] = std::array::from_fn(|i| {
+            at(std::array::from_fn(|j| {
+                _mm256_loadu_ps(s.add((6 * i + j) * fstride))
+            }))
+        });
+        // Aᵀ down each column b: output (a, b) of each tile.
+        let cols: [[__m256; 4]; 4] =
+            std::array::from_fn(|b| at(std::array::from_fn(|i| rows[i][b])));
+        let valid = 4 * seg;
+        for a in 0..4 {
+            // Interleave the four columns: [t0b0 t0b1 t0b2 t0b3 t1b0 …].
+            let (o0, o1, o2, o3) = (cols[0][a], cols[1][a], cols[2][a], cols[3][a]);
+            let (u0, u1) = (_mm256_unpacklo_ps(o0, o1), _mm256_unpackhi_ps(o0, o1));
+            let (u2, u3) = (_mm256_unpacklo_ps(o2, o3), _mm256_unpackhi_ps(o2, o3));
+            // Tiles 0 | 4, 1 | 5, 2 | 6, 3 | 7.
+            let w0 = _mm256_shuffle_ps::<0b01_00_01_00>(u0, u2);
+            let w1 = _mm256_shuffle_ps::<0b11_10_11_10>(u0, u2);
+            let w2 = _mm256_shuffle_ps::<0b01_00_01_00>(u1, u3);
+            let w3 = _mm256_shuffle_ps::<0b11_10_11_10>(u1, u3);
+            let chunks = [
+                _mm256_permute2f128_ps::<0x20>(w0, w1),
+                _mm256_permute2f128_ps::<0x20>(w2, w3),
+                _mm256_permute2f128_ps::<0x31>(w0, w1),
+                _mm256_permute2f128_ps::<0x31>(w2, w3),
+            ];
+            let p = d.add(a * wp);
+            for (h, chunk) in chunks.iter().enumerate() {
+                let n = valid.saturating_sub(h * LANES).min(LANES);
+                if n == LANES {
+                    _mm256_storeu_ps(p.add(h * LANES), *chunk);
+                } else if n > 0 {
+                    _mm256_maskstore_ps(
+                        p.add(h * LANES),
+                        super::super::avx2::first_lanes(n),
+                        *chunk,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `G g Gᵀ` against the matrices multiplied out.
+    #[test]
+    fn the_kernel_transform_is_g_g_gt() {
+        let g: [f64; 9] = std::array::from_fn(|i| (i as f64 * 0.7 - 2.0).sin());
+        let gm = [
+            [0.25, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let u = transform_kernel(&g);
+        for i in 0..6 {
+            for j in 0..6 {
+                let mut want = 0.0;
+                for k in 0..3 {
+                    for l in 0..3 {
+                        want += gm[i][k] * g[3 * k + l] * gm[j][l];
+                    }
+                }
+                assert!((u[6 * i + j] - want).abs() < 1e-12, "({i}, {j})");
+            }
+        }
+    }
+
+    /// The split row holds each padded column where the transform looks for it, at every width
+    /// (whole vectors and tails), whichever way it is written.
+    #[test]
+    fn split_rows_hold_each_column_in_its_part() {
+        for w in [4, 8, 28, 32, 36, 64, 100, 128] {
+            let x: Vec<f32> = (0..w)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.37)
+                .collect();
+            let (a, b) = (1.3f32, -0.2f32);
+            let mut whole = vec![0.0; w + 2];
+            crate::simd::bn_relu(&mut whole[1..=w], &x, a, b);
+            let starts = parts(w + 2);
+            let mut split_whole = vec![f32::NAN; w + 2];
+            split(&whole, &mut split_whole);
+            let mut fused = vec![f32::NAN; w + 2];
+            bn_relu_split(&x, a, b, &mut fused);
+            for (p, &want) in whole.iter().enumerate() {
+                let at = starts[p % 4] + p / 4;
+                assert_eq!(
+                    split_whole[at].to_bits(),
+                    want.to_bits(),
+                    "width {w}, column {p}"
+                );
+                assert_eq!(fused[at].to_bits(), want.to_bits(), "width {w}, column {p}");
+            }
+        }
+    }
+}
