@@ -423,21 +423,51 @@ impl Kernel {
     /// which stays the same, then costs what the fewer multiplies save (docs/benchmarks.md).
     pub(crate) fn of(isa: comir_cpu::Isa) -> Self {
         match direct::Simd::of(isa) {
-            Some(direct::Simd::Avx2) => Kernel::Winograd(direct::Simd::Avx2),
-            Some(simd) => Kernel::Direct(simd),
+            Some(simd) => Kernel::Winograd(simd),
             None => Kernel::Gemm,
         }
     }
 
-    /// Whether this kernel runs Winograd for a convolution of `s`'s geometry from `inputs`
-    /// to `outputs` channels: 3×3, even height and width (the 2 × 2 tiles cover the plane),
-    /// and enough channels to pay for the transforms.
-    fn winograd(self, s: ConvShape, inputs: usize, outputs: usize) -> bool {
+    /// Whether Winograd could run a convolution of `s`'s geometry from `inputs` to `outputs`
+    /// channels: 3×3, even height and width (2 × 2 tiles cover the plane), and enough
+    /// channels to pay for the transforms.
+    fn winograd_fits(self, s: ConvShape, inputs: usize, outputs: usize) -> bool {
         matches!(self, Kernel::Winograd(_))
             && s.k == 3
             && s.h.is_multiple_of(2)
             && s.w.is_multiple_of(2)
             && winograd::pays(inputs, outputs, s.w)
+    }
+
+    /// The side of the Winograd tiles this kernel computes a forward convolution (or an input
+    /// gradient, as the forward convolution of the output gradient) with, from `inputs` to
+    /// `outputs` channels on `s`'s planes; `None` for the direct kernel.
+    fn winograd_tile(self, s: ConvShape, inputs: usize, outputs: usize) -> Option<usize> {
+        if !self.winograd_fits(s, inputs, outputs) {
+            return None;
+        }
+        let tile = winograd::tile_for(s.h, s.w);
+        match self {
+            Kernel::Winograd(direct::Simd::Avx2) => Some(tile),
+            // The AVX-512 direct kernel's multiplies are twice as wide: only 4 × 4 tiles
+            // save enough of them.
+            _ => (tile == 4).then_some(4),
+        }
+    }
+
+    /// Whether this kernel computes the weight gradient of a convolution from `inputs` to
+    /// `outputs` channels on `s`'s planes by Winograd (2 × 2 tiles): with AVX2 only.
+    fn winograd_weight_grad(self, s: ConvShape, inputs: usize, outputs: usize) -> bool {
+        matches!(self, Kernel::Winograd(direct::Simd::Avx2))
+            && self.winograd_fits(s, inputs, outputs)
+    }
+
+    /// Whether this kernel's vectors are AVX-512's.
+    fn is_avx512(self) -> bool {
+        matches!(
+            self,
+            Kernel::Direct(direct::Simd::Avx512) | Kernel::Winograd(direct::Simd::Avx512)
+        )
     }
 
     /// The kernel for what Winograd does not compute.
@@ -499,11 +529,11 @@ impl<'w> ConvWeights<'w> {
             "conv_forward: weight size"
         );
         let kk = s.k * s.k;
-        let wino = kernel.winograd(s, s.cin, s.cout).then(|| {
-            let tile = winograd::tile_for(s.h, s.w);
+        let wino = kernel.winograd_tile(s, s.cin, s.cout).map(|tile| {
             winograd::Weights::new(tile, s.cout, s.cin, |co, ci, t| {
                 weight[(co * s.cin + ci) * kk + t]
             })
+            .with_wide_products(kernel.is_avx512())
         });
         let packed = match kernel.direct() {
             Kernel::Direct(_) if wino.is_none() => direct::pack_weights(s.cout, s.cin, kk, weight),
@@ -522,11 +552,11 @@ impl<'w> ConvWeights<'w> {
         let kk = s.k * s.k;
         assert_eq!(wt.len(), s.cin * kk * s.cout, "conv_backward: weight size");
         // Winograd's kernel for the input gradient is the flipped transposed one.
-        let wino = kernel.winograd(s, s.cout, s.cin).then(|| {
-            let tile = winograd::tile_for(s.h, s.w);
+        let wino = kernel.winograd_tile(s, s.cout, s.cin).map(|tile| {
             winograd::Weights::new(tile, s.cin, s.cout, |ci, co, t| {
                 wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
             })
+            .with_wide_products(kernel.is_avx512())
         });
         let packed = match kernel.direct() {
             Kernel::Direct(_) if wino.is_none() => direct::pack_transposed(s.cout, s.cin, kk, wt),
@@ -567,9 +597,7 @@ pub(crate) fn conv_forward(
     );
     assert_eq!(
         wino.as_ref().map(winograd::Weights::tile),
-        kernel
-            .winograd(s, s.cin, s.cout)
-            .then(|| winograd::tile_for(s.h, s.w)),
+        kernel.winograd_tile(s, s.cin, s.cout),
         "conv_forward: weights prepared for another kernel or shape"
     );
     // Winograd's tiles: bands and windows in multiples of their side, rows split in as many.
@@ -818,14 +846,12 @@ pub(crate) fn conv_backward(
     if let Some(wt) = wt {
         assert_eq!(
             wt.wino.as_ref().map(winograd::Weights::tile),
-            kernel
-                .winograd(s, s.cout, s.cin)
-                .then(|| winograd::tile_for(s.h, s.w)),
+            kernel.winograd_tile(s, s.cout, s.cin),
             "conv_backward: weights prepared for another kernel or shape"
         );
     }
     // The weight gradient is Winograd's (2 × 2 tiles) where it runs the forward convolution.
-    let wgrad = kernel.winograd(s, s.cin, s.cout);
+    let wgrad = kernel.winograd_weight_grad(s, s.cin, s.cout);
     let kernel = kernel.direct();
     // Bands in multiples of the tiles' sides.
     let tile = match (wino, wgrad) {
@@ -1087,8 +1113,10 @@ mod tests {
     /// and in several, on rows of one vector of tiles and on rows that end in part of one,
     /// with the inputs in one block and in several (forward and input gradient both), and
     /// with numbers of them that leave 1 and 2 over (the weight gradient takes them in threes).
-    const SHAPES: [(usize, usize, usize, usize, usize); 14] = [
+    const SHAPES: [(usize, usize, usize, usize, usize); 16] = [
         (30, 12, 3, 24, 40),
+        (24, 12, 3, 8, 96),
+        (40, 24, 3, 12, 64),
         (13, 12, 3, 4, 48),
         (20, 12, 3, 18, 200),
         (64, 12, 3, 8, 16),
@@ -1189,6 +1217,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Winograd's products on AVX-512's 16 lanes give the bits of the same products on 8 (the
+    /// input gradient runs the same bands as the forward convolution).
+    #[test]
+    fn winograd_gives_the_same_bits_on_both_instruction_sets() {
+        if !comir_cpu::Isa::Avx512.supported() {
+            eprintln!("skipped: this CPU lacks AVX-512");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let wide = Kernel::Winograd(direct::Simd::Avx512);
+        let narrow = Kernel::Winograd(direct::Simd::Avx2);
+        let mut wide_runs = 0;
+        for &(cin, cout, k, h, w) in &SHAPES {
+            let s = ConvShape { cin, cout, k, h, w };
+            if wide.winograd_tile(s, cin, cout).is_none() {
+                continue;
+            }
+            wide_runs += 1;
+            let x = uniform(&mut rng, cin * h * w);
+            let wt = uniform(&mut rng, cout * cin * k * k);
+            let src = Plain {
+                x: &x,
+                hw: h * w,
+                w,
+            };
+            let run = |kernel: Kernel| {
+                let mut out = vec![f32::NAN; cout * h * w];
+                let weights = ConvWeights::forward(kernel, s, &wt);
+                conv_forward(kernel, s, &src, &weights, None, false, &mut out, true, None);
+                out
+            };
+            assert_eq!(bits(&run(wide)), bits(&run(narrow)), "{s:?}");
+        }
+        assert!(wide_runs >= 3, "too few shapes for AVX-512 Winograd");
     }
 
     /// A window of a convolution holds exactly what the whole convolution has there; the

@@ -72,6 +72,8 @@ pub(crate) fn pays(inputs: usize, outputs: usize, width: usize) -> bool {
 pub(crate) struct Weights {
     /// The side of the output tiles: 2 or 4.
     tile: usize,
+    /// Whether the products run on AVX-512's 16 lanes (a segment of tiles per vector).
+    wide: bool,
     inputs: usize,
     outputs: usize,
     /// A block of `block` floats per frequency.
@@ -122,6 +124,7 @@ impl Weights {
         }
         Weights {
             tile,
+            wide: false,
             inputs,
             outputs,
             packed,
@@ -134,6 +137,27 @@ impl Weights {
     pub(crate) fn tile(&self) -> usize {
         self.tile
     }
+
+    /// With `wide`, the products of whole segments run on AVX-512's 16 lanes (the CPU must
+    /// have AVX-512F); the numbers are the same, lane for lane.
+    pub(crate) fn with_wide_products(mut self, wide: bool) -> Weights {
+        self.wide = wide;
+        self
+    }
+}
+
+/// The products of one [`Step`]: on 16 lanes where the weights ask for it and the segment is
+/// whole, else on 8.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA, and AVX-512F where the weights ask for it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+unsafe fn products(weights: &Weights, step: &Step, v: &[f32], m: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if weights.wide && step.vecs == 2 && step.segment == 2 * LANES {
+        return avx512::products(step, v, m);
+    }
+    avx2::products(step, v, m)
 }
 
 /// The side of the output tiles Winograd uses for a convolution's forward or input gradient
@@ -248,6 +272,10 @@ pub(crate) fn band(
     out: &mut Vec<f32>,
     scratch: &mut Scratch,
 ) -> usize {
+    assert!(
+        !weights.wide || comir_cpu::Isa::Avx512.supported(),
+        "winograd: CPU lacks AVX-512"
+    );
     if weights.tile == 4 {
         return f4::band(weights, input, plane, wp, rows, (xa, xb), out, scratch);
     }
@@ -314,8 +342,9 @@ pub(crate) fn band(
                         fm,
                         first: ib == 0,
                     };
-                    // SAFETY: AVX2 is present (asserted); the sizes are checked inside.
-                    unsafe { avx2::products(&step, v, m) };
+                    // SAFETY: AVX2 is present (asserted; AVX-512F where asked for, checked by
+                    // `band`); the sizes are checked inside.
+                    unsafe { products(weights, &step, v, m) };
                 }
                 for o in ob..(ob + nob).min(outputs) {
                     let dst = &mut og[o * stride + 2 * ty * wp + xa + 2 * s0..(o + 1) * stride];
@@ -962,6 +991,76 @@ mod avx2 {
                         *r += total[GRAD_OUTPUTS * c + j];
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The products on AVX-512: a whole segment of 16 tiles per vector.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Step, CO_BLOCK, LANES};
+    use std::arch::x86_64::*;
+
+    /// [`super::avx2::products`] for steps of two vectors of tiles (a whole segment), each
+    /// output's sum formed lane by lane in the same order, so with the same bits.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn products(step: &Step, v: &[f32], m: &mut [f32]) {
+        let (freqs, seg) = (step.freqs, step.segment);
+        let last_u = (freqs - 1) * step.ufreq + step.blocks.saturating_sub(1) * step.ublock;
+        assert!(step.blocks == 0 || last_u + step.inputs * CO_BLOCK <= step.u.len());
+        assert!((freqs - 1) * step.fv + step.inputs * seg <= v.len());
+        assert!((freqs - 1) * step.fm + step.blocks * CO_BLOCK * seg <= m.len());
+        assert!(step.vecs == 2 && seg == 2 * LANES);
+        for f in 0..freqs {
+            let x = v.as_ptr().add(f * step.fv);
+            let mut b = 0;
+            while b < step.blocks {
+                let u = step.u.as_ptr().add(f * step.ufreq + b * step.ublock);
+                let d = m.as_mut_ptr().add(f * step.fm + b * CO_BLOCK * seg);
+                if b + 1 < step.blocks {
+                    products_of::<2>(u, step.ublock, x, seg, step.inputs, d, step.first);
+                    b += 2;
+                } else {
+                    products_of::<1>(u, step.ublock, x, seg, step.inputs, d, step.first);
+                    b += 1;
+                }
+            }
+        }
+    }
+
+    /// `B` blocks of 6 outputs × one vector of 16 tiles.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn products_of<const B: usize>(
+        u: *const f32,
+        ublock: usize,
+        v: *const f32,
+        seg: usize,
+        inputs: usize,
+        d: *mut f32,
+        first: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); CO_BLOCK]; B];
+        if !first {
+            for (b, acc) in acc.iter_mut().enumerate() {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(d.add((b * CO_BLOCK + j) * seg));
+                }
+            }
+        }
+        for i in 0..inputs {
+            let x = _mm512_loadu_ps(v.add(i * seg));
+            for (b, acc) in acc.iter_mut().enumerate() {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*u.add(b * ublock + i * CO_BLOCK + j));
+                    *a = _mm512_fmadd_ps(w, x, *a);
+                }
+            }
+        }
+        for (b, acc) in acc.iter().enumerate() {
+            for (j, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(d.add((b * CO_BLOCK + j) * seg), *a);
             }
         }
     }

@@ -191,8 +191,9 @@ pub(super) fn band(
                         fm,
                         first: ib == 0,
                     };
-                    // SAFETY: AVX2 is present (asserted); the sizes are checked inside.
-                    unsafe { super::avx2::products(&step, v, m) };
+                    // SAFETY: AVX2 is present (asserted; AVX-512F where asked for, by
+                    // `super::band`); the sizes are checked inside.
+                    unsafe { super::products(weights, &step, v, m) };
                 }
                 for o in ob..(ob + nob).min(outputs) {
                     for j in 0..vecs {
@@ -214,14 +215,6 @@ pub(super) fn band(
 /// Elsewhere there are no direct kernels, so nothing asks for Winograd.
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
-    pub(super) unsafe fn split(_: &[f32], _: &mut [f32]) {
-        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
-    }
-
-    pub(super) unsafe fn bn_relu_split(_: &[f32], _: f32, _: f32, _: &mut [f32]) {
-        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
-    }
-
     pub(super) unsafe fn input_transform(_: &[f32], _: usize, _: &mut [f32], _: usize) {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
     }
