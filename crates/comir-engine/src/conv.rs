@@ -250,7 +250,18 @@ impl ConvShape {
     /// The bands of output rows `y0..y1` (multiples of `tile`) in multiples of `tile` rows
     /// each, for Winograd's `tile × tile` tiles.
     fn tiled_bands_of(&self, tile: usize, y0: usize, y1: usize) -> Vec<(usize, usize)> {
-        let r = (self.band_rows() / tile * tile).max(tile);
+        self.tiled_bands_at_least(tile, tile, y0, y1)
+    }
+
+    /// [`ConvShape::tiled_bands_of`] with at least `min` rows a band (a multiple of `tile`).
+    fn tiled_bands_at_least(
+        &self,
+        tile: usize,
+        min: usize,
+        y0: usize,
+        y1: usize,
+    ) -> Vec<(usize, usize)> {
+        let r = (self.band_rows() / tile * tile).max(min);
         (y0..y1).step_by(r).map(|y| (y, r.min(y1 - y))).collect()
     }
 }
@@ -440,8 +451,8 @@ impl Kernel {
     }
 
     /// The side of the Winograd tiles this kernel computes a forward convolution (or an input
-    /// gradient, as the forward convolution of the output gradient) with, from `inputs` to
-    /// `outputs` channels on `s`'s planes; `None` for the direct kernel.
+    /// gradient, as the forward convolution of the output gradient) from `inputs` to `outputs`
+    /// channels on `s`'s planes with, and its weight gradient; `None` for the direct kernel.
     fn winograd_tile(self, s: ConvShape, inputs: usize, outputs: usize) -> Option<usize> {
         if !self.winograd_fits(s, inputs, outputs) {
             return None;
@@ -453,13 +464,6 @@ impl Kernel {
             // save enough of them.
             _ => (tile == 4).then_some(4),
         }
-    }
-
-    /// Whether this kernel computes the weight gradient of a convolution from `inputs` to
-    /// `outputs` channels on `s`'s planes by Winograd (2 × 2 tiles): with AVX2 only.
-    fn winograd_weight_grad(self, s: ConvShape, inputs: usize, outputs: usize) -> bool {
-        matches!(self, Kernel::Winograd(direct::Simd::Avx2))
-            && self.winograd_fits(s, inputs, outputs)
     }
 
     /// Whether this kernel's vectors are AVX-512's.
@@ -850,25 +854,31 @@ pub(crate) fn conv_backward(
             "conv_backward: weights prepared for another kernel or shape"
         );
     }
-    // The weight gradient is Winograd's (2 × 2 tiles) where it runs the forward convolution.
-    let wgrad = kernel.winograd_weight_grad(s, s.cin, s.cout);
+    // The weight gradient runs Winograd on the tiles of the forward convolution.
+    let wgrad_tile = kernel.winograd_tile(s, s.cin, s.cout);
+    let wgrad = wgrad_tile.is_some();
     let kernel = kernel.direct();
-    // Bands in multiples of the tiles' sides.
-    let tile = match (wino, wgrad) {
-        (Some(weights), _) => weights.tile(),
-        (None, true) => 2,
-        (None, false) => 1,
-    };
+    // Bands in multiples of the tiles' sides (the same for both on one plane).
+    let tile = wino
+        .map(winograd::Weights::tile)
+        .or(wgrad_tile)
+        .unwrap_or(1);
     let bands = if tile > 1 {
-        s.tiled_bands_of(tile, 0, s.h)
+        // The 4 × 4 weight gradient sums each band's tiles in registers, then across lanes:
+        // bands of 128 tiles or more keep those lane sums rare.
+        let min_rows = match wgrad_tile {
+            Some(4) => (128 * 16 / s.w).next_multiple_of(4),
+            _ => tile,
+        };
+        s.tiled_bands_at_least(tile, min_rows, 0, s.h)
     } else {
         s.bands()
     };
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         let Scratch { a, b, c, wino: ws } = &mut *scratch;
-        if wgrad {
-            ws.start_weight_grad(s.cout, s.cin);
+        if let Some(t) = wgrad_tile {
+            ws.start_weight_grad(t, s.cout, s.cin);
         }
         let mut carried: Option<Carried> = None;
         for (y0, rows) in bands {
@@ -893,7 +903,7 @@ pub(crate) fn conv_backward(
                 ps,
                 (0, s.w),
                 carried,
-                if wgrad { 2 } else { 1 },
+                wgrad_tile.unwrap_or(1),
             );
             carried = Some(Carried { rows, ps });
             if wgrad {

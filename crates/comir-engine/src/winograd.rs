@@ -220,16 +220,24 @@ pub(crate) struct Scratch {
     /// Two rows of the output gradient, split: even and odd elements of each.
     rows: Vec<f32>,
     /// The weight gradient of a convolution in the transformed domain,
-    /// `[FREQS][outputs][inputs]` (see [`weight_grad_band`]).
+    /// `[frequencies][outputs][inputs]` (see [`weight_grad_band`]).
     sums: Vec<f32>,
+    /// The side of the tiles `sums` are for.
+    sums_tile: usize,
 }
 
 impl Scratch {
     /// Clears the sums of [`weight_grad_band`] for a convolution from `inputs` to `outputs`
-    /// channels.
-    pub(crate) fn start_weight_grad(&mut self, outputs: usize, inputs: usize) {
+    /// channels on tiles of side `tile` (2 or 4).
+    pub(crate) fn start_weight_grad(&mut self, tile: usize, outputs: usize, inputs: usize) {
+        assert!(
+            tile == 2 || tile == 4,
+            "winograd: tiles of 2 or 4, not {tile}"
+        );
+        let freqs = if tile == 2 { FREQS } else { f4::FREQS };
+        self.sums_tile = tile;
         self.sums.clear();
-        self.sums.resize(FREQS * outputs * inputs, 0.0);
+        self.sums.resize(freqs * outputs * inputs, 0.0);
     }
 
     /// Adds the 3×3 weight gradient of the bands summed since [`Scratch::start_weight_grad`]
@@ -237,13 +245,22 @@ impl Scratch {
     /// bands ([`kernel_gradient`]).
     pub(crate) fn add_weight_grad(&self, outputs: usize, inputs: usize, dw: &mut [f32]) {
         let n = outputs * inputs;
+        let freqs = if self.sums_tile == 4 {
+            f4::FREQS
+        } else {
+            FREQS
+        };
         assert!(
-            self.sums.len() >= FREQS * n && dw.len() >= 9 * n,
+            self.sums.len() >= freqs * n && dw.len() >= 9 * n,
             "winograd: sizes"
         );
         for k in 0..n {
-            let u: [f64; FREQS] = std::array::from_fn(|f| f64::from(self.sums[f * n + k]));
-            for (t, g) in kernel_gradient(&u).iter().enumerate() {
+            let g = if self.sums_tile == 4 {
+                f4::kernel_gradient(&std::array::from_fn(|f| f64::from(self.sums[f * n + k])))
+            } else {
+                kernel_gradient(&std::array::from_fn(|f| f64::from(self.sums[f * n + k])))
+            };
+            for (t, g) in g.iter().enumerate() {
                 dw[t * n + k] += *g as f32;
             }
         }
@@ -393,8 +410,9 @@ pub(crate) struct OutputGrad<'a> {
 /// Adds the weight gradient of one band in the transformed domain,
 /// `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with `A = [1 0; 1 1; 1 −1; 0 −1]`, into the sums that
 /// [`Scratch::start_weight_grad`] cleared; [`Scratch::add_weight_grad`] then gives the 3×3
-/// gradient. `input` is
-/// the split padded band of `rows` (even) rows, as for [`band`] over the whole width.
+/// gradient. `input` is the split padded band of `rows` rows, as for [`band`] over the whole
+/// width. The tiles are those the sums were started for: with 4 × 4 tiles ([`f4`]), `rows`
+/// and the width are multiples of 4 and the rows split in 4.
 ///
 /// The transformed output gradient of the band is computed once; the input is transformed
 /// three channels at a time over the whole band (so that it stays near L1), and their
@@ -410,6 +428,9 @@ pub(crate) fn weight_grad_band(
     outputs: usize,
     scratch: &mut Scratch,
 ) {
+    if scratch.sums_tile == 4 {
+        return f4::weight_grad_band(input, plane, wp, rows, dy, inputs, outputs, scratch);
+    }
     let w = wp - 2;
     assert!(
         rows.is_multiple_of(2) && w.is_multiple_of(2) && w == dy.w,
@@ -501,6 +522,7 @@ pub(crate) fn weight_grad_band(
         // tiles each.
         unsafe {
             avx2::grad_products(
+                FREQS,
                 v,
                 z,
                 tiles,
@@ -602,6 +624,7 @@ mod avx2 {
 
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn grad_products(
+        _: usize,
         _: &[f32],
         _: &[f32],
         _: usize,
@@ -944,13 +967,15 @@ mod avx2 {
         out
     }
 
-    /// `sums[f][o][i0 + c] += Σ_t z[f][o][t] · v[f][c][t]` for the `n` (1 to 3) channels of
+    /// `sums[f][o][i0 + c] += Σ_t z[f][o][t] · v[f][c][t]`, for each of `freqs` frequencies
+    /// and the `n` (1 to 3) channels of
     /// `v` and every output, over `vecs` vectors of tiles (rows `tiles` apart; `z` has its
     /// outputs padded to a multiple of 12 with zero rows), in tiles of 4 outputs × 3 channels
     /// summed in registers: 7 loads for 12 multiply-adds.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn grad_products(
+        freqs: usize,
         v: &[f32],
         z: &[f32],
         tiles: usize,
@@ -962,10 +987,10 @@ mod avx2 {
     ) {
         let padded = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
         assert!((1..=GRAD_CHANNELS).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
-        assert!(FREQS * GRAD_CHANNELS * tiles <= v.len());
-        assert!(FREQS * padded * tiles <= z.len());
-        assert!(FREQS * outputs * inputs <= sums.len());
-        for f in 0..FREQS {
+        assert!(freqs * GRAD_CHANNELS * tiles <= v.len());
+        assert!(freqs * padded * tiles <= z.len());
+        assert!(freqs * outputs * inputs <= sums.len());
+        for f in 0..freqs {
             // Missing channels read the first one again; their sums are dropped.
             let x: [*const f32; GRAD_CHANNELS] = std::array::from_fn(|c| {
                 v.as_ptr()

@@ -12,7 +12,10 @@
 //! and columns that are multiples of 4, so each output is computed the same way whichever
 //! band or window it falls in.
 
-use super::{Scratch, Step, Weights, CO_BLOCK, IN_BLOCK, LANES, OUT_BLOCK};
+use super::{
+    OutputGrad, Scratch, Step, Weights, CO_BLOCK, GRAD_CHANNELS, GRAD_OUTPUTS, IN_BLOCK, LANES,
+    OUT_BLOCK,
+};
 use crate::grow;
 
 /// Positions of the transformed 6 × 6 tile.
@@ -42,6 +45,27 @@ pub(super) fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
         u[6 * i..6 * i + 6].copy_from_slice(&col(gg[0][i], gg[1][i], gg[2][i]));
     }
     u
+}
+
+/// The gradient w.r.t. a 3×3 kernel (row-major) of a loss whose gradient w.r.t. `G g Gᵀ` is
+/// `u`: `Gᵀ u G`, the adjoint of [`transform_kernel`].
+pub(super) fn kernel_gradient(u: &[f64; FREQS]) -> [f64; 9] {
+    // Gᵀ applied to a column of six.
+    let col = |c: [f64; 6]| {
+        let (a, b) = (c[3] + c[4], c[3] - c[4]);
+        [
+            c[0] / 4.0 - (c[1] + c[2]) / 6.0 + a / 24.0,
+            (c[2] - c[1]) / 6.0 + b / 12.0,
+            -(c[1] + c[2]) / 6.0 + a / 6.0 + c[5],
+        ]
+    };
+    // Gᵀ u: 3 × 6, column by column.
+    let gu: [[f64; 3]; 6] = std::array::from_fn(|j| col(std::array::from_fn(|i| u[6 * i + j])));
+    let mut g = [0.0; 9];
+    for k in 0..3 {
+        g[3 * k..3 * k + 3].copy_from_slice(&col(std::array::from_fn(|j| gu[j][k])));
+    }
+    g
 }
 
 /// Where the four parts of a split row of `wp` floats (`wp − 2` a multiple of 4) start: the
@@ -212,6 +236,125 @@ pub(super) fn band(
     stride
 }
 
+/// [`super::weight_grad_band`] with 4 × 4 tiles: `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with
+/// `A = [1 0 0 0; 1 1 1 1; 1 −1 1 −1; 1 2 4 8; 1 −2 4 −8; 0 0 0 1]`, from rows split by
+/// [`split`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weight_grad_band(
+    input: &[f32],
+    plane: usize,
+    wp: usize,
+    rows: usize,
+    dy: &OutputGrad,
+    inputs: usize,
+    outputs: usize,
+    scratch: &mut Scratch,
+) {
+    let w = wp - 2;
+    assert!(
+        rows.is_multiple_of(4) && w.is_multiple_of(4) && w == dy.w,
+        "winograd: rows {rows} and width {w} must be multiples of 4"
+    );
+    assert!(
+        inputs == 0 || (inputs - 1) * plane + (rows + 2) * wp + 2 * LANES <= input.len(),
+        "winograd: input band too short"
+    );
+    assert!(
+        outputs == 0 || (outputs - 1) * dy.hw + (dy.y0 + rows) * dy.w <= dy.dout.len(),
+        "winograd: output gradient too short"
+    );
+    assert!(
+        scratch.sums.len() >= FREQS * outputs * inputs,
+        "winograd: gradient sums too short"
+    );
+    assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
+    let tw = w / 4;
+    let tile_rows = rows / 4;
+    let count = tile_rows * tw;
+    let vecs = count.div_ceil(LANES);
+    // Room for the last tile row's last vector.
+    let tiles = (count + tw.next_multiple_of(LANES) - tw).next_multiple_of(LANES);
+    let blocks = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
+    // The output gradient, transformed: `[FREQS][blocks][tiles]`, zero past the band's tiles
+    // and in the padding outputs.
+    let z = grow(&mut scratch.m, FREQS * blocks * tiles);
+    // Four rows of the output gradient, each split in its columns 4j, 4j + 1, 4j + 2 and
+    // 4j + 3, zero past `tw` so that the tiles past a row's end are zero.
+    let ew = tw.next_multiple_of(LANES);
+    let parts = grow(&mut scratch.rows, 16 * ew);
+    parts.fill(0.0);
+    for o in 0..blocks {
+        for f in 0..FREQS {
+            let row = &mut z[(f * blocks + o) * tiles..][..tiles];
+            if o >= outputs {
+                row.fill(0.0);
+            } else {
+                row[count..].fill(0.0);
+            }
+        }
+        if o >= outputs {
+            continue;
+        }
+        for ty in 0..tile_rows {
+            let y = dy.y0 + 4 * ty;
+            for (r, row_parts) in parts.chunks_exact_mut(4 * ew).enumerate() {
+                let src = &dy.dout[o * dy.hw + (y + r) * dy.w..][..w];
+                for (k, quad) in src.chunks_exact(4).enumerate() {
+                    for (p, &value) in quad.iter().enumerate() {
+                        row_parts[p * ew + k] = value;
+                    }
+                }
+            }
+            // SAFETY: AVX2 is present (asserted); `parts` holds 16 rows of `ew` (whole
+            // vectors), the writes stay in `z` (rows of `tiles`, with room for the last
+            // vector of the last tile row). Rows of tiles in order: a row's last vector runs
+            // into the next row's first tiles (with zeros), which that row then overwrites.
+            unsafe {
+                avx2::output_grad_transform(
+                    parts,
+                    ew,
+                    tw,
+                    &mut z[o * tiles + ty * tw..],
+                    blocks * tiles,
+                );
+            }
+        }
+    }
+    let v = grow(&mut scratch.v, FREQS * GRAD_CHANNELS * tiles);
+    for i0 in (0..inputs).step_by(GRAD_CHANNELS) {
+        let n = GRAD_CHANNELS.min(inputs - i0);
+        for c in 0..n {
+            for ty in 0..tile_rows {
+                for j in 0..tw.div_ceil(LANES) {
+                    let at = (i0 + c) * plane + 4 * ty * wp + LANES * j;
+                    let t = c * tiles + ty * tw + LANES * j;
+                    // SAFETY: as in `band`; the writes stay in `v` (`GRAD_CHANNELS` channels
+                    // of `tiles` per frequency; a row's last vector runs into the next row's
+                    // tiles, written after it, or into the room after the last row).
+                    unsafe {
+                        avx2::input_transform(&input[at..], wp, &mut v[t..], GRAD_CHANNELS * tiles)
+                    };
+                }
+            }
+        }
+        // SAFETY: as above; `v` holds `n` channels and `z` every output, `vecs` vectors of
+        // tiles each.
+        unsafe {
+            super::avx2::grad_products(
+                FREQS,
+                v,
+                z,
+                tiles,
+                vecs,
+                (i0, n),
+                inputs,
+                outputs,
+                &mut scratch.sums,
+            );
+        }
+    }
+}
+
 /// Elsewhere there are no direct kernels, so nothing asks for Winograd.
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
@@ -220,6 +363,16 @@ mod avx2 {
     }
 
     pub(super) unsafe fn output_transform(_: &[f32], _: usize, _: usize, _: &mut [f32], _: usize) {
+        unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+
+    pub(super) unsafe fn output_grad_transform(
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+        _: usize,
+    ) {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
     }
 }
@@ -436,11 +589,81 @@ mod avx2 {
             }
         }
     }
+
+    /// `A y` of four vectors, `A = [1 0 0 0; 1 1 1 1; 1 −1 1 −1; 1 2 4 8; 1 −2 4 −8; 0 0 0 1]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn a(y: [__m256; 4]) -> [__m256; 6] {
+        let (two, four) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0));
+        let (s02, s13) = (_mm256_add_ps(y[0], y[2]), _mm256_add_ps(y[1], y[3]));
+        let e = _mm256_fmadd_ps(four, y[2], y[0]);
+        let f = _mm256_mul_ps(two, _mm256_fmadd_ps(four, y[3], y[1]));
+        [
+            y[0],
+            _mm256_add_ps(s02, s13),
+            _mm256_sub_ps(s02, s13),
+            _mm256_add_ps(e, f),
+            _mm256_sub_ps(e, f),
+            y[3],
+        ]
+    }
+
+    /// `A y Aᵀ` of the 4 × 4 output gradients of one row of `tw` tiles, from `parts`: 4 rows
+    /// of 4 parts (the columns `4j + p`), `ew` each, zero past `tw`. Frequency `f` of tile `t`
+    /// to `z[f · fstride + t]`, whole vectors of tiles (the last one runs past the row).
+    // As in `input_transform`.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn output_grad_transform(
+        parts: &[f32],
+        ew: usize,
+        tw: usize,
+        z: &mut [f32],
+        fstride: usize,
+    ) {
+        let vecs = tw.div_ceil(LANES);
+        assert!(16 * ew <= parts.len() && vecs * LANES <= ew);
+        assert!((FREQS - 1) * fstride + vecs * LANES <= z.len());
+        let (s, d) = (parts.as_ptr(), z.as_mut_ptr());
+        for k in 0..vecs {
+            let tx = LANES * k;
+            // y Aᵀ, row by row.
+            let rows: [[__m256; 6]; 4] = std::array::from_fn(|r| {
+                a(std::array::from_fn(|p| {
+                    _mm256_loadu_ps(s.add((4 * r + p) * ew + tx))
+                }))
+            });
+            // Then A down each column j: frequency 6i + j.
+            for j in 0..6 {
+                let col = a(std::array::from_fn(|r| rows[r][j]));
+                for (i, c) in col.iter().enumerate() {
+                    _mm256_storeu_ps(d.add((6 * i + j) * fstride + tx), *c);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel gradient is the adjoint of the kernel transform:
+    /// `⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩` for every kernel `g` and every `u`.
+    #[test]
+    fn the_kernel_gradient_is_the_adjoint_of_the_transform() {
+        for seed in 0..5 {
+            let g: [f64; 9] = std::array::from_fn(|i| ((i + 9 * seed) as f64 * 1.3).cos());
+            let u: [f64; FREQS] = std::array::from_fn(|i| ((i + 36 * seed) as f64 * 0.9).sin());
+            let left: f64 = transform_kernel(&g)
+                .iter()
+                .zip(&u)
+                .map(|(a, b)| a * b)
+                .sum();
+            let right: f64 = g.iter().zip(&kernel_gradient(&u)).map(|(a, b)| a * b).sum();
+            assert!((left - right).abs() < 1e-12, "{left} against {right}");
+        }
+    }
 
     /// `G g Gᵀ` against the matrices multiplied out.
     #[test]
