@@ -18,8 +18,10 @@ line each. --torch-isa avx2 caps PyTorch's kernels too (ONEDNN_MAX_CPU_ISA, ATEN
 so that `--isa avx2 --torch-isa avx2` on an AVX-512 machine compares both sides as an AVX2 machine
 runs them. --rounds R repeats the whole sequence (every instruction set, then PyTorch) R times and
 takes each ratio within its round (a virtual machine's speed drifts between minutes), reporting
-their median. Prints a table and, last, `inference_ratio_vs_pytorch=R` (comir median / PyTorch
-median, for the first instruction set timed).
+their median. --torch-malloc keep (the default) runs PyTorch with glibc's malloc keeping freed
+memory, as jemalloc or tcmalloc would (see bench/train-step); --torch-malloc glibc with the
+defaults. Prints a table and, last, `inference_ratio_vs_pytorch=R` (comir median / PyTorch median,
+for the first instruction set timed).
 """
 
 import argparse
@@ -95,6 +97,9 @@ def run_child(cmd, env=None):
 
 # The environment that caps PyTorch's vector kernels at AVX2.
 TORCH_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+# glibc's malloc keeping freed memory: read when the process starts.
+KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
+               "MALLOC_TOP_PAD_": "1073741824"}
 
 
 def main():
@@ -114,7 +119,12 @@ def main():
                     help="cap PyTorch's kernels at this instruction set (default: what it picks)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat every instruction set and PyTorch this many times; ratios per round")
+    ap.add_argument("--torch-malloc", choices=["keep", "glibc"], default="keep",
+                    help="glibc's malloc keeping freed memory for PyTorch (default), or its defaults")
     a = ap.parse_args()
+    if a.torch_malloc == "keep" and any(os.environ.get(k) != v for k, v in KEEP_MEMORY.items()):
+        # PyTorch runs in this process, and glibc reads these when a process starts.
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, **KEEP_MEMORY))
     if a.runs < 1 or a.rounds < 1:
         sys.exit("inference: --runs and --rounds must be >= 1")
     if a.torch_isa == "avx2":
@@ -157,8 +167,8 @@ def measure(a, tmp, torch, load_file, bench):
 
     out = os.path.join(tmp, "rep.tif")
     cmd = [a.comir, "represent", "--model", model, "--modality", "a", "--input", img, "--out", out]
-    # comir's children do not inherit PyTorch's caps.
-    base_env = {k: v for k, v in os.environ.items() if k not in TORCH_AVX2}
+    # comir's children do not inherit PyTorch's caps or malloc settings.
+    base_env = {k: v for k, v in os.environ.items() if k not in TORCH_AVX2 and k not in KEEP_MEMORY}
     env_of = {isa: dict(base_env, RAYON_NUM_THREADS=str(a.threads), COMIR_ISA=isa) for isa in isas}
     for isa in isas:
         run_child(cmd, env_of[isa])  # warm-up (page cache)
@@ -227,7 +237,9 @@ def measure(a, tmp, torch, load_file, bench):
     print(f"instruction sets: the CPU runs {', '.join(runs_on)}; FP32 peak {peak}")
     if net is not None:
         capped = " (capped by --torch-isa avx2)" if a.torch_isa == "avx2" else ""
-        print(f"pytorch's vector kernels: {torch.backends.cpu.get_cpu_capability()}{capped}")
+        print(f"pytorch's vector kernels: {torch.backends.cpu.get_cpu_capability()}{capped}; "
+              f"its malloc: {'keeps freed memory' if a.torch_malloc == 'keep' else 'glibc defaults'}"
+              f" (--torch-malloc {a.torch_malloc})")
     print(f"{'':14} {'seconds':>9} {'peak MiB':>9}  what")
     for isa, (sec, mib) in comir.items():
         forced = "" if isa == detected else ", forced by COMIR_ISA"

@@ -25,11 +25,14 @@
 //! Convolutions run on row bands of one sample, on a zero-padded band into which batch
 //! norm and ReLU (or upsampling) are fused, with hand-written AVX-512 or AVX2 + FMA kernels
 //! that keep a tile of outputs in registers over all input channels and taps (`direct.rs`;
-//! a few matrix products of the `gemm` crate on other CPUs, the portable path). With AVX2 the
-//! 3×3 convolutions and both their gradients run as Winograd F(2×2, 3×3) where it pays
-//! (`winograd.rs`): 2.25× fewer multiplies. The elementwise loops around them are compiled
-//! once per instruction set (`simd.rs`); dense blocks append their layers' outputs into one
-//! preallocated buffer; samples run in parallel (rayon); buffers live in a reusable
+//! a few matrix products of the `gemm` crate on other CPUs, the portable path). The 3×3
+//! convolutions and both their gradients run as Winograd convolutions where it pays
+//! (`winograd.rs`): F(4×4, 3×3) on planes whose sides are multiples of 4, 4× fewer multiplies,
+//! and with AVX2 F(2×2, 3×3) on the others, 2.25× fewer. Bands prefetch the next channel's
+//! rows: each reads a few rows of many channels, too little for the hardware prefetcher. A
+//! convolution's weights are prepared once for the whole batch. The elementwise loops are
+//! compiled once per instruction set (`simd.rs`); dense blocks append their layers' outputs
+//! into one preallocated buffer; samples run in parallel (rayon); buffers live in a reusable
 //! [`Workspace`] and per-thread scratch.
 //!
 //! # Instruction sets
