@@ -410,7 +410,8 @@ pub(crate) struct OutputGrad<'a> {
 }
 
 /// Adds the weight gradient of one band in the transformed domain,
-/// `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with `A = [1 0; 1 1; 1 −1; 0 −1]`, into the sums that
+/// `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with `A = [1 0; 1 1; 1 −1; 0 −1]` for 2 × 2 tiles (for 4 × 4
+/// ones, `[1 0 0 0; 1 1 1 1; 1 −1 1 −1; 1 2 4 8; 1 −2 4 −8; 0 0 0 1]`), into the sums that
 /// [`Scratch::start_weight_grad`] cleared; [`Scratch::add_weight_grad`] then gives the 3×3
 /// gradient. `input` is the split padded band of `rows` rows, as for [`band`] over the whole
 /// width. The tiles are those the sums were started for: with 4 × 4 tiles ([`f4`]), `rows`
@@ -430,13 +431,13 @@ pub(crate) fn weight_grad_band(
     outputs: usize,
     scratch: &mut Scratch,
 ) {
-    if scratch.sums_tile == 4 {
-        return f4::weight_grad_band(input, plane, wp, rows, dy, inputs, outputs, scratch);
-    }
+    // The side of the tiles, and their frequencies.
+    let t = scratch.sums_tile;
+    let freqs = if t == 4 { f4::FREQS } else { FREQS };
     let w = wp - 2;
     assert!(
-        rows.is_multiple_of(2) && w.is_multiple_of(2) && w == dy.w,
-        "winograd: rows {rows} and width {w} must be even"
+        rows.is_multiple_of(t) && w.is_multiple_of(t) && w == dy.w,
+        "winograd: rows {rows} and width {w} must be multiples of {t}"
     );
     assert!(
         inputs == 0 || (inputs - 1) * plane + (rows + 2) * wp + 2 * LANES <= input.len(),
@@ -447,27 +448,27 @@ pub(crate) fn weight_grad_band(
         "winograd: output gradient too short"
     );
     assert!(
-        scratch.sums.len() >= FREQS * outputs * inputs,
+        scratch.sums.len() >= freqs * outputs * inputs,
         "winograd: gradient sums too short"
     );
     assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
-    let tw = w / 2;
-    let tile_rows = rows / 2;
+    let tw = w / t;
+    let tile_rows = rows / t;
     let count = tile_rows * tw;
     let vecs = count.div_ceil(LANES);
     // Room for the last tile row's last vector.
     let tiles = (count + tw.next_multiple_of(LANES) - tw).next_multiple_of(LANES);
     let blocks = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
-    // The output gradient, transformed: `[FREQS][blocks][tiles]`, zero past the band's tiles
+    // The output gradient, transformed: `[freqs][blocks][tiles]`, zero past the band's tiles
     // and in the padding outputs.
-    let z = grow(&mut scratch.m, FREQS * blocks * tiles);
-    // Rows of the output gradient split into even and odd elements, zero past `tw` so that
-    // the tiles past a row's end are zero.
+    let z = grow(&mut scratch.m, freqs * blocks * tiles);
+    // The `t` rows of a tile row of the output gradient, each split in its columns
+    // `t·j + p` (`p < t`), zero past `tw` so that the tiles past a row's end are zero.
     let ew = tw.next_multiple_of(LANES);
-    let split = grow(&mut scratch.rows, 4 * ew);
+    let split = grow(&mut scratch.rows, t * t * ew);
     split.fill(0.0);
     for o in 0..blocks {
-        for f in 0..FREQS {
+        for f in 0..freqs {
             let row = &mut z[(f * blocks + o) * tiles..][..tiles];
             if o >= outputs {
                 row.fill(0.0);
@@ -479,52 +480,50 @@ pub(crate) fn weight_grad_band(
             continue;
         }
         for ty in 0..tile_rows {
-            let y = dy.y0 + 2 * ty;
-            for (r, parts) in split.chunks_exact_mut(2 * ew).enumerate() {
+            let y = dy.y0 + t * ty;
+            for (r, parts) in split.chunks_exact_mut(t * ew).enumerate() {
                 let src = &dy.dout[o * dy.hw + (y + r) * dy.w..][..w];
-                let (even, odd) = parts.split_at_mut(ew);
-                for (k, pair) in src.chunks_exact(2).enumerate() {
-                    even[k] = pair[0];
-                    odd[k] = pair[1];
+                if t == 4 {
+                    split_columns::<4>(src, parts, ew);
+                } else {
+                    split_columns::<2>(src, parts, ew);
                 }
             }
-            // SAFETY: AVX2 is present (asserted); `split` holds 4 rows of `ew` (whole
+            let z = &mut z[o * tiles + ty * tw..];
+            // SAFETY: AVX2 is present (asserted); `split` holds `t · t` rows of `ew` (whole
             // vectors), the writes stay in `z` (rows of `tiles`, with room for the last
             // vector of the last tile row). Rows of tiles in order: a row's last vector runs
             // into the next row's first tiles (with zeros), which that row then overwrites.
             unsafe {
-                avx2::output_grad_transform(
-                    split,
-                    ew,
-                    tw,
-                    &mut z[o * tiles + ty * tw..],
-                    blocks * tiles,
-                );
+                if t == 4 {
+                    f4::output_grad_transform(split, ew, tw, z, blocks * tiles);
+                } else {
+                    avx2::output_grad_transform(split, ew, tw, z, blocks * tiles);
+                }
             }
         }
     }
-    let v = grow(&mut scratch.v, FREQS * GRAD_CHANNELS * tiles);
+    let v = grow(&mut scratch.v, freqs * GRAD_CHANNELS * tiles);
     for i0 in (0..inputs).step_by(GRAD_CHANNELS) {
         let n = GRAD_CHANNELS.min(inputs - i0);
         for c in 0..n {
+            let (band, v) = (&input[(i0 + c) * plane..], &mut v[c * tiles..]);
+            let fstride = GRAD_CHANNELS * tiles;
             // SAFETY: as in `band`; the writes stay in `v` (`GRAD_CHANNELS` channels of
             // `tiles` per frequency).
             unsafe {
-                avx2::input_transform(
-                    &input[(i0 + c) * plane..],
-                    wp,
-                    tile_rows,
-                    tw,
-                    &mut v[c * tiles..],
-                    GRAD_CHANNELS * tiles,
-                );
+                if t == 4 {
+                    f4::input_transform_rows(band, wp, tile_rows, tw, v, fstride);
+                } else {
+                    avx2::input_transform(band, wp, tile_rows, tw, v, fstride);
+                }
             }
         }
         // SAFETY: as above; `v` holds `n` channels and `z` every output, `vecs` vectors of
         // tiles each.
         unsafe {
             avx2::grad_products(
-                FREQS,
+                freqs,
                 v,
                 z,
                 tiles,
@@ -534,6 +533,16 @@ pub(crate) fn weight_grad_band(
                 outputs,
                 &mut scratch.sums,
             );
+        }
+    }
+}
+
+/// Element `T·k + p` of `row` to `parts[p · ew + k]` (`T` known when compiled, so that the
+/// loop unrolls).
+fn split_columns<const T: usize>(row: &[f32], parts: &mut [f32], ew: usize) {
+    for (k, group) in row.chunks_exact(T).enumerate() {
+        for (p, &value) in group.iter().enumerate() {
+            parts[p * ew + k] = value;
         }
     }
 }

@@ -12,10 +12,7 @@
 //! and columns that are multiples of 4, so each output is computed the same way whichever
 //! band or window it falls in.
 
-use super::{
-    OutputGrad, Scratch, Step, Weights, CO_BLOCK, GRAD_CHANNELS, GRAD_OUTPUTS, IN_BLOCK, LANES,
-    OUT_BLOCK,
-};
+use super::{Scratch, Step, Weights, CO_BLOCK, IN_BLOCK, LANES, OUT_BLOCK};
 use crate::grow;
 
 /// Positions of the transformed 6 × 6 tile.
@@ -241,121 +238,40 @@ pub(super) fn band(
     stride
 }
 
-/// [`super::weight_grad_band`] with 4 × 4 tiles: `Σ_tiles (A dy Aᵀ) ⊙ (Bᵀ d B)` with
-/// `A = [1 0 0 0; 1 1 1 1; 1 −1 1 −1; 1 2 4 8; 1 −2 4 −8; 0 0 0 1]`, from rows split by
-/// [`split`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn weight_grad_band(
-    input: &[f32],
-    plane: usize,
-    wp: usize,
-    rows: usize,
-    dy: &OutputGrad,
-    inputs: usize,
-    outputs: usize,
-    scratch: &mut Scratch,
+/// `A y Aᵀ` of the 4 × 4 output gradients of one row of `tw` tiles, for
+/// [`super::weight_grad_band`]: see `avx2::output_grad_transform`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+pub(super) unsafe fn output_grad_transform(
+    parts: &[f32],
+    ew: usize,
+    tw: usize,
+    z: &mut [f32],
+    fstride: usize,
 ) {
-    let w = wp - 2;
-    assert!(
-        rows.is_multiple_of(4) && w.is_multiple_of(4) && w == dy.w,
-        "winograd: rows {rows} and width {w} must be multiples of 4"
-    );
-    assert!(
-        inputs == 0 || (inputs - 1) * plane + (rows + 2) * wp + 2 * LANES <= input.len(),
-        "winograd: input band too short"
-    );
-    assert!(
-        outputs == 0 || (outputs - 1) * dy.hw + (dy.y0 + rows) * dy.w <= dy.dout.len(),
-        "winograd: output gradient too short"
-    );
-    assert!(
-        scratch.sums.len() >= FREQS * outputs * inputs,
-        "winograd: gradient sums too short"
-    );
-    assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
-    let tw = w / 4;
-    let tile_rows = rows / 4;
-    let count = tile_rows * tw;
-    let vecs = count.div_ceil(LANES);
-    // Room for the last tile row's last vector.
-    let tiles = (count + tw.next_multiple_of(LANES) - tw).next_multiple_of(LANES);
-    let blocks = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
-    // The output gradient, transformed: `[FREQS][blocks][tiles]`, zero past the band's tiles
-    // and in the padding outputs.
-    let z = grow(&mut scratch.m, FREQS * blocks * tiles);
-    // Four rows of the output gradient, each split in its columns 4j, 4j + 1, 4j + 2 and
-    // 4j + 3, zero past `tw` so that the tiles past a row's end are zero.
-    let ew = tw.next_multiple_of(LANES);
-    let parts = grow(&mut scratch.rows, 16 * ew);
-    parts.fill(0.0);
-    for o in 0..blocks {
-        for f in 0..FREQS {
-            let row = &mut z[(f * blocks + o) * tiles..][..tiles];
-            if o >= outputs {
-                row.fill(0.0);
-            } else {
-                row[count..].fill(0.0);
-            }
-        }
-        if o >= outputs {
-            continue;
-        }
-        for ty in 0..tile_rows {
-            let y = dy.y0 + 4 * ty;
-            for (r, row_parts) in parts.chunks_exact_mut(4 * ew).enumerate() {
-                let src = &dy.dout[o * dy.hw + (y + r) * dy.w..][..w];
-                for (k, quad) in src.chunks_exact(4).enumerate() {
-                    for (p, &value) in quad.iter().enumerate() {
-                        row_parts[p * ew + k] = value;
-                    }
-                }
-            }
-            // SAFETY: AVX2 is present (asserted); `parts` holds 16 rows of `ew` (whole
-            // vectors), the writes stay in `z` (rows of `tiles`, with room for the last
-            // vector of the last tile row). Rows of tiles in order: a row's last vector runs
-            // into the next row's first tiles (with zeros), which that row then overwrites.
-            unsafe {
-                avx2::output_grad_transform(
-                    parts,
-                    ew,
-                    tw,
-                    &mut z[o * tiles + ty * tw..],
-                    blocks * tiles,
-                );
-            }
-        }
-    }
-    let v = grow(&mut scratch.v, FREQS * GRAD_CHANNELS * tiles);
-    for i0 in (0..inputs).step_by(GRAD_CHANNELS) {
-        let n = GRAD_CHANNELS.min(inputs - i0);
-        for c in 0..n {
-            for ty in 0..tile_rows {
-                for j in 0..tw.div_ceil(LANES) {
-                    let at = (i0 + c) * plane + 4 * ty * wp + LANES * j;
-                    let t = c * tiles + ty * tw + LANES * j;
-                    // SAFETY: as in `band`; the writes stay in `v` (`GRAD_CHANNELS` channels
-                    // of `tiles` per frequency; a row's last vector runs into the next row's
-                    // tiles, written after it, or into the room after the last row).
-                    unsafe {
-                        avx2::input_transform(&input[at..], wp, &mut v[t..], GRAD_CHANNELS * tiles)
-                    };
-                }
-            }
-        }
-        // SAFETY: as above; `v` holds `n` channels and `z` every output, `vecs` vectors of
-        // tiles each.
-        unsafe {
-            super::avx2::grad_products(
-                FREQS,
-                v,
-                z,
-                tiles,
-                vecs,
-                (i0, n),
-                inputs,
-                outputs,
-                &mut scratch.sums,
-            );
+    avx2::output_grad_transform(parts, ew, tw, z, fstride)
+}
+
+/// `Bᵀ d B` of the tiles of `tr` tile rows of `tw` tiles for [`super::weight_grad_band`],
+/// from rows split by [`split`] (`band` at the first row of a channel): frequency `f` of tile
+/// `t = ty · tw + tx` to `v[f · fstride + t]`, whole vectors per tile row (the last vector of a
+/// row runs into the next row's tiles, written after it, or past the last row).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+pub(super) unsafe fn input_transform_rows(
+    band: &[f32],
+    wp: usize,
+    tr: usize,
+    tw: usize,
+    v: &mut [f32],
+    fstride: usize,
+) {
+    for ty in 0..tr {
+        for j in 0..tw.div_ceil(LANES) {
+            let t = ty * tw + LANES * j;
+            avx2::input_transform(&band[4 * ty * wp + LANES * j..], wp, &mut v[t..], fstride);
         }
     }
 }
