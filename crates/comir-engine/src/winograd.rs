@@ -270,9 +270,10 @@ impl Scratch {
 }
 
 /// A band of the convolution on the zero-padded input band `input` (channel `c` at
-/// `c · plane`, `rows + 2` rows of `wp` floats, each split by [`split`]): writes
-/// `out[o · stride + r · wp + x]` for output rows `r < rows` (even) and columns `x` in
-/// `xa..xb` (both even) and returns `stride`. Other positions of `out` are not written.
+/// `c · plane`, `rows + 2` rows of `wp` floats, each split in as many parts as the tiles' side
+/// by [`split`] or [`split4`]): writes `out[o · stride + r · wp + x]` for output rows
+/// `r < rows` and columns `x` in `xa..xb` (all three multiples of the tiles' side) and returns
+/// `stride`. Other positions of `out` are not written.
 ///
 /// The tiles are taken 16 at a time along a tile row, and the channels in blocks, so that
 /// the transformed input and the products of a step stay in L1: written to L2, the
@@ -295,13 +296,18 @@ pub(crate) fn band(
         !weights.wide || comir_cpu::Isa::Avx512.supported(),
         "winograd: CPU lacks AVX-512"
     );
-    if weights.tile == 4 {
-        return f4::band(weights, input, plane, wp, rows, (xa, xb), out, scratch);
-    }
     let (inputs, outputs) = (weights.inputs, weights.outputs);
+    // The side of the tiles, and their frequencies.
+    let t = weights.tile;
+    let freqs = if t == 4 { f4::FREQS } else { FREQS };
     assert!(
-        rows.is_multiple_of(2) && xa.is_multiple_of(2) && xb.is_multiple_of(2) && xa < xb,
-        "winograd: rows {rows} and columns {xa}..{xb} must be even"
+        rows.is_multiple_of(t)
+            && xa.is_multiple_of(t)
+            && xb.is_multiple_of(t)
+            && (wp - 2).is_multiple_of(t)
+            && xa < xb,
+        "winograd: rows {rows}, columns {xa}..{xb} and width {} must be multiples of {t}",
+        wp - 2
     );
     assert!(
         xb + 2 <= wp,
@@ -314,27 +320,39 @@ pub(crate) fn band(
     assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
     let stride = rows * wp;
     let og = grow(out, outputs * stride);
-    let tw = (xb - xa) / 2;
+    let tw = (xb - xa) / t;
     let padded = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
     // Up to two blocks of inputs (the input gradient's 12) are transformed once per segment
     // for all blocks of outputs when there are several; more are transformed block by block,
-    // again for each block of outputs.
+    // again for each block of outputs (half as many channels a block with 4 × 4 tiles, whose
+    // 36 frequencies take more room).
     let hoist = inputs <= IN_BLOCK || (inputs <= 2 * IN_BLOCK && padded > OUT_BLOCK);
-    let in_block = if hoist { inputs } else { IN_BLOCK };
-    let v = grow(&mut scratch.v, FREQS * in_block * SEGMENT);
-    let m = grow(&mut scratch.m, FREQS * OUT_BLOCK * SEGMENT);
+    let in_block = match (hoist, t) {
+        (true, _) => inputs,
+        (false, 4) => IN_BLOCK / 2,
+        (false, _) => IN_BLOCK,
+    };
+    let v = grow(&mut scratch.v, freqs * in_block * SEGMENT);
+    let m = grow(&mut scratch.m, freqs * OUT_BLOCK * SEGMENT);
     let fv = in_block * SEGMENT;
     let fm = OUT_BLOCK * SEGMENT;
     let transform = |v: &mut [f32], ci0: usize, n: usize, ty: usize, s0: usize, seg: usize| {
         for c in 0..n {
-            let rows_of_tile = &input[(ci0 + c) * plane + 2 * ty * wp + xa / 2 + s0..];
+            let tile = &input[(ci0 + c) * plane + t * ty * wp + xa / t + s0..];
+            let v = &mut v[c * SEGMENT..];
             // SAFETY: AVX2 is present (asserted); the reads stay in the band (asserted: the
             // last row's overrun is within the vector of slack after it), the writes in `v`
             // (a whole segment per channel and frequency).
-            unsafe { avx2::input_transform(rows_of_tile, wp, 1, seg, &mut v[c * SEGMENT..], fv) };
+            unsafe {
+                if t == 4 {
+                    f4::input_transform_rows(tile, wp, 1, seg, v, fv);
+                } else {
+                    avx2::input_transform(tile, wp, 1, seg, v, fv);
+                }
+            }
         }
     };
-    for ty in 0..rows / 2 {
+    for ty in 0..rows / t {
         for s0 in (0..tw).step_by(SEGMENT) {
             let seg = SEGMENT.min(tw - s0);
             let vecs = seg.div_ceil(LANES);
@@ -350,7 +368,7 @@ pub(crate) fn band(
                     }
                     let step = Step {
                         u: &weights.packed[(ob / CO_BLOCK * inputs + ib) * CO_BLOCK..],
-                        freqs: FREQS,
+                        freqs,
                         ufreq: weights.block,
                         ublock: inputs * CO_BLOCK,
                         inputs: nib,
@@ -361,14 +379,21 @@ pub(crate) fn band(
                         fm,
                         first: ib == 0,
                     };
-                    // SAFETY: AVX2 is present (asserted; AVX-512F where asked for, checked by
-                    // `band`); the sizes are checked inside.
+                    // SAFETY: AVX2 is present (asserted; AVX-512F where asked for, checked
+                    // above); the sizes are checked inside.
                     unsafe { products(weights, &step, v, m) };
                 }
                 for o in ob..(ob + nob).min(outputs) {
-                    let dst = &mut og[o * stride + 2 * ty * wp + xa + 2 * s0..(o + 1) * stride];
-                    // SAFETY: as above; `seg` tiles give `2 · seg` outputs on each of two rows.
-                    unsafe { avx2::output_transform(&m[(o - ob) * SEGMENT..], fm, seg, dst, wp) };
+                    let dst = &mut og[o * stride + t * (ty * wp + s0) + xa..(o + 1) * stride];
+                    let m = &m[(o - ob) * SEGMENT..];
+                    // SAFETY: as above; `seg` tiles give `t · seg` outputs on each of `t` rows.
+                    unsafe {
+                        if t == 4 {
+                            f4::output_transform_segment(m, fm, seg, dst, wp);
+                        } else {
+                            avx2::output_transform(m, fm, seg, dst, wp);
+                        }
+                    }
                 }
             }
         }

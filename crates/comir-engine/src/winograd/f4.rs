@@ -12,16 +12,10 @@
 //! and columns that are multiples of 4, so each output is computed the same way whichever
 //! band or window it falls in.
 
-use super::{Scratch, Step, Weights, CO_BLOCK, IN_BLOCK, LANES, OUT_BLOCK};
-use crate::grow;
+use super::LANES;
 
 /// Positions of the transformed 6 × 6 tile.
 pub(super) const FREQS: usize = 36;
-/// Tiles of one step along a tile row: two vectors (64 columns).
-const SEGMENT: usize = 2 * LANES;
-/// Input channels transformed at a time: 18 KiB of transformed tiles.
-const IN_BLOCK4: usize = IN_BLOCK / 2;
-
 /// `G g Gᵀ` of one 3×3 kernel (row-major), with `G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙;
 /// 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]`.
 pub(super) fn transform_kernel(g: &[f64; 9]) -> [f64; FREQS] {
@@ -133,109 +127,24 @@ pub(crate) fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
     }
 }
 
-/// [`super::band`] with 4 × 4 tiles: `rows`, `xa` and `xb` multiples of 4, rows split by
-/// [`split`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn band(
-    weights: &Weights,
-    input: &[f32],
-    plane: usize,
+/// `Aᵀ m A` of a segment of `seg` tiles (up to 16) of one tile row for [`super::band`], from
+/// `m[f · fstride + t]`: the 4 × 4 outputs of tile `t` to `out[a · wp + 4t + b]`, exactly
+/// those.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+pub(super) unsafe fn output_transform_segment(
+    m: &[f32],
+    fstride: usize,
+    seg: usize,
+    out: &mut [f32],
     wp: usize,
-    rows: usize,
-    (xa, xb): (usize, usize),
-    out: &mut Vec<f32>,
-    scratch: &mut Scratch,
-) -> usize {
-    let (inputs, outputs) = (weights.inputs, weights.outputs);
-    assert!(
-        rows.is_multiple_of(4)
-            && xa.is_multiple_of(4)
-            && xb.is_multiple_of(4)
-            && (wp - 2).is_multiple_of(4)
-            && xa < xb,
-        "winograd: rows {rows}, columns {xa}..{xb} and width {} must be multiples of 4",
-        wp - 2
-    );
-    assert!(
-        xb + 2 <= wp,
-        "winograd: columns {xa}..{xb} outside the band"
-    );
-    assert!(
-        inputs == 0 || (inputs - 1) * plane + (rows + 2) * wp + 2 * LANES <= input.len(),
-        "winograd: input band too short"
-    );
-    assert!(comir_cpu::Isa::Avx2.supported(), "winograd: CPU lacks AVX2");
-    let stride = rows * wp;
-    let og = grow(out, outputs * stride);
-    let tw = (xb - xa) / 4;
-    let padded = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
-    // As in F(2×2, 3×3): up to two blocks of inputs transformed once per segment when there
-    // are several blocks of outputs.
-    let hoist = inputs <= IN_BLOCK || (inputs <= 2 * IN_BLOCK && padded > OUT_BLOCK);
-    let in_block = if hoist { inputs } else { IN_BLOCK4 };
-    let v = grow(&mut scratch.v, FREQS * in_block * SEGMENT);
-    let m = grow(&mut scratch.m, FREQS * OUT_BLOCK * SEGMENT);
-    let fv = in_block * SEGMENT;
-    let fm = OUT_BLOCK * SEGMENT;
-    let transform = |v: &mut [f32], ci0: usize, n: usize, ty: usize, s0: usize, vecs: usize| {
-        for c in 0..n {
-            for j in 0..vecs {
-                let at = (ci0 + c) * plane + 4 * ty * wp + xa / 4 + s0 + LANES * j;
-                // SAFETY: AVX2 is present (asserted); the reads stay in the band (the last
-                // row's overrun is within the slack after it), the writes in `v` (a segment
-                // of tiles per channel and frequency).
-                unsafe {
-                    avx2::input_transform(&input[at..], wp, &mut v[c * SEGMENT + LANES * j..], fv)
-                };
-            }
-        }
-    };
-    for ty in 0..rows / 4 {
-        for s0 in (0..tw).step_by(SEGMENT) {
-            let seg = SEGMENT.min(tw - s0);
-            let vecs = seg.div_ceil(LANES);
-            if hoist {
-                transform(v, 0, inputs, ty, s0, vecs);
-            }
-            for ob in (0..padded).step_by(OUT_BLOCK) {
-                let nob = OUT_BLOCK.min(padded - ob);
-                for ib in (0..inputs).step_by(in_block) {
-                    let nib = in_block.min(inputs - ib);
-                    if !hoist {
-                        transform(v, ib, nib, ty, s0, vecs);
-                    }
-                    let step = Step {
-                        u: &weights.packed[(ob / CO_BLOCK * inputs + ib) * CO_BLOCK..],
-                        freqs: FREQS,
-                        ufreq: weights.block,
-                        ublock: inputs * CO_BLOCK,
-                        inputs: nib,
-                        blocks: nob / CO_BLOCK,
-                        vecs,
-                        segment: SEGMENT,
-                        fv,
-                        fm,
-                        first: ib == 0,
-                    };
-                    // SAFETY: AVX2 is present (asserted; AVX-512F where asked for, by
-                    // `super::band`); the sizes are checked inside.
-                    unsafe { super::products(weights, &step, v, m) };
-                }
-                for o in ob..(ob + nob).min(outputs) {
-                    for j in 0..vecs {
-                        let t = LANES * j;
-                        let dst =
-                            &mut og[o * stride + 4 * ty * wp + xa + 4 * (s0 + t)..(o + 1) * stride];
-                        let m = &m[(o - ob) * SEGMENT + t..];
-                        let n = LANES.min(seg - t);
-                        // SAFETY: as above; `n` tiles give `4 · n` outputs on each of 4 rows.
-                        unsafe { avx2::output_transform(m, fm, n, dst, wp) };
-                    }
-                }
-            }
-        }
+) {
+    for j in 0..seg.div_ceil(LANES) {
+        let t = LANES * j;
+        let n = LANES.min(seg - t);
+        avx2::output_transform(&m[t..], fstride, n, &mut out[4 * t..], wp);
     }
-    stride
 }
 
 /// `A y Aᵀ` of the 4 × 4 output gradients of one row of `tw` tiles, for
