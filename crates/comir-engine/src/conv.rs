@@ -9,9 +9,10 @@
 //! dropped. Bands keep the working set in L2 and bound the scratch memory for large images.
 //! A convolution can be asked for a [`Window`] of its output only: its rows are the bands', and
 //! the direct kernels then run each row's columns in the window. Where [`Kernel::Winograd`]
-//! applies, a band is an even number of rows, its padded rows are stored split into even and
-//! odd columns, and [`crate::winograd`] computes it from 2 × 2 tiles on even rows and columns
-//! (a window is widened to whole tiles, and only its part is written).
+//! applies, [`crate::winograd`] computes a band from 2 × 2 or 4 × 4 tiles on rows and columns
+//! that are multiples of the tiles' side: a band is a multiple of it in rows, its padded rows
+//! are stored split in as many parts (columns `t·j + p`), and a window is widened to whole
+//! tiles, of which only its part is written.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -429,9 +430,8 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    /// The kernels of an instruction set. Winograd runs with AVX2 only: with AVX-512 the
-    /// direct kernel does a multiply on twice the lanes, and the transforms' memory traffic,
-    /// which stays the same, then costs what the fewer multiplies save (docs/benchmarks.md).
+    /// The kernels of an instruction set: the direct ones, and Winograd where it pays
+    /// ([`Kernel::winograd_tile`]; docs/benchmarks.md).
     pub(crate) fn of(isa: comir_cpu::Isa) -> Self {
         match direct::Simd::of(isa) {
             Some(simd) => Kernel::Winograd(simd),

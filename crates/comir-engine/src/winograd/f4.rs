@@ -1,13 +1,14 @@
 //! Winograd F(4×4, 3×3): a 4 × 4 tile of outputs from the 6 × 6 inputs around it, with
 //! Lavin & Gray's points 0, ±1, ±2 and ∞. 36 multiplies per input channel for 16 outputs:
-//! 2.25 per output, where F(2×2, 3×3) needs 4 and the direct convolution 9. It computes the
-//! forward convolutions and the input gradients on planes whose sides are multiples of 4; the
-//! weight gradient stays F(2×2, 3×3).
+//! 2.25 per output, where F(2×2, 3×3) needs 4 and the direct convolution 9. On planes whose
+//! sides are multiples of 4 it computes the forward convolutions, the input gradients and the
+//! weight gradients; this module holds its transforms, and `super` the drivers both tile
+//! sides share.
 //!
 //! Padded rows are stored split four ways (`[p0 p4 p8 … | p1 p5 … | p2 p6 … | p3 p7 …]`, see
 //! [`split`]), so that the input transform reads the six columns of 8 tiles as whole vectors.
 //! The input and output transforms multiply by 2, 4, 5 and 8, the kernel transform divides by
-//! 4, 6, 12 and 24 (in f64, once per convolution): the result differs from the direct sum by
+//! 4, 6, 12 and 24 (in f64, once per convolution and batch): the result differs from the direct sum by
 //! f32 rounding of terms a few times larger than the outputs. Tiles lie on the plane's rows
 //! and columns that are multiples of 4, so each output is computed the same way whichever
 //! band or window it falls in.
