@@ -537,17 +537,10 @@ impl<'w> ConvWeights<'w> {
             winograd::Weights::new(tile, s.cout, s.cin, |co, ci, t| {
                 weight[(co * s.cin + ci) * kk + t]
             })
-            .with_wide_products(kernel.is_avx512())
         });
-        let packed = match kernel.direct() {
-            Kernel::Direct(_) if wino.is_none() => direct::pack_weights(s.cout, s.cin, kk, weight),
-            _ => Vec::new(),
-        };
-        ConvWeights {
-            raw: weight,
-            wino,
-            packed,
-        }
+        Self::prepared(kernel, weight, wino, || {
+            direct::pack_weights(s.cout, s.cin, kk, weight)
+        })
     }
 
     /// The weights of the input gradient of a convolution of geometry `s` with `kernel`, from
@@ -560,17 +553,26 @@ impl<'w> ConvWeights<'w> {
             winograd::Weights::new(tile, s.cin, s.cout, |ci, co, t| {
                 wt[ci * kk * s.cout + (kk - 1 - t) * s.cout + co]
             })
-            .with_wide_products(kernel.is_avx512())
         });
+        Self::prepared(kernel, wt, wino, || {
+            direct::pack_transposed(s.cout, s.cin, kk, wt)
+        })
+    }
+
+    /// The weights for `kernel`: Winograd's where given (their products on AVX-512's lanes
+    /// with AVX-512), else the direct kernel's packing where it runs.
+    fn prepared(
+        kernel: Kernel,
+        raw: &'w [f32],
+        wino: Option<winograd::Weights>,
+        pack: impl FnOnce() -> Vec<f32>,
+    ) -> Self {
+        let wino = wino.map(|w| w.with_wide_products(kernel.is_avx512()));
         let packed = match kernel.direct() {
-            Kernel::Direct(_) if wino.is_none() => direct::pack_transposed(s.cout, s.cin, kk, wt),
+            Kernel::Direct(_) if wino.is_none() => pack(),
             _ => Vec::new(),
         };
-        ConvWeights {
-            raw: wt,
-            wino,
-            packed,
-        }
+        ConvWeights { raw, wino, packed }
     }
 }
 

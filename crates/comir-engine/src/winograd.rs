@@ -102,7 +102,7 @@ impl Weights {
             tile == 2 || tile == 4,
             "winograd: tiles of 2 or 4, not {tile}"
         );
-        let freqs = if tile == 2 { FREQS } else { f4::FREQS };
+        let freqs = freqs_of(tile);
         let padded = outputs.div_ceil(CO_BLOCK) * CO_BLOCK;
         let block = padded * inputs;
         let mut packed = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
@@ -160,6 +160,15 @@ unsafe fn products(weights: &Weights, step: &Step, v: &[f32], m: &mut [f32]) {
         return avx512::products(step, v, m);
     }
     avx2::products(step, v, m)
+}
+
+/// The frequencies of tiles of side `tile`: 16 for 2 × 2, 36 for 4 × 4.
+fn freqs_of(tile: usize) -> usize {
+    if tile == 4 {
+        f4::FREQS
+    } else {
+        FREQS
+    }
 }
 
 /// The side of the output tiles Winograd uses for a convolution's forward or input gradient
@@ -236,7 +245,7 @@ impl Scratch {
             tile == 2 || tile == 4,
             "winograd: tiles of 2 or 4, not {tile}"
         );
-        let freqs = if tile == 2 { FREQS } else { f4::FREQS };
+        let freqs = freqs_of(tile);
         self.sums_tile = tile;
         self.sums.clear();
         self.sums.resize(freqs * outputs * inputs, 0.0);
@@ -247,11 +256,7 @@ impl Scratch {
     /// bands ([`kernel_gradient`]).
     pub(crate) fn add_weight_grad(&self, outputs: usize, inputs: usize, dw: &mut [f32]) {
         let n = outputs * inputs;
-        let freqs = if self.sums_tile == 4 {
-            f4::FREQS
-        } else {
-            FREQS
-        };
+        let freqs = freqs_of(self.sums_tile);
         assert!(
             self.sums.len() >= freqs * n && dw.len() >= 9 * n,
             "winograd: sizes"
@@ -299,7 +304,7 @@ pub(crate) fn band(
     let (inputs, outputs) = (weights.inputs, weights.outputs);
     // The side of the tiles, and their frequencies.
     let t = weights.tile;
-    let freqs = if t == 4 { f4::FREQS } else { FREQS };
+    let freqs = freqs_of(t);
     assert!(
         rows.is_multiple_of(t)
             && xa.is_multiple_of(t)
@@ -458,7 +463,7 @@ pub(crate) fn weight_grad_band(
 ) {
     // The side of the tiles, and their frequencies.
     let t = scratch.sums_tile;
-    let freqs = if t == 4 { f4::FREQS } else { FREQS };
+    let freqs = freqs_of(t);
     let w = wp - 2;
     assert!(
         rows.is_multiple_of(t) && w.is_multiple_of(t) && w == dy.w,
@@ -1153,43 +1158,63 @@ mod tests {
     }
 
     /// The kernel gradient is the adjoint of the kernel transform:
-    /// `⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩` for every kernel `g` and every `u`.
+    /// `⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩` for every kernel `g` and every `u`, for both tile sides.
     #[test]
     fn the_kernel_gradient_is_the_adjoint_of_the_transform() {
-        for seed in 0..5 {
-            let g: [f64; 9] = std::array::from_fn(|i| ((i + 9 * seed) as f64 * 1.3).cos());
-            let u: [f64; FREQS] = std::array::from_fn(|i| ((i + 16 * seed) as f64 * 0.9).sin());
-            let left: f64 = transform_kernel(&g)
-                .iter()
-                .zip(&u)
-                .map(|(a, b)| a * b)
-                .sum();
-            let right: f64 = g.iter().zip(&kernel_gradient(&u)).map(|(a, b)| a * b).sum();
-            assert!((left - right).abs() < 1e-12, "{left} against {right}");
-        }
-    }
-
-    /// `G g Gᵀ` against the matrices multiplied out.
-    #[test]
-    fn the_kernel_transform_is_g_g_gt() {
-        let g: [f64; 9] = std::array::from_fn(|i| (i as f64 * 0.7 - 2.0).sin());
-        let gm = [
-            [1.0, 0.0, 0.0],
-            [0.5, 0.5, 0.5],
-            [0.5, -0.5, 0.5],
-            [0.0, 0.0, 1.0],
-        ];
-        let u = transform_kernel(&g);
-        for i in 0..4 {
-            for j in 0..4 {
-                let mut want = 0.0;
-                for k in 0..3 {
-                    for l in 0..3 {
-                        want += gm[i][k] * g[3 * k + l] * gm[j][l];
-                    }
-                }
-                assert!((u[4 * i + j] - want).abs() < 1e-12, "({i}, {j})");
+        fn check<const F: usize>(
+            transform: fn(&[f64; 9]) -> [f64; F],
+            gradient: fn(&[f64; F]) -> [f64; 9],
+        ) {
+            for seed in 0..5 {
+                let g: [f64; 9] = std::array::from_fn(|i| ((i + 9 * seed) as f64 * 1.3).cos());
+                let u: [f64; F] = std::array::from_fn(|i| ((i + F * seed) as f64 * 0.9).sin());
+                let left: f64 = transform(&g).iter().zip(&u).map(|(a, b)| a * b).sum();
+                let right: f64 = g.iter().zip(&gradient(&u)).map(|(a, b)| a * b).sum();
+                assert!((left - right).abs() < 1e-12, "{left} against {right}");
             }
         }
+        check(transform_kernel, kernel_gradient);
+        check(f4::transform_kernel, f4::kernel_gradient);
+    }
+
+    /// `G g Gᵀ` against the matrices multiplied out, for both tile sides.
+    #[test]
+    fn the_kernel_transform_is_g_g_gt() {
+        fn check<const F: usize>(transform: fn(&[f64; 9]) -> [f64; F], gm: &[[f64; 3]]) {
+            let n = gm.len();
+            let g: [f64; 9] = std::array::from_fn(|i| (i as f64 * 0.7 - 2.0).sin());
+            let u = transform(&g);
+            for i in 0..n {
+                for j in 0..n {
+                    let mut want = 0.0;
+                    for k in 0..3 {
+                        for l in 0..3 {
+                            want += gm[i][k] * g[3 * k + l] * gm[j][l];
+                        }
+                    }
+                    assert!((u[n * i + j] - want).abs() < 1e-12, "{n}: ({i}, {j})");
+                }
+            }
+        }
+        check(
+            transform_kernel,
+            &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+        );
+        check(
+            f4::transform_kernel,
+            &[
+                [0.25, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        );
     }
 }

@@ -479,49 +479,6 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// The kernel gradient is the adjoint of the kernel transform:
-    /// `⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩` for every kernel `g` and every `u`.
-    #[test]
-    fn the_kernel_gradient_is_the_adjoint_of_the_transform() {
-        for seed in 0..5 {
-            let g: [f64; 9] = std::array::from_fn(|i| ((i + 9 * seed) as f64 * 1.3).cos());
-            let u: [f64; FREQS] = std::array::from_fn(|i| ((i + 36 * seed) as f64 * 0.9).sin());
-            let left: f64 = transform_kernel(&g)
-                .iter()
-                .zip(&u)
-                .map(|(a, b)| a * b)
-                .sum();
-            let right: f64 = g.iter().zip(&kernel_gradient(&u)).map(|(a, b)| a * b).sum();
-            assert!((left - right).abs() < 1e-12, "{left} against {right}");
-        }
-    }
-
-    /// `G g Gᵀ` against the matrices multiplied out.
-    #[test]
-    fn the_kernel_transform_is_g_g_gt() {
-        let g: [f64; 9] = std::array::from_fn(|i| (i as f64 * 0.7 - 2.0).sin());
-        let gm = [
-            [0.25, 0.0, 0.0],
-            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-            [0.0, 0.0, 1.0],
-        ];
-        let u = transform_kernel(&g);
-        for i in 0..6 {
-            for j in 0..6 {
-                let mut want = 0.0;
-                for k in 0..3 {
-                    for l in 0..3 {
-                        want += gm[i][k] * g[3 * k + l] * gm[j][l];
-                    }
-                }
-                assert!((u[6 * i + j] - want).abs() < 1e-12, "({i}, {j})");
-            }
-        }
-    }
-
     /// The split row holds each padded column where the transform looks for it, at every width
     /// (whole vectors and tails), whichever way it is written.
     #[test]
