@@ -880,7 +880,7 @@ pub(crate) fn conv_backward(
         let mut scratch = cell.borrow_mut();
         let Scratch { a, b, c, wino: ws } = &mut *scratch;
         if let Some(t) = wgrad_tile {
-            ws.start_weight_grad(t, s.cout, s.cin);
+            ws.start_weight_grad(t, kernel.is_avx512(), s.cout, s.cin);
         }
         let mut carried: Option<Carried> = None;
         for (y0, rows) in bands {

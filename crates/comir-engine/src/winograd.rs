@@ -28,13 +28,15 @@ use crate::direct::CO_BLOCK;
 use crate::grow;
 
 mod f4;
+#[cfg(target_arch = "x86_64")]
+mod vectors;
 
 pub(crate) use f4::{bn_relu_split as bn_relu_split4, split as split4};
 
 /// Positions of the transformed 4 × 4 tile.
 const FREQS: usize = 16;
-/// Tiles transformed per vector: the transforms use AVX2's 8 lanes on every CPU that has the
-/// direct kernels (they are additions and shuffles, not the hot loop).
+/// Tiles per AVX2 vector. The 2 × 2 transforms use AVX2's 8 lanes on every CPU that has the
+/// direct kernels; the 4 × 4 ones use AVX-512's 16 where the CPU has them (see [`f4`]).
 const LANES: usize = 8;
 /// Tiles of one step along a tile row: two vectors.
 const SEGMENT: usize = 2 * LANES;
@@ -74,7 +76,8 @@ pub(crate) fn pays(inputs: usize, outputs: usize, width: usize) -> bool {
 pub(crate) struct Weights {
     /// The side of the output tiles: 2 or 4.
     tile: usize,
-    /// Whether the products run on AVX-512's 16 lanes (a segment of tiles per vector).
+    /// Whether the products, and the 4 × 4 transforms, run on AVX-512's 16 lanes (a segment
+    /// of tiles per vector).
     wide: bool,
     inputs: usize,
     outputs: usize,
@@ -140,8 +143,9 @@ impl Weights {
         self.tile
     }
 
-    /// With `wide`, the products of whole segments run on AVX-512's 16 lanes (the CPU must
-    /// have AVX-512F); the numbers are the same, lane for lane.
+    /// With `wide`, the products of whole segments, and the 4 × 4 transforms, run on
+    /// AVX-512's 16 lanes (the CPU must have AVX-512F); the numbers are the same, lane for
+    /// lane.
     pub(crate) fn with_wide_products(mut self, wide: bool) -> Weights {
         self.wide = wide;
         self
@@ -235,18 +239,28 @@ pub(crate) struct Scratch {
     sums: Vec<f32>,
     /// The side of the tiles `sums` are for.
     sums_tile: usize,
+    /// Whether the 4 × 4 transforms of [`weight_grad_band`] run on AVX-512's 16 lanes.
+    sums_wide: bool,
 }
 
 impl Scratch {
     /// Clears the sums of [`weight_grad_band`] for a convolution from `inputs` to `outputs`
-    /// channels on tiles of side `tile` (2 or 4).
-    pub(crate) fn start_weight_grad(&mut self, tile: usize, outputs: usize, inputs: usize) {
+    /// channels on tiles of side `tile` (2 or 4); with `wide`, the 4 × 4 transforms run on
+    /// AVX-512's 16 lanes (the CPU must have AVX-512F; the same bits).
+    pub(crate) fn start_weight_grad(
+        &mut self,
+        tile: usize,
+        wide: bool,
+        outputs: usize,
+        inputs: usize,
+    ) {
         assert!(
             tile == 2 || tile == 4,
             "winograd: tiles of 2 or 4, not {tile}"
         );
         let freqs = freqs_of(tile);
         self.sums_tile = tile;
+        self.sums_wide = wide;
         self.sums.clear();
         self.sums.resize(freqs * outputs * inputs, 0.0);
     }
@@ -284,8 +298,8 @@ impl Scratch {
 /// the transformed input and the products of a step stay in L1: written to L2, the
 /// transformed input (4× the input) cost as much as the multiplies it saved.
 ///
-/// Runs on AVX2 (also where the CPU has AVX-512). Panics if the CPU lacks AVX2 or the band
-/// is shorter than described.
+/// Runs on AVX2, and on AVX-512 where the weights ask for it ([`Weights::with_wide_products`]).
+/// Panics if the CPU lacks those or the band is shorter than described.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn band(
     weights: &Weights,
@@ -350,7 +364,7 @@ pub(crate) fn band(
             // (a whole segment per channel and frequency).
             unsafe {
                 if t == 4 {
-                    f4::input_transform_rows(tile, wp, 1, seg, v, fv);
+                    f4::input_transform_rows(tile, wp, 1, seg, v, fv, weights.wide);
                 } else {
                     avx2::input_transform(tile, wp, 1, seg, v, fv);
                 }
@@ -394,7 +408,7 @@ pub(crate) fn band(
                     // SAFETY: as above; `seg` tiles give `t · seg` outputs on each of `t` rows.
                     unsafe {
                         if t == 4 {
-                            f4::output_transform_segment(m, fm, seg, dst, wp);
+                            f4::output_transform_segment(m, fm, seg, dst, wp, weights.wide);
                         } else {
                             avx2::output_transform(m, fm, seg, dst, wp);
                         }
@@ -462,7 +476,7 @@ pub(crate) fn weight_grad_band(
     scratch: &mut Scratch,
 ) {
     // The side of the tiles, and their frequencies.
-    let t = scratch.sums_tile;
+    let (t, wide) = (scratch.sums_tile, scratch.sums_wide);
     let freqs = freqs_of(t);
     let w = wp - 2;
     assert!(
@@ -526,7 +540,7 @@ pub(crate) fn weight_grad_band(
             // into the next row's first tiles (with zeros), which that row then overwrites.
             unsafe {
                 if t == 4 {
-                    f4::output_grad_transform(split, ew, tw, z, blocks * tiles);
+                    f4::output_grad_transform(split, ew, tw, z, blocks * tiles, wide);
                 } else {
                     avx2::output_grad_transform(split, ew, tw, z, blocks * tiles);
                 }
@@ -543,7 +557,7 @@ pub(crate) fn weight_grad_band(
             // `tiles` per frequency).
             unsafe {
                 if t == 4 {
-                    f4::input_transform_rows(band, wp, tile_rows, tw, v, fstride);
+                    f4::input_transform_rows(band, wp, tile_rows, tw, v, fstride, wide);
                 } else {
                     avx2::input_transform(band, wp, tile_rows, tw, v, fstride);
                 }

@@ -6,7 +6,9 @@
 //! sides share.
 //!
 //! Padded rows are stored split four ways (`[p0 p4 p8 … | p1 p5 … | p2 p6 … | p3 p7 …]`, see
-//! [`split`]), so that the input transform reads the six columns of 8 tiles as whole vectors.
+//! [`split`]), so that the input transform reads the six columns of 8 tiles (16 on AVX-512)
+//! as whole vectors. The transforms are written once over the vector width (`lanes`); a lane
+//! computes the same thing at either width, so both give the same bits.
 //! The input and output transforms multiply by 2, 4, 5 and 8, the kernel transform divides by
 //! 4, 6, 12 and 24 (in f64, once per convolution and batch): the result differs from the direct sum by
 //! f32 rounding of terms a few times larger than the outputs. Tiles lie on the plane's rows
@@ -130,17 +132,23 @@ pub(crate) fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
 
 /// `Aᵀ m A` of a segment of `seg` tiles (up to 16) of one tile row for [`super::band`], from
 /// `m[f · fstride + t]`: the 4 × 4 outputs of tile `t` to `out[a · wp + 4t + b]`, exactly
-/// those.
+/// those. With `wide`, a segment of more than 8 tiles is transformed on AVX-512's 16 lanes
+/// (the same bits).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA.
+/// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
 pub(super) unsafe fn output_transform_segment(
     m: &[f32],
     fstride: usize,
     seg: usize,
     out: &mut [f32],
     wp: usize,
+    wide: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if wide && seg > LANES {
+        return avx512::output_transform(m, fstride, seg, out, wp);
+    }
     for j in 0..seg.div_ceil(LANES) {
         let t = LANES * j;
         let n = LANES.min(seg - t);
@@ -149,27 +157,45 @@ pub(super) unsafe fn output_transform_segment(
 }
 
 /// `A y Aᵀ` of the 4 × 4 output gradients of one row of `tw` tiles, for
-/// [`super::weight_grad_band`]: see `avx2::output_grad_transform`.
+/// [`super::weight_grad_band`], from `parts`: 4 rows of 4 parts (the columns `4j + p`), `ew`
+/// each, zero past `tw`. Frequency `f` of tile `t` to `z[f · fstride + t]`, whole vectors of
+/// tiles (the last one runs past the row). With `wide`, 16 tiles a vector while 16 are left.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA.
+/// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
 pub(super) unsafe fn output_grad_transform(
     parts: &[f32],
     ew: usize,
     tw: usize,
     z: &mut [f32],
     fstride: usize,
+    wide: bool,
 ) {
-    avx2::output_grad_transform(parts, ew, tw, z, fstride)
+    let vecs = tw.div_ceil(LANES);
+    assert!(16 * ew <= parts.len() && vecs * LANES <= ew);
+    assert!((FREQS - 1) * fstride + vecs * LANES <= z.len());
+    let mut tx = 0;
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        while tx + 2 * LANES <= tw {
+            avx512::output_grad_transform(&parts[tx..], ew, &mut z[tx..], fstride);
+            tx += 2 * LANES;
+        }
+    }
+    while tx < tw {
+        avx2::output_grad_transform(&parts[tx..], ew, &mut z[tx..], fstride);
+        tx += LANES;
+    }
 }
 
-/// `Bᵀ d B` of the tiles of `tr` tile rows of `tw` tiles for [`super::weight_grad_band`],
-/// from rows split by [`split`] (`band` at the first row of a channel): frequency `f` of tile
-/// `t = ty · tw + tx` to `v[f · fstride + t]`, whole vectors per tile row (the last vector of a
-/// row runs into the next row's tiles, written after it, or past the last row).
+/// `Bᵀ d B` of the tiles of `tr` tile rows of `tw` tiles for [`super::weight_grad_band`] and
+/// [`super::band`], from rows split by [`split`] (`band` at the first row of a channel):
+/// frequency `f` of tile `t = ty · tw + tx` to `v[f · fstride + t]`, whole vectors per tile
+/// row (the last vector of a row runs into the next row's tiles, written after it, or past
+/// the last row). With `wide`, 16 tiles a vector while 16 are left.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA.
+/// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
 pub(super) unsafe fn input_transform_rows(
     band: &[f32],
     wp: usize,
@@ -177,11 +203,21 @@ pub(super) unsafe fn input_transform_rows(
     tw: usize,
     v: &mut [f32],
     fstride: usize,
+    wide: bool,
 ) {
     for ty in 0..tr {
-        for j in 0..tw.div_ceil(LANES) {
-            let t = ty * tw + LANES * j;
-            avx2::input_transform(&band[4 * ty * wp + LANES * j..], wp, &mut v[t..], fstride);
+        let (row, v) = (&band[4 * ty * wp..], &mut v[ty * tw..]);
+        let mut tx = 0;
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            while tx + 2 * LANES <= tw {
+                avx512::input_transform(&row[tx..], wp, &mut v[tx..], fstride);
+                tx += 2 * LANES;
+            }
+        }
+        while tx < tw {
+            avx2::input_transform(&row[tx..], wp, &mut v[tx..], fstride);
+            tx += LANES;
         }
     }
 }
@@ -197,20 +233,166 @@ mod avx2 {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
     }
 
-    pub(super) unsafe fn output_grad_transform(
-        _: &[f32],
-        _: usize,
-        _: usize,
-        _: &mut [f32],
-        _: usize,
-    ) {
+    pub(super) unsafe fn output_grad_transform(_: &[f32], _: usize, _: &mut [f32], _: usize) {
         unreachable!("Winograd runs with the direct kernels, on x86-64 only")
+    }
+}
+
+/// The transforms, once for every vector width: what a lane computes does not depend on it.
+#[cfg(target_arch = "x86_64")]
+mod lanes {
+    use super::super::vectors::F32s;
+    use super::{parts, FREQS};
+
+    /// `Bᵀ d` of six vectors, `Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0;
+    /// 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]`.
+    #[inline(always)]
+    unsafe fn bt<V: F32s>(d: [V; 6]) -> [V; 6] {
+        let (two, four, five) = (V::splat(2.0), V::splat(4.0), V::splat(5.0));
+        let (s12, d12) = (d[1].add(d[2]), d[1].sub(d[2]));
+        let (s34, d43) = (d[3].add(d[4]), d[4].sub(d[3]));
+        let (d31, d42) = (d[3].sub(d[1]), d[4].sub(d[2]));
+        [
+            four.mul_add(d[0], five.neg_mul_add(d[2], d[4])),
+            four.neg_mul_add(s12, s34),
+            four.mul_add(d12, d43),
+            two.mul_add(d31, d42),
+            two.neg_mul_add(d31, d42),
+            four.mul_add(d[1], five.neg_mul_add(d[3], d[5])),
+        ]
+    }
+
+    /// `Bᵀ d B` of one vector of tiles of one tile row, from split rows `wp` apart (see
+    /// [`super::split`]; `band` at the first tile's part-0 element of its first row):
+    /// frequency `f` of tile `t` to `v[f · fstride + t]`, whole vectors (tiles past the row's
+    /// end are junk).
+    // Indexing keeps the vectors in registers; `array::map` copies them through memory.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    pub(super) unsafe fn input_transform<V: F32s>(
+        band: &[f32],
+        wp: usize,
+        v: &mut [f32],
+        fstride: usize,
+    ) {
+        let [_, p1, p2, p3] = parts(wp);
+        assert!(5 * wp + p3 + V::LANES <= band.len());
+        assert!((FREQS - 1) * fstride + V::LANES <= v.len());
+        let (e, d) = (band.as_ptr(), v.as_mut_ptr());
+        // d B, row by row: padded columns 4t … 4t + 5 of the tiles are parts 0, 1, 2, 3 at t
+        // and parts 0, 1 at t + 1.
+        let mut rows = [[V::zero(); 6]; 6];
+        for (r, row) in rows.iter_mut().enumerate() {
+            let p = e.add(r * wp);
+            *row = bt([
+                V::load(p),
+                V::load(p.add(p1)),
+                V::load(p.add(p2)),
+                V::load(p.add(p3)),
+                V::load(p.add(1)),
+                V::load(p.add(p1 + 1)),
+            ]);
+        }
+        // Then Bᵀ down each column j: frequency 6i + j.
+        for j in 0..6 {
+            let col = bt([
+                rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j],
+            ]);
+            for (i, c) in col.iter().enumerate() {
+                c.store(d.add((6 * i + j) * fstride));
+            }
+        }
+    }
+
+    /// `Aᵀ m` of six vectors, `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]`.
+    #[inline(always)]
+    unsafe fn at<V: F32s>(m: [V; 6]) -> [V; 4] {
+        let (two, four, eight) = (V::splat(2.0), V::splat(4.0), V::splat(8.0));
+        let (s12, d12) = (m[1].add(m[2]), m[1].sub(m[2]));
+        let (s34, d34) = (m[3].add(m[4]), m[3].sub(m[4]));
+        [
+            m[0].add(s12).add(s34),
+            two.mul_add(d34, d12),
+            four.mul_add(s34, s12),
+            eight.mul_add(d34, d12).add(m[5]),
+        ]
+    }
+
+    /// `Aᵀ m A` of one vector of tiles, from `m[f · fstride + t]`: output `(a, b)` of each
+    /// tile in `[b][a]`.
+    #[inline(always)]
+    pub(super) unsafe fn output_transform<V: F32s>(m: *const f32, fstride: usize) -> [[V; 4]; 4] {
+        // m A, row by row.
+        let mut rows = [[V::zero(); 4]; 6];
+        for (i, row) in rows.iter_mut().enumerate() {
+            let f = m.add(6 * i * fstride);
+            *row = at([
+                V::load(f),
+                V::load(f.add(fstride)),
+                V::load(f.add(2 * fstride)),
+                V::load(f.add(3 * fstride)),
+                V::load(f.add(4 * fstride)),
+                V::load(f.add(5 * fstride)),
+            ]);
+        }
+        // Aᵀ down each column b.
+        let mut cols = [[V::zero(); 4]; 4];
+        for (b, col) in cols.iter_mut().enumerate() {
+            *col = at([
+                rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b],
+            ]);
+        }
+        cols
+    }
+
+    /// `A y` of four vectors, `A = [1 0 0 0; 1 1 1 1; 1 −1 1 −1; 1 2 4 8; 1 −2 4 −8; 0 0 0 1]`.
+    #[inline(always)]
+    unsafe fn a<V: F32s>(y: [V; 4]) -> [V; 6] {
+        let (two, four) = (V::splat(2.0), V::splat(4.0));
+        let (s02, s13) = (y[0].add(y[2]), y[1].add(y[3]));
+        let e = four.mul_add(y[2], y[0]);
+        let f = two.mul(four.mul_add(y[3], y[1]));
+        [y[0], s02.add(s13), s02.sub(s13), e.add(f), e.sub(f), y[3]]
+    }
+
+    /// `A y Aᵀ` of one vector of tiles of [`super::output_grad_transform`] (`parts` and `z`
+    /// at its first tile).
+    // As in `input_transform`.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    pub(super) unsafe fn output_grad_transform<V: F32s>(
+        parts: &[f32],
+        ew: usize,
+        z: &mut [f32],
+        fstride: usize,
+    ) {
+        assert!(15 * ew + V::LANES <= parts.len());
+        assert!((FREQS - 1) * fstride + V::LANES <= z.len());
+        let (s, d) = (parts.as_ptr(), z.as_mut_ptr());
+        // y Aᵀ, row by row.
+        let mut rows = [[V::zero(); 6]; 4];
+        for (r, row) in rows.iter_mut().enumerate() {
+            let p = s.add(4 * r * ew);
+            *row = a([
+                V::load(p),
+                V::load(p.add(ew)),
+                V::load(p.add(2 * ew)),
+                V::load(p.add(3 * ew)),
+            ]);
+        }
+        // Then A down each column j: frequency 6i + j.
+        for j in 0..6 {
+            let col = a([rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+            for (i, c) in col.iter().enumerate() {
+                c.store(d.add((6 * i + j) * fstride));
+            }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{parts, FREQS, LANES};
+    use super::{lanes, parts, FREQS, LANES};
     use std::arch::x86_64::*;
 
     /// The even and odd elements of 16 consecutive ones, each in order.
@@ -287,86 +469,26 @@ mod avx2 {
         }
     }
 
-    /// `Bᵀ d` of six vectors, `Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0;
-    /// 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn bt(d: [__m256; 6]) -> [__m256; 6] {
-        let (two, four, five) = (
-            _mm256_set1_ps(2.0),
-            _mm256_set1_ps(4.0),
-            _mm256_set1_ps(5.0),
-        );
-        let (s12, d12) = (_mm256_add_ps(d[1], d[2]), _mm256_sub_ps(d[1], d[2]));
-        let (s34, d43) = (_mm256_add_ps(d[3], d[4]), _mm256_sub_ps(d[4], d[3]));
-        let (d31, d42) = (_mm256_sub_ps(d[3], d[1]), _mm256_sub_ps(d[4], d[2]));
-        [
-            _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4])),
-            _mm256_fnmadd_ps(four, s12, s34),
-            _mm256_fmadd_ps(four, d12, d43),
-            _mm256_fmadd_ps(two, d31, d42),
-            _mm256_fnmadd_ps(two, d31, d42),
-            _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5])),
-        ]
-    }
-
-    /// `Bᵀ d B` of 8 tiles of one tile row, from split rows `wp` apart (see [`super::split`];
-    /// `band` at the first tile's part-0 element of its first row): frequency `f` of tile `t` to
-    /// `v[f · fstride + t]`, whole vectors (tiles past the row's end are junk).
-    // Indexing keeps the vectors in registers; `array::map` copies them through memory.
-    #[allow(clippy::needless_range_loop)]
+    /// [`lanes::input_transform`] of 8 tiles.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn input_transform(band: &[f32], wp: usize, v: &mut [f32], fstride: usize) {
-        let [_, p1, p2, p3] = parts(wp);
-        assert!(5 * wp + p3 + LANES <= band.len());
-        assert!((FREQS - 1) * fstride + LANES <= v.len());
-        let (e, d) = (band.as_ptr(), v.as_mut_ptr());
-        // d B, row by row: padded columns 4t … 4t + 5 of 8 tiles are parts 0, 1, 2, 3 at t
-        // and parts 0, 1 at t + 1.
-        let rows: [[__m256; 6]; 6] = std::array::from_fn(|r| {
-            let p = e.add(r * wp);
-            bt([
-                _mm256_loadu_ps(p),
-                _mm256_loadu_ps(p.add(p1)),
-                _mm256_loadu_ps(p.add(p2)),
-                _mm256_loadu_ps(p.add(p3)),
-                _mm256_loadu_ps(p.add(1)),
-                _mm256_loadu_ps(p.add(p1 + 1)),
-            ])
-        });
-        // Then Bᵀ down each column j: frequency 6i + j.
-        for j in 0..6 {
-            let col = bt(std::array::from_fn(|r| rows[r][j]));
-            for (i, c) in col.iter().enumerate() {
-                _mm256_storeu_ps(d.add((6 * i + j) * fstride), *c);
-            }
-        }
+        lanes::input_transform::<__m256>(band, wp, v, fstride)
     }
 
-    /// `Aᵀ m` of six vectors, `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]`.
-    #[inline]
+    /// [`lanes::output_grad_transform`] of 8 tiles.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn at(m: [__m256; 6]) -> [__m256; 4] {
-        let (two, four, eight) = (
-            _mm256_set1_ps(2.0),
-            _mm256_set1_ps(4.0),
-            _mm256_set1_ps(8.0),
-        );
-        let (s12, d12) = (_mm256_add_ps(m[1], m[2]), _mm256_sub_ps(m[1], m[2]));
-        let (s34, d34) = (_mm256_add_ps(m[3], m[4]), _mm256_sub_ps(m[3], m[4]));
-        [
-            _mm256_add_ps(_mm256_add_ps(m[0], s12), s34),
-            _mm256_fmadd_ps(two, d34, d12),
-            _mm256_fmadd_ps(four, s34, s12),
-            _mm256_add_ps(_mm256_fmadd_ps(eight, d34, d12), m[5]),
-        ]
+    pub(super) unsafe fn output_grad_transform(
+        parts: &[f32],
+        ew: usize,
+        z: &mut [f32],
+        fstride: usize,
+    ) {
+        lanes::output_grad_transform::<__m256>(parts, ew, z, fstride)
     }
 
     /// `Aᵀ m A` of `seg` (1 to 8) tiles of one tile row, from `m[f · fstride + t]`: the 4 × 4
     /// outputs of tile `t` to `out[a · wp + 4t + b]`. Exactly those are written (the last
     /// ones through a mask).
-    // As in `input_transform`.
-    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn output_transform(
         m: &[f32],
@@ -378,17 +500,22 @@ mod avx2 {
         assert!((1..=LANES).contains(&seg));
         assert!((FREQS - 1) * fstride + LANES <= m.len());
         assert!(3 * wp + 4 * seg <= out.len());
-        let (s, d) = (m.as_ptr(), out.as_mut_ptr());
-        // m A, row by row.
-        let rows: [[__m256; 4]; 6] = std::array::from_fn(|i| {
-            at(std::array::from_fn(|j| {
-                _mm256_loadu_ps(s.add((6 * i + j) * fstride))
-            }))
-        });
-        // Aᵀ down each column b: output (a, b) of each tile.
-        let cols: [[__m256; 4]; 4] =
-            std::array::from_fn(|b| at(std::array::from_fn(|i| rows[i][b])));
-        let valid = 4 * seg;
+        let cols = lanes::output_transform::<__m256>(m.as_ptr(), fstride);
+        store_tiles(&cols, 4 * seg, out.as_mut_ptr(), wp);
+    }
+
+    /// Writes the outputs `cols[b][a]` of 8 tiles to `d[a · wp + 4t + b]`, the first `valid`
+    /// of each row only.
+    // Indexing keeps the vectors in registers.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn store_tiles(
+        cols: &[[__m256; 4]; 4],
+        valid: usize,
+        d: *mut f32,
+        wp: usize,
+    ) {
         for a in 0..4 {
             // Interleave the four columns: [t0b0 t0b1 t0b2 t0b3 t1b0 …].
             let (o0, o1, o2, o3) = (cols[0][a], cols[1][a], cols[2][a], cols[3][a]);
@@ -420,57 +547,61 @@ mod avx2 {
             }
         }
     }
+}
 
-    /// `A y` of four vectors, `A = [1 0 0 0; 1 1 1 1; 1 −1 1 −1; 1 2 4 8; 1 −2 4 −8; 0 0 0 1]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn a(y: [__m256; 4]) -> [__m256; 6] {
-        let (two, four) = (_mm256_set1_ps(2.0), _mm256_set1_ps(4.0));
-        let (s02, s13) = (_mm256_add_ps(y[0], y[2]), _mm256_add_ps(y[1], y[3]));
-        let e = _mm256_fmadd_ps(four, y[2], y[0]);
-        let f = _mm256_mul_ps(two, _mm256_fmadd_ps(four, y[3], y[1]));
-        [
-            y[0],
-            _mm256_add_ps(s02, s13),
-            _mm256_sub_ps(s02, s13),
-            _mm256_add_ps(e, f),
-            _mm256_sub_ps(e, f),
-            y[3],
-        ]
+/// The transforms on AVX-512's 16 lanes: half the instructions of two 8-lane calls.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{avx2, lanes, FREQS, LANES};
+    use std::arch::x86_64::*;
+
+    /// [`lanes::input_transform`] of 16 tiles.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn input_transform(band: &[f32], wp: usize, v: &mut [f32], fstride: usize) {
+        lanes::input_transform::<__m512>(band, wp, v, fstride)
     }
 
-    /// `A y Aᵀ` of the 4 × 4 output gradients of one row of `tw` tiles, from `parts`: 4 rows
-    /// of 4 parts (the columns `4j + p`), `ew` each, zero past `tw`. Frequency `f` of tile `t`
-    /// to `z[f · fstride + t]`, whole vectors of tiles (the last one runs past the row).
-    // As in `input_transform`.
-    #[allow(clippy::needless_range_loop)]
-    #[target_feature(enable = "avx2,fma")]
+    /// [`lanes::output_grad_transform`] of 16 tiles.
+    #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn output_grad_transform(
         parts: &[f32],
         ew: usize,
-        tw: usize,
         z: &mut [f32],
         fstride: usize,
     ) {
-        let vecs = tw.div_ceil(LANES);
-        assert!(16 * ew <= parts.len() && vecs * LANES <= ew);
-        assert!((FREQS - 1) * fstride + vecs * LANES <= z.len());
-        let (s, d) = (parts.as_ptr(), z.as_mut_ptr());
-        for k in 0..vecs {
-            let tx = LANES * k;
-            // y Aᵀ, row by row.
-            let rows: [[__m256; 6]; 4] = std::array::from_fn(|r| {
-                a(std::array::from_fn(|p| {
-                    _mm256_loadu_ps(s.add((4 * r + p) * ew + tx))
-                }))
-            });
-            // Then A down each column j: frequency 6i + j.
-            for j in 0..6 {
-                let col = a(std::array::from_fn(|r| rows[r][j]));
-                for (i, c) in col.iter().enumerate() {
-                    _mm256_storeu_ps(d.add((6 * i + j) * fstride + tx), *c);
-                }
-            }
+        lanes::output_grad_transform::<__m512>(parts, ew, z, fstride)
+    }
+
+    /// [`avx2::output_transform`] of `seg` (1 to 16) tiles: the transform on 16 lanes, the
+    /// stores as two halves of 8 tiles.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn output_transform(
+        m: &[f32],
+        fstride: usize,
+        seg: usize,
+        out: &mut [f32],
+        wp: usize,
+    ) {
+        assert!((1..=2 * LANES).contains(&seg));
+        assert!((FREQS - 1) * fstride + 2 * LANES <= m.len());
+        assert!(3 * wp + 4 * seg <= out.len());
+        let cols = lanes::output_transform::<__m512>(m.as_ptr(), fstride);
+        let half = |high: bool| -> [[__m256; 4]; 4] {
+            std::array::from_fn(|b| {
+                std::array::from_fn(|a| {
+                    let v = _mm512_castps_pd(cols[b][a]);
+                    _mm256_castpd_ps(if high {
+                        _mm512_extractf64x4_pd::<1>(v)
+                    } else {
+                        _mm512_castpd512_pd256(v)
+                    })
+                })
+            })
+        };
+        let d = out.as_mut_ptr();
+        avx2::store_tiles(&half(false), (4 * seg).min(4 * LANES), d, wp);
+        if seg > LANES {
+            avx2::store_tiles(&half(true), 4 * (seg - LANES), d.add(4 * LANES), wp);
         }
     }
 }
