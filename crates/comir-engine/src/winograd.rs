@@ -499,6 +499,8 @@ pub(crate) fn weight_grad_band(
     let tw = w / t;
     let tile_rows = rows / t;
     let count = tile_rows * tw;
+    // The products on AVX-512's 16 lanes where the band's tiles fill them.
+    let wide_products = wide && count.is_multiple_of(2 * LANES);
     let vecs = count.div_ceil(LANES);
     // Room for the last tile row's last vector.
     let tiles = (count + tw.next_multiple_of(LANES) - tw).next_multiple_of(LANES);
@@ -564,9 +566,14 @@ pub(crate) fn weight_grad_band(
             }
         }
         // SAFETY: as above; `v` holds `n` channels and `z` every output, `vecs` vectors of
-        // tiles each.
+        // tiles each; AVX-512F is present where `wide` (asserted by the caller).
         unsafe {
-            avx2::grad_products(
+            let products = match wide_products {
+                #[cfg(target_arch = "x86_64")]
+                true => avx512::grad_products,
+                _ => avx2::grad_products,
+            };
+            products(
                 freqs,
                 v,
                 z,
@@ -1002,7 +1009,7 @@ mod avx2 {
     /// The sums of the lanes of each accumulator, in a fixed order: `[4c + j]` of `acc[c][j]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn lane_sums(acc: &[[__m256; GRAD_OUTPUTS]; GRAD_CHANNELS]) -> [f32; 12] {
+    pub(super) unsafe fn lane_sums(acc: &[[__m256; GRAD_OUTPUTS]; GRAD_CHANNELS]) -> [f32; 12] {
         // Pairwise horizontal adds reduce 8 vectors to a vector of their 8 sums (and 4 to 4)
         // in 9 instructions instead of 5 each.
         let h = |a: __m256, b: __m256| _mm256_hadd_ps(a, b);
@@ -1079,8 +1086,72 @@ mod avx2 {
 /// The products on AVX-512: a whole segment of 16 tiles per vector.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Step, CO_BLOCK, LANES};
+    use super::{avx2, Step, CO_BLOCK, GRAD_CHANNELS, GRAD_OUTPUTS, LANES};
     use std::arch::x86_64::*;
+
+    /// [`avx2::grad_products`] on 16 lanes: `vecs` vectors of 8 tiles (an even number) taken
+    /// two at a time. Each accumulator's two halves are added before the sums across lanes,
+    /// so the sums come in another order than on 8 lanes.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn grad_products(
+        freqs: usize,
+        v: &[f32],
+        z: &[f32],
+        tiles: usize,
+        vecs: usize,
+        (i0, n): (usize, usize),
+        inputs: usize,
+        outputs: usize,
+        sums: &mut [f32],
+    ) {
+        let padded = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
+        assert!((1..=GRAD_CHANNELS).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
+        assert!(
+            vecs.is_multiple_of(2),
+            "winograd: an odd number of 8-tile vectors"
+        );
+        assert!(freqs * GRAD_CHANNELS * tiles <= v.len());
+        assert!(freqs * padded * tiles <= z.len());
+        assert!(freqs * outputs * inputs <= sums.len());
+        for f in 0..freqs {
+            // Missing channels read the first one again; their sums are dropped.
+            let x: [*const f32; GRAD_CHANNELS] = std::array::from_fn(|c| {
+                v.as_ptr()
+                    .add((f * GRAD_CHANNELS + if c < n { c } else { 0 }) * tiles)
+            });
+            for o0 in (0..outputs).step_by(GRAD_OUTPUTS) {
+                let zb = z.as_ptr().add((f * padded + o0) * tiles);
+                let mut acc = [[_mm512_setzero_ps(); GRAD_OUTPUTS]; GRAD_CHANNELS];
+                for k in 0..vecs / 2 {
+                    let xs: [__m512; GRAD_CHANNELS] =
+                        std::array::from_fn(|c| _mm512_loadu_ps(x[c].add(2 * LANES * k)));
+                    for j in 0..GRAD_OUTPUTS {
+                        let g = _mm512_loadu_ps(zb.add(j * tiles + 2 * LANES * k));
+                        for (acc, x) in acc.iter_mut().zip(&xs) {
+                            acc[j] = _mm512_fmadd_ps(g, *x, acc[j]);
+                        }
+                    }
+                }
+                let halves: [[__m256; GRAD_OUTPUTS]; GRAD_CHANNELS] = std::array::from_fn(|c| {
+                    std::array::from_fn(|j| {
+                        let a = _mm512_castps_pd(acc[c][j]);
+                        _mm256_add_ps(
+                            _mm256_castpd_ps(_mm512_castpd512_pd256(a)),
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(a)),
+                        )
+                    })
+                });
+                let total = avx2::lane_sums(&halves);
+                for j in 0..GRAD_OUTPUTS.min(outputs - o0) {
+                    let row = &mut sums[(f * outputs + o0 + j) * inputs + i0..];
+                    for (c, r) in row.iter_mut().enumerate().take(n) {
+                        *r += total[GRAD_OUTPUTS * c + j];
+                    }
+                }
+            }
+        }
+    }
 
     /// [`super::avx2::products`] for steps of two vectors of tiles (a whole segment), each
     /// output's sum formed lane by lane in the same order, so with the same bits.
