@@ -137,6 +137,7 @@ pub(crate) fn bn_relu_split(x: &[f32], a: f32, b: f32, dst: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) unsafe fn output_transform_segment(
     m: &[f32],
     fstride: usize,
@@ -163,6 +164,7 @@ pub(super) unsafe fn output_transform_segment(
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) unsafe fn output_grad_transform(
     parts: &[f32],
     ew: usize,
@@ -196,6 +198,7 @@ pub(super) unsafe fn output_grad_transform(
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) unsafe fn input_transform_rows(
     band: &[f32],
     wp: usize,
