@@ -164,7 +164,6 @@ pub(super) unsafe fn output_transform_segment(
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) unsafe fn output_grad_transform(
     parts: &[f32],
     ew: usize,
@@ -176,16 +175,25 @@ pub(super) unsafe fn output_grad_transform(
     let vecs = tw.div_ceil(LANES);
     assert!(16 * ew <= parts.len() && vecs * LANES <= ew);
     assert!((FREQS - 1) * fstride + vecs * LANES <= z.len());
+    by_vectors(tw, wide, |tx, wide| match wide {
+        #[cfg(target_arch = "x86_64")]
+        true => avx512::output_grad_transform(&parts[tx..], ew, &mut z[tx..], fstride),
+        _ => avx2::output_grad_transform(&parts[tx..], ew, &mut z[tx..], fstride),
+    });
+}
+
+/// Runs `f(tx, true)` for the vectors of 16 tiles from `tx` while 16 of the `tw` tiles are left
+/// (with `wide`), then `f(tx, false)` for vectors of 8 (the last one may run past `tw`).
+fn by_vectors(tw: usize, wide: bool, mut f: impl FnMut(usize, bool)) {
     let mut tx = 0;
-    #[cfg(target_arch = "x86_64")]
     if wide {
         while tx + 2 * LANES <= tw {
-            avx512::output_grad_transform(&parts[tx..], ew, &mut z[tx..], fstride);
+            f(tx, true);
             tx += 2 * LANES;
         }
     }
     while tx < tw {
-        avx2::output_grad_transform(&parts[tx..], ew, &mut z[tx..], fstride);
+        f(tx, false);
         tx += LANES;
     }
 }
@@ -198,7 +206,6 @@ pub(super) unsafe fn output_grad_transform(
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA, and AVX-512F with `wide`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub(super) unsafe fn input_transform_rows(
     band: &[f32],
     wp: usize,
@@ -210,18 +217,11 @@ pub(super) unsafe fn input_transform_rows(
 ) {
     for ty in 0..tr {
         let (row, v) = (&band[4 * ty * wp..], &mut v[ty * tw..]);
-        let mut tx = 0;
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            while tx + 2 * LANES <= tw {
-                avx512::input_transform(&row[tx..], wp, &mut v[tx..], fstride);
-                tx += 2 * LANES;
-            }
-        }
-        while tx < tw {
-            avx2::input_transform(&row[tx..], wp, &mut v[tx..], fstride);
-            tx += LANES;
-        }
+        by_vectors(tw, wide, |tx, wide| match wide {
+            #[cfg(target_arch = "x86_64")]
+            true => avx512::input_transform(&row[tx..], wp, &mut v[tx..], fstride),
+            _ => avx2::input_transform(&row[tx..], wp, &mut v[tx..], fstride),
+        });
     }
 }
 
