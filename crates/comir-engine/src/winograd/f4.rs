@@ -307,6 +307,16 @@ mod lanes {
         }
     }
 
+    /// `N` vectors `stride` floats apart from `p`.
+    #[inline(always)]
+    unsafe fn loads<V: F32s, const N: usize>(p: *const f32, stride: usize) -> [V; N] {
+        let mut v = [V::zero(); N];
+        for (k, v) in v.iter_mut().enumerate() {
+            *v = V::load(p.add(k * stride));
+        }
+        v
+    }
+
     /// `Aᵀ m` of six vectors, `Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]`.
     #[inline(always)]
     unsafe fn at<V: F32s>(m: [V; 6]) -> [V; 4] {
@@ -328,15 +338,7 @@ mod lanes {
         // m A, row by row.
         let mut rows = [[V::zero(); 4]; 6];
         for (i, row) in rows.iter_mut().enumerate() {
-            let f = m.add(6 * i * fstride);
-            *row = at([
-                V::load(f),
-                V::load(f.add(fstride)),
-                V::load(f.add(2 * fstride)),
-                V::load(f.add(3 * fstride)),
-                V::load(f.add(4 * fstride)),
-                V::load(f.add(5 * fstride)),
-            ]);
+            *row = at(loads(m.add(6 * i * fstride), fstride));
         }
         // Aᵀ down each column b.
         let mut cols = [[V::zero(); 4]; 4];
@@ -375,13 +377,7 @@ mod lanes {
         // y Aᵀ, row by row.
         let mut rows = [[V::zero(); 6]; 4];
         for (r, row) in rows.iter_mut().enumerate() {
-            let p = s.add(4 * r * ew);
-            *row = a([
-                V::load(p),
-                V::load(p.add(ew)),
-                V::load(p.add(2 * ew)),
-                V::load(p.add(3 * ew)),
-            ]);
+            *row = a(loads(s.add(4 * r * ew), ew));
         }
         // Then A down each column j: frequency 6i + j.
         for j in 0..6 {
