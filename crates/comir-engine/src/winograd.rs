@@ -258,6 +258,10 @@ impl Scratch {
             tile == 2 || tile == 4,
             "winograd: tiles of 2 or 4, not {tile}"
         );
+        assert!(
+            !wide || comir_cpu::Isa::Avx512.supported(),
+            "winograd: CPU lacks AVX-512"
+        );
         let freqs = freqs_of(tile);
         self.sums_tile = tile;
         self.sums_wide = wide;
@@ -536,7 +540,8 @@ pub(crate) fn weight_grad_band(
                 }
             }
             let z = &mut z[o * tiles + ty * tw..];
-            // SAFETY: AVX2 is present (asserted); `split` holds `t · t` rows of `ew` (whole
+            // SAFETY: AVX2 is present (asserted), and AVX-512F where `wide` (asserted when the
+            // sums were started); `split` holds `t · t` rows of `ew` (whole
             // vectors), the writes stay in `z` (rows of `tiles`, with room for the last
             // vector of the last tile row). Rows of tiles in order: a row's last vector runs
             // into the next row's first tiles (with zeros), which that row then overwrites.
@@ -566,7 +571,7 @@ pub(crate) fn weight_grad_band(
             }
         }
         // SAFETY: as above; `v` holds `n` channels and `z` every output, `vecs` vectors of
-        // tiles each; AVX-512F is present where `wide` (asserted by the caller).
+        // tiles each; AVX-512F is present where `wide` (asserted when the sums were started).
         unsafe {
             let products = match wide_products {
                 #[cfg(target_arch = "x86_64")]
