@@ -707,6 +707,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::vectors::F32s;
     use super::{Step, CO_BLOCK, FREQS, GRAD_CHANNELS, GRAD_OUTPUTS, LANES};
     use std::arch::x86_64::*;
 
@@ -1047,36 +1048,72 @@ mod avx2 {
         z: &[f32],
         tiles: usize,
         vecs: usize,
+        channels: (usize, usize),
+        inputs: usize,
+        outputs: usize,
+        sums: &mut [f32],
+    ) {
+        grad_products_of::<__m256>(freqs, v, z, tiles, vecs, channels, inputs, outputs, sums)
+    }
+
+    /// [`grad_products`] on vectors of `V::LANES` tiles: `vecs` vectors of 8 tiles (a multiple
+    /// of `V::LANES / 8`). Wider accumulators are folded to 8 lanes before the sums across
+    /// lanes.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) unsafe fn grad_products_of<V: F32s>(
+        freqs: usize,
+        v: &[f32],
+        z: &[f32],
+        tiles: usize,
+        vecs: usize,
         (i0, n): (usize, usize),
         inputs: usize,
         outputs: usize,
         sums: &mut [f32],
     ) {
         let padded = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
+        let per = V::LANES / LANES;
         assert!((1..=GRAD_CHANNELS).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
+        assert!(
+            vecs.is_multiple_of(per),
+            "winograd: vectors of 8 tiles not whole vectors of {}",
+            V::LANES
+        );
         assert!(freqs * GRAD_CHANNELS * tiles <= v.len());
         assert!(freqs * padded * tiles <= z.len());
         assert!(freqs * outputs * inputs <= sums.len());
         for f in 0..freqs {
             // Missing channels read the first one again; their sums are dropped.
-            let x: [*const f32; GRAD_CHANNELS] = std::array::from_fn(|c| {
-                v.as_ptr()
-                    .add((f * GRAD_CHANNELS + if c < n { c } else { 0 }) * tiles)
-            });
+            let mut x = [v.as_ptr(); GRAD_CHANNELS];
+            for (c, x) in x.iter_mut().enumerate() {
+                *x = v
+                    .as_ptr()
+                    .add((f * GRAD_CHANNELS + if c < n { c } else { 0 }) * tiles);
+            }
             for o0 in (0..outputs).step_by(GRAD_OUTPUTS) {
                 let zb = z.as_ptr().add((f * padded + o0) * tiles);
-                let mut acc = [[_mm256_setzero_ps(); GRAD_OUTPUTS]; GRAD_CHANNELS];
-                for k in 0..vecs {
-                    let xs: [__m256; GRAD_CHANNELS] =
-                        std::array::from_fn(|c| _mm256_loadu_ps(x[c].add(LANES * k)));
+                let mut acc = [[V::zero(); GRAD_OUTPUTS]; GRAD_CHANNELS];
+                for k in 0..vecs / per {
+                    let t = V::LANES * k;
+                    let mut xs = [V::zero(); GRAD_CHANNELS];
+                    for (xs, x) in xs.iter_mut().zip(&x) {
+                        *xs = V::load(x.add(t));
+                    }
                     for j in 0..GRAD_OUTPUTS {
-                        let g = _mm256_loadu_ps(zb.add(j * tiles + LANES * k));
+                        let g = V::load(zb.add(j * tiles + t));
                         for (acc, x) in acc.iter_mut().zip(&xs) {
-                            acc[j] = _mm256_fmadd_ps(g, *x, acc[j]);
+                            acc[j] = g.mul_add(*x, acc[j]);
                         }
                     }
                 }
-                let total = lane_sums(&acc);
+                let mut folded = [[_mm256_setzero_ps(); GRAD_OUTPUTS]; GRAD_CHANNELS];
+                for (folded, acc) in folded.iter_mut().zip(&acc) {
+                    for (folded, acc) in folded.iter_mut().zip(acc) {
+                        *folded = acc.fold8();
+                    }
+                }
+                let total = lane_sums(&folded);
                 for j in 0..GRAD_OUTPUTS.min(outputs - o0) {
                     let row = &mut sums[(f * outputs + o0 + j) * inputs + i0..];
                     for (c, r) in row.iter_mut().enumerate().take(n) {
@@ -1091,7 +1128,7 @@ mod avx2 {
 /// The products on AVX-512: a whole segment of 16 tiles per vector.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{avx2, Step, CO_BLOCK, GRAD_CHANNELS, GRAD_OUTPUTS, LANES};
+    use super::{avx2, Step, CO_BLOCK, LANES};
     use std::arch::x86_64::*;
 
     /// [`avx2::grad_products`] on 16 lanes: `vecs` vectors of 8 tiles (an even number) taken
@@ -1105,57 +1142,12 @@ mod avx512 {
         z: &[f32],
         tiles: usize,
         vecs: usize,
-        (i0, n): (usize, usize),
+        channels: (usize, usize),
         inputs: usize,
         outputs: usize,
         sums: &mut [f32],
     ) {
-        let padded = outputs.next_multiple_of(GRAD_OUTPUTS * GRAD_CHANNELS);
-        assert!((1..=GRAD_CHANNELS).contains(&n) && i0 + n <= inputs && vecs * LANES <= tiles);
-        assert!(
-            vecs.is_multiple_of(2),
-            "winograd: an odd number of 8-tile vectors"
-        );
-        assert!(freqs * GRAD_CHANNELS * tiles <= v.len());
-        assert!(freqs * padded * tiles <= z.len());
-        assert!(freqs * outputs * inputs <= sums.len());
-        for f in 0..freqs {
-            // Missing channels read the first one again; their sums are dropped.
-            let x: [*const f32; GRAD_CHANNELS] = std::array::from_fn(|c| {
-                v.as_ptr()
-                    .add((f * GRAD_CHANNELS + if c < n { c } else { 0 }) * tiles)
-            });
-            for o0 in (0..outputs).step_by(GRAD_OUTPUTS) {
-                let zb = z.as_ptr().add((f * padded + o0) * tiles);
-                let mut acc = [[_mm512_setzero_ps(); GRAD_OUTPUTS]; GRAD_CHANNELS];
-                for k in 0..vecs / 2 {
-                    let xs: [__m512; GRAD_CHANNELS] =
-                        std::array::from_fn(|c| _mm512_loadu_ps(x[c].add(2 * LANES * k)));
-                    for j in 0..GRAD_OUTPUTS {
-                        let g = _mm512_loadu_ps(zb.add(j * tiles + 2 * LANES * k));
-                        for (acc, x) in acc.iter_mut().zip(&xs) {
-                            acc[j] = _mm512_fmadd_ps(g, *x, acc[j]);
-                        }
-                    }
-                }
-                let halves: [[__m256; GRAD_OUTPUTS]; GRAD_CHANNELS] = std::array::from_fn(|c| {
-                    std::array::from_fn(|j| {
-                        let a = _mm512_castps_pd(acc[c][j]);
-                        _mm256_add_ps(
-                            _mm256_castpd_ps(_mm512_castpd512_pd256(a)),
-                            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(a)),
-                        )
-                    })
-                });
-                let total = avx2::lane_sums(&halves);
-                for j in 0..GRAD_OUTPUTS.min(outputs - o0) {
-                    let row = &mut sums[(f * outputs + o0 + j) * inputs + i0..];
-                    for (c, r) in row.iter_mut().enumerate().take(n) {
-                        *r += total[GRAD_OUTPUTS * c + j];
-                    }
-                }
-            }
-        }
+        avx2::grad_products_of::<__m512>(freqs, v, z, tiles, vecs, channels, inputs, outputs, sums)
     }
 
     /// [`super::avx2::products`] for steps of two vectors of tiles (a whole segment), each

@@ -1,5 +1,5 @@
-//! The f32 vectors the 4 × 4 transforms are written over: one transform serves AVX2's 8
-//! lanes and AVX-512's 16, with the same operations in every lane, so both give the same bits.
+//! The f32 vectors the 4 × 4 transforms and the weight gradient's products are written over:
+//! one body serves AVX2's 8 lanes and AVX-512's 16, with the same operations in every lane.
 //! Every method is inlined into a caller compiled for the vector's instruction set.
 
 use std::arch::x86_64::*;
@@ -19,6 +19,8 @@ pub(super) trait F32s: Copy {
     /// `c − self · b`, rounded once.
     unsafe fn neg_mul_add(self, b: Self, c: Self) -> Self;
     unsafe fn mul(self, b: Self) -> Self;
+    /// The sums of lanes `i` and `i + 8` (the vector itself at 8 lanes).
+    unsafe fn fold8(self) -> __m256;
 }
 
 impl F32s for __m256 {
@@ -59,6 +61,10 @@ impl F32s for __m256 {
     unsafe fn mul(self, b: Self) -> Self {
         _mm256_mul_ps(self, b)
     }
+    #[inline(always)]
+    unsafe fn fold8(self) -> __m256 {
+        self
+    }
 }
 
 impl F32s for __m512 {
@@ -98,5 +104,13 @@ impl F32s for __m512 {
     #[inline(always)]
     unsafe fn mul(self, b: Self) -> Self {
         _mm512_mul_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn fold8(self) -> __m256 {
+        let v = _mm512_castps_pd(self);
+        _mm256_add_ps(
+            _mm256_castpd_ps(_mm512_castpd512_pd256(v)),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(v)),
+        )
     }
 }
