@@ -233,9 +233,7 @@ impl ConvShape {
     /// Rows per band: keeps the padded input band near `BAND_BYTES`.
     fn band_rows(&self) -> usize {
         let per_row = self.cin.max(self.cout * self.k * self.k) * (self.w + 2) * 4;
-        (BAND_BYTES.load(Ordering::Relaxed) / per_row)
-            .clamp(2, self.h.max(2))
-            .min(self.h)
+        (BAND_BYTES.load(Ordering::Relaxed) / per_row).clamp(2, self.h.max(2)).min(self.h)
     }
 
     fn bands(&self) -> Vec<(usize, usize)> {
@@ -405,16 +403,52 @@ unsafe fn matmul(
     );
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to write disjoint rows of one output from parallel band tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+/// `[c][h·w]` planes that several tasks read and write at once, each in rows the others do not
+/// touch meanwhile: the bands of one convolution, or the parts of a fused group of
+/// convolutions (`fused.rs`). Borrowed slices would claim whole planes; this hands out one
+/// row at a time, and the callers keep the rows apart.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedPlanes {
+    ptr: *mut f32,
+    len: usize,
+}
 
-impl SendPtr {
-    // A method (not a field access) so closures capture the whole Send + Sync wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
+// SAFETY: the users of a SharedPlanes read and write disjoint elements from each task (the
+// contract of `slice` and `row_ptr`).
+unsafe impl Send for SharedPlanes {}
+unsafe impl Sync for SharedPlanes {}
+
+impl SharedPlanes {
+    /// The planes of `x`, which stays borrowed by the caller while they are used.
+    pub(crate) fn new(x: &mut [f32]) -> Self {
+        SharedPlanes {
+            ptr: x.as_mut_ptr(),
+            len: x.len(),
+        }
+    }
+
+    /// Elements in all.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Elements `start..start + len` to write.
+    ///
+    /// # Safety
+    /// The planes' buffer outlives the slice, and no other task reads or writes these
+    /// elements meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "shared planes: write outside");
+        // SAFETY: inside the buffer (asserted); exclusive meanwhile (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// The address of element `at`, for a kernel that writes through it.
+    fn at(&self, at: usize) -> *mut f32 {
+        assert!(at <= self.len, "shared planes: address outside");
+        // SAFETY: inside the buffer or one past it (asserted).
+        unsafe { self.ptr.add(at) }
     }
 }
 
@@ -594,6 +628,29 @@ pub(crate) fn conv_forward(
     parallel: bool,
     window: Option<Window>,
 ) {
+    let out = SharedPlanes::new(out);
+    // SAFETY: `out` is borrowed exclusively for the call.
+    unsafe { conv_forward_shared(kernel, s, src, weights, bias, relu, out, parallel, window) }
+}
+
+/// [`conv_forward`] into planes that other tasks use meanwhile: it writes only the window's
+/// rows and columns of its `cout` planes (the whole planes on the portable path).
+///
+/// # Safety
+/// `out` stays valid for the call, and no other task reads or writes those elements
+/// meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn conv_forward_shared(
+    kernel: Kernel,
+    s: ConvShape,
+    src: &dyn RowSource,
+    weights: &ConvWeights,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: SharedPlanes,
+    parallel: bool,
+    window: Option<Window>,
+) {
     assert_eq!(out.len(), s.cout * s.h * s.w, "conv_forward: output size");
     let (weight, wino, packed) = (weights.raw, &weights.wino, &weights.packed);
     assert_eq!(
@@ -624,10 +681,8 @@ pub(crate) fn conv_forward(
     );
 
     let (x0, x1) = (window.x0, window.x1);
-    let full_width = x0 == 0 && x1 == s.w;
     // Winograd computes the 2 × 2 tiles the window touches.
     let (xa, xb) = (x0 / tile * tile, x1.next_multiple_of(tile));
-    let ptr = SendPtr(out.as_mut_ptr());
     // A band continuing the one before it on the same thread reuses its last two rows.
     let band = |(y0, rows): (usize, usize), carried: Option<Carried>| -> Carried {
         SCRATCH.with(|cell| {
@@ -649,30 +704,40 @@ pub(crate) fn conv_forward(
                 carried,
                 tile,
             );
+            let hw = s.h * s.w;
+            // Winograd's bands may start a row before the window or end a row after it.
+            let (ra, rb) = (
+                window.y0.saturating_sub(y0).min(rows),
+                (window.y1 - y0).min(rows),
+            );
             let stride = match (&wino, kernel) {
                 (Some(weights), _) => {
                     direct::timed(|| winograd::band(weights, xp, ps, wp, rows, (xa, xb), b, ws))
                 }
-                (None, Kernel::Direct(simd)) if full_width => {
-                    direct_band(simd, s.cin, s.cout, xp, ps, &offsets, packed, q, b)
-                }
                 (None, Kernel::Direct(simd)) => {
-                    // Row by row, the window's columns in whole tiles; a row's last tile runs
-                    // past the window into columns the next row overwrites, or into slack.
-                    let stride = (q + direct::PX_BLOCK).next_multiple_of(direct::PX_BLOCK);
-                    let og = grow(b, s.cout.next_multiple_of(direct::CO_BLOCK) * stride);
-                    for r in 0..rows {
+                    // Row by row straight into the output planes, bias and ReLU included.
+                    let store = direct::Store {
+                        channels: s.cout,
+                        bias,
+                        relu,
+                    };
+                    for r in ra..rb {
                         let band = direct::Band {
                             cin: s.cin,
                             input: &xp[r * wp + x0..],
                             plane: ps,
                             offsets: &offsets,
                             weights: packed,
-                            positions: (x1 - x0).next_multiple_of(direct::PX_BLOCK),
+                            positions: x1 - x0,
                         };
-                        direct::conv_band(simd, &band, &mut og[r * wp + x0..], stride);
+                        // SAFETY: row y0 + r, columns x0..x1 of every channel plane belong
+                        // to this band only, and lie inside `out` (`cout` planes of `hw`).
+                        unsafe {
+                            let at = out.at((y0 + r) * s.w + x0);
+                            direct::conv_band_into(simd, &band, at, hw, store);
+                        }
                     }
-                    stride
+                    return Carried { rows, ps };
                 }
                 (None, Kernel::Gemm) => {
                     let og = grow(b, s.cout * q);
@@ -702,23 +767,12 @@ pub(crate) fn conv_forward(
                 (None, Kernel::Winograd(_)) => unreachable!("resolved to Direct above"),
             };
             let og = &b[..];
-            let hw = s.h * s.w;
-            // Winograd's bands may start a row before the window or end a row after it.
-            let (ra, rb) = (
-                window.y0.saturating_sub(y0).min(rows),
-                (window.y1 - y0).min(rows),
-            );
             for co in 0..s.cout {
                 let bco = bias.map_or(0.0, |b| b[co]);
                 for r in ra..rb {
                     let g = &og[co * stride + r * wp + x0..co * stride + r * wp + x1];
                     // SAFETY: row y0 + r of channel co belongs to this band only.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            ptr.get().add(co * hw + (y0 + r) * s.w + x0),
-                            x1 - x0,
-                        )
-                    };
+                    let o = unsafe { out.slice_mut(co * hw + (y0 + r) * s.w + x0, x1 - x0) };
                     simd::add_bias(o, g, bco, relu);
                 }
             }

@@ -128,43 +128,117 @@ pub(crate) struct Band<'a> {
     pub positions: usize,
 }
 
+/// How a kernel tile's sums are stored: how many output channels, and what is done to each
+/// sum first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Store<'a> {
+    /// Output channels stored; the tile's zero-padded channels past them are dropped.
+    pub channels: usize,
+    /// Added to each channel's sums (`bias[co]`).
+    pub bias: Option<&'a [f32]>,
+    /// ReLU after the bias.
+    pub relu: bool,
+}
+
 /// `out[co · stride + n] = Σ_ci Σ_t w[co][ci][t] · input[ci · plane + offsets[t] + n]` for
 /// `n < positions` and every (padded) output channel `co`.
 ///
 /// Panics if a read or write would leave its slice (the caller sizes the band's slack), or if
 /// the CPU lacks `simd`'s instructions.
 pub(crate) fn conv_band(simd: Simd, band: &Band, out: &mut [f32], stride: usize) {
-    let taps = band.offsets.len();
-    let blocks = band.weights.len() / (band.cin * taps * CO_BLOCK);
-    assert_eq!(band.weights.len(), blocks * band.cin * taps * CO_BLOCK);
+    let blocks = check_band(simd, band);
     // AVX-512 ends a band with a masked vector; AVX2 computes whole tiles.
     assert!(
         simd == Simd::Avx512 || band.positions.is_multiple_of(PX_BLOCK),
         "positions must be whole tiles"
     );
-    let max_off = band.offsets.iter().copied().max().unwrap_or(0);
-    assert!(
-        band.cin == 0 || (band.cin - 1) * band.plane + max_off + band.positions <= band.input.len(),
-        "direct conv: input band too short"
-    );
     assert!(
         blocks == 0 || (blocks * CO_BLOCK - 1) * stride + band.positions <= out.len(),
         "direct conv: output too short"
     );
+    let store = Store {
+        channels: blocks * CO_BLOCK,
+        bias: None,
+        relu: false,
+    };
+    // SAFETY: every write is inside `out` (asserted above).
+    unsafe { run(simd, band, blocks, out.as_mut_ptr(), stride, store) }
+}
+
+/// [`conv_band`] straight into a layer's output planes, with its bias and ReLU: `out[co ·
+/// stride + n]` is `relu?(Σ_ci Σ_t w[co][ci][t] · input[ci · plane + offsets[t] + n] +
+/// bias[co])` for exactly `n < positions` (AVX2's last tile too is stored under a mask) and
+/// `co < store.channels`. The sums are those of [`conv_band`] and the bias and ReLU those of
+/// `simd::add_bias`, so the numbers are the same as that copy's, without the pass over the
+/// outputs it costs.
+///
+/// Panics if a read would leave the band (AVX2 reads whole tiles: the band's slack covers
+/// `positions` rounded up to [`PX_BLOCK`]), if the bias is shorter than the channels or the
+/// weights hold fewer, or if the CPU lacks `simd`'s instructions.
+///
+/// # Safety
+/// `out` must be valid for writes at `co · stride + n` for those `co` and `n`, and nothing
+/// else may read or write those elements meanwhile.
+pub(crate) unsafe fn conv_band_into(
+    simd: Simd,
+    band: &Band,
+    out: *mut f32,
+    stride: usize,
+    store: Store,
+) {
+    let blocks = check_band(simd, band);
+    assert!(
+        store.channels <= blocks * CO_BLOCK,
+        "direct conv: more channels than weights"
+    );
+    assert!(
+        store.bias.is_none_or(|b| b.len() >= store.channels),
+        "direct conv: bias too short"
+    );
+    let blocks = store.channels.div_ceil(CO_BLOCK);
+    // SAFETY: the caller's contract covers the writes.
+    unsafe { run(simd, band, blocks, out, stride, store) }
+}
+
+/// Checks a band's reads and the instruction set; returns its blocks of output channels.
+fn check_band(simd: Simd, band: &Band) -> usize {
+    let taps = band.offsets.len();
+    let blocks = band.weights.len() / (band.cin * taps * CO_BLOCK).max(1);
+    assert_eq!(band.weights.len(), blocks * band.cin * taps * CO_BLOCK);
+    // AVX2 loads whole tiles; the last AVX-512 vector is masked.
+    let read = match simd {
+        Simd::Avx2 => band.positions.next_multiple_of(PX_BLOCK),
+        Simd::Avx512 => band.positions,
+    };
+    let max_off = band.offsets.iter().copied().max().unwrap_or(0);
+    assert!(
+        band.cin == 0 || (band.cin - 1) * band.plane + max_off + read <= band.input.len(),
+        "direct conv: input band too short"
+    );
     assert!(simd.isa().supported(), "direct conv: CPU lacks {simd:?}");
+    blocks
+}
+
+/// Runs the kernel of `simd` and the band's taps.
+///
+/// # Safety
+/// The reads are checked ([`check_band`]); `out` must be valid for the writes `store` asks.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+unsafe fn run(simd: Simd, band: &Band, blocks: usize, out: *mut f32, stride: usize, store: Store) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has the instructions (asserted); every read and write is inside the
-    // slices (asserted above).
+    // SAFETY: the CPU has the instructions and the reads are inside the band (checked); the
+    // writes are the caller's.
     timed(|| unsafe {
-        let out = out.as_mut_ptr();
-        match (simd, taps) {
-            (Simd::Avx2, 9) => avx2::conv_band::<9>(band, blocks, out, stride),
-            (Simd::Avx2, 1) => avx2::conv_band::<1>(band, blocks, out, stride),
-            (Simd::Avx512, 9) => avx512::conv_band::<9>(band, blocks, out, stride),
-            (Simd::Avx512, 1) => avx512::conv_band::<1>(band, blocks, out, stride),
-            _ => panic!("direct conv: {taps} taps"),
+        match (simd, band.offsets.len()) {
+            (Simd::Avx2, 9) => avx2::conv_band::<9>(band, blocks, out, stride, store),
+            (Simd::Avx2, 1) => avx2::conv_band::<1>(band, blocks, out, stride, store),
+            (Simd::Avx512, 9) => avx512::conv_band::<9>(band, blocks, out, stride, store),
+            (Simd::Avx512, 1) => avx512::conv_band::<1>(band, blocks, out, stride, store),
+            (_, taps) => panic!("direct conv: {taps} taps"),
         }
     });
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct kernels run on x86-64 only");
 }
 
 /// Output channels per tile of the weight-gradient kernel (rows of its output gradient are
@@ -342,7 +416,7 @@ struct GradTile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Band, GradBand, GradTile, CO_BLOCK, PX_BLOCK};
+    use super::{Band, GradBand, GradTile, Store, CO_BLOCK, PX_BLOCK};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -351,6 +425,7 @@ mod avx2 {
         blocks: usize,
         out: *mut f32,
         stride: usize,
+        store: Store,
     ) {
         let mut offsets = [0usize; TAPS];
         offsets.copy_from_slice(band.offsets);
@@ -363,25 +438,75 @@ mod avx2 {
                 for ci in 0..band.cin {
                     let xc = x.add(ci * band.plane + n);
                     let wc = wb.add(ci * TAPS * CO_BLOCK);
-                    for (t, &off) in offsets.iter().enumerate() {
-                        let p = xc.add(off);
-                        let v0 = _mm256_loadu_ps(p);
-                        let v1 = _mm256_loadu_ps(p.add(8));
-                        for (j, acc) in acc.iter_mut().enumerate() {
-                            let w = _mm256_broadcast_ss(&*wc.add(t * CO_BLOCK + j));
-                            acc[0] = _mm256_fmadd_ps(w, v0, acc[0]);
-                            acc[1] = _mm256_fmadd_ps(w, v1, acc[1]);
-                        }
+                    // The taps written out, as in the AVX-512 kernel.
+                    macro_rules! tap {
+                        ($t:expr) => {
+                            if $t < TAPS {
+                                let p = xc.add(offsets[$t]);
+                                let v0 = _mm256_loadu_ps(p);
+                                let v1 = _mm256_loadu_ps(p.add(8));
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    let w = _mm256_broadcast_ss(&*wc.add($t * CO_BLOCK + j));
+                                    acc[0] = _mm256_fmadd_ps(w, v0, acc[0]);
+                                    acc[1] = _mm256_fmadd_ps(w, v1, acc[1]);
+                                }
+                            }
+                        };
                     }
+                    tap!(0);
+                    tap!(1);
+                    tap!(2);
+                    tap!(3);
+                    tap!(4);
+                    tap!(5);
+                    tap!(6);
+                    tap!(7);
+                    tap!(8);
                 }
-                for (j, acc) in acc.iter().enumerate() {
-                    let o = out.add((b * CO_BLOCK + j) * stride + n);
-                    _mm256_storeu_ps(o, acc[0]);
-                    _mm256_storeu_ps(o.add(8), acc[1]);
+                let count = (band.positions - n).min(PX_BLOCK);
+                let channels = (store.channels - b * CO_BLOCK).min(CO_BLOCK);
+                for (j, acc) in acc.iter().enumerate().take(channels) {
+                    let co = b * CO_BLOCK + j;
+                    let o = out.add(co * stride + n);
+                    let [v0, v1] = finish(acc, co, store);
+                    if count == PX_BLOCK {
+                        _mm256_storeu_ps(o, v0);
+                        _mm256_storeu_ps(o.add(8), v1);
+                    } else {
+                        _mm256_maskstore_ps(o, lanes_below(count), v0);
+                        _mm256_maskstore_ps(o.add(8), lanes_below(count.saturating_sub(8)), v1);
+                    }
                 }
                 n += PX_BLOCK;
             }
         }
+    }
+
+    /// A tile's sums for output channel `co` with `store`'s bias and ReLU: `y = v + bias`,
+    /// then `max(y, 0)`, which is `simd::add_bias`'s `if y > 0 { y } else { 0 }`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn finish(acc: &[__m256; 2], co: usize, store: Store) -> [__m256; 2] {
+        // Plain statements: closures here would not be inlined into the intrinsics' callers.
+        let [mut v0, mut v1] = *acc;
+        if let Some(bias) = store.bias {
+            let b = _mm256_set1_ps(bias[co]);
+            v0 = _mm256_add_ps(v0, b);
+            v1 = _mm256_add_ps(v1, b);
+        }
+        if store.relu {
+            v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+            v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+        }
+        [v0, v1]
+    }
+
+    /// A mask of the lanes below `count` (all 8 from 8 on).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_below(count: usize) -> __m256i {
+        let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), index)
     }
 
     /// [`super::transpose_band`] for positions `0..whole` (a multiple of 8), in 8 × 8 blocks
@@ -488,7 +613,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Band, GradTile, CO_BLOCK};
+    use super::{Band, GradTile, Store, CO_BLOCK};
     use std::arch::x86_64::*;
 
     /// Vectors of 16 positions per full tile: 6 × 4 accumulators, 4 inputs and a broadcast
@@ -501,6 +626,7 @@ mod avx512 {
         blocks: usize,
         out: *mut f32,
         stride: usize,
+        store: Store,
     ) {
         let mut offsets = [0usize; TAPS];
         offsets.copy_from_slice(band.offsets);
@@ -513,20 +639,34 @@ mod avx512 {
         };
         for b in 0..blocks {
             let wb = band.weights.as_ptr().add(b * band.cin * TAPS * CO_BLOCK);
-            let ob = out.add(b * CO_BLOCK * stride);
+            let to = Out {
+                ptr: out,
+                stride,
+                block: b * CO_BLOCK,
+                store,
+            };
             let mut n = 0;
             while n < full {
-                tile::<TAPS, TILE_VECTORS>(band, &offsets, wb, ob, stride, n, 0xffff);
+                tile::<TAPS, TILE_VECTORS>(band, &offsets, wb, &to, n, 0xffff);
                 n += 16 * TILE_VECTORS;
             }
             match rest.div_ceil(16) {
                 0 => {}
-                1 => tile::<TAPS, 1>(band, &offsets, wb, ob, stride, n, tail),
-                2 => tile::<TAPS, 2>(band, &offsets, wb, ob, stride, n, tail),
-                3 => tile::<TAPS, 3>(band, &offsets, wb, ob, stride, n, tail),
-                _ => tile::<TAPS, 4>(band, &offsets, wb, ob, stride, n, tail),
+                1 => tile::<TAPS, 1>(band, &offsets, wb, &to, n, tail),
+                2 => tile::<TAPS, 2>(band, &offsets, wb, &to, n, tail),
+                3 => tile::<TAPS, 3>(band, &offsets, wb, &to, n, tail),
+                _ => tile::<TAPS, 4>(band, &offsets, wb, &to, n, tail),
             }
         }
+    }
+
+    /// Where a block of output channels goes.
+    struct Out<'a> {
+        ptr: *mut f32,
+        stride: usize,
+        /// The block's first output channel.
+        block: usize,
+        store: Store<'a>,
     }
 
     /// One tile: `V` vectors of positions from `n` (the last one under `last`) × `CO_BLOCK`
@@ -537,8 +677,7 @@ mod avx512 {
         band: &Band,
         offsets: &[usize; TAPS],
         wb: *const f32,
-        ob: *mut f32,
-        stride: usize,
+        to: &Out,
         n: usize,
         last: __mmask16,
     ) {
@@ -547,27 +686,58 @@ mod avx512 {
         for ci in 0..band.cin {
             let xc = x.add(ci * band.plane + n);
             let wc = wb.add(ci * TAPS * CO_BLOCK);
-            for (t, &off) in offsets.iter().enumerate() {
-                let p = xc.add(off);
-                let mut v = [_mm512_setzero_ps(); V];
-                for (k, v) in v.iter_mut().enumerate() {
-                    *v = if k + 1 < V {
-                        _mm512_loadu_ps(p.add(16 * k))
-                    } else {
-                        _mm512_maskz_loadu_ps(last, p.add(16 * k))
-                    };
-                }
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let w = _mm512_set1_ps(*wc.add(t * CO_BLOCK + j));
-                    for (a, &v) in acc.iter_mut().zip(&v) {
-                        *a = _mm512_fmadd_ps(w, v, *a);
+            // The taps written out: as a loop, the compiler kept it rolled, with the tap
+            // offsets loaded and the counters updated in every pass (the kernel ran 5–10 %
+            // slower).
+            macro_rules! tap {
+                ($t:expr) => {
+                    if $t < TAPS {
+                        let p = xc.add(offsets[$t]);
+                        let mut v = [_mm512_setzero_ps(); V];
+                        for (k, v) in v.iter_mut().enumerate() {
+                            *v = if k + 1 < V {
+                                _mm512_loadu_ps(p.add(16 * k))
+                            } else {
+                                _mm512_maskz_loadu_ps(last, p.add(16 * k))
+                            };
+                        }
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let w = _mm512_set1_ps(*wc.add($t * CO_BLOCK + j));
+                            for (a, &v) in acc.iter_mut().zip(&v) {
+                                *a = _mm512_fmadd_ps(w, v, *a);
+                            }
+                        }
                     }
-                }
+                };
             }
+            tap!(0);
+            tap!(1);
+            tap!(2);
+            tap!(3);
+            tap!(4);
+            tap!(5);
+            tap!(6);
+            tap!(7);
+            tap!(8);
         }
-        for (j, acc) in acc.iter().enumerate() {
-            let o = ob.add(j * stride + n);
+        let store = to.store;
+        let channels = (store.channels - to.block).min(CO_BLOCK);
+        for (j, acc) in acc.iter().enumerate().take(channels) {
+            let co = to.block + j;
+            let o = to.ptr.add(co * to.stride + n);
+            let bias = _mm512_set1_ps(store.bias.map_or(0.0, |b| b[co]));
             for (k, &a) in acc.iter().enumerate() {
+                // As `simd::add_bias`: `y = v + bias`, then `max(y, 0)` for its ReLU.
+                let a = if store.bias.is_some() {
+                    _mm512_add_ps(a, bias)
+                } else {
+                    a
+                };
+                let a = if store.relu {
+                    _mm512_max_ps(a, _mm512_setzero_ps())
+                } else {
+                    a
+                };
                 if k + 1 < V {
                     _mm512_storeu_ps(o.add(16 * k), a);
                 } else {
