@@ -233,7 +233,9 @@ impl ConvShape {
     /// Rows per band: keeps the padded input band near `BAND_BYTES`.
     fn band_rows(&self) -> usize {
         let per_row = self.cin.max(self.cout * self.k * self.k) * (self.w + 2) * 4;
-        (BAND_BYTES.load(Ordering::Relaxed) / per_row).clamp(2, self.h.max(2)).min(self.h)
+        (BAND_BYTES.load(Ordering::Relaxed) / per_row)
+            .clamp(2, self.h.max(2))
+            .min(self.h)
     }
 
     fn bands(&self) -> Vec<(usize, usize)> {

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::conv::{
     add_tap_major, conv1x1_few, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape,
-    ConvWeights, Kernel, Plain, RowSink, Upsample, Window, FEW_OUTPUTS,
+    ConvWeights, Kernel, Plain, RowSink, SharedPlanes, Upsample, Window, FEW_OUTPUTS,
 };
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
@@ -330,12 +330,13 @@ fn transition_down_pooled(
     let k = (256 * 1024 / (c * 2 * w * 4)).clamp(1, h2.max(1));
     let strips: Vec<usize> = (0..h2).step_by(k).collect();
     let weights = ConvWeights::forward(kernel, shape(conv, 2 * k, w), conv_w(params, conv));
-    let pooled: Vec<Vec<f32>> = strips
-        .par_iter()
-        .map_init(Vec::new, |tmp: &mut Vec<f32>, &y2| {
+    let planes = SharedPlanes::new(&mut next[..c * h2 * w2]);
+    strips.par_iter().for_each(|&y2| {
+        POOL_STRIP.with(|cell| {
+            let mut tmp = cell.borrow_mut();
             let rows = k.min(h2 - y2);
             let y0 = 2 * y2;
-            tmp.resize(c * 2 * rows * w, 0.0);
+            let tmp = crate::grow(&mut tmp, c * 2 * rows * w);
             let strip = BnRelu {
                 x: &src.x[y0 * w..],
                 ..*src
@@ -359,31 +360,22 @@ fn transition_down_pooled(
                 false,
                 None,
             );
-            let mut out = vec![0.0; c * rows * w2];
-            max_pool(
-                tmp,
-                c * 2 * rows * w,
-                &mut out,
-                c * rows * w2,
-                c,
-                2 * rows,
-                w,
-            );
-            out
-        })
-        .collect();
-    // Channel by channel in parallel: done by the calling thread alone, this copy left the
-    // other cores idle.
-    next[..c * h2 * w2]
-        .par_chunks_mut((h2 * w2).max(1))
-        .enumerate()
-        .for_each(|(ch, plane)| {
-            for (&y2, out) in strips.iter().zip(&pooled) {
-                let rows = out.len() / (c * w2).max(1);
-                plane[y2 * w2..(y2 + rows) * w2]
-                    .copy_from_slice(&out[ch * rows * w2..(ch + 1) * rows * w2]);
+            // Pooled straight into the strip's rows of each channel of `next`.
+            for (ch, conv_rows) in tmp.chunks_exact(2 * rows * w).enumerate() {
+                for (y, pair) in conv_rows.chunks_exact(2 * w).enumerate() {
+                    // SAFETY: rows y2.. y2 + rows of every channel belong to this strip alone.
+                    let out = unsafe { planes.slice_mut(ch * h2 * w2 + (y2 + y) * w2, w2) };
+                    simd::max_pool_row(&pair[..w], &pair[w..], out);
+                }
             }
         });
+    });
+}
+
+thread_local! {
+    // A strip of a transition down's convolution output, reused from strip to strip and tile
+    // to tile (a fresh one each time cost page faults and a copy).
+    static POOL_STRIP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl FastDenseUNet {
