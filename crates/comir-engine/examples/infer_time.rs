@@ -1,7 +1,8 @@
 //! Time of one inference-mode forward pass of one network on one square tile, in process
 //! (no image I/O): the engine's share of `comir represent`. A development tool for the kernels.
 //!
-//! `cargo run --release -p comir-engine --example infer_time -- [fast|small|histology] [--size 552] [--runs 10]`
+//! `cargo run --release -p comir-engine --example infer_time -- [fast|small|histology] [--size 552] [--runs 10]
+//! [--layer-by-layer]`
 
 use std::time::Instant;
 
@@ -36,6 +37,8 @@ fn main() {
     let x: Vec<f32> = (0..size * size)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
         .collect();
+    // `--layer-by-layer`: the dense blocks without fusing their layers, for comparison.
+    comir_engine::set_fused_inference(!args.iter().any(|a| a == "--layer-by-layer"));
     let mut ws = Workspace::new();
     let mut times = Vec::new();
     for _ in 0..=runs {
@@ -50,7 +53,7 @@ fn main() {
     let first = times.remove(0);
     times.sort_by(f64::total_cmp);
     println!(
-        "{size}² tile: first {first:.3} s, median {:.3} s, min {:.3} s over {runs} runs",
+        "{size}² tile: first {first:.4} s, median {:.4} s, min {:.4} s over {runs} runs",
         times[times.len() / 2],
         times[0]
     );

@@ -154,6 +154,43 @@ impl RowSource for BnRelu<'_> {
     }
 }
 
+/// [`BnRelu`] over planes that other tasks write elsewhere meanwhile (the parts of a fused
+/// group): each row is read on its own.
+pub(crate) struct SharedBnRelu<'a> {
+    /// Rows read here are not written meanwhile (the fused group's schedule).
+    pub x: SharedPlanes,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub hw: usize,
+    pub w: usize,
+}
+
+impl SharedBnRelu<'_> {
+    fn row_of(&self, c: usize, y: usize, x0: usize, len: usize) -> &[f32] {
+        // SAFETY: the schedule reads only rows that are complete and no longer written.
+        unsafe { self.x.slice(c * self.hw + y * self.w + x0, len) }
+    }
+}
+
+impl RowSource for SharedBnRelu<'_> {
+    fn row(&self, c: usize, y: usize, x0: usize, dst: &mut [f32]) {
+        simd::bn_relu(dst, self.row_of(c, y, x0, dst.len()), self.a[c], self.b[c]);
+    }
+
+    fn split_row(&self, c: usize, y: usize, _: &mut [f32], dst: &mut [f32], parts: usize) {
+        let (x, a, b) = (self.row_of(c, y, 0, self.w), self.a[c], self.b[c]);
+        if parts == 4 {
+            winograd::bn_relu_split4(x, a, b, dst);
+        } else {
+            winograd::bn_relu_split(x, a, b, dst);
+        }
+    }
+
+    fn prefetch(&self, c: usize, y: usize) {
+        simd::prefetch(self.row_of(c, y, 0, self.w));
+    }
+}
+
 /// Nearest ×2 upsampling of `[c][(h/2)·(w/2)]` planes (`w` is the upsampled width).
 pub(crate) struct Upsample<'a> {
     pub x: &'a [f32],
@@ -197,6 +234,11 @@ pub fn set_band_bytes(bytes: usize) {
     BAND_BYTES.store(bytes.max(1), Ordering::Relaxed);
 }
 
+/// The target size of a padded input band ([`set_band_bytes`]).
+pub(crate) fn band_bytes() -> usize {
+    BAND_BYTES.load(Ordering::Relaxed)
+}
+
 /// Geometry of a convolution.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvShape {
@@ -233,9 +275,7 @@ impl ConvShape {
     /// Rows per band: keeps the padded input band near `BAND_BYTES`.
     fn band_rows(&self) -> usize {
         let per_row = self.cin.max(self.cout * self.k * self.k) * (self.w + 2) * 4;
-        (BAND_BYTES.load(Ordering::Relaxed) / per_row)
-            .clamp(2, self.h.max(2))
-            .min(self.h)
+        (band_bytes() / per_row).clamp(2, self.h.max(2)).min(self.h)
     }
 
     fn bands(&self) -> Vec<(usize, usize)> {
@@ -434,6 +474,16 @@ impl SharedPlanes {
         self.len
     }
 
+    /// Elements `start..start + len` to read.
+    ///
+    /// # Safety
+    /// The planes' buffer outlives the slice, and no task writes these elements meanwhile.
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &[f32] {
+        assert!(start + len <= self.len, "shared planes: read outside");
+        // SAFETY: inside the buffer (asserted); no writer meanwhile (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) }
+    }
+
     /// Elements `start..start + len` to write.
     ///
     /// # Safety
@@ -444,6 +494,15 @@ impl SharedPlanes {
         assert!(start + len <= self.len, "shared planes: write outside");
         // SAFETY: inside the buffer (asserted); exclusive meanwhile (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// Elements `start..start + len` as planes of their own.
+    pub(crate) fn part(&self, start: usize, len: usize) -> SharedPlanes {
+        assert!(start + len <= self.len, "shared planes: part outside");
+        SharedPlanes {
+            ptr: self.at(start),
+            len,
+        }
     }
 
     /// The address of element `at`, for a kernel that writes through it.
@@ -500,6 +559,11 @@ impl Kernel {
             // save enough of them.
             _ => (tile == 4).then_some(4),
         }
+    }
+
+    /// Whether this is the portable path, whose windows compute (and write) whole planes.
+    pub(crate) fn is_portable(self) -> bool {
+        self == Kernel::Gemm
     }
 
     /// Whether this kernel's vectors are AVX-512's.
@@ -560,6 +624,12 @@ pub(crate) struct ConvWeights<'w> {
 }
 
 impl<'w> ConvWeights<'w> {
+    /// The side of the Winograd tiles these weights are for (1 for the direct kernel): the
+    /// rows a window of [`conv_forward`] computes are rounded to its multiples.
+    pub(crate) fn tile(&self) -> usize {
+        self.wino.as_ref().map_or(1, winograd::Weights::tile)
+    }
+
     /// The weights of a forward convolution of geometry `s` with `kernel`, from
     /// `[cout][cin][k][k]`.
     pub(crate) fn forward(kernel: Kernel, s: ConvShape, weight: &'w [f32]) -> Self {

@@ -8,13 +8,16 @@
 //! them from the cached block buffers instead of storing normalised activations.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, conv1x1_few, conv_backward, conv_forward, transpose_weight, BnRelu, ConvShape,
-    ConvWeights, Kernel, Plain, RowSink, SharedPlanes, Upsample, Window, FEW_OUTPUTS,
+    add_tap_major, band_bytes, conv1x1_few, conv_backward, conv_forward, conv_forward_shared,
+    transpose_weight, BnRelu, ConvShape, ConvWeights, Kernel, Plain, RowSink, SharedBnRelu,
+    SharedPlanes, Upsample, Window, FEW_OUTPUTS,
 };
+use crate::fused::{self, Step};
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
 use crate::simd;
 use crate::Error;
@@ -240,6 +243,10 @@ fn block_forward(
     eps: f32,
     window: Option<Window>,
 ) {
+    if !train && n == 1 && !kernel.is_portable() && FUSED.load(Ordering::Relaxed) {
+        block_inference_fused(kernel, params, running, layers, act, h, w, eps, window);
+        return;
+    }
     let hw = h * w;
     if train {
         let cin0 = layers.first().map_or(0, |l| l.bn.c);
@@ -283,6 +290,99 @@ fn block_forward(
             channel_stats(act, n, cl..cl + g);
         }
     }
+}
+
+/// Whether inference runs dense blocks as fused groups (a switch for tests and timing).
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Runs inference's dense blocks layer by layer (`false`) or as fused groups (`true`, the
+/// default); the numbers are the same. For tests and timing.
+pub fn set_fused_inference(on: bool) {
+    FUSED.store(on, Ordering::Relaxed);
+}
+
+/// Inference of one sample's dense block in chunks of rows ([`fused::run_group`]): the
+/// numbers of [`block_forward`], with every layer after the first reading the block's
+/// channels from the cache instead of from memory. Needs the direct kernels (whose windows
+/// write only their own rows).
+#[allow(clippy::too_many_arguments)]
+fn block_inference_fused(
+    kernel: Kernel,
+    params: &[f32],
+    running: &mut [f32],
+    layers: &[BnConv],
+    act: &mut Act,
+    h: usize,
+    w: usize,
+    eps: f32,
+    window: Option<Window>,
+) {
+    let hw = h * w;
+    let Some(last) = layers.last() else { return };
+    let stride = act.stride();
+    let planes = SharedPlanes::new(&mut act.samples_mut(1)[..stride]);
+    let prepared: Vec<_> = layers
+        .iter()
+        .map(|layer| {
+            let (a, b) = bn_affine(params, running, layer.bn, &[], &[], false, 0.0, eps);
+            let s = shape(layer.conv, h, w);
+            (
+                a,
+                b,
+                s,
+                ConvWeights::forward(kernel, s, conv_w(params, layer.conv)),
+            )
+        })
+        .collect();
+    let steps: Vec<Step> = layers
+        .iter()
+        .zip(&prepared)
+        .enumerate()
+        .map(|(j, (layer, (a, b, s, weights)))| {
+            let win = window.map_or(Window::full(h, w), |win| {
+                win.grown(layers.len() - 1 - j, h, w)
+            });
+            let (cl, g) = (layer.bn.c, layer.conv.cout);
+            let bias = conv_b(params, layer.conv);
+            let (src, out) = (planes.part(0, cl * hw), planes.part(cl * hw, g * hw));
+            Step {
+                window: win,
+                halo: layer.conv.k / 2,
+                align: weights.tile(),
+                run: Box::new(move |y0, y1| {
+                    let src = SharedBnRelu {
+                        x: src,
+                        a,
+                        b,
+                        hw,
+                        w,
+                    };
+                    let rows = Window { y0, y1, ..win };
+                    // SAFETY: the group's schedule gives each call rows of the layer's own
+                    // channels that no other task touches meanwhile, and reads only rows
+                    // that are finished; `act` stays borrowed until the group is done.
+                    unsafe {
+                        conv_forward_shared(
+                            kernel,
+                            *s,
+                            &src,
+                            weights,
+                            bias,
+                            false,
+                            out,
+                            false,
+                            Some(rows),
+                        );
+                    }
+                }),
+            }
+        })
+        .collect();
+    // Chunks of three bands' worth of input rows (about 1 MiB by default): what a step reads
+    // is still in the L2 cache when the next one reads it. Fewer rows made more seams between
+    // chunks, more halved no time.
+    let chunk = (3 * band_bytes() / (last.bn.c * w * 4).max(1)).saturating_sub(2);
+    fused::run_group(&steps, chunk.clamp(4, 64), rayon::current_num_threads());
 }
 
 /// 2×2 max pool of `[N][c][h·w]` (stride `src_stride` per sample) into the first `c`

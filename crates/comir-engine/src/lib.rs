@@ -51,6 +51,7 @@ mod conv;
 mod convert;
 mod direct;
 mod engine;
+mod fused;
 mod net;
 pub mod optim;
 mod simd;
@@ -58,7 +59,7 @@ mod winograd;
 
 pub use conv::{set_band_bytes, Window};
 pub use direct::{kernel_time, set_kernel_timing};
-pub use engine::{Output, Workspace};
+pub use engine::{set_fused_inference, Output, Workspace};
 pub use net::{FastDenseUNet, ParamSpec};
 
 /// The first `len` floats of a scratch buffer kept across calls, grown with zeros when it is
