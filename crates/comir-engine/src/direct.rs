@@ -131,6 +131,7 @@ pub(crate) struct Band<'a> {
 /// How a kernel tile's sums are stored: how many output channels, and what is done to each
 /// sum first.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Store<'a> {
     /// Output channels stored; the tile's zero-padded channels past them are dropped.
     pub channels: usize,
