@@ -928,6 +928,46 @@ pub(crate) fn conv1x1_few(
     }
 }
 
+/// Rows `rows.y0..rows.y1`, columns `rows.x0..rows.x1` of [`conv1x1_few`] on the calling
+/// thread, from and into planes other tasks use meanwhile: the same sums in the same order.
+///
+/// # Safety
+/// No task writes the rows read here meanwhile, and no other task reads or writes the rows
+/// written.
+pub(crate) unsafe fn conv1x1_few_rows(
+    weight: &[f32],
+    cin: usize,
+    x: SharedPlanes,
+    (h, w): (usize, usize),
+    out: SharedPlanes,
+    rows: Window,
+) {
+    let hw = h * w;
+    assert_eq!(x.len(), cin * hw, "conv1x1_few_rows: input size");
+    assert_eq!(
+        weight.len(),
+        out.len() / hw.max(1) * cin,
+        "conv1x1_few_rows: weight size"
+    );
+    assert!(
+        rows.y1 <= h && rows.x1 <= w,
+        "conv1x1_few_rows: rows outside the plane"
+    );
+    let (x0, len) = (rows.x0, rows.x1.saturating_sub(rows.x0));
+    for (co, wt) in weight.chunks_exact(cin.max(1)).enumerate() {
+        for y in rows.y0..rows.y1 {
+            // SAFETY: the caller's contract.
+            let o = unsafe { out.slice_mut(co * hw + y * w + x0, len) };
+            o.fill(0.0);
+            for (c, &wc) in wt.iter().enumerate() {
+                // SAFETY: the caller's contract.
+                let xr = unsafe { x.slice(c * hw + y * w + x0, len) };
+                simd::mul_add_assign(o, xr, wc);
+            }
+        }
+    }
+}
+
 /// Weights rearranged for the input gradient: `wt[ci][t·cout + co] = w[co][ci][t]`.
 pub(crate) fn transpose_weight(s: ConvShape, weight: &[f32]) -> Vec<f32> {
     let kk = s.k * s.k;

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::conv::{
-    add_tap_major, band_bytes, conv1x1_few, conv_backward, conv_forward, conv_forward_shared,
-    transpose_weight, BnRelu, ConvShape, ConvWeights, Kernel, Plain, RowSink, SharedBnRelu,
-    SharedPlanes, Upsample, Window, FEW_OUTPUTS,
+    add_tap_major, band_bytes, conv1x1_few, conv1x1_few_rows, conv_backward, conv_forward,
+    conv_forward_shared, transpose_weight, BnRelu, ConvShape, ConvWeights, Kernel, Plain, RowSink,
+    SharedBnRelu, SharedPlanes, Upsample, Window, FEW_OUTPUTS,
 };
 use crate::fused::{self, Step};
 use crate::net::{BnConv, BnP, ConvP, FastDenseUNet};
@@ -243,8 +243,8 @@ fn block_forward(
     eps: f32,
     window: Option<Window>,
 ) {
-    if !train && n == 1 && !kernel.is_portable() && FUSED.load(Ordering::Relaxed) {
-        block_inference_fused(kernel, params, running, layers, act, h, w, eps, window);
+    if fused(kernel, train, n) {
+        block_inference_fused(kernel, params, running, layers, act, (h, w), eps, window);
         return;
     }
     let hw = h * w;
@@ -301,44 +301,67 @@ pub fn set_fused_inference(on: bool) {
     FUSED.store(on, Ordering::Relaxed);
 }
 
-/// Inference of one sample's dense block in chunks of rows ([`fused::run_group`]): the
-/// numbers of [`block_forward`], with every layer after the first reading the block's
-/// channels from the cache instead of from memory. Needs the direct kernels (whose windows
-/// write only their own rows).
-#[allow(clippy::too_many_arguments)]
-fn block_inference_fused(
+/// Whether a forward pass runs as fused groups of rows: inference of one sample on the direct
+/// kernels (whose windows write only their own rows), unless switched off.
+fn fused(kernel: Kernel, train: bool, n: usize) -> bool {
+    !train && n == 1 && !kernel.is_portable() && FUSED.load(Ordering::Relaxed)
+}
+
+/// Rows of a fused group's chunks when its steps read up to `channels` planes `w` wide:
+/// three bands' worth (about 1 MiB by default), so that what a step reads is still in the L2
+/// cache when the next one reads it. Fewer rows made more seams between chunks, more halved
+/// no time.
+fn chunk_rows(channels: usize, w: usize) -> usize {
+    (3 * band_bytes() / (channels * w * 4).max(1))
+        .saturating_sub(2)
+        .clamp(4, 64)
+}
+
+/// A dense layer's inference operands.
+struct PreparedLayer<'w> {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    s: ConvShape,
+    weights: ConvWeights<'w>,
+}
+
+fn prepare_layers<'w>(
     kernel: Kernel,
-    params: &[f32],
+    params: &'w [f32],
     running: &mut [f32],
     layers: &[BnConv],
-    act: &mut Act,
-    h: usize,
-    w: usize,
+    (h, w): (usize, usize),
     eps: f32,
-    window: Option<Window>,
-) {
-    let hw = h * w;
-    let Some(last) = layers.last() else { return };
-    let stride = act.stride();
-    let planes = SharedPlanes::new(&mut act.samples_mut(1)[..stride]);
-    let prepared: Vec<_> = layers
+) -> Vec<PreparedLayer<'w>> {
+    layers
         .iter()
         .map(|layer| {
             let (a, b) = bn_affine(params, running, layer.bn, &[], &[], false, 0.0, eps);
             let s = shape(layer.conv, h, w);
-            (
-                a,
-                b,
-                s,
-                ConvWeights::forward(kernel, s, conv_w(params, layer.conv)),
-            )
+            let weights = ConvWeights::forward(kernel, s, conv_w(params, layer.conv));
+            PreparedLayer { a, b, s, weights }
         })
-        .collect();
-    let steps: Vec<Step> = layers
+        .collect()
+}
+
+/// The steps of a dense block's layers in a fused group, on one sample's block buffer
+/// `planes` of `h × w` planes; with a `window`, each layer computes what the block's output
+/// there needs.
+fn layer_steps<'a>(
+    kernel: Kernel,
+    params: &'a [f32],
+    layers: &[BnConv],
+    prepared: &'a [PreparedLayer<'a>],
+    planes: SharedPlanes,
+    (h, w): (usize, usize),
+    window: Option<Window>,
+) -> Vec<Step<'a>> {
+    let hw = h * w;
+    layers
         .iter()
-        .zip(&prepared)
+        .zip(prepared)
         .enumerate()
-        .map(|(j, (layer, (a, b, s, weights)))| {
+        .map(|(j, (layer, prep))| {
             let win = window.map_or(Window::full(h, w), |win| {
                 win.grown(layers.len() - 1 - j, h, w)
             });
@@ -348,25 +371,25 @@ fn block_inference_fused(
             Step {
                 window: win,
                 halo: layer.conv.k / 2,
-                align: weights.tile(),
+                align: prep.weights.tile(),
                 run: Box::new(move |y0, y1| {
                     let src = SharedBnRelu {
                         x: src,
-                        a,
-                        b,
+                        a: &prep.a,
+                        b: &prep.b,
                         hw,
                         w,
                     };
                     let rows = Window { y0, y1, ..win };
                     // SAFETY: the group's schedule gives each call rows of the layer's own
                     // channels that no other task touches meanwhile, and reads only rows
-                    // that are finished; `act` stays borrowed until the group is done.
+                    // that are finished; the buffer stays borrowed until the group is done.
                     unsafe {
                         conv_forward_shared(
                             kernel,
-                            *s,
+                            prep.s,
                             &src,
-                            weights,
+                            &prep.weights,
                             bias,
                             false,
                             out,
@@ -377,12 +400,30 @@ fn block_inference_fused(
                 }),
             }
         })
-        .collect();
-    // Chunks of three bands' worth of input rows (about 1 MiB by default): what a step reads
-    // is still in the L2 cache when the next one reads it. Fewer rows made more seams between
-    // chunks, more halved no time.
-    let chunk = (3 * band_bytes() / (last.bn.c * w * 4).max(1)).saturating_sub(2);
-    fused::run_group(&steps, chunk.clamp(4, 64), rayon::current_num_threads());
+        .collect()
+}
+
+/// Inference of one sample's dense block as a fused group of rows ([`fused::run_group`]):
+/// the numbers of [`block_forward`], with every layer after the first reading the block's
+/// channels from the cache instead of from memory.
+#[allow(clippy::too_many_arguments)]
+fn block_inference_fused(
+    kernel: Kernel,
+    params: &[f32],
+    running: &mut [f32],
+    layers: &[BnConv],
+    act: &mut Act,
+    (h, w): (usize, usize),
+    eps: f32,
+    window: Option<Window>,
+) {
+    let Some(last) = layers.last() else { return };
+    let stride = act.stride();
+    let planes = SharedPlanes::new(&mut act.samples_mut(1)[..stride]);
+    let prepared = prepare_layers(kernel, params, running, layers, (h, w), eps);
+    let steps = layer_steps(kernel, params, layers, &prepared, planes, (h, w), window);
+    let threads = rayon::current_num_threads();
+    fused::run_group(&steps, chunk_rows(last.bn.c, w), threads);
 }
 
 /// 2×2 max pool of `[N][c][h·w]` (stride `src_stride` per sample) into the first `c`
@@ -589,6 +630,13 @@ impl FastDenseUNet {
         Ok(out)
     }
 
+    /// Whether the head takes [`conv1x1_few`]: a 1×1 convolution without bias into a few
+    /// channels.
+    fn head_is_few(&self) -> bool {
+        let head = self.head;
+        head.cout <= FEW_OUTPUTS && head.b.is_none() && head.k == 1
+    }
+
     fn forward_impl(
         &mut self,
         x: &[f32],
@@ -790,6 +838,7 @@ impl FastDenseUNet {
             None,
         );
         // Up path.
+        let mut head_done = false;
         for i in 0..depth {
             let l = depth - 1 - i;
             let (hl, wl) = lvl(l);
@@ -825,6 +874,80 @@ impl FastDenseUNet {
             let tu_window = up_windows[i].map(|win| win.grown(self.config.up_blocks[i], hl, wl));
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
+            if fused(kernel, train, n) {
+                // One group: the transition up, the block's layers and, at the top level, the
+                // head, each reading rows the step before it has just written.
+                let planes = SharedPlanes::new(&mut cur.samples_mut(1)[..cur_stride]);
+                let low = &prev.data[prev_start * hw_low..(prev_start + tu.cin) * hw_low];
+                let tu_out = planes.part(skip * hwl, tu.cout * hwl);
+                let tu_win = tu_window.unwrap_or(Window::full(hl, wl));
+                let bias = conv_b(p, tu);
+                let weights = &weights;
+                let layers = &self.up[i];
+                let prepared = prepare_layers(kernel, p, running, layers, (hl, wl), eps);
+                let mut steps = vec![Step {
+                    window: tu_win,
+                    halo: 0,
+                    align: weights.tile(),
+                    run: Box::new(move |y0, y1| {
+                        let src = Upsample {
+                            x: low,
+                            hw_low,
+                            w: wl,
+                        };
+                        let rows = Window { y0, y1, ..tu_win };
+                        // SAFETY: the rows of the transition's channels are this call's alone
+                        // (the group's schedule); the buffer stays borrowed until it is done.
+                        unsafe {
+                            conv_forward_shared(
+                                kernel,
+                                s,
+                                &src,
+                                weights,
+                                bias,
+                                true,
+                                tu_out,
+                                false,
+                                Some(rows),
+                            );
+                        }
+                    }),
+                }];
+                let block = layer_steps(
+                    kernel,
+                    p,
+                    layers,
+                    &prepared,
+                    planes,
+                    (hl, wl),
+                    up_windows[i],
+                );
+                steps.extend(block);
+                let mut widest = layers.last().map_or(0, |layer| layer.bn.c);
+                let head = self.head;
+                if l == 0 && self.head_is_few() {
+                    ws.repr.resize(head.cout * h * w, 0.0);
+                    let out = SharedPlanes::new(&mut ws.repr);
+                    let x = planes.part(0, head.cin * hwl);
+                    let weight = conv_w(p, head);
+                    let win = window.unwrap_or(Window::full(h, w));
+                    steps.push(Step {
+                        window: win,
+                        halo: 0,
+                        align: 1,
+                        run: Box::new(move |y0, y1| {
+                            let rows = Window { y0, y1, ..win };
+                            // SAFETY: as the steps before; the representation's rows are
+                            // this call's alone.
+                            unsafe { conv1x1_few_rows(weight, head.cin, x, (h, w), out, rows) };
+                        }),
+                    });
+                    widest = head.cin;
+                    head_done = true;
+                }
+                fused::run_group(&steps, chunk_rows(widest, wl), rayon::current_num_threads());
+                continue;
+            }
             cur.samples_mut(n)
                 .par_chunks_mut(cur_stride)
                 .enumerate()
@@ -873,7 +996,9 @@ impl FastDenseUNet {
         let d = head.cout;
         ws.repr.resize(n * d * h * w, 0.0);
         let s = shape(head, h, w);
-        if d <= FEW_OUTPUTS && head.b.is_none() && head.k == 1 {
+        if head_done {
+            // Computed in the top level's fused group.
+        } else if self.head_is_few() {
             for (out, inp) in ws
                 .repr
                 .chunks_mut(d * h * w)
