@@ -243,8 +243,19 @@ fn block_forward(
     eps: f32,
     window: Option<Window>,
 ) {
-    if fused(kernel, train, n) {
-        block_inference_fused(kernel, params, running, layers, act, (h, w), eps, window);
+    let widest = layers.last().map_or(0, |layer| layer.bn.c);
+    if let Some(chunk) = fused_chunk(kernel, train, n, widest, w) {
+        block_inference_fused(
+            kernel,
+            params,
+            running,
+            layers,
+            act,
+            (h, w),
+            eps,
+            window,
+            chunk,
+        );
         return;
     }
     let hw = h * w;
@@ -301,20 +312,16 @@ pub fn set_fused_inference(on: bool) {
     FUSED.store(on, Ordering::Relaxed);
 }
 
-/// Whether a forward pass runs as fused groups of rows: inference of one sample on the direct
-/// kernels (whose windows write only their own rows), unless switched off.
-fn fused(kernel: Kernel, train: bool, n: usize) -> bool {
-    !train && n == 1 && !kernel.is_portable() && FUSED.load(Ordering::Relaxed)
-}
-
-/// Rows of a fused group's chunks when its steps read up to `channels` planes `w` wide:
-/// three bands' worth (about 1 MiB by default), so that what a step reads is still in the L2
-/// cache when the next one reads it. Fewer rows made more seams between chunks, more halved
-/// no time.
-fn chunk_rows(channels: usize, w: usize) -> usize {
-    (3 * band_bytes() / (channels * w * 4).max(1))
-        .saturating_sub(2)
-        .clamp(4, 64)
+/// The rows of a fused group's chunks where a forward pass runs its groups fused: inference
+/// of one sample on the direct kernels (whose windows write only their own rows), unless
+/// switched off. With steps that read up to `channels` planes `w` wide, a chunk holds three
+/// bands' worth of rows (about 1 MiB by default), so that what a step reads is still in the L2
+/// cache when the next one reads it ([`fused::run_group`] runs the steps one after the other
+/// where that leaves too few rows).
+fn fused_chunk(kernel: Kernel, train: bool, n: usize, channels: usize, w: usize) -> Option<usize> {
+    let on = !train && n == 1 && !kernel.is_portable() && FUSED.load(Ordering::Relaxed);
+    let rows = (3 * band_bytes() / (channels * w * 4).max(1)).saturating_sub(2);
+    on.then_some(rows.min(64))
 }
 
 /// A dense layer's inference operands.
@@ -416,14 +423,14 @@ fn block_inference_fused(
     (h, w): (usize, usize),
     eps: f32,
     window: Option<Window>,
+    chunk: usize,
 ) {
-    let Some(last) = layers.last() else { return };
     let stride = act.stride();
     let planes = SharedPlanes::new(&mut act.samples_mut(1)[..stride]);
     let prepared = prepare_layers(kernel, params, running, layers, (h, w), eps);
     let steps = layer_steps(kernel, params, layers, &prepared, planes, (h, w), window);
     let threads = rayon::current_num_threads();
-    fused::run_group(&steps, chunk_rows(last.bn.c, w), threads);
+    fused::run_group(&steps, chunk, threads);
 }
 
 /// 2×2 max pool of `[N][c][h·w]` (stride `src_stride` per sample) into the first `c`
@@ -874,7 +881,13 @@ impl FastDenseUNet {
             let tu_window = up_windows[i].map(|win| win.grown(self.config.up_blocks[i], hl, wl));
             let hw_low = (hl / 2) * (wl / 2);
             let cur_stride = cur.stride();
-            if fused(kernel, train, n) {
+            let head_fused = l == 0 && self.head_is_few();
+            let widest = if head_fused {
+                self.head.cin
+            } else {
+                self.up[i].last().map_or(0, |layer| layer.bn.c)
+            };
+            if let Some(chunk) = fused_chunk(kernel, train, n, widest, wl) {
                 // One group: the transition up, the block's layers and, at the top level, the
                 // head, each reading rows the step before it has just written.
                 let planes = SharedPlanes::new(&mut cur.samples_mut(1)[..cur_stride]);
@@ -923,9 +936,8 @@ impl FastDenseUNet {
                     up_windows[i],
                 );
                 steps.extend(block);
-                let mut widest = layers.last().map_or(0, |layer| layer.bn.c);
                 let head = self.head;
-                if l == 0 && self.head_is_few() {
+                if head_fused {
                     ws.repr.resize(head.cout * h * w, 0.0);
                     let out = SharedPlanes::new(&mut ws.repr);
                     let x = planes.part(0, head.cin * hwl);
@@ -942,10 +954,9 @@ impl FastDenseUNet {
                             unsafe { conv1x1_few_rows(weight, head.cin, x, (h, w), out, rows) };
                         }),
                     });
-                    widest = head.cin;
                     head_done = true;
                 }
-                fused::run_group(&steps, chunk_rows(widest, wl), rayon::current_num_threads());
+                fused::run_group(&steps, chunk, rayon::current_num_threads());
                 continue;
             }
             cur.samples_mut(n)

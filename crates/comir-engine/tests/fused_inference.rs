@@ -15,12 +15,12 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn fused_blocks_give_the_bits_of_the_layers_one_after_the_other() {
-    // Small bands, hence chunks of a few rows: many chunks a part, bands inside each chunk.
-    set_band_bytes(6 * 1024);
     // Growth 6 (the `fast` preset: direct kernels) and 12 with wide enough levels that some
-    // layers take Winograd's 4 × 4 tiles, whose rows the schedule must keep whole.
+    // layers take Winograd's 4 × 4 tiles, whose rows the schedule must keep whole. Bands small
+    // enough that chunks hold 8 to 20 rows at the top level (several chunks a part, bands
+    // inside each chunk), where a group runs fused.
     let configs = [
-        (DenseUNetConfig::fast(1), 128, 80),
+        (DenseUNetConfig::fast(1), 128, 80, 64 * 1024),
         (
             DenseUNetConfig {
                 growth_rate: 12,
@@ -29,6 +29,7 @@ fn fused_blocks_give_the_bits_of_the_layers_one_after_the_other() {
             },
             144,
             128,
+            256 * 1024,
         ),
     ];
     // Three parts: two seams at the top level.
@@ -36,7 +37,8 @@ fn fused_blocks_give_the_bits_of_the_layers_one_after_the_other() {
         .num_threads(3)
         .build()
         .expect("thread pool");
-    for (k, (cfg, h, w)) in configs.into_iter().enumerate() {
+    for (k, (cfg, h, w, band)) in configs.into_iter().enumerate() {
+        set_band_bytes(band);
         let base = FastDenseUNet::new(&cfg, 7 + k as u64).expect("network");
         let mut rng = ChaCha8Rng::seed_from_u64(k as u64);
         let x: Vec<f32> = (0..cfg.in_channels * h * w)
