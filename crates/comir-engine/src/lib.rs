@@ -33,7 +33,9 @@
 //! convolution's weights are prepared once for the whole batch. The elementwise loops are
 //! compiled once per instruction set (`simd.rs`); dense blocks append their layers' outputs
 //! into one preallocated buffer; samples run in parallel (rayon); buffers live in a reusable
-//! [`Workspace`] and per-thread scratch.
+//! [`Workspace`] and per-thread scratch. Inference of one sample runs each level's
+//! convolutions as a fused group of rows (`fused.rs`): a wavefront of chunks per thread, so
+//! that a layer reads what the layers before it have just written from the cache.
 //!
 //! # Instruction sets
 //!
