@@ -79,6 +79,22 @@ impl Simd {
     }
 }
 
+/// Expands `$tap!(t)` for the taps `t` of a 3 × 3 kernel in order (the kernels' `tap!` skips
+/// those past its `TAPS`): as a loop, the compiler kept it rolled.
+macro_rules! nine_taps {
+    ($tap:ident) => {
+        $tap!(0);
+        $tap!(1);
+        $tap!(2);
+        $tap!(3);
+        $tap!(4);
+        $tap!(5);
+        $tap!(6);
+        $tap!(7);
+        $tap!(8);
+    };
+}
+
 /// Output channels per tile (one broadcast weight each).
 pub(crate) const CO_BLOCK: usize = 6;
 /// Grid positions are computed in multiples of this (two AVX2 vectors, one AVX-512 vector);
@@ -428,6 +444,7 @@ mod avx2 {
         stride: usize,
         store: Store,
     ) {
+        const { assert!(TAPS <= 9, "the taps are written out for up to 3 × 3") };
         let mut offsets = [0usize; TAPS];
         offsets.copy_from_slice(band.offsets);
         let x = band.input.as_ptr();
@@ -454,15 +471,7 @@ mod avx2 {
                             }
                         };
                     }
-                    tap!(0);
-                    tap!(1);
-                    tap!(2);
-                    tap!(3);
-                    tap!(4);
-                    tap!(5);
-                    tap!(6);
-                    tap!(7);
-                    tap!(8);
+                    nine_taps!(tap);
                 }
                 let count = (band.positions - n).min(PX_BLOCK);
                 let channels = (store.channels - b * CO_BLOCK).min(CO_BLOCK);
@@ -629,6 +638,7 @@ mod avx512 {
         stride: usize,
         store: Store,
     ) {
+        const { assert!(TAPS <= 9, "the taps are written out for up to 3 × 3") };
         let mut offsets = [0usize; TAPS];
         offsets.copy_from_slice(band.offsets);
         let full = band.positions / (16 * TILE_VECTORS) * (16 * TILE_VECTORS);
@@ -711,15 +721,7 @@ mod avx512 {
                     }
                 };
             }
-            tap!(0);
-            tap!(1);
-            tap!(2);
-            tap!(3);
-            tap!(4);
-            tap!(5);
-            tap!(6);
-            tap!(7);
-            tap!(8);
+            nine_taps!(tap);
         }
         let store = to.store;
         let channels = (store.channels - to.block).min(CO_BLOCK);
