@@ -81,6 +81,7 @@ impl Simd {
 
 /// Expands `$tap!(t)` for the taps `t` of a 3 × 3 kernel in order (the kernels' `tap!` skips
 /// those past its `TAPS`): as a loop, the compiler kept it rolled.
+#[cfg(target_arch = "x86_64")]
 macro_rules! nine_taps {
     ($tap:ident) => {
         $tap!(0);
