@@ -10,7 +10,8 @@
 //! The rows around the seams between parts, which need both parts, are computed last.
 //!
 //! Every output row is computed once, by the same kernels and in the same order of sums as
-//! layer by layer, so the numbers are the same bit for bit (tested in `engine.rs`).
+//! layer by layer, so the numbers are the same bit for bit (`tests/fused_inference.rs`; the
+//! schedule itself is tested below).
 
 use rayon::prelude::*;
 
