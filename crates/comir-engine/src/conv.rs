@@ -919,11 +919,8 @@ pub(crate) fn conv1x1_few(
             .take(window.y1.saturating_sub(window.y0))
             .for_each(|(y, row)| {
                 let o = &mut row[x0..x1];
-                o.fill(0.0);
-                for (c, &wc) in wt.iter().enumerate() {
-                    let start = c * hw + y * w + x0;
-                    simd::mul_add_assign(o, &x[start..start + o.len()], wc);
-                }
+                let len = o.len();
+                few_outputs_row(o, wt, |c| &x[c * hw + y * w + x0..][..len]);
             });
     }
 }
@@ -958,13 +955,18 @@ pub(crate) unsafe fn conv1x1_few_rows(
         for y in rows.y0..rows.y1 {
             // SAFETY: the caller's contract.
             let o = unsafe { out.slice_mut(co * hw + y * w + x0, len) };
-            o.fill(0.0);
-            for (c, &wc) in wt.iter().enumerate() {
-                // SAFETY: the caller's contract.
-                let xr = unsafe { x.slice(c * hw + y * w + x0, len) };
-                simd::mul_add_assign(o, xr, wc);
-            }
+            // SAFETY: the caller's contract.
+            few_outputs_row(o, wt, |c| unsafe { x.slice(c * hw + y * w + x0, len) });
         }
+    }
+}
+
+/// One output row of [`conv1x1_few`]: `o = Σ_c wt[c] · input(c)`, channels summed in order
+/// (both ways of running it give these bits).
+fn few_outputs_row<'x>(o: &mut [f32], wt: &[f32], input: impl Fn(usize) -> &'x [f32]) {
+    o.fill(0.0);
+    for (c, &wc) in wt.iter().enumerate() {
+        simd::mul_add_assign(o, input(c), wc);
     }
 }
 
