@@ -74,6 +74,22 @@ fn long_version() -> &'static str {
 #[global_allocator]
 static ALLOC: comir_cpu::CacheLineAlloc = comir_cpu::CacheLineAlloc;
 
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Register(args) => commands::register::run(args),
+        Command::Align(args) => commands::align::run(args),
+        Command::TransformPoints(args) => commands::transform_points::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Represent(args) => commands::represent::run(args),
+        Command::Analyze(args) => commands::analyze::run(args),
+        Command::Experiment(args) => commands::experiment::run(args),
+        Command::ImportTorch(args) => commands::import_torch::run(args),
+        Command::Models(args) => commands::models::run(args),
+    }
+}
+
 fn main() -> ExitCode {
     // A bad COMIR_ISA is refused before anything runs, instead of silently falling back.
     if let Err(e) = comir_cpu::requested() {
@@ -103,19 +119,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
-        Command::Register(args) => commands::register::run(args),
-        Command::Align(args) => commands::align::run(args),
-        Command::TransformPoints(args) => commands::transform_points::run(args),
-        Command::Eval(args) => commands::eval::run(args),
-        Command::Demo(args) => commands::demo::run(args),
-        Command::Train(args) => commands::train::run(args),
-        Command::Represent(args) => commands::represent::run(args),
-        Command::Analyze(args) => commands::analyze::run(args),
-        Command::Experiment(args) => commands::experiment::run(args),
-        Command::ImportTorch(args) => commands::import_torch::run(args),
-        Command::Models(args) => commands::models::run(args),
-    };
+    // The command runs on the thread pool (with a main thread's stack), so that its parallel
+    // loops start there instead of each being handed over from this thread.
+    if let Err(e) = comir_cpu::build_pool() {
+        eprintln!("error: cannot start the worker threads: {e}");
+        return ExitCode::from(2);
+    }
+    let result = comir_cpu::on_pool(|| run(cli.command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,11 +15,17 @@
 //!
 //! [`CacheLineAlloc`] is a global allocator for comir's programs that starts every large block
 //! on a cache line, so that the kernels' whole-vector row accesses do not straddle two.
+//!
+//! [`on_pool`] runs work on rayon's thread pool, so that the many parallel loops of a training
+//! step or a registration start there instead of each being handed over from outside;
+//! [`build_pool`] gives the pool's threads a main thread's stack.
 #![warn(missing_docs)]
 
 mod alloc;
+mod pool;
 
 pub use alloc::{CacheLineAlloc, CACHE_LINE, LARGE_BLOCK};
+pub use pool::{build_pool, on_pool, POOL_STACK};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -252,6 +252,8 @@ fn run_with_progress<T: Send>(
     work: impl FnOnce(&mut dyn Console) -> anyhow::Result<T> + Send,
 ) -> PyResult<T> {
     let console = SharedConsole::default();
+    // On the thread pool, as the command line runs its commands (`comir_cpu::on_pool`).
+    let work = move |c: &mut SharedConsole| comir_cpu::on_pool(move || work(c));
     let Some(callback) = progress else {
         let mut c = console.clone();
         let out = py.detach(move || work(&mut c));
@@ -957,6 +959,8 @@ fn align(
 #[pymodule]
 fn _comir(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // The pool's threads get a main thread's stack; a pool already built keeps its own.
+    let _ = comir_cpu::build_pool();
     m.add("Error", py.get_type::<Error>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;
     m.add("ModelError", py.get_type::<ModelError>())?;

@@ -157,6 +157,10 @@ impl FastTrainer {
     /// # Errors
     /// Wrong patch sizes or channels.
     pub fn evaluate(&self, batch: &Batch) -> Result<StepStats, Error> {
+        comir_cpu::on_pool(|| self.evaluate_on_pool(batch))
+    }
+
+    fn evaluate_on_pool(&self, batch: &Batch) -> Result<StepStats, Error> {
         let (n, s) = (batch.n, batch.size);
         let d = self.nets[0].out_channels();
         let oa = self.nets[0]
@@ -242,6 +246,11 @@ impl FastTrainer {
     /// Wrong patch sizes or channels, or a non-finite loss ([`Error::Diverged`]; the
     /// networks' weights are left as they were).
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, Error> {
+        // On the pool, so that the step's many parallel loops start there.
+        comir_cpu::on_pool(|| self.step_on_pool(batch))
+    }
+
+    fn step_on_pool(&mut self, batch: &Batch) -> Result<StepStats, Error> {
         let (n, s) = (batch.n, batch.size);
         let plan = StepPlan::draw(&mut self.rng, n, self.settings.equivariance);
         let xa = plan.rotate_values(0, &batch.a, batch.channels_a, s);
