@@ -231,8 +231,9 @@ struct LoadedPair {
 }
 
 fn load_pair(p: &comir_data::Pair) -> Result<LoadedPair, String> {
-    let a = comir_image::load(&p.a).map_err(|e| e.to_string())?;
-    let b = comir_image::load(&p.b).map_err(|e| e.to_string())?;
+    let (a, b) = rayon::join(|| comir_image::load(&p.a), || comir_image::load(&p.b));
+    let a = a.map_err(|e| e.to_string())?;
+    let b = b.map_err(|e| e.to_string())?;
     for (img, path) in [(&a, &p.a), (&b, &p.b)] {
         if img.is_constant() {
             return Err(format!(

@@ -151,8 +151,12 @@ impl PairRegistrar {
     /// # Errors
     /// Unreadable images, or the method's failure (naming both files).
     pub fn register(&self, fixed_path: &Path, moving_path: &Path) -> Result<Registered> {
-        let fixed_full = comir_image::load(fixed_path)?;
-        let moving_full = comir_image::load(moving_path)?;
+        // Both images decode side by side.
+        let (fixed_full, moving_full) = rayon::join(
+            || comir_image::load(fixed_path),
+            || comir_image::load(moving_path),
+        );
+        let (fixed_full, moving_full) = (fixed_full?, moving_full?);
         self.register_loaded(&fixed_full, moving_full, || {
             format!(
                 "registering {} to {}",

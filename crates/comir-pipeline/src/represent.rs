@@ -67,12 +67,18 @@ pub fn represent_file(options: &RepresentOptions) -> Result<Represented> {
         );
     }
     let device = crate::device::select(&options.device)?;
-    let mut r = Representer::load(&crate::bundled::resolve(&options.model)?, &device)?;
+    let model_dir = crate::bundled::resolve(&options.model)?;
+    // The model and the image load side by side (each takes a few milliseconds on one core).
+    let (r, img) = rayon::join(
+        || Representer::load(&model_dir, &device),
+        || comir_image::load(&options.input),
+    );
+    let mut r = r?;
     r.max_tile = options.max_tile;
     if let Some(m) = options.margin {
         r.margin = m;
     }
-    let img = comir_image::load(&options.input)?;
+    let img = img?;
     let (in_w, in_h) = (img.width(), img.height());
     let input_context = || format!("{}", options.input.display());
     let start = Instant::now();
