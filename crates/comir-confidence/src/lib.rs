@@ -204,7 +204,8 @@ impl Evidence {
 ///
 /// Multi-channel images are averaged to gray. Costs about one short registration: the tiles work
 /// on copies reduced to about 128 pixels a side, and the edge refinements (one for an affine
-/// result, two otherwise) at half and full resolution on at most 16384 samples.
+/// result, two otherwise) at half and full resolution on at most 16384 samples; the tiles and
+/// the refinements run side by side on the thread pool.
 pub fn assess(fixed: &Image, moving: &Image, t: &Transform2) -> Assessment {
     let evidence = evidence(fixed, moving, t);
     let confidence = evidence.confidence();
@@ -493,57 +494,24 @@ fn edge_shift(fixed: &Image, moving: &Image, t: &Transform2, kind: TransformKind
 pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
     // Gray once, for the tiles and the edge refinements alike.
     let (fixed_gray, moving_gray) = (gray(fixed), gray(moving));
-    let work = Work::new(&fixed_gray, &moving_gray);
-    let margin = ((SEARCH_FRAC * work.width as f64).round() as usize).max(2);
-
-    // Local searches on a resampling with a margin for the shifts.
-    let warped = work.resample(margin, |p| t.apply(p));
-    let gw = work.width + 2 * margin;
-    let inner: Vec<u8> = (0..work.height)
-        .flat_map(|y| {
-            let row = (y + margin) * gw + margin;
-            warped[row..row + work.width].iter().copied()
-        })
-        .collect();
-    let (mi, overlap) = work.mi(&inner);
-
-    let tw = ((TILE_FRAC * work.width as f64).round() as usize).clamp(1, work.width);
-    let th = ((TILE_FRAC * work.height as f64).round() as usize).clamp(1, work.height);
-    let mut shifts = Vec::new();
-    let mut lost = 0usize;
-    for gy in 0..TILE_GRID {
-        for gx in 0..TILE_GRID {
-            let c = |g: usize| {
-                (g as f64 + 0.5) / TILE_GRID as f64 * (1.0 - TILE_FRAC) + 0.5 * TILE_FRAC
-            };
-            let x0 = ((c(gx) * work.width as f64 - 0.5 * tw as f64)
-                .round()
-                .max(0.0) as usize)
-                .min(work.width - tw);
-            let y0 = ((c(gy) * work.height as f64 - 0.5 * th as f64)
-                .round()
-                .max(0.0) as usize)
-                .min(work.height - th);
-            if let Some((s, edge)) = tile_search(&work, &warped, margin, (x0, y0, tw, th)) {
-                shifts.push(s[0].hypot(s[1]) * work.factor / work.full_width);
-                lost += usize::from(edge);
+    // The tiles and the edge refinements are independent: they run side by side, and so do
+    // the tiles and the two refinements of a rigid or similarity result. Each gives the numbers
+    // it gives alone.
+    let (tiles, (own, affine)) = rayon::join(
+        || tile_evidence(&fixed_gray, &moving_gray, t),
+        || match t.kind() {
+            TransformKind::Affine => {
+                let own = edge_shift(&fixed_gray, &moving_gray, t, TransformKind::Affine);
+                (own, own)
             }
-        }
-    }
-    let informative = shifts.len();
-    let (tile_shift, tile_lost) = if informative == 0 {
-        (margin as f64 * work.factor / work.full_width, 1.0)
-    } else {
-        (median(shifts), lost as f64 / informative as f64)
-    };
-
-    let own = edge_shift(&fixed_gray, &moving_gray, t, t.kind());
-    let (edge_shift_affine, edge_agreement) = match t.kind() {
-        TransformKind::Affine => own,
-        _ => self::edge_shift(&fixed_gray, &moving_gray, t, TransformKind::Affine),
-    };
+            kind => rayon::join(
+                || edge_shift(&fixed_gray, &moving_gray, t, kind),
+                || edge_shift(&fixed_gray, &moving_gray, t, TransformKind::Affine),
+            ),
+        },
+    );
+    let (edge_shift_affine, edge_agreement) = affine;
     let edge_shift = own.0;
-
     let (log_scale, shear) = match t {
         Transform2::Rigid(_) => (0.0, 0.0),
         _ => {
@@ -563,16 +531,83 @@ pub fn evidence(fixed: &Image, moving: &Image, t: &Transform2) -> Evidence {
         }
     };
     Evidence {
-        overlap,
-        mi,
-        tile_shift,
+        overlap: tiles.overlap,
+        mi: tiles.mi,
+        tile_shift: tiles.shift,
         edge_shift,
         edge_shift_affine,
         edge_agreement,
-        tile_lost,
-        tiles: informative as f64 / (TILE_GRID * TILE_GRID) as f64,
+        tile_lost: tiles.lost,
+        tiles: tiles.informative as f64 / (TILE_GRID * TILE_GRID) as f64,
         log_scale,
         shear,
+    }
+}
+
+/// What the tiles say: [`Evidence`]'s whole-image `mi` and `overlap`, the median shift and the
+/// fraction of informative tiles whose best shift lies at the search's edge.
+struct TileEvidence {
+    mi: f64,
+    overlap: f64,
+    shift: f64,
+    lost: f64,
+    informative: usize,
+}
+
+/// The whole-image MI and the tiles' local searches (gray images).
+fn tile_evidence(fixed_gray: &Image, moving_gray: &Image, t: &Transform2) -> TileEvidence {
+    use rayon::prelude::*;
+    let work = Work::new(fixed_gray, moving_gray);
+    let margin = ((SEARCH_FRAC * work.width as f64).round() as usize).max(2);
+
+    // Local searches on a resampling with a margin for the shifts.
+    let warped = work.resample(margin, |p| t.apply(p));
+    let gw = work.width + 2 * margin;
+    let inner: Vec<u8> = (0..work.height)
+        .flat_map(|y| {
+            let row = (y + margin) * gw + margin;
+            warped[row..row + work.width].iter().copied()
+        })
+        .collect();
+    let (mi, overlap) = work.mi(&inner);
+
+    let tw = ((TILE_FRAC * work.width as f64).round() as usize).clamp(1, work.width);
+    let th = ((TILE_FRAC * work.height as f64).round() as usize).clamp(1, work.height);
+    let c = |g: usize| (g as f64 + 0.5) / TILE_GRID as f64 * (1.0 - TILE_FRAC) + 0.5 * TILE_FRAC;
+    // The tiles in parallel, their results in grid order.
+    let found: Vec<Option<([f64; 2], bool)>> = (0..TILE_GRID * TILE_GRID)
+        .into_par_iter()
+        .map(|k| {
+            let (gx, gy) = (k % TILE_GRID, k / TILE_GRID);
+            let x0 = ((c(gx) * work.width as f64 - 0.5 * tw as f64)
+                .round()
+                .max(0.0) as usize)
+                .min(work.width - tw);
+            let y0 = ((c(gy) * work.height as f64 - 0.5 * th as f64)
+                .round()
+                .max(0.0) as usize)
+                .min(work.height - th);
+            tile_search(&work, &warped, margin, (x0, y0, tw, th))
+        })
+        .collect();
+    let mut shifts = Vec::new();
+    let mut lost = 0usize;
+    for (s, edge) in found.into_iter().flatten() {
+        shifts.push(s[0].hypot(s[1]) * work.factor / work.full_width);
+        lost += usize::from(edge);
+    }
+    let informative = shifts.len();
+    let (shift, lost) = if informative == 0 {
+        (margin as f64 * work.factor / work.full_width, 1.0)
+    } else {
+        (median(shifts), lost as f64 / informative as f64)
+    };
+    TileEvidence {
+        mi,
+        overlap,
+        shift,
+        lost,
+        informative,
     }
 }
 

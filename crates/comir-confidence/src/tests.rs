@@ -180,3 +180,33 @@ fn edges_that_ran_off_leave_the_confidence_to_the_tiles() {
     assert!((off.confidence() - tiles).abs() < 1e-12);
     assert!(off.confidence() != e.confidence());
 }
+
+/// The tiles and the edge refinements run side by side: the evidence is the same on one thread
+/// as on three, for a rigid result (two refinements) and an affine one (one).
+#[test]
+fn evidence_does_not_depend_on_the_threads() {
+    let (fixed, moving, truth) = displaced_pair(6);
+    let affine = Transform2::Affine(truth.to_affine());
+    for t in [truth, truth.rotated(0.05), affine] {
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            // Debug text: equal floats print alike, NaN included.
+            format!("{:?}", pool.install(|| evidence(&fixed, &moving, &t)))
+        };
+        assert_eq!(on(1), on(3), "{t:?}");
+        // Each part where it belongs: the same numbers as the parts computed one by one.
+        let e = evidence(&fixed, &moving, &t);
+        let tiles = tile_evidence(&fixed, &moving, &t);
+        let own = edge_shift(&fixed, &moving, &t, t.kind());
+        let affine = edge_shift(&fixed, &moving, &t, TransformKind::Affine);
+        assert_eq!(
+            (e.mi, e.overlap, e.tile_shift, e.tile_lost),
+            (tiles.mi, tiles.overlap, tiles.shift, tiles.lost)
+        );
+        assert_eq!(e.edge_shift, own.0);
+        assert_eq!((e.edge_shift_affine, e.edge_agreement), affine);
+    }
+}
