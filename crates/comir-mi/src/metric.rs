@@ -11,6 +11,7 @@ use comir_transform::bspline::JacobianTerms;
 use comir_transform::{Affine2, BSpline2, Transform2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Bins of padding on each side of the moving-intensity range, so the B-spline window (support ±2)
 /// always falls inside the histogram (as in ITK's `MattesMutualInformationImageToImageMetric`).
@@ -115,12 +116,36 @@ struct Pending {
     my: f64,
 }
 
+/// One sample's share of the joint histogram, worked out in parallel and added in sample order.
+#[derive(Clone, Copy, Debug, Default)]
+struct Share {
+    /// Whether the sample maps inside the moving image (nothing else is set otherwise).
+    inside: bool,
+    /// As [`Pending`].
+    base: u32,
+    /// The four moving bins' B-spline weights.
+    weights: [f64; 4],
+    u0: f64,
+    mx: f64,
+    my: f64,
+}
+
+/// Samples per parallel chunk of a metric's passes. The per-sample work runs chunk by chunk on
+/// the thread pool and the sums are then taken in sample order, as a single loop takes them, so
+/// the metric has the same bits on any number of threads (and as before it ran in parallel);
+/// levels of at most this many samples run on the calling thread.
+pub(crate) const CHUNK: usize = 1024;
+
 /// Reusable buffers, so an iteration allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     joint: Vec<f64>,
     log_ratio: Vec<f64>,
     pending: Vec<Pending>,
+    /// Every sample's [`Share`].
+    shares: Vec<Share>,
+    /// Per-sample terms of a gradient, summed in order: `[valid, value, ∂/∂μ…]`.
+    terms: Vec<[f64; MAX_PARAMS + 2]>,
     /// NCC's per-sample values: fixed value, moving value, `∂m/∂x`, `∂m/∂y`, sample index.
     ncc: Vec<(f64, f64, f64, f64, u32)>,
 }
@@ -198,7 +223,7 @@ fn bilinear_with_grad(img: &Image, x: f64, y: f64) -> Option<(f64, f64, f64)> {
 /// A transform as the metric evaluates it: where a sample at offset `(dx, dy)` from the centre
 /// lands in the moving image (full-resolution pixels), and how the moving intensity there changes
 /// with each parameter given the image gradient `(mx, my)` (chain rule through `∂T/∂μ`).
-trait SampleMap {
+trait SampleMap: Sync {
     /// Number of parameters.
     const N: usize;
     /// The mapped position.
@@ -525,7 +550,7 @@ impl Level {
             Metric::Ngf => {
                 // `with_metric` prepares the gradients whenever it sets NGF.
                 let ngf = self.ngf.as_ref().expect("an NGF level holds its gradients");
-                return self.evaluate_ngf(map, ngf, want_grad);
+                return self.evaluate_ngf(map, ngf, want_grad, scratch);
             }
             Metric::Mi => {}
         }
@@ -540,13 +565,26 @@ impl Level {
         }
         let mi = self.mutual_information(valid, scratch);
         if want_grad {
-            let mut d = [0.0; MAX_PARAMS];
-            for q in &scratch.pending {
-                let acc = self.pending_weight(q, &scratch.log_ratio);
-                let p = &self.samples[q.sample as usize];
-                map.dm(p.dx, p.dy, q.mx, q.my, &mut d[..M::N]);
-                for (g, d) in grad.iter_mut().zip(&d[..M::N]) {
-                    *g -= acc * d;
+            let (pending, log_ratio) = (&scratch.pending, &scratch.log_ratio);
+            scratch.terms.resize(pending.len(), [0.0; MAX_PARAMS + 2]);
+            scratch
+                .terms
+                .par_chunks_mut(CHUNK)
+                .zip(pending.par_chunks(CHUNK))
+                .for_each(|(terms, pending)| {
+                    let mut d = [0.0; MAX_PARAMS];
+                    for (t, q) in terms.iter_mut().zip(pending) {
+                        let acc = self.pending_weight(q, log_ratio);
+                        let p = &self.samples[q.sample as usize];
+                        map.dm(p.dx, p.dy, q.mx, q.my, &mut d[..M::N]);
+                        for (t, d) in t[2..].iter_mut().zip(&d[..M::N]) {
+                            *t = acc * d;
+                        }
+                    }
+                });
+            for t in &scratch.terms {
+                for (g, t) in grad.iter_mut().zip(&t[2..2 + M::N]) {
+                    *g -= t;
                 }
             }
             let norm = 1.0 / valid as f64;
@@ -622,51 +660,83 @@ impl Level {
     /// `u = 2(n·w)/q · (n − (n·w)/q · w)`, `q = ‖w‖² + ε²`, its derivative is
     /// `u · ∂w/∂μ = gᵀ (∂A/∂μ) u + (Hᵀ A u) · ∂T/∂μ`, `H` the derivative of the interpolated
     /// moving gradient. The value is the mean of `v`.
-    fn evaluate_ngf<M: SampleMap>(&self, map: &M, ngf: &NgfLevel, want_grad: bool) -> Eval {
+    fn evaluate_ngf<M: SampleMap>(
+        &self,
+        map: &M,
+        ngf: &NgfLevel,
+        want_grad: bool,
+        scratch: &mut Scratch,
+    ) -> Eval {
         let inv_f = 1.0 / self.factor;
         let a = map.linear();
+        debug_assert_eq!(
+            ngf.fixed_dir.len(),
+            self.samples.len(),
+            "a direction per sample"
+        );
+        // Each sample's terms ([inside, value, gradient]) in parallel, summed in order below.
+        scratch
+            .terms
+            .resize(self.samples.len(), [0.0; MAX_PARAMS + 2]);
+        scratch
+            .terms
+            .par_chunks_mut(CHUNK)
+            .zip(self.samples.par_chunks(CHUNK))
+            .zip(ngf.fixed_dir.par_chunks(CHUNK))
+            .for_each(|((terms, samples), dirs)| {
+                let (mut d_lin, mut d_pos) = ([0.0; MAX_PARAMS], [0.0; MAX_PARAMS]);
+                for ((t, p), n) in terms.iter_mut().zip(samples).zip(dirs) {
+                    let (x, y) = map.map(p.dx, p.dy);
+                    let (lx, ly) = (x * inv_f, y * inv_f);
+                    let (Some((g0, h00, h01)), Some((g1, h10, h11))) = (
+                        bilinear_with_grad(&ngf.moving_dx, lx, ly),
+                        bilinear_with_grad(&ngf.moving_dy, lx, ly),
+                    ) else {
+                        t[0] = 0.0;
+                        continue;
+                    };
+                    t[0] = 1.0;
+                    // Per full-resolution pixel: the gradient once, its derivative twice.
+                    let g = [g0 * inv_f, g1 * inv_f];
+                    let s2 = inv_f * inv_f;
+                    let h = [[h00 * s2, h01 * s2], [h10 * s2, h11 * s2]];
+                    let w = [
+                        a[0][0] * g[0] + a[1][0] * g[1],
+                        a[0][1] * g[0] + a[1][1] * g[1],
+                    ];
+                    let dot = n[0] * w[0] + n[1] * w[1];
+                    let q = w[0] * w[0] + w[1] * w[1] + ngf.eps2;
+                    t[1] = dot * dot / q;
+                    if want_grad {
+                        let k = 2.0 * dot / q;
+                        let r = dot / q;
+                        let u = [k * (n[0] - r * w[0]), k * (n[1] - r * w[1])];
+                        let au = [
+                            a[0][0] * u[0] + a[0][1] * u[1],
+                            a[1][0] * u[0] + a[1][1] * u[1],
+                        ];
+                        // z = Hᵀ (A u): how v changes as the mapped point moves.
+                        let z = [
+                            h[0][0] * au[0] + h[1][0] * au[1],
+                            h[0][1] * au[0] + h[1][1] * au[1],
+                        ];
+                        map.dm(p.dx, p.dy, z[0], z[1], &mut d_pos[..M::N]);
+                        map.d_linear(g, u, &mut d_lin[..M::N]);
+                        for k in 0..M::N {
+                            t[2 + k] = d_pos[k] + d_lin[k];
+                        }
+                    }
+                }
+            });
         let mut sum = 0.0;
         let mut grad = [0.0; MAX_PARAMS];
         let mut valid = 0usize;
-        let (mut d_lin, mut d_pos) = ([0.0; MAX_PARAMS], [0.0; MAX_PARAMS]);
-        for (p, n) in self.samples.iter().zip(&ngf.fixed_dir) {
-            let (x, y) = map.map(p.dx, p.dy);
-            let (lx, ly) = (x * inv_f, y * inv_f);
-            let (Some((g0, h00, h01)), Some((g1, h10, h11))) = (
-                bilinear_with_grad(&ngf.moving_dx, lx, ly),
-                bilinear_with_grad(&ngf.moving_dy, lx, ly),
-            ) else {
-                continue;
-            };
+        for t in scratch.terms.iter().filter(|t| t[0] != 0.0) {
             valid += 1;
-            // Per full-resolution pixel: the gradient once, its derivative twice.
-            let g = [g0 * inv_f, g1 * inv_f];
-            let s2 = inv_f * inv_f;
-            let h = [[h00 * s2, h01 * s2], [h10 * s2, h11 * s2]];
-            let w = [
-                a[0][0] * g[0] + a[1][0] * g[1],
-                a[0][1] * g[0] + a[1][1] * g[1],
-            ];
-            let dot = n[0] * w[0] + n[1] * w[1];
-            let q = w[0] * w[0] + w[1] * w[1] + ngf.eps2;
-            sum += dot * dot / q;
+            sum += t[1];
             if want_grad {
-                let k = 2.0 * dot / q;
-                let r = dot / q;
-                let u = [k * (n[0] - r * w[0]), k * (n[1] - r * w[1])];
-                let au = [
-                    a[0][0] * u[0] + a[0][1] * u[1],
-                    a[1][0] * u[0] + a[1][1] * u[1],
-                ];
-                // z = Hᵀ (A u): how v changes as the mapped point moves.
-                let z = [
-                    h[0][0] * au[0] + h[1][0] * au[1],
-                    h[0][1] * au[0] + h[1][1] * au[1],
-                ];
-                map.dm(p.dx, p.dy, z[0], z[1], &mut d_pos[..M::N]);
-                map.d_linear(g, u, &mut d_lin[..M::N]);
-                for k in 0..M::N {
-                    grad[k] += d_pos[k] + d_lin[k];
+                for (g, t) in grad.iter_mut().zip(&t[2..2 + M::N]) {
+                    *g += t;
                 }
             }
         }
@@ -754,7 +824,7 @@ impl Level {
     /// inside the moving image.
     fn fill_histogram(
         &self,
-        map: impl Fn(&Sample) -> (f64, f64),
+        map: impl Fn(&Sample) -> (f64, f64) + Sync,
         want_grad: bool,
         scratch: &mut Scratch,
     ) -> usize {
@@ -764,44 +834,64 @@ impl Level {
     /// [`Level::fill_histogram`] with the sample's index passed to `map`.
     fn fill_histogram_indexed(
         &self,
-        map: impl Fn(usize, &Sample) -> (f64, f64),
+        map: impl Fn(usize, &Sample) -> (f64, f64) + Sync,
         want_grad: bool,
         scratch: &mut Scratch,
     ) -> usize {
         let b = self.bins;
+        let inv_f = 1.0 / self.factor;
+        let m_hi = b as f64 - PAD - 1e-9;
+        scratch.shares.resize(self.samples.len(), Share::default());
+        scratch
+            .shares
+            .par_chunks_mut(CHUNK)
+            .zip(self.samples.par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(c, (shares, samples))| {
+                for (k, (share, p)) in shares.iter_mut().zip(samples).enumerate() {
+                    let (x, y) = map(c * CHUNK + k, p);
+                    let (x, y) = (x * inv_f, y * inv_f);
+                    let Some((v, gx, gy)) = bilinear_with_grad(&self.moving, x, y) else {
+                        share.inside = false;
+                        continue;
+                    };
+                    let m_raw = (v - self.m_min) * self.m_scale + PAD;
+                    let m = m_raw.clamp(PAD, m_hi);
+                    // A clamped intensity does not move with the transform.
+                    let slope = if m == m_raw { self.m_scale } else { 0.0 };
+                    let k0 = m as usize - 1; // m ≥ 2: truncation is the floor
+                    let u0 = k0 as f64 - m;
+                    *share = Share {
+                        inside: true,
+                        base: (p.fbin as usize * b + k0) as u32,
+                        weights: [0, 1, 2, 3].map(|j| bspline3(u0 + j as f64)),
+                        u0,
+                        // ∂m/∂(moving position) in full-resolution pixels.
+                        mx: slope * gx * inv_f,
+                        my: slope * gy * inv_f,
+                    };
+                }
+            });
         scratch.joint.clear();
         scratch.joint.resize(b * b, 0.0);
         scratch.pending.clear();
-        let inv_f = 1.0 / self.factor;
-        let m_hi = b as f64 - PAD - 1e-9;
         let mut valid = 0usize;
-        for (i, p) in self.samples.iter().enumerate() {
-            let (x, y) = map(i, p);
-            let (x, y) = (x * inv_f, y * inv_f);
-            let Some((v, gx, gy)) = bilinear_with_grad(&self.moving, x, y) else {
+        for (i, s) in scratch.shares.iter().enumerate() {
+            if !s.inside {
                 continue;
-            };
+            }
             valid += 1;
-            let m_raw = (v - self.m_min) * self.m_scale + PAD;
-            let m = m_raw.clamp(PAD, m_hi);
-            // A clamped intensity does not move with the transform.
-            let slope = if m == m_raw { self.m_scale } else { 0.0 };
-            let k0 = m as usize - 1; // m ≥ 2: truncation is the floor
-
-            let u0 = k0 as f64 - m;
-            let base = p.fbin as usize * b + k0;
-            let row = &mut scratch.joint[base..base + 4];
-            for (j, h) in row.iter_mut().enumerate() {
-                *h += bspline3(u0 + j as f64);
+            let base = s.base as usize;
+            for (h, w) in scratch.joint[base..base + 4].iter_mut().zip(&s.weights) {
+                *h += w;
             }
             if want_grad {
-                // ∂m/∂(moving position) in full-resolution pixels.
                 scratch.pending.push(Pending {
-                    base: base as u32,
+                    base: s.base,
                     sample: i as u32,
-                    u0,
-                    mx: slope * gx * inv_f,
-                    my: slope * gy * inv_f,
+                    u0: s.u0,
+                    mx: s.mx,
+                    my: s.my,
                 });
             }
         }

@@ -705,3 +705,49 @@ fn bspline_settings_are_checked() {
         .expect_err("spacing larger than the image");
     assert!(e.to_string().contains("larger than the fixed image"), "{e}");
 }
+
+/// The metrics' per-sample passes run in parallel chunks and sum in sample order: the value and
+/// gradient have the same bits on one thread and on three, on a level of several chunks.
+#[test]
+fn metrics_have_the_same_bits_on_any_number_of_threads() {
+    let (fixed, moving) = smooth_pair(80, 80);
+    let center = [39.5, 39.5];
+    let t: Transform2 = Affine2 {
+        matrix: [[0.9813, 0.0617], [-0.0523, 1.0207]],
+        translation: [1.3, -0.6],
+        center,
+    }
+    .into();
+    for metric in [Metric::Mi, Metric::Ngf, Metric::Ncc] {
+        let mut rng = metric::sample_rng(7);
+        let level = Level::new(
+            &fixed,
+            moving.clone(),
+            1,
+            (80, 80),
+            center,
+            32,
+            100_000,
+            0.0,
+            &mut rng,
+        )
+        .with_metric(metric, &fixed);
+        assert!(level.n_samples() > 4 * metric::CHUNK, "several chunks");
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let e = level.evaluate(&t, true, &mut Scratch::default());
+                (e.mi.to_bits(), e.grad.map(f64::to_bits), e.valid)
+            })
+        };
+        let one = on(1);
+        assert!(
+            f64::from_bits(one.0).abs() > 0.01,
+            "{metric:?}: a measurable value"
+        );
+        assert_eq!(one, on(3), "{metric:?}");
+    }
+}
