@@ -530,16 +530,37 @@ fn run_steps(
         write_history(&out.join(HISTORY_FILE), history)
     };
     let mut last_saved = None;
+    // The next step's batch and the sampler's RNG after it, drawn while a step runs.
+    let mut next: Option<(Batch, ChaCha8Rng)> = None;
     for step in first..total {
         if config.schedule.minutes.is_some_and(|m| offset >= m * 60.0) {
             break;
         }
-        let batch = sampler.batch(config.schedule.batch, &mut rng);
+        let batch = match next.take() {
+            Some((batch, after)) => {
+                rng = after;
+                batch
+            }
+            None => sampler.batch(config.schedule.batch, &mut rng),
+        };
         let lr_scale = config
             .schedule
             .lr_scale(step, offset + clock.elapsed().as_secs_f64());
         trainer.set_lr_scale(lr_scale);
-        let stats: StepStats = trainer.step(&batch)?;
+        // The next batch is cut from the images on another thread while this step runs: the
+        // same batches in the same order, and `rng` stays where this step's batch left it (what
+        // a checkpoint records).
+        let stats: StepStats = rayon::in_place_scope(|s| {
+            if step + 1 < total {
+                let (n, rng) = (config.schedule.batch, &rng);
+                let next = &mut next;
+                s.spawn(move |_| {
+                    let mut ahead = rng.clone();
+                    *next = Some((sampler.batch(n, &mut ahead), ahead));
+                });
+            }
+            trainer.step(&batch)
+        })?;
         let mut row = HistoryRow {
             step: step + 1,
             seconds: offset + clock.elapsed().as_secs_f64(),
