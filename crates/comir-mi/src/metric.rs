@@ -144,7 +144,8 @@ pub(crate) struct Scratch {
     pending: Vec<Pending>,
     /// Every sample's [`Share`].
     shares: Vec<Share>,
-    /// Per-sample terms of a gradient, summed in order: `[valid, value, ∂/∂μ…]`.
+    /// Per-sample terms, summed in order: `[inside, value, ∂/∂μ…]` for NGF; MI uses only the
+    /// gradient's slots (its value comes from the histogram).
     terms: Vec<[f64; MAX_PARAMS + 2]>,
     /// NCC's per-sample values: fixed value, moving value, `∂m/∂x`, `∂m/∂y`, sample index.
     ncc: Vec<(f64, f64, f64, f64, u32)>,
